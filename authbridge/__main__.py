@@ -1,0 +1,5 @@
+"""Allow ``python -m authbridge``."""
+
+from authbridge.cli import main
+
+raise SystemExit(main())
