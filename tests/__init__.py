@@ -1,0 +1,1 @@
+"""Test suite for authbridge (a package so helpers can import tests.support)."""
