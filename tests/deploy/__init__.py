@@ -1,0 +1,1 @@
+"""Tests of deploy/ (systemd units, installer) and authbridge.systemd."""
