@@ -1,0 +1,1 @@
+"""Interop tests: real Exim, Postfix and doveadm against authbridge and Dovecot."""

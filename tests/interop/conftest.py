@@ -1,0 +1,96 @@
+"""Fixtures that start the real peers on loopback for the interop tests.
+
+Every auth-server-facing fixture is parametrised over ``authbridge`` and ``dovecot``:
+the same test, run against the real Dovecot 2.3 auth service, shows that the asserted
+SMTP outcome is what Dovecot produces, and against authbridge that we produce it too.
+The auth server is module-scoped, so each test module starts each server once.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.interop.common import AuthServer, write_users_file
+from tests.support import free_tcp_port, require_binary, runtime_dir
+from tests.support.authbridge_proc import AuthbridgeServer
+from tests.support.dovecot import DovecotAuth
+from tests.support.exim import EximConfig, EximDaemon, write_exim_config
+from tests.support.postfix import PostfixConfig, PostfixMaster, write_postfix_config
+from tests.support.tls import TlsFiles, make_self_signed
+
+AUTH_SERVERS = ("authbridge", "dovecot")
+AUTHBRIDGE_ARGS = ("--dovecot-compat", "--failure-delay", "0")
+
+
+@pytest.fixture(scope="session")
+def interop_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return runtime_dir(tmp_path_factory, "interop")
+
+
+@pytest.fixture(scope="session")
+def tls_files(interop_dir: Path) -> TlsFiles:
+    require_binary("openssl")
+    return make_self_signed(interop_dir / "tls")
+
+
+@pytest.fixture(scope="session")
+def users_file(interop_dir: Path) -> Path:
+    return write_users_file(interop_dir / "users.passwd")
+
+
+@pytest.fixture(scope="module", params=AUTH_SERVERS)
+def auth_server(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory, users_file: Path
+) -> Iterator[AuthServer]:
+    kind: str = request.param
+    base = runtime_dir(tmp_path_factory, kind)
+    socket_path = base / "auth-client"
+    if kind == "dovecot":
+        with DovecotAuth(users_file, socket_path, workdir=base / "dovecot") as dovecot:
+            yield AuthServer(kind, socket_path, dovecot.log_text)
+    else:
+        with AuthbridgeServer(users_file, socket_path, extra_args=AUTHBRIDGE_ARGS) as bridge:
+            yield AuthServer(kind, socket_path, bridge.stderr_text)
+
+
+@pytest.fixture(scope="module")
+def exim_config(
+    auth_server: AuthServer, tmp_path_factory: pytest.TempPathFactory, tls_files: TlsFiles
+) -> EximConfig:
+    require_binary("exim")
+    require_binary("swaks")
+    base = runtime_dir(tmp_path_factory, f"exim-{auth_server.kind}")
+    return write_exim_config(
+        base, auth_socket=auth_server.socket_path, port=free_tcp_port(), tls=tls_files
+    )
+
+
+@pytest.fixture(scope="module")
+def exim(exim_config: EximConfig) -> Iterator[EximDaemon]:
+    with EximDaemon(exim_config) as daemon:
+        yield daemon
+
+
+@pytest.fixture(scope="module")
+def postfix_config(
+    auth_server: AuthServer, tmp_path_factory: pytest.TempPathFactory, tls_files: TlsFiles
+) -> PostfixConfig:
+    require_binary("swaks")
+    base = runtime_dir(tmp_path_factory, f"postfix-{auth_server.kind}")
+    # One smtpd serves every session in turn, so connection reuse is observable.
+    return write_postfix_config(
+        base,
+        auth_socket=auth_server.socket_path,
+        port=free_tcp_port(),
+        tls=tls_files,
+        smtpd_maxproc=1,
+    )
+
+
+@pytest.fixture(scope="module")
+def postfix(postfix_config: PostfixConfig) -> Iterator[PostfixMaster]:
+    with PostfixMaster(postfix_config) as master:
+        yield master
