@@ -1,0 +1,28 @@
+"""The SASL mechanisms authbridge serves, by the name clients ask for."""
+
+from __future__ import annotations
+
+from authbridge.mechanisms.base import Mechanism
+from authbridge.mechanisms.cram_md5 import CramMd5
+from authbridge.mechanisms.login import Login
+from authbridge.mechanisms.plain import Plain
+
+#: Every mechanism authbridge knows, keyed by its upper-case SASL name.
+REGISTRY: dict[str, type[Mechanism]] = {cls.name: cls for cls in (Plain, Login, CramMd5)}
+
+
+class UnknownMechanism(ValueError):
+    """A configured mechanism name that authbridge does not implement."""
+
+
+def resolve(names: tuple[str, ...] | list[str]) -> tuple[type[Mechanism], ...]:
+    """Map configured names (any case) to mechanism classes, keeping their order."""
+    out: list[type[Mechanism]] = []
+    for name in names:
+        cls = REGISTRY.get(name.upper())
+        if cls is None:
+            known = ", ".join(sorted(n.lower() for n in REGISTRY))
+            raise UnknownMechanism(f"unknown mechanism {name!r} (known: {known})")
+        if cls not in out:
+            out.append(cls)
+    return tuple(out)

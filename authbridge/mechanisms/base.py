@@ -1,0 +1,80 @@
+"""What a SASL mechanism is to the session: a small sans-I/O step machine.
+
+A mechanism never looks up users or checks passwords itself. It turns client messages
+into either a challenge for the client, an immediate failure, or a credential the
+authenticator must check (:class:`VerifyPlain`, :class:`VerifyCramMd5`, ...).
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from typing import ClassVar
+
+
+@dataclass(frozen=True, slots=True)
+class Challenge:
+    """Send ``CONT`` with this data and wait for exactly one client answer."""
+
+    data: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Failure:
+    """The exchange failed inside the mechanism (malformed client data)."""
+
+    reason: str
+    username: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class VerifyPlain:
+    """Check a plaintext password for ``authcid``; ``authzid`` is empty when not asked for."""
+
+    authcid: str
+    authzid: str
+    password: bytes = field(repr=False)
+
+
+@dataclass(frozen=True, slots=True)
+class VerifyCramMd5:
+    """Check a CRAM-MD5 response (hex digest) against the challenge we sent."""
+
+    username: str
+    challenge: bytes
+    response_hex: str = field(repr=False)
+
+
+Step = Challenge | Failure | VerifyPlain | VerifyCramMd5
+
+
+class Mechanism(ABC):
+    """One authentication exchange. A new instance is made for every AUTH request."""
+
+    name: ClassVar[str]
+    #: Dovecot's MECH flags, in Dovecot's fixed order.
+    flags: ClassVar[tuple[str, ...]] = ()
+    #: Whether NUL bytes are legal in client data (PLAIN needs them; LOGIN does not).
+    allows_nuls: ClassVar[bool] = False
+    #: Whether the mechanism carries the password in clear (TLS-only policy applies).
+    plaintext: ClassVar[bool] = False
+
+    def initial(self, data: bytes | None) -> Step:
+        """Start the exchange; ``None`` means the client gave no initial response."""
+        if data is None:
+            return Challenge(b"")
+        return self.step(data)
+
+    def step(self, data: bytes) -> Step:
+        if not self.allows_nuls and b"\x00" in data:
+            return Failure("Unexpected NUL in auth data")
+        return self._step(data)
+
+    @abstractmethod
+    def _step(self, data: bytes) -> Step:
+        """Handle one client message (NULs already screened)."""
+
+
+def decode_text(data: bytes) -> str:
+    """Client text as ``str``; invalid UTF-8 is kept byte-exact via surrogateescape."""
+    return data.decode("utf-8", "surrogateescape")

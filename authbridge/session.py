@@ -1,0 +1,438 @@
+"""One client connection of the auth-client protocol, as a pure state machine.
+
+:class:`Session` takes received bytes and returns :data:`Action` values: lines to send,
+FAIL lines to send after the failure delay, credentials the shell must check, or a
+decision to close the connection. It owns the handshake, the table of requests in flight
+(keyed by the client's ids, many at once), the ``resp=`` rules and every
+disconnect-on-violation rule of Dovecot 2.3. It never touches a socket or a clock: the
+caller passes ``now`` in.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+
+from authbridge import wire
+from authbridge.mechanisms.base import (
+    Challenge,
+    Failure,
+    Mechanism,
+    Step,
+    VerifyCramMd5,
+    VerifyPlain,
+)
+from authbridge.verdict import Outcome, Reason, Verdict
+
+PROTOCOL_MAJOR = 1
+PROTOCOL_MINOR = 2
+#: Dovecot forgets a request that saw no progress for this long, without a reply.
+REQUEST_TIMEOUT = 150.0
+
+Credential = VerifyPlain | VerifyCramMd5
+
+
+@dataclass(frozen=True, slots=True)
+class RequestInfo:
+    """What the client told us about one AUTH request, parsed once."""
+
+    id: int
+    mechanism: str
+    service: str
+    rip: str | None = None
+    lip: str | None = None
+    rport: int | None = None
+    lport: int | None = None
+    secured: bool = False
+    secured_tls: bool = False
+    valid_client_cert: bool = False
+    no_penalty: bool = False
+    session: str | None = None
+    client_minor: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Send:
+    data: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class SendDelayed:
+    """A FAIL reply to hold back for the failure delay (the id is already free)."""
+
+    data: bytes
+    info: RequestInfo
+
+
+@dataclass(frozen=True, slots=True)
+class Check:
+    """Ask the shell to check a credential; answer with :meth:`Session.complete`."""
+
+    ticket: int
+    info: RequestInfo
+    credential: Credential
+
+
+@dataclass(frozen=True, slots=True)
+class Finished:
+    """A request ended; logs and metrics subscribe to this."""
+
+    info: RequestInfo
+    verdict: Verdict
+
+
+@dataclass(frozen=True, slots=True)
+class Close:
+    """Close the connection; ``reason`` is for the log only."""
+
+    reason: str
+
+
+Action = Send | SendDelayed | Check | Finished | Close
+
+
+@dataclass(slots=True)
+class _Request:
+    info: RequestInfo
+    mechanism: Mechanism
+    ticket: int
+    last_activity: float
+    accepts_cont: bool = False
+    checking: bool = False
+
+
+class ProtocolViolation(Exception):
+    """The client broke a rule that makes Dovecot drop the connection."""
+
+
+@dataclass
+class SessionSettings:
+    mechanisms: Sequence[type[Mechanism]]
+    spid: int
+    cuid: int
+    cookie: str
+    request_timeout: float = REQUEST_TIMEOUT
+    #: On an internal failure, close the connection (so Exim says 435 and Postfix 454)
+    #: instead of Dovecot's ``FAIL code=temp_fail`` that both MTAs turn into a 535.
+    tempfail_disconnects: bool = False
+
+
+@dataclass
+class Session:
+    settings: SessionSettings
+    closed: bool = False
+    client_major: int | None = None
+    client_minor: int = 0
+    client_pid: int | None = None
+    _buffer: wire.LineBuffer = field(default_factory=wire.LineBuffer)
+    _requests: dict[int, _Request] = field(default_factory=dict)
+    _next_ticket: int = 1
+
+    # ------------------------------------------------------------------ handshake
+
+    def handshake(self) -> bytes:
+        """Everything the server says on accept, for one single write."""
+        lines = [wire.join_line("VERSION", str(PROTOCOL_MAJOR), str(PROTOCOL_MINOR))]
+        for mech in self.settings.mechanisms:
+            lines.append(wire.join_line("MECH", mech.name, *mech.flags))
+        lines.append(wire.join_line("SPID", str(self.settings.spid)))
+        lines.append(wire.join_line("CUID", str(self.settings.cuid)))
+        lines.append(wire.join_line("COOKIE", self.settings.cookie))
+        lines.append(wire.join_line("DONE"))
+        return b"".join(lines)
+
+    @property
+    def in_flight(self) -> int:
+        return len(self._requests)
+
+    # ------------------------------------------------------------------ input
+
+    def receive(self, data: bytes, now: float) -> list[Action]:
+        """Feed bytes from the client; returns what to do, in order."""
+        if self.closed:
+            return []
+        actions: list[Action] = []
+        try:
+            lines = self._buffer.feed(data)
+        except wire.LineTooLong:
+            return self._close(f"client sent more than {wire.MAX_LINE_LENGTH} bytes in a line")
+        for line in lines:
+            try:
+                actions.extend(self._handle_line(line, now))
+            except ProtocolViolation as exc:
+                actions.extend(self._close(str(exc)))
+                break
+        return actions
+
+    def _close(self, reason: str) -> list[Action]:
+        self.closed = True
+        self._requests.clear()
+        return [Close(reason)]
+
+    def _handle_line(self, line: str, now: float) -> list[Action]:
+        if self.client_major is None:
+            self._handle_version(line)
+            return []
+        if self.client_pid is None:
+            self._handle_cpid(line)
+            return []
+        if line.startswith("AUTH\t"):
+            return self._handle_auth(line[5:], now)
+        if line.startswith("CONT\t"):
+            return self._handle_cont(line[5:], now)
+        if line.startswith("CANCEL\t"):
+            self._handle_cancel(line[7:])
+            return []
+        raise ProtocolViolation(f"unknown command: {_sanitize(line)}")
+
+    def _handle_version(self, line: str) -> None:
+        parts = line.split("\t")
+        if len(parts) != 3 or parts[0] != "VERSION":
+            raise ProtocolViolation(f"invalid VERSION line: {_sanitize(line)}")
+        major, minor = wire.parse_uint(parts[1]), wire.parse_uint(parts[2])
+        if major is None or minor is None:
+            raise ProtocolViolation(f"invalid VERSION line: {_sanitize(line)}")
+        if major != PROTOCOL_MAJOR:
+            raise ProtocolViolation(f"client speaks major version {major}, not {PROTOCOL_MAJOR}")
+        self.client_major, self.client_minor = major, minor
+
+    def _handle_cpid(self, line: str) -> None:
+        if not line.startswith("CPID\t"):
+            raise ProtocolViolation(f"unknown handshake command: {_sanitize(line)}")
+        pid = wire.parse_uint(line[5:])
+        if not pid:
+            raise ProtocolViolation("client said its PID is 0 or sent a malformed CPID")
+        self.client_pid = pid
+
+    # ------------------------------------------------------------------ AUTH
+
+    def _handle_auth(self, rest: str, now: float) -> list[Action]:
+        args = wire.split_fields(rest)
+        request_id = wire.parse_uint(args[0])
+        if not request_id or len(args) < 2:
+            raise ProtocolViolation("broken AUTH request")
+        mech_cls = self._find_mechanism(args[1])
+        if mech_cls is None:
+            raise ProtocolViolation(f"unsupported mechanism {_sanitize(args[1])}")
+        params: dict[str, str | None] = {}
+        resp: str | None = None
+        for index, arg in enumerate(args[2:], start=2):
+            name, sep, value = arg.partition("=")
+            if name == "resp":
+                resp = value
+                if index != len(args) - 1:
+                    raise ProtocolViolation("AUTH parameters after 'resp'")
+                continue
+            params[name] = value if sep else None
+        service = params.get("service")
+        if service is None:
+            raise ProtocolViolation("AUTH without service=")
+        if request_id in self._requests:
+            raise ProtocolViolation(f"duplicate request id {request_id}")
+
+        info = _request_info(request_id, mech_cls.name, service, params, self.client_minor)
+        ticket = self._next_ticket
+        self._next_ticket += 1
+        request = _Request(info, mech_cls(), ticket, now)
+        self._requests[request_id] = request
+
+        initial: bytes | None
+        if resp is None or (resp == "" and self.client_minor < 2):
+            # Exim always sends "resp=", empty when the SMTP client gave no initial
+            # response; Dovecot reads that as "absent" for clients older than 1.2.
+            initial = None
+        elif resp in ("", "="):
+            initial = b""
+        else:
+            try:
+                initial = wire.b64decode_strict(resp)
+            except ValueError:
+                return self._fail_now(
+                    request, "Invalid base64 data in initial response", "invalid_base64"
+                )
+        return self._apply_step(request, request.mechanism.initial(initial), now)
+
+    def _find_mechanism(self, name: str) -> type[Mechanism] | None:
+        upper = name.upper()
+        for mech in self.settings.mechanisms:
+            if mech.name == upper:
+                return mech
+        return None
+
+    # ------------------------------------------------------------------ CONT / CANCEL
+
+    def _handle_cont(self, rest: str, now: float) -> list[Action]:
+        id_text, sep, data = rest.partition("\t")
+        request_id = wire.parse_uint(id_text)
+        if not sep or request_id is None:
+            raise ProtocolViolation("broken CONT request")
+        request = self._requests.get(request_id)
+        if request is None:
+            return [
+                Send(
+                    wire.join_line(
+                        "FAIL", str(request_id), "reason=Authentication request timed out"
+                    )
+                )
+            ]
+        if not request.accepts_cont:
+            return self._fail_now(request, "Unexpected continuation")
+        request.accepts_cont = False
+        request.last_activity = now
+        try:
+            decoded = wire.b64decode_strict(data)
+        except ValueError:
+            return self._fail_now(
+                request, "Invalid base64 data in continued response", "invalid_base64"
+            )
+        return self._apply_step(request, request.mechanism.step(decoded), now)
+
+    def _handle_cancel(self, rest: str) -> None:
+        request_id = wire.parse_uint(rest)
+        if request_id is None:
+            raise ProtocolViolation("broken CANCEL request")
+        self._requests.pop(request_id, None)
+
+    # ------------------------------------------------------------------ steps & verdicts
+
+    def _apply_step(self, request: _Request, step: Step, now: float) -> list[Action]:
+        if isinstance(step, Challenge):
+            request.accepts_cont = True
+            line = wire.join_line("CONT", str(request.info.id), wire.b64encode(step.data))
+            return [Send(line)]
+        if isinstance(step, Failure):
+            reason = Reason.MALFORMED
+            return self._finish(request, Verdict(Outcome.FAIL, step.username, reason))
+        request.checking = True
+        request.last_activity = now
+        return [Check(request.ticket, request.info, step)]
+
+    def complete(self, ticket: int, request_id: int, verdict: Verdict) -> list[Action]:
+        """Deliver the verdict for a :class:`Check`; stale tickets are dropped silently."""
+        request = self._requests.get(request_id)
+        if self.closed or request is None or request.ticket != ticket:
+            return []
+        return self._finish(request, verdict)
+
+    def _finish(self, request: _Request, verdict: Verdict) -> list[Action]:
+        del self._requests[request.info.id]
+        info = request.info
+        done = Finished(info, verdict)
+        if verdict.outcome is Outcome.OK:
+            return [Send(self._ok_line(info.id, verdict)), done]
+        if verdict.outcome is Outcome.TEMPFAIL and self.settings.tempfail_disconnects:
+            return [done, *self._close("temporary failure: closing so the MTA defers")]
+        line = self._fail_line(info.id, verdict)
+        if verdict.nodelay:
+            return [Send(line), done]
+        return [SendDelayed(line, info), done]
+
+    def _fail_now(self, request: _Request, reason: str, code: str | None = None) -> list[Action]:
+        """Dovecot's immediate FAILs: no delay, no penalty, request forgotten."""
+        del self._requests[request.info.id]
+        fields = ["FAIL", str(request.info.id)]
+        if code is not None:
+            fields.append(f"code={code}")
+        fields.append(wire.keyvalue("reason", reason))
+        verdict = Verdict(Outcome.FAIL, None, Reason.MALFORMED)
+        return [Send(wire.join_line(*fields)), Finished(request.info, verdict)]
+
+    @staticmethod
+    def _tail(verdict: Verdict) -> list[str]:
+        fields: list[str] = []
+        if verdict.had_store_fields:
+            # Dovecot 2.3 writes the separator even when every store field is hidden,
+            # which leaves an empty field; clients tolerate it and we match it.
+            fields.append("\t".join(wire.keyvalue(k, v) for k, v in verdict.fields))
+        if verdict.original_user is not None and verdict.original_user != verdict.user:
+            fields.append(wire.keyvalue("original_user", verdict.original_user))
+        return fields
+
+    def _ok_line(self, request_id: int, verdict: Verdict) -> bytes:
+        user = verdict.user or ""
+        return wire.join_line(
+            "OK", str(request_id), wire.keyvalue("user", user), *self._tail(verdict)
+        )
+
+    def _fail_line(self, request_id: int, verdict: Verdict) -> bytes:
+        fields = ["FAIL", str(request_id)]
+        if verdict.user is not None:
+            fields.append(wire.keyvalue("user", verdict.user))
+        if verdict.nodelay:
+            fields.append("nodelay")
+        if verdict.outcome is Outcome.TEMPFAIL:
+            fields.append("code=temp_fail")
+        fields.extend(self._tail(verdict))
+        return wire.join_line(*fields)
+
+    # ------------------------------------------------------------------ housekeeping
+
+    def expire(self, now: float) -> list[RequestInfo]:
+        """Forget requests idle past the timeout, silently (as Dovecot does)."""
+        limit = now - self.settings.request_timeout
+        stale = [r for r in self._requests.values() if r.last_activity < limit]
+        for request in stale:
+            del self._requests[request.info.id]
+        return [r.info for r in stale]
+
+    def abandon_all(self) -> list[RequestInfo]:
+        """The connection is gone: every request still in flight is dropped."""
+        infos = [r.info for r in self._requests.values()]
+        self._requests.clear()
+        self.closed = True
+        return infos
+
+
+def _sanitize(line: str, limit: int = 80) -> str:
+    """A loggable excerpt of a client line: control bytes replaced, length capped.
+
+    Note: callers only pass lines that can carry no credential in clear; AUTH lines are
+    never quoted because their ``resp=`` holds a base64 password.
+    """
+    text = "".join(ch if ch.isprintable() else "?" for ch in line[:limit])
+    return text + ("..." if len(line) > limit else "")
+
+
+def _parse_ip(value: str | None) -> str | None:
+    if not value:
+        return None
+    try:
+        return str(ipaddress.ip_address(value))
+    except ValueError:
+        return None
+
+
+def _parse_port(value: str | None) -> int | None:
+    port = wire.parse_uint(value or "")
+    return port if port is not None and port <= 65535 else None
+
+
+def _request_info(
+    request_id: int,
+    mechanism: str,
+    service: str,
+    params: dict[str, str | None],
+    client_minor: int,
+) -> RequestInfo:
+    secured = params.get("secured", "missing")
+    return RequestInfo(
+        id=request_id,
+        mechanism=mechanism,
+        service=service,
+        rip=_parse_ip(params.get("rip")),
+        lip=_parse_ip(params.get("lip")),
+        rport=_parse_port(params.get("rport")),
+        lport=_parse_port(params.get("lport")),
+        secured=secured != "missing",
+        secured_tls=secured == "tls",
+        valid_client_cert="valid-client-cert" in params,
+        no_penalty="no-penalty" in params,
+        session=params.get("session"),
+        client_minor=client_minor,
+    )
+
+
+def flatten(actions: Iterable[Action]) -> bytes:
+    """Concatenate the immediate :class:`Send` data of ``actions`` (a test convenience)."""
+    return b"".join(a.data for a in actions if isinstance(a, Send))
