@@ -23,6 +23,7 @@ from types import TracebackType
 
 import pytest
 
+from tests.support import require_binary
 from tests.support.exim import stop_process, wait_for_tcp_listen
 from tests.support.tls import TlsFiles
 
@@ -280,6 +281,21 @@ class PostfixMaster:
                         pids.append(pid)
         return pids
 
+    def auth_connections(self) -> dict[int, frozenset[int]]:
+        """For each smtpd: the inodes of its sockets connected to the auth server's socket.
+
+        The server ends are found with ``ss -x`` (local address = the socket path); their
+        peer inodes are then looked up among the smtpd processes' file descriptors. A new
+        connection always gets a new inode, so an unchanged set means the same connection.
+        """
+        peers = unix_socket_peers(self.config.auth_socket)
+        found: dict[int, frozenset[int]] = {}
+        for pid in self.smtpd_pids():
+            mine = _socket_inodes(pid) & peers
+            if mine:
+                found[pid] = frozenset(mine)
+        return found
+
     def diagnostics(self) -> str:
         parts = []
         for name, path in (("master output", self.output_path), ("maillog", self.config.maillog)):
@@ -298,3 +314,32 @@ class PostfixMaster:
         tb: TracebackType | None,
     ) -> None:
         self.stop()
+
+
+def unix_socket_peers(socket_path: Path) -> set[int]:
+    """Peer inodes of the established connections accepted on the UNIX socket ``socket_path``."""
+    proc = subprocess.run(
+        [require_binary("ss"), "-x", "-n", "-H", "state", "established"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=True,
+    )
+    peers = set()
+    for line in proc.stdout.splitlines():
+        # Netid Recv-Q Send-Q Local-Address Local-Inode Peer-Address Peer-Inode
+        fields = line.split()
+        if len(fields) >= 7 and fields[3] == str(socket_path):
+            peers.add(int(fields[6]))
+    return peers
+
+
+def _socket_inodes(pid: int) -> set[int]:
+    inodes = set()
+    with contextlib.suppress(FileNotFoundError, PermissionError):
+        for fd in Path(f"/proc/{pid}/fd").iterdir():
+            with contextlib.suppress(OSError):
+                target = os.readlink(fd)
+                if target.startswith("socket:["):
+                    inodes.add(int(target[8:-1]))
+    return inodes
