@@ -1,0 +1,297 @@
+"""The configuration file (TOML), loaded once into frozen, typed objects.
+
+A reload builds a brand-new :class:`Config` and the server swaps it in whole; a file
+that does not load raises :class:`ConfigError`, whose message names the file, the line
+and the key, and the old configuration keeps serving.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+import tomllib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any, TypeVar
+
+from authbridge.mechanisms import REGISTRY as MECHANISMS
+
+T = TypeVar("T")
+
+DEFAULT_SOCKET = "/var/run/dovecot/auth-client"
+
+
+class ConfigError(ValueError):
+    """The configuration is unusable; the message tells where and why."""
+
+
+@dataclass(frozen=True, slots=True)
+class ServerConfig:
+    socket_path: str = DEFAULT_SOCKET
+    socket_mode: int = 0o660
+    socket_owner: str | None = None
+    socket_group: str | None = None
+    mechanisms: tuple[str, ...] = ("plain", "login", "cram-md5")
+    #: ``host:port`` pairs for an optional TCP listener (MTAs on other hosts).
+    tcp_listen: tuple[str, ...] = ()
+    tcp_allowed_networks: tuple[str, ...] = ("127.0.0.0/8", "::1/128")
+    max_connections: int = 20000
+    max_requests_per_connection: int = 10000
+    #: Seconds a connection may sit idle; Postfix keeps its connection open for minutes.
+    idle_timeout: float = 900.0
+    #: Seconds an abandoned request lives before it is forgotten silently.
+    request_timeout: float = 150.0
+
+
+@dataclass(frozen=True, slots=True)
+class StoreConfig:
+    type: str
+    path: str
+    default_scheme: str = "CRYPT"
+
+
+@dataclass(frozen=True, slots=True)
+class PolicyConfig:
+    #: Refuse PLAIN/LOGIN unless the client marks the session ``secured``.
+    require_secured: bool = True
+    #: Clients (``rip``) allowed to authenticate at all; empty = everyone.
+    allowed_networks: tuple[str, ...] = ()
+    #: Whether a request with no ``rip`` passes the network check.
+    allow_no_rip: bool = True
+    failure_delay: float = 2.0
+    #: On an internal failure, close the connection so the MTA answers 4xx.
+    tempfail_disconnects: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class LogConfig:
+    format: str = "auto"
+    level: str = "info"
+
+
+@dataclass(frozen=True, slots=True)
+class MetricsConfig:
+    listen: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    server: ServerConfig = field(default_factory=ServerConfig)
+    stores: tuple[StoreConfig, ...] = ()
+    policy: PolicyConfig = field(default_factory=PolicyConfig)
+    log: LogConfig = field(default_factory=LogConfig)
+    metrics: MetricsConfig = field(default_factory=MetricsConfig)
+    source: str = "<defaults>"
+
+    def dovecot_compatible(self) -> Config:
+        """The same setup, behaving exactly like Dovecot 2.3 on the wire."""
+        return replace(
+            self,
+            policy=replace(
+                self.policy,
+                require_secured=False,
+                allowed_networks=(),
+                allow_no_rip=True,
+                tempfail_disconnects=False,
+            ),
+        )
+
+
+# ---------------------------------------------------------------------- loading
+
+_SERVER_DEFAULTS = ServerConfig()
+
+
+class _Reader:
+    """Typed access to one TOML table, with errors that point into the file."""
+
+    def __init__(self, source: str, text: str, table: Mapping[str, Any], prefix: str) -> None:
+        self.source, self.text, self.table, self.prefix = source, text, table, prefix
+        self.used: set[str] = set()
+
+    def error(self, key: str, problem: str) -> ConfigError:
+        dotted = f"{self.prefix}.{key}" if self.prefix else key
+        line = _line_of(self.text, key, self.prefix)
+        where = f"{self.source}:{line}" if line else self.source
+        return ConfigError(f"{where}: {dotted}: {problem}")
+
+    def get(
+        self, key: str, kind: type[T], default: T, check: Callable[[T], str | None] | None = None
+    ) -> T:
+        self.used.add(key)
+        if key not in self.table:
+            return default
+        value = self.table[key]
+        if kind is float and isinstance(value, int) and not isinstance(value, bool):
+            value = float(value)
+        if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+            raise self.error(key, f"expected {kind.__name__}, got {type(value).__name__}")
+        if check is not None:
+            problem = check(value)
+            if problem:
+                raise self.error(key, problem)
+        return value
+
+    def strings(self, key: str, default: tuple[str, ...]) -> tuple[str, ...]:
+        self.used.add(key)
+        if key not in self.table:
+            return default
+        value = self.table[key]
+        if isinstance(value, str):
+            value = [value]
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            raise self.error(key, "expected a list of strings")
+        return tuple(value)
+
+    def networks(self, key: str, default: tuple[str, ...]) -> tuple[str, ...]:
+        values = self.strings(key, default)
+        for value in values:
+            try:
+                ipaddress.ip_network(value, strict=False)
+            except ValueError:
+                raise self.error(key, f"{value!r} is not a network in CIDR form") from None
+        return values
+
+    def finish(self) -> None:
+        for key in self.table:
+            if key not in self.used:
+                raise self.error(key, "unknown setting")
+
+
+def _line_of(text: str, key: str, section: str = "") -> int | None:
+    """Best-effort line number of ``key`` inside ``section`` (for error messages)."""
+    start = 0
+    name, _, index = section.partition("[")
+    if name:
+        headers = list(re.finditer(rf"^[ \t]*\[\[?{re.escape(name)}\]\]?", text, re.MULTILINE))
+        nth = int(index.rstrip("]")) if index else 0
+        if nth < len(headers):
+            start = headers[nth].end()
+    pattern = re.compile(rf"^[ \t]*\"?{re.escape(key)}\"?[ \t]*=", re.MULTILINE)
+    match = pattern.search(text, start)
+    return text.count("\n", 0, match.start()) + 1 if match else None
+
+
+def _positive(value: float) -> str | None:
+    return None if value > 0 else "must be greater than 0"
+
+
+def _not_negative(value: float) -> str | None:
+    return None if value >= 0 else "must not be negative"
+
+
+def _mode(value: str) -> str | None:
+    return None if re.fullmatch(r"0?[0-7]{3,4}", value) else 'must be an octal mode like "0660"'
+
+
+def _table(reader_root: _Reader, name: str) -> Mapping[str, Any]:
+    reader_root.used.add(name)
+    value = reader_root.table.get(name, {})
+    if not isinstance(value, dict):
+        raise reader_root.error(name, "expected a table")
+    return value
+
+
+def parse_config(text: str, source: str = "<string>", base_dir: Path | None = None) -> Config:
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{source}: TOML syntax error: {exc}") from None
+    root = _Reader(source, text, data, "")
+
+    srv = _Reader(source, text, _table(root, "server"), "server")
+    mechanisms = srv.strings("mechanisms", _SERVER_DEFAULTS.mechanisms)
+    for name in mechanisms:
+        if name.upper() not in MECHANISMS:
+            known = ", ".join(sorted(n.lower() for n in MECHANISMS))
+            raise srv.error("mechanisms", f"unknown mechanism {name!r} (known: {known})")
+    if not mechanisms:
+        raise srv.error("mechanisms", "at least one mechanism is needed")
+    server = ServerConfig(
+        socket_path=srv.get("socket", str, DEFAULT_SOCKET),
+        socket_mode=int(srv.get("socket_mode", str, "0660", _mode), 8),
+        socket_owner=srv.get("socket_owner", str, "") or None,
+        socket_group=srv.get("socket_group", str, "") or None,
+        mechanisms=tuple(m.lower() for m in mechanisms),
+        tcp_listen=srv.strings("tcp_listen", ()),
+        tcp_allowed_networks=srv.networks(
+            "tcp_allowed_networks", _SERVER_DEFAULTS.tcp_allowed_networks
+        ),
+        max_connections=srv.get("max_connections", int, _SERVER_DEFAULTS.max_connections, _positive),
+        max_requests_per_connection=srv.get(
+            "max_requests_per_connection", int, _SERVER_DEFAULTS.max_requests_per_connection, _positive
+        ),
+        idle_timeout=srv.get("idle_timeout", float, _SERVER_DEFAULTS.idle_timeout, _positive),
+        request_timeout=srv.get("request_timeout", float, _SERVER_DEFAULTS.request_timeout, _positive),
+    )
+    srv.finish()
+
+    root.used.add("store")
+    raw_stores = data.get("store", [])
+    if isinstance(raw_stores, dict):
+        raw_stores = [raw_stores]
+    if not isinstance(raw_stores, list):
+        raise root.error("store", "expected [[store]] tables")
+    stores: list[StoreConfig] = []
+    for index, raw in enumerate(raw_stores):
+        st = _Reader(source, text, raw, f"store[{index}]")
+        kind = st.get("type", str, "passwd-file")
+        if kind not in ("passwd-file",):
+            raise st.error("type", f"unknown store type {kind!r} (known: passwd-file)")
+        path = st.get("path", str, "")
+        if not path:
+            raise st.error("path", "a store needs a path")
+        if base_dir is not None and not Path(path).is_absolute():
+            path = str(base_dir / path)
+        stores.append(StoreConfig(kind, path, st.get("default_scheme", str, "CRYPT").upper()))
+        st.finish()
+
+    pol = _Reader(source, text, _table(root, "policy"), "policy")
+    policy = PolicyConfig(
+        require_secured=pol.get("require_secured", bool, True),
+        allowed_networks=pol.networks("allowed_networks", ()),
+        allow_no_rip=pol.get("allow_no_rip", bool, True),
+        failure_delay=pol.get("failure_delay", float, 2.0, _not_negative),
+        tempfail_disconnects=pol.get("tempfail_disconnects", bool, True),
+    )
+    pol.finish()
+
+    lg = _Reader(source, text, _table(root, "log"), "log")
+    log_config = LogConfig(
+        format=lg.get(
+            "format",
+            str,
+            "auto",
+            lambda v: None if v in ("auto", "json", "console") else "must be auto, json or console",
+        ),
+        level=lg.get(
+            "level",
+            str,
+            "info",
+            lambda v: (
+                None
+                if v in ("debug", "info", "warning", "error")
+                else "must be debug, info, warning or error"
+            ),
+        ),
+    )
+    lg.finish()
+
+    met = _Reader(source, text, _table(root, "metrics"), "metrics")
+    metrics = MetricsConfig(listen=met.get("listen", str, "") or None)
+    met.finish()
+    root.finish()
+    return Config(server, tuple(stores), policy, log_config, metrics, source)
+
+
+def load_config(path: str | Path) -> Config:
+    """Read and validate a config file; raises ConfigError naming the file."""
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"{p}: cannot read: {exc.strerror}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{p}: not UTF-8 text") from None
+    return parse_config(text, str(p), p.parent.resolve())
