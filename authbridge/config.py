@@ -100,7 +100,7 @@ class Config:
 
 # ---------------------------------------------------------------------- loading
 
-_SERVER_DEFAULTS = ServerConfig()
+_DEF = ServerConfig()
 
 
 class _Reader:
@@ -201,7 +201,7 @@ def parse_config(text: str, source: str = "<string>", base_dir: Path | None = No
     root = _Reader(source, text, data, "")
 
     srv = _Reader(source, text, _table(root, "server"), "server")
-    mechanisms = srv.strings("mechanisms", _SERVER_DEFAULTS.mechanisms)
+    mechanisms = srv.strings("mechanisms", _DEF.mechanisms)
     for name in mechanisms:
         if name.upper() not in MECHANISMS:
             known = ", ".join(sorted(n.lower() for n in MECHANISMS))
@@ -215,15 +215,13 @@ def parse_config(text: str, source: str = "<string>", base_dir: Path | None = No
         socket_group=srv.get("socket_group", str, "") or None,
         mechanisms=tuple(m.lower() for m in mechanisms),
         tcp_listen=srv.strings("tcp_listen", ()),
-        tcp_allowed_networks=srv.networks(
-            "tcp_allowed_networks", _SERVER_DEFAULTS.tcp_allowed_networks
-        ),
-        max_connections=srv.get("max_connections", int, _SERVER_DEFAULTS.max_connections, _positive),
+        tcp_allowed_networks=srv.networks("tcp_allowed_networks", _DEF.tcp_allowed_networks),
+        max_connections=srv.get("max_connections", int, _DEF.max_connections, _positive),
         max_requests_per_connection=srv.get(
-            "max_requests_per_connection", int, _SERVER_DEFAULTS.max_requests_per_connection, _positive
+            "max_requests_per_connection", int, _DEF.max_requests_per_connection, _positive
         ),
-        idle_timeout=srv.get("idle_timeout", float, _SERVER_DEFAULTS.idle_timeout, _positive),
-        request_timeout=srv.get("request_timeout", float, _SERVER_DEFAULTS.request_timeout, _positive),
+        idle_timeout=srv.get("idle_timeout", float, _DEF.idle_timeout, _positive),
+        request_timeout=srv.get("request_timeout", float, _DEF.request_timeout, _positive),
     )
     srv.finish()
 

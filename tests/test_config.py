@@ -77,5 +77,5 @@ def test_bad_values_name_file_line_and_key(text: str, expected: str) -> None:
 
 
 def test_an_unreadable_file_is_named(tmp_path: Path) -> None:
-    with pytest.raises(ConfigError, match="missing.toml: cannot read"):
+    with pytest.raises(ConfigError, match=r"missing\.toml: cannot read"):
         load_config(tmp_path / "missing.toml")
