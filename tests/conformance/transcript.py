@@ -21,7 +21,13 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+REPO = Path(__file__).resolve().parents[2]
+CORPUS = REPO / "protocol" / "transcripts"
+USERS_FILE = REPO / "protocol" / "users.passwd"
+
 DEFAULT_TIMEOUT = 5.0
+# Dovecot flushes delayed FAILs on a 500 ms timer even with auth_failure_delay = 0.
+OWED_REPLY_WAIT = 1.0
 
 # The handshake authbridge and Dovecot 2.3 (auth_mechanisms = plain login cram-md5) send.
 HANDSHAKE: tuple[str, ...] = (
@@ -308,6 +314,8 @@ class _Conn:
         self.eof = False
         self.log: list[str] = []
         self.t0 = time.monotonic()
+        # Request ids the client has spoken for last: the server still owes them a reply.
+        self.owed: set[bytes] = set()
 
     def note(self, text: str) -> None:
         self.log.append(f"{time.monotonic() - self.t0:7.3f} {text}")
@@ -316,6 +324,11 @@ class _Conn:
         for line in data.split(b"\n")[:-1] if data.endswith(b"\n") else data.split(b"\n"):
             shown = line if len(line) <= 200 else line[:120] + b"...(%d bytes)" % len(line)
             self.note(f"C: {shown!r}")
+            fields = line.rstrip(b"\r").split(b"\t")
+            if len(fields) > 1 and fields[0] in (b"AUTH", b"CONT"):
+                self.owed.add(_request_id(fields[1]))
+            elif len(fields) > 1 and fields[0] == b"CANCEL":
+                self.owed.discard(_request_id(fields[1]))
         self.sock.setblocking(True)
         try:
             self.sock.sendall(data)
@@ -358,6 +371,9 @@ class _Conn:
                 raise TranscriptMismatch("timed out waiting for a server line")
         line, self.buf = self.buf.split(b"\n", 1)
         self.note(f"S: {line!r}")
+        fields = line.split(b"\t")
+        if fields[0] in (b"OK", b"FAIL", b"CONT") and len(fields) > 1:
+            self.owed.discard(_request_id(fields[1]))
         return line
 
     def close(self) -> None:
@@ -521,14 +537,26 @@ class Replayer:
                 conn.note(f"(client pauses {step.seconds:.3f}s)")
                 time.sleep(step.seconds)
         if not ended_by_disconnect:
-            # Nothing unexpected may be queued, and the connection must still be open.
-            deadline = time.monotonic() + 0.05
+            # Nothing unexpected may be queued, and the connection must still be open. If the
+            # client spoke last for some request, a (possibly delayed) reply is still due, so
+            # wait long enough to see it: the transcript has to say what it is.
+            deadline = time.monotonic() + (OWED_REPLY_WAIT if conn.owed else 0.05)
             while not conn.buf and not conn.eof and conn._fill(deadline):
                 pass
             if conn.buf:
                 raise TranscriptMismatch(f"end: unexpected extra server data {conn.buf!r}")
+            if conn.owed:
+                raise TranscriptMismatch(
+                    "end: the transcript does not say how the server answers request(s) "
+                    + ", ".join(sorted(i.decode(errors="replace") for i in conn.owed))
+                )
             if conn.eof:
                 raise TranscriptMismatch("end: server disconnected, transcript did not expect it")
+
+
+def _request_id(field: bytes) -> bytes:
+    """Normalise a request id the way the server echoes it ("007" -> "7")."""
+    return str(int(field)).encode() if field.isdigit() else field
 
 
 def _assignments(n: int) -> Iterator[tuple[int, ...]]:
@@ -547,8 +575,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("files", nargs="*", type=Path)
     parser.add_argument("-v", "--verbose", action="store_true", help="print the traffic")
     args = parser.parse_args(argv)
-    corpus = Path(__file__).resolve().parents[2] / "protocol" / "transcripts"
-    files = args.files or sorted(corpus.glob("*.txt"))
+    files = args.files or sorted(CORPUS.glob("*.txt"))
     failed = 0
     for path in files:
         transcript = parse_transcript(path)
