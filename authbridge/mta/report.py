@@ -33,10 +33,12 @@ def apply_plan(
     *,
     diff: bool,
     force: bool,
-    out: TextIO = sys.stdout,
-    err: TextIO = sys.stderr,
+    out: TextIO | None = None,
+    err: TextIO | None = None,
 ) -> int:
     """--diff: print the diff, exit 1 if anything differs. Else write and list states."""
+    out = out or sys.stdout
+    err = err or sys.stderr
     if diff:
         text, differs = plan_diff(list(plan))
         out.write(text)
@@ -51,7 +53,8 @@ def apply_plan(
     return 0
 
 
-def print_notes(title: str, notes: Sequence[str], err: TextIO = sys.stderr) -> None:
+def print_notes(title: str, notes: Sequence[str], err: TextIO | None = None) -> None:
+    err = err or sys.stderr
     if notes:
         err.write(f"{title}:\n")
         for note in notes:
