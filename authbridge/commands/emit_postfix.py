@@ -1,0 +1,105 @@
+"""``authbridge emit-postfix-config``: the Postfix side of SMTP AUTH through authbridge.
+
+Prints the main.cf lines and the master.cf submission entry (``--section`` picks one)
+and writes the sender-ownership maps they name, with the same idempotent, ``--force``
+and ``--diff`` behaviour as ``emit-exim-config``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from authbridge.mta import postfix
+from authbridge.mta.errors import MtaConfigError
+from authbridge.mta.files import PlannedFile
+from authbridge.mta.options import add_common_arguments, build_settings
+from authbridge.mta.report import apply_plan, print_notes
+from authbridge.mta.senders import render_postfix_regexp, render_postfix_texthash
+from authbridge.mta.settings import check_path
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--section",
+        choices=("main", "master", "all"),
+        default="all",
+        help="print the main.cf lines, the master.cf entry, or both (default)",
+    )
+    add_common_arguments(parser)
+    pf = parser.add_argument_group("Postfix")
+    pf.add_argument(
+        "--map-dir",
+        default="/etc/postfix",
+        help="where the sender maps are written (default /etc/postfix)",
+    )
+    pf.add_argument(
+        "--queue-directory",
+        default=postfix.DEFAULT_QUEUE_DIRECTORY,
+        help="Postfix's queue_directory, the chroot of smtpd (default /var/spool/postfix)",
+    )
+    pf.add_argument(
+        "--service",
+        default="submission",
+        help="master.cf service name of the entry, e.g. submission or 127.0.0.1:587",
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        return _run(args)
+    except MtaConfigError as exc:
+        sys.stderr.write(f"authbridge emit-postfix-config: error: {exc}\n")
+        return 2
+
+
+def _run(args: argparse.Namespace) -> int:
+    map_dir = Path(check_path(str(Path(args.map_dir).resolve()), "--map-dir"))
+    settings = build_settings(
+        args, tls_required=False, default_sender_map=str(map_dir / "authbridge_senders")
+    )
+    options = postfix.PostfixOptions(
+        queue_directory=check_path(args.queue_directory, "--queue-directory"),
+        service=_service(args.service),
+        sender_owner_regexp=str(map_dir / "authbridge_sender_owners.regexp"),
+    )
+    plan = [PlannedFile(Path(options.sender_owner_regexp), render_postfix_regexp(settings.domains))]
+    if settings.sender_map and settings.sender_map_path:
+        plan.append(
+            PlannedFile(
+                Path(settings.sender_map_path),
+                render_postfix_texthash(settings.sender_map, settings.domains),
+            )
+        )
+    elif args.sender_map:
+        raise MtaConfigError(
+            "--sender-map names the texthash file we write; give entries with "
+            "--allow-sender or --senders-from"
+        )
+    if args.section in ("main", "all"):
+        if args.section == "all":
+            sys.stdout.write("# ---- add to main.cf ----\n")
+        sys.stdout.write(postfix.main_cf(settings, options))
+    if args.section in ("master", "all"):
+        if args.section == "all":
+            sys.stdout.write("# ---- add to master.cf ----\n")
+        sys.stdout.write(postfix.master_cf(settings, options))
+    status = apply_plan(plan, diff=args.diff, force=args.force)
+    print_notes("notes", postfix.notes(settings, options))
+    if not args.diff:
+        print_notes(
+            "next",
+            [
+                "add the main.cf lines (or postconf -e each) and the master.cf entry",
+                "postfix check && postfix reload",
+                f"make sure authbridge serves {settings.socket_path}, writable by postfix",
+            ],
+        )
+    return status
+
+
+def _service(value: str) -> str:
+    if not value or any(c.isspace() for c in value):
+        raise MtaConfigError(f"--service {value!r}: a master.cf service name has no spaces")
+    return value
