@@ -19,6 +19,7 @@ from tests.conformance.transcript import (
     Replayer,
     TranscriptMismatch,
     TranscriptSyntaxError,
+    _perfect_matching,
     cram_md5_response,
     load_corpus,
     parse_transcript,
@@ -60,6 +61,13 @@ def test_cram_md5_response_known_vector() -> None:
     assert answer == b"userx 87b30d8a13d773de66009dc4f535751b"
     upper = base64.b64decode(cram_md5_response("userx", "secret", challenge, upper=True))
     assert upper == b"userx 87B30D8A13D773DE66009DC4F535751B"
+
+
+def test_unordered_matching_needs_more_than_greedy() -> None:
+    # Pattern 0 fits lines 0 and 1, pattern 1 fits only line 0: greedy would fail.
+    assert _perfect_matching(2, [(0, 0), (0, 1), (1, 0)]) == [1, 0]
+    assert _perfect_matching(2, [(0, 0), (1, 0)]) is None
+    assert _perfect_matching(0, []) == []
 
 
 def test_handshake_macro_and_groups_parse(tmp_path: Path) -> None:

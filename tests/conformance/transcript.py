@@ -17,7 +17,7 @@ import re
 import select
 import socket
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -436,16 +436,25 @@ class Replayer:
                 raise TranscriptSyntaxError(f"{where}: unknown server directive {seg.name!r}")
         return re.compile(b"".join(parts), re.DOTALL)
 
-    def match(self, segments: Sequence[Segment], line: bytes, where: str) -> bool:
+    def _try(self, segments: Sequence[Segment], line: bytes, where: str) -> bytes | None:
+        """Match without side effects; returns the CRAM challenge captured (or b"")."""
         found = self.pattern_regex(segments, where).fullmatch(line)
         if found is None:
+            return None
+        if "challenge" not in found.groupdict():
+            return b""
+        challenge = base64.b64decode(found.group("challenge"), validate=True)
+        return challenge if CRAM_CHALLENGE.fullmatch(challenge) else None
+
+    def _remember(self, line: bytes, challenge: bytes) -> None:
+        if challenge:
+            self.challenges[line.split(b"\t")[1]] = challenge
+
+    def match(self, segments: Sequence[Segment], line: bytes, where: str) -> bool:
+        challenge = self._try(segments, line, where)
+        if challenge is None:
             return False
-        if "challenge" in found.groupdict():
-            challenge = base64.b64decode(found.group("challenge"), validate=True)
-            if not CRAM_CHALLENGE.fullmatch(challenge):
-                return False
-            fields = line.split(b"\t")
-            self.challenges[fields[1]] = challenge
+        self._remember(line, challenge)
         return True
 
     @staticmethod
@@ -466,14 +475,18 @@ class Replayer:
                     + ", ".join(self.describe(p) for p in step.patterns)
                 )
             lines.append(line)
-        for order in _assignments(len(step.patterns)):
-            saved = dict(self.challenges)
-            if all(
-                self.match(step.patterns[pi], lines[li], step.where[pi])
-                for li, pi in enumerate(order)
-            ):
-                return
-            self.challenges = saved
+        # Which pattern may take which line; then a perfect bipartite matching.
+        captures: dict[tuple[int, int], bytes] = {}
+        for pi, pattern in enumerate(step.patterns):
+            for li, line in enumerate(lines):
+                got = self._try(pattern, line, step.where[pi])
+                if got is not None:
+                    captures[(pi, li)] = got
+        owner = _perfect_matching(len(lines), captures.keys())
+        if owner is not None:
+            for li, pi in enumerate(owner):
+                self._remember(lines[li], captures[(pi, li)])
+            return
         raise TranscriptMismatch(
             f"{step.where[0]}: got {lines!r}, expected in any order: "
             + ", ".join(self.describe(p) for p in step.patterns)
@@ -559,11 +572,31 @@ def _request_id(field: bytes) -> bytes:
     return str(int(field)).encode() if field.isdigit() else field
 
 
-def _assignments(n: int) -> Iterator[tuple[int, ...]]:
-    """Every way to assign n received lines to n patterns (n is small)."""
-    from itertools import permutations
+def _perfect_matching(n: int, edges: Iterable[tuple[int, int]]) -> list[int] | None:
+    """Assign each of n lines to a distinct pattern (edges are (pattern, line)); Kuhn's method.
 
-    yield from permutations(range(n))
+    Returns owner[line] = pattern, or None when no complete assignment exists.
+    """
+    candidates: dict[int, list[int]] = {}
+    for pi, li in edges:
+        candidates.setdefault(pi, []).append(li)
+    owner: list[int | None] = [None] * n
+
+    def place(pi: int, seen: set[int]) -> bool:
+        for li in candidates.get(pi, []):
+            if li in seen:
+                continue
+            seen.add(li)
+            current = owner[li]
+            if current is None or place(current, seen):
+                owner[li] = pi
+                return True
+        return False
+
+    for pi in range(n):
+        if not place(pi, set()):
+            return None
+    return [pi for pi in owner if pi is not None]
 
 
 def main(argv: Sequence[str] | None = None) -> int:
