@@ -63,8 +63,13 @@ def _run(args: argparse.Namespace) -> int:
         queue_directory=check_path(args.queue_directory, "--queue-directory"),
         service=_service(args.service),
         sender_owner_regexp=str(map_dir / "authbridge_sender_owners.regexp"),
+        networks_cidr=str(map_dir / "authbridge_networks.cidr"),
     )
     plan = [PlannedFile(Path(options.sender_owner_regexp), render_postfix_regexp(settings.domains))]
+    if settings.networks:
+        plan.append(
+            PlannedFile(Path(options.networks_cidr), postfix.networks_cidr(settings.networks))
+        )
     if settings.sender_map and settings.sender_map_path:
         plan.append(
             PlannedFile(

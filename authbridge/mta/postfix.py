@@ -23,6 +23,7 @@ class PostfixOptions:
     queue_directory: str = DEFAULT_QUEUE_DIRECTORY
     service: str = "submission"  # master.cf service name: "submission" or "ADDR:PORT"
     sender_owner_regexp: str = "/etc/postfix/authbridge_sender_owners.regexp"
+    networks_cidr: str = "/etc/postfix/authbridge_networks.cidr"
 
 
 def sasl_path(settings: MtaSettings, queue_directory: str) -> tuple[str, bool]:
@@ -47,6 +48,20 @@ def sasl_exceptions_networks(networks: tuple[IPNetwork, ...]) -> str:
     """Clients NOT offered AUTH: everybody except the configured networks."""
     allowed = [f"!{_postfix_network(n)}" for n in networks]
     return ", ".join([*allowed, "0.0.0.0/0", "[::]/0"])
+
+
+def networks_cidr(networks: tuple[IPNetwork, ...]) -> str:
+    """A cidr table: the configured networks pass, everybody else is refused.
+
+    smtpd_sasl_exceptions_networks only hides AUTH from the EHLO reply; Postfix still
+    accepts an AUTH command from those clients. This table makes the submission service
+    refuse their mail too (authbridge's allowed_networks refuses their AUTH).
+    """
+    lines = ["# Written by authbridge emit-postfix-config (cidr, keyed by client address)."]
+    lines += [f"{network}\tDUNNO" for network in networks]
+    refusal = "REJECT 5.7.1 submission is only open to the configured networks"
+    lines += [f"0.0.0.0/0\t{refusal}", f"::/0\t{refusal}"]
+    return "\n".join(lines) + "\n"
 
 
 def sender_login_maps(settings: MtaSettings, options: PostfixOptions) -> str:
@@ -89,12 +104,15 @@ def main_cf(settings: MtaSettings, options: PostfixOptions) -> str:
 def master_cf(settings: MtaSettings, options: PostfixOptions) -> str:
     _path, chroot = sasl_path(settings, options.queue_directory)
     level = "encrypt" if settings.require_tls_for_auth else "may"
+    client_checks = "permit_sasl_authenticated,reject"
+    if settings.networks:
+        client_checks = f"check_client_access,cidr:{options.networks_cidr}," + client_checks
     overrides = [
         "syslog_name=postfix/submission",
         f"smtpd_tls_security_level={level}",
         "smtpd_sasl_auth_enable=yes",
         "smtpd_tls_auth_only=" + ("yes" if settings.require_tls_for_auth else "no"),
-        "smtpd_client_restrictions=permit_sasl_authenticated,reject",
+        f"smtpd_client_restrictions={client_checks}",
         "smtpd_sender_restrictions=reject_sender_login_mismatch",
         "smtpd_relay_restrictions=permit_sasl_authenticated,reject",
         "milter_macro_daemon_name=ORIGINATING",

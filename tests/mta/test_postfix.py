@@ -58,6 +58,8 @@ default_transport = discard:test
 relay_transport = discard:test
 local_transport = discard:test
 virtual_transport = discard:test
+# lets the tests present another client address with XCLIENT (no traffic leaves loopback)
+smtpd_authorized_xclient_hosts = 127.0.0.1
 """
 
 BASE_MASTER_CF = """\
@@ -262,3 +264,34 @@ def test_owned_sender_accepted(master: PostfixMaster, user: str, sender: str) ->
     result = _send(master, user, sender)
     after_auth = result.codes[result.codes.index(235) + 1 :]
     assert after_auth[:2] == (250, 250), result.transcript
+
+
+@pytest.mark.parametrize(("client", "offered"), [("198.51.100.7", False), ("192.168.0.10", True)])
+def test_auth_offered_only_to_configured_networks(
+    master: PostfixMaster, client: str, offered: bool
+) -> None:
+    result = run_swaks(
+        server=master.server,
+        tls=True,
+        extra_args=["--xclient-addr", client],
+        **_auth("PLAIN", "alice"),
+    )
+    assert f"XCLIENT ADDR={client}" in result.transcript
+    assert (_advertised(result) is not None) == offered, result.transcript
+
+
+def test_client_outside_networks_cannot_send_even_with_blind_auth(master: PostfixMaster) -> None:
+    """Postfix accepts an AUTH it did not advertise, so the emitted cidr check refuses the
+    mail (and authbridge's allowed_networks the AUTH, unless in --dovecot-compat)."""
+    result = run_swaks(
+        server=master.server,
+        tls=True,
+        stop_after="RCPT",
+        extra_args=[
+            "--xclient-addr", "198.51.100.7",
+            "--from", "alice@example.org", "--to", "someone@remote.example",
+        ],
+        **_auth("PLAIN", "alice"),
+    )  # fmt: skip
+    assert "submission is only open to the configured networks" in result.transcript
+    assert "250 2.1.5" not in result.transcript, result.transcript  # no recipient accepted
