@@ -22,6 +22,7 @@ class AccessReport:
     reason: str
     world_readable: bool = False
     missing: bool = False
+    blocking_directory: Path | None = None
 
 
 def _can(
@@ -57,7 +58,9 @@ def readable_by(path: str | Path, user: str) -> AccessReport | None:
         except OSError as exc:
             return AccessReport(False, f"{directory}: {exc.strerror}")
         if not _can(dst, uid, gids, stat.S_IXUSR, stat.S_IXGRP, stat.S_IXOTH):
-            return AccessReport(False, f"{user} cannot enter directory {directory}")
+            return AccessReport(
+                False, f"{user} cannot enter directory {directory}", blocking_directory=directory
+            )
     world = bool(st.st_mode & stat.S_IROTH)
     if not _can(st, uid, gids, stat.S_IRUSR, stat.S_IRGRP, stat.S_IROTH):
         return AccessReport(False, f"{user} has no read permission on {target}", world)

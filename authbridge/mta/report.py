@@ -18,7 +18,12 @@ def key_warnings(key: str, user: str, group_hint: str) -> list[str]:
     warnings = []
     if report.missing:
         return [f"the TLS key {key} does not exist (yet); STARTTLS will fail until it does"]
-    if not report.readable:
+    if report.blocking_directory is not None:
+        warnings.append(
+            f"{user} cannot read the TLS key: {report.reason}; STARTTLS will fail. Fix: "
+            f"give it search (x) permission on {report.blocking_directory}, or move the key"
+        )
+    elif not report.readable:
         warnings.append(
             f"{user} cannot read the TLS key ({report.reason}); STARTTLS will fail. Fix:\n"
             f"    chgrp {group_hint} {key} && chmod 0640 {key}"
