@@ -85,8 +85,8 @@ def parse_login_file(text: str, source: str) -> SenderMap:
         if not sep:
             raise SenderMapError(f"{source}:{number}: expected 'login: address, address'")
         try:
-            mapping.setdefault(login, []).extend(a for a in re.split(r"[,\s]+", rest) if a.strip())
-            check_login(login)
+            addresses = [check_address(a) for a in re.split(r"[,\s]+", rest) if a.strip()]
+            mapping.setdefault(check_login(login), []).extend(addresses)
         except SenderMapError as exc:
             raise SenderMapError(f"{source}:{number}: {exc}") from None
     return SenderMap.from_mapping(mapping)
