@@ -1,18 +1,14 @@
 """Fixtures for the emitter tests: TLS files, test logins, and the auth server behind the MTAs.
 
-The auth server is ``authbridge serve`` (the product under test). Until the daemon is
-importable on a developer checkout the tests fall back to the real Dovecot with a
-warning, so the MTA side can still be proven; with CI=true there is no fallback.
+The auth server behind the MTAs is always ``authbridge serve`` (the product under test),
+started from this checkout; the same configs were first proven against the real Dovecot.
 """
 
 from __future__ import annotations
 
 import contextlib
 import io
-import os
 import subprocess
-import sys
-import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,7 +19,6 @@ import pytest
 from authbridge import cli
 from tests.support import require_binary, runtime_dir
 from tests.support.authbridge_proc import AuthbridgeServer
-from tests.support.dovecot import DovecotAuth
 from tests.support.tls import TlsFiles, make_self_signed
 
 # login -> password; {PLAIN} storage so that CRAM-MD5 works for everyone.
@@ -37,7 +32,8 @@ DOMAIN = "example.org"
 
 @dataclass(frozen=True)
 class AuthSocket:
-    kind: str  # "authbridge" or "dovecot"
+    """Where the running ``authbridge serve`` listens."""
+
     path: Path
 
 
@@ -62,40 +58,18 @@ def users_file(mta_dir: Path) -> Path:
     return path
 
 
-def _authbridge_serve_available() -> str | None:
-    """None if ``authbridge serve --help`` runs, else why not."""
-    proc = subprocess.run(
-        [sys.executable, "-m", "authbridge", "serve", "--help"],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-    if proc.returncode == 0:
-        return None
-    return (proc.stderr.strip().splitlines() or ["no output"])[-1]
-
-
 @pytest.fixture(scope="session")
 def auth_socket(mta_dir: Path, users_file: Path) -> Iterator[AuthSocket]:
+    """``authbridge serve`` in Dovecot-compatible mode: these tests are about the MTA
+    configuration, so the daemon's own policy gates stay out of the way (see
+    test_policy_end_to_end.py for the two together)."""
     base = mta_dir / "auth"
     base.mkdir(exist_ok=True)
     base.chmod(0o755)
     socket_path = base / "auth-client"
-    problem = _authbridge_serve_available()
-    if problem is None:
-        args = ("--dovecot-compat", "--failure-delay", "0")
-        with AuthbridgeServer(users_file, socket_path, extra_args=args):
-            yield AuthSocket("authbridge", socket_path)
-        return
-    if os.environ.get("CI") == "true":
-        pytest.fail(f"authbridge serve is not usable: {problem}")
-    warnings.warn(
-        f"authbridge serve is not usable ({problem}); MTA tests run against real Dovecot",
-        stacklevel=1,
-    )
-    with DovecotAuth(users_file, socket_path, workdir=base / "dovecot"):
-        yield AuthSocket("dovecot", socket_path)
+    args = ("--dovecot-compat", "--failure-delay", "0")
+    with AuthbridgeServer(users_file, socket_path, extra_args=args):
+        yield AuthSocket(socket_path)
 
 
 @pytest.fixture(scope="session")

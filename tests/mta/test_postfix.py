@@ -8,128 +8,21 @@ then a real smtpd on loopback is driven by swaks through the auth socket.
 
 from __future__ import annotations
 
-import os
 import subprocess
-import time
 from collections.abc import Iterator
-from dataclasses import dataclass
-from pathlib import Path
 
 import pytest
 
-from tests.mta.conftest import USERS, AuthSocket, emit
+from tests.mta.conftest import USERS, AuthSocket
+from tests.mta.postfix_helpers import EmittedPostfix, emit_postfix, postfix_tool
 from tests.support import free_tcp_port, require_binary, runtime_dir
 from tests.support.postfix import (
-    LIB_DIR,
     POSTCONF,
-    POSTFIX_ROOT,
-    PostfixConfig,
     PostfixMaster,
-    _make_queue,
     postfix_env,
-    require_postfix,
 )
 from tests.support.swaks import SwaksResult, run_swaks
 from tests.support.tls import TlsFiles
-
-BASE_MAIN_CF = """\
-compatibility_level = 3.6
-meta_directory = {root}/etc/postfix
-queue_directory = {queue}
-data_directory = {data}
-daemon_directory = {root}/usr/lib/postfix/sbin
-command_directory = {root}/usr/sbin
-shlib_directory = {lib}
-import_environment = MAIL_CONFIG MAIL_DEBUG MAIL_LOGTAG TZ LANG=C LD_LIBRARY_PATH={lib}
-mail_owner = postfix
-setgid_group = postdrop
-maillog_file = {run}/maillog
-maillog_file_prefixes = {run}
-mydomain = example.org
-mydestination =
-inet_interfaces = 127.0.0.1
-inet_protocols = ipv4
-mynetworks = 127.0.0.1/32
-alias_maps =
-alias_database =
-smtpd_client_connection_count_limit = 0
-smtpd_client_connection_rate_limit = 0
-default_transport = discard:test
-relay_transport = discard:test
-local_transport = discard:test
-virtual_transport = discard:test
-# lets the tests present another client address with XCLIENT (no traffic leaves loopback)
-smtpd_authorized_xclient_hosts = 127.0.0.1
-"""
-
-BASE_MASTER_CF = """\
-cleanup unix n - n - 0 cleanup
-qmgr unix n - n 300 1 qmgr
-tlsmgr unix - - n 1000? 1 tlsmgr
-rewrite unix - - n - - trivial-rewrite
-bounce unix - - n - 0 bounce
-defer unix - - n - 0 bounce
-trace unix - - n - 0 bounce
-verify unix - - n - 1 verify
-flush unix n - n 1000? 0 flush
-proxymap unix - - n - - proxymap
-showq unix n - n - - showq
-error unix - - n - - error
-retry unix - - n - - error
-discard unix - - n - - discard
-anvil unix - - n - 1 anvil
-scache unix - - n - 1 scache
-postlog unix-dgram n - n - 1 postlogd
-"""
-
-
-@dataclass(frozen=True)
-class EmittedPostfix:
-    config: PostfixConfig
-    main_lines: str
-    master_lines: str
-
-
-def _postfix_tool(name: str, *args: str) -> subprocess.CompletedProcess[str]:
-    tool = POSTFIX_ROOT / "usr/sbin" / name
-    # Postfix prints its diagnostics only to a tty (gotcha P1): give it one via script(1).
-    command = " ".join([str(tool), *args])
-    return subprocess.run(
-        [require_binary("script"), "-qec", command, "/dev/null"],
-        capture_output=True,
-        text=True,
-        env=postfix_env(),
-        timeout=60,
-        check=False,
-    )
-
-
-def _emit_into(run: Path, auth: AuthSocket, tls: TlsFiles, port: int) -> EmittedPostfix:
-    require_postfix()
-    conf_dir, maps = run / "conf", run / "maps"
-    conf_dir.mkdir(parents=True)
-    queue, data = run / "spool", run / "data"
-    _make_queue(queue, data)
-    result = emit(
-        "emit-postfix-config",
-        "--socket", str(auth.path),
-        "--tls-cert", str(tls.cert), "--tls-key", str(tls.key),
-        "--networks", "127.0.0.0/8,192.168.0.0/24", "--domains", "example.org",
-        "--allow-sender", "alice=postmaster@example.org",
-        "--map-dir", str(maps), "--queue-directory", str(queue),
-        "--service", f"127.0.0.1:{port}", "--hostname", "mx.example.org",
-    )  # fmt: skip
-    assert result.returncode == 0, result.stderr
-    main_part, master_part = result.stdout.split("# ---- add to master.cf ----\n")
-    base = BASE_MAIN_CF.format(root=POSTFIX_ROOT, lib=LIB_DIR, queue=queue, data=data, run=run)
-    (conf_dir / "main.cf").write_text(base + main_part)
-    (conf_dir / "master.cf").write_text(BASE_MASTER_CF + master_part)
-    # Postfix waits for files modified within the current second to "cool down" (P2).
-    past = time.time() - 10
-    for path in [conf_dir / "main.cf", conf_dir / "master.cf", *maps.iterdir()]:
-        os.utime(path, (past, past))
-    config = PostfixConfig(conf_dir, run, run / "maillog", port, auth.path)
-    return EmittedPostfix(config, main_part, master_part)
 
 
 @pytest.fixture(scope="module")
@@ -137,9 +30,12 @@ def emitted(
     tmp_path_factory: pytest.TempPathFactory, auth_socket: AuthSocket, tls_files: TlsFiles
 ) -> EmittedPostfix:
     require_binary("swaks")
-    return _emit_into(
-        runtime_dir(tmp_path_factory, "postfix"), auth_socket, tls_files, free_tcp_port()
-    )
+    return emit_postfix(
+        runtime_dir(tmp_path_factory, "postfix"), auth_socket.path, tls_files, free_tcp_port(),
+        "--socket", str(auth_socket.path),
+        "--networks", "127.0.0.0/8,192.168.0.0/24", "--domains", "example.org",
+        "--allow-sender", "alice=postmaster@example.org", "--hostname", "mx.example.org",
+    )  # fmt: skip
 
 
 @pytest.fixture(scope="module")
@@ -176,7 +72,7 @@ def test_postconf_accepts_every_emitted_line(emitted: EmittedPostfix) -> None:
 
 
 def test_postfix_check_is_clean(emitted: EmittedPostfix) -> None:
-    proc = _postfix_tool("postfix", "-c", str(emitted.config.conf_dir), "check")
+    proc = postfix_tool("postfix", "-c", str(emitted.config.conf_dir), "check")
     assert proc.returncode == 0, proc.stdout + proc.stderr
     # unpacked (not dpkg-installed) binaries lack their setgid bits: the only tolerated noise
     problems = [
