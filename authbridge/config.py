@@ -15,7 +15,9 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, TypeVar
 
+from authbridge.cache import CacheSettings
 from authbridge.mechanisms import REGISTRY as MECHANISMS
+from authbridge.penalty import PenaltySettings
 
 T = TypeVar("T")
 
@@ -82,6 +84,8 @@ class Config:
     policy: PolicyConfig = field(default_factory=PolicyConfig)
     log: LogConfig = field(default_factory=LogConfig)
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
+    penalty: PenaltySettings = field(default_factory=PenaltySettings)
+    cache: CacheSettings = field(default_factory=CacheSettings)
     source: str = "<defaults>"
 
     def dovecot_compatible(self) -> Config:
@@ -95,6 +99,7 @@ class Config:
                 allow_no_rip=True,
                 tempfail_disconnects=False,
             ),
+            penalty=replace(self.penalty, enabled=False),
         )
 
 
@@ -279,8 +284,43 @@ def parse_config(text: str, source: str = "<string>", base_dir: Path | None = No
     met = _Reader(source, text, _table(root, "metrics"), "metrics")
     metrics = MetricsConfig(listen=met.get("listen", str, "") or None)
     met.finish()
+
+    pen = _Reader(source, text, _table(root, "penalty"), "penalty")
+    pdef = PenaltySettings()
+    steps = pen.get("steps", list, list(pdef.steps))
+    if not steps or not all(isinstance(x, int | float) and 0 <= x < 10 for x in steps):
+        raise pen.error("steps", "expected a non-empty list of seconds, each below 10")
+    penalty = PenaltySettings(
+        enabled=pen.get("enabled", bool, pdef.enabled),
+        steps=tuple(float(x) for x in steps),
+        forget_after=pen.get("forget_after", float, pdef.forget_after, _positive),
+        ipv6_prefix=pen.get(
+            "ipv6_prefix",
+            int,
+            pdef.ipv6_prefix,
+            lambda v: None if 16 <= v <= 128 else "must be between 16 and 128",
+        ),
+        trusted_networks=pen.networks("trusted_networks", ()),
+        max_entries=pen.get("max_entries", int, pdef.max_entries, _positive),
+    )
+    pen.finish()
+    if policy.failure_delay + max(penalty.steps) >= 10 and penalty.enabled:
+        raise pol.error(
+            "failure_delay",
+            "failure_delay plus the largest penalty step must stay below Postfix's 10 s timeout",
+        )
+
+    ca = _Reader(source, text, _table(root, "cache"), "cache")
+    cdef = CacheSettings()
+    cache = CacheSettings(
+        enabled=ca.get("enabled", bool, cdef.enabled),
+        ttl=ca.get("ttl", float, cdef.ttl, _not_negative),
+        negative_ttl=ca.get("negative_ttl", float, cdef.negative_ttl, _not_negative),
+        max_entries=ca.get("max_entries", int, cdef.max_entries, _positive),
+    )
+    ca.finish()
     root.finish()
-    return Config(server, tuple(stores), policy, log_config, metrics, source)
+    return Config(server, tuple(stores), policy, log_config, metrics, penalty, cache, source)
 
 
 def load_config(path: str | Path) -> Config:

@@ -87,6 +87,8 @@ class Close:
     """Close the connection; ``reason`` is for the log only."""
 
     reason: str
+    #: False when we close on purpose (temporary failure), not because of the client.
+    violation: bool = True
 
 
 Action = Send | SendDelayed | Check | Finished | Close
@@ -165,10 +167,10 @@ class Session:
                 break
         return actions
 
-    def _close(self, reason: str) -> list[Action]:
+    def _close(self, reason: str, violation: bool = True) -> list[Action]:
         self.closed = True
         self._requests.clear()
-        return [Close(reason)]
+        return [Close(reason, violation)]
 
     def _handle_line(self, line: str, now: float) -> list[Action]:
         if self.client_major is None:
@@ -322,7 +324,7 @@ class Session:
         if verdict.outcome is Outcome.OK:
             return [Send(self._ok_line(info.id, verdict)), done]
         if verdict.outcome is Outcome.TEMPFAIL and self.settings.tempfail_disconnects:
-            return [done, *self._close("temporary failure: closing so the MTA defers")]
+            return [done, *self._close("temporary failure: closing so the MTA defers", False)]
         line = self._fail_line(info.id, verdict)
         if verdict.nodelay:
             return [Send(line), done]

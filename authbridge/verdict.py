@@ -50,6 +50,8 @@ class Verdict:
     original_user: str | None = None
     #: Skip the failure delay (the ``nodelay`` extra field).
     nodelay: bool = False
+    #: The verdict depended on the client address (``allow_nets``): never cache it.
+    client_specific: bool = False
 
     @property
     def ok(self) -> bool:

@@ -1,0 +1,267 @@
+"""From a credential to a :class:`Verdict`: normalise, look up, apply fields, verify.
+
+This is the one place where Dovecot's passdb semantics live: extra fields such as
+``nopassword``, ``allow_nets``, ``fail``, ``nodelay`` and ``user=`` rewriting, the
+hidden/visible split of fields in replies, and which failures are the user's fault
+(``FAIL``) and which are ours (internal failure).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hmac
+import ipaddress
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from authbridge import schemes
+from authbridge.cache import AuthCache
+from authbridge.hashing import Hasher
+from authbridge.mechanisms.base import VerifyCramMd5, VerifyPlain
+from authbridge.passdb.base import Passdb, PassdbEntry, StoreUnavailable
+from authbridge.schemes import StoredPassword
+from authbridge.session import Credential, RequestInfo
+from authbridge.usernames import InvalidUsername, UsernamePolicy
+from authbridge.verdict import Outcome, Reason, Verdict
+
+log = logging.getLogger(__name__)
+
+#: Verdicts the cache may keep: plain successes and password mismatches; anything that
+#: depends on the client address (allow_nets) or on a broken store is never cached.
+_CACHEABLE = frozenset({Reason.NONE, Reason.PASSWORD_MISMATCH, Reason.USER_UNKNOWN})
+
+#: Extra fields Dovecot acts on itself and never returns to the client.
+HIDDEN_FIELDS = frozenset(
+    {
+        "user",
+        "username",
+        "domain",
+        "login_user",
+        "allow_nets",
+        "allow_real_nets",
+        "fail",
+        "delay_until",
+        "password",
+        "password_noscheme",
+        "passdb_import",
+    }
+)
+
+
+@dataclass(frozen=True, slots=True)
+class _Applied:
+    """An entry's extra fields, interpreted."""
+
+    user: str
+    visible: tuple[tuple[str, str | None], ...]
+    has_fields: bool
+    nopassword: bool
+    nodelay: bool
+    forced_fail: bool
+    nets_denied: bool
+    client_specific: bool
+
+
+def _networks_allow(spec: str, rip: str | None) -> bool:
+    """Dovecot's allow_nets: CIDRs separated by commas/spaces; ``local`` = no rip."""
+    address = ipaddress.ip_address(rip) if rip else None
+    for token in spec.replace(",", " ").split():
+        if token == "local":
+            if address is None:
+                return True
+            continue
+        if address is None:
+            continue
+        try:
+            if address in ipaddress.ip_network(token, strict=False):
+                return True
+        except ValueError:
+            log.warning("ignoring unparsable allow_nets entry %r", token)
+    return False
+
+
+def _apply_fields(entry: PassdbEntry, user: str, info: RequestInfo) -> _Applied:
+    visible: list[tuple[str, str | None]] = []
+    nets_denied = False
+    for key, value in entry.fields:
+        if key in ("user", "username") and value:
+            user = value
+        elif key == "domain" and value:
+            user = f"{user.partition('@')[0]}@{value}"
+        elif key == "allow_nets" and value is not None:
+            nets_denied = nets_denied or not _networks_allow(value, info.rip)
+        if key not in HIDDEN_FIELDS and not key.startswith("userdb_"):
+            visible.append((key, value))
+    return _Applied(
+        user=user,
+        visible=tuple(visible),
+        has_fields=bool(entry.fields),
+        nopassword=entry.has("nopassword") or entry.has("noauthenticate"),
+        nodelay=entry.has("nodelay"),
+        forced_fail=entry.has("fail"),
+        nets_denied=nets_denied,
+        client_specific=entry.has("allow_nets") or entry.has("allow_real_nets"),
+    )
+
+
+class Authenticator:
+    """Checks credentials against an ordered list of stores."""
+
+    def __init__(
+        self,
+        stores: Sequence[Passdb],
+        hasher: Hasher,
+        usernames: UsernamePolicy | None = None,
+        cache: AuthCache | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.stores = list(stores)
+        self.hasher = hasher
+        self.usernames = usernames or UsernamePolicy()
+        self.cache = cache or AuthCache()
+        self.clock = clock
+        #: A real stored hash verified (and ignored) for unknown users, so that an
+        #: unknown user costs the same time as a wrong password.
+        self.dummy_password: StoredPassword | None = None
+
+    async def check(self, info: RequestInfo, credential: Credential) -> Verdict:
+        if isinstance(credential, VerifyPlain):
+            return await self._check_plain_cached(info, credential)
+        return await self._check_cram_md5(info, credential)
+
+    async def _check_plain_cached(self, info: RequestInfo, cred: VerifyPlain) -> Verdict:
+        if not self.cache.enabled or cred.authzid:
+            return await self._check_plain(info, cred)
+        try:
+            user = self.usernames.normalise(cred.authcid)
+        except InvalidUsername:
+            return await self._check_plain(info, cred)
+        now = self.clock()
+        cached = self.cache.lookup(user, cred.password, now)
+        if cached is not None:
+            return cached
+        verdict = await self._check_plain(info, cred)
+        if verdict.outcome is Outcome.TEMPFAIL:
+            stale = self.cache.stale_success(user, cred.password)
+            if stale is not None:
+                log.warning("store failing; serving a cached success for %s", user)
+                return stale
+        elif verdict.reason in _CACHEABLE and not verdict.client_specific:
+            self.cache.store(user, cred.password, verdict, now)
+        return verdict
+
+    async def _dummy_verify(self, password: bytes) -> None:
+        if self.dummy_password is None:
+            return
+        with contextlib.suppress(schemes.SchemeError):
+            await self.hasher.verify(self.dummy_password, password, "")
+
+    # ------------------------------------------------------------------ helpers
+
+    def _normalise(self, typed: str) -> str | Verdict:
+        try:
+            return self.usernames.normalise(typed)
+        except InvalidUsername:
+            return Verdict(Outcome.FAIL, typed, Reason.INVALID_USERNAME)
+
+    async def _lookup(self, user: str) -> PassdbEntry | None:
+        for store in self.stores:
+            entry = await store.lookup(user)
+            if entry is not None:
+                return entry
+        return None
+
+    @staticmethod
+    def _verdict(outcome: Outcome, applied: _Applied, reason: Reason, typed: str) -> Verdict:
+        fields = applied.visible
+        if outcome is not Outcome.OK:
+            # A failure never carries nologin, as in Dovecot.
+            fields = tuple((k, v) for k, v in fields if k != "nologin")
+        return Verdict(
+            outcome,
+            applied.user,
+            reason,
+            fields=fields,
+            had_store_fields=applied.has_fields,
+            original_user=typed,
+            nodelay=applied.nodelay and outcome is not Outcome.OK,
+            client_specific=applied.client_specific,
+        )
+
+    # ------------------------------------------------------------------ PLAIN / LOGIN
+
+    async def _check_plain(self, info: RequestInfo, cred: VerifyPlain) -> Verdict:
+        user = self._normalise(cred.authcid)
+        if isinstance(user, Verdict):
+            return user
+        if cred.authzid and cred.authzid != user:
+            # A different authorization identity is a master-user login, which needs
+            # master stores; authbridge has none, so it is refused like Dovecot does.
+            return Verdict(Outcome.FAIL, user, Reason.AUTHZ_REFUSED, original_user=cred.authcid)
+        try:
+            entry = await self._lookup(user)
+        except StoreUnavailable as exc:
+            log.error("store unavailable while authenticating %s: %s", user, exc)
+            return Verdict(Outcome.TEMPFAIL, user, Reason.STORE_ERROR, original_user=cred.authcid)
+        if entry is None:
+            await self._dummy_verify(cred.password)
+            return Verdict(Outcome.FAIL, user, Reason.USER_UNKNOWN, original_user=cred.authcid)
+
+        applied = _apply_fields(entry, user, info)
+        if applied.nets_denied:
+            return self._verdict(Outcome.FAIL, applied, Reason.NETWORK_DENIED, cred.authcid)
+        if applied.nopassword:
+            matched = True
+        elif entry.password is None:
+            matched = False
+        else:
+            try:
+                matched = await self.hasher.verify(entry.password, cred.password, user)
+            except schemes.SchemeError as exc:
+                log.error("user %s: unusable stored password: %s", user, exc)
+                return self._verdict(Outcome.TEMPFAIL, applied, Reason.BROKEN_HASH, cred.authcid)
+        if not matched:
+            return self._verdict(Outcome.FAIL, applied, Reason.PASSWORD_MISMATCH, cred.authcid)
+        if applied.forced_fail:
+            return self._verdict(Outcome.FAIL, applied, Reason.FORCED_FAIL, cred.authcid)
+        return self._verdict(Outcome.OK, applied, Reason.NONE, cred.authcid)
+
+    # ------------------------------------------------------------------ CRAM-MD5
+
+    async def _check_cram_md5(self, info: RequestInfo, cred: VerifyCramMd5) -> Verdict:
+        user = self._normalise(cred.username)
+        if isinstance(user, Verdict):
+            return user
+        try:
+            entry = await self._lookup(user)
+        except StoreUnavailable as exc:
+            log.error("store unavailable while authenticating %s: %s", user, exc)
+            return Verdict(Outcome.TEMPFAIL, user, Reason.STORE_ERROR, original_user=cred.username)
+        if entry is None:
+            return Verdict(Outcome.FAIL, user, Reason.USER_UNKNOWN, original_user=cred.username)
+        applied = _apply_fields(entry, user, info)
+        if applied.nets_denied:
+            return self._verdict(Outcome.FAIL, applied, Reason.NETWORK_DENIED, cred.username)
+        if entry.password is None:
+            return self._verdict(Outcome.FAIL, applied, Reason.SCHEME_NOT_AVAILABLE, cred.username)
+        try:
+            context = schemes.cram_md5_context(entry.password)
+        except schemes.SchemeError as exc:
+            log.error("user %s: unusable stored password: %s", user, exc)
+            return self._verdict(Outcome.TEMPFAIL, applied, Reason.BROKEN_HASH, cred.username)
+        if context is None:
+            log.info(
+                "user %s: CRAM-MD5 needs a plaintext or CRAM-MD5 stored password, not %s",
+                user,
+                entry.password.scheme,
+            )
+            return self._verdict(Outcome.FAIL, applied, Reason.SCHEME_NOT_AVAILABLE, cred.username)
+        expected = schemes.cram_md5_digest(context, cred.challenge).hex().encode()
+        given = cred.response_hex.encode("utf-8", "surrogateescape")[:32]
+        if len(given) != 32 or not hmac.compare_digest(expected, given):
+            return self._verdict(Outcome.FAIL, applied, Reason.PASSWORD_MISMATCH, cred.username)
+        if applied.forced_fail:
+            return self._verdict(Outcome.FAIL, applied, Reason.FORCED_FAIL, cred.username)
+        return self._verdict(Outcome.OK, applied, Reason.NONE, cred.username)

@@ -1,0 +1,365 @@
+"""``authbridge serve``: load config and stores, open listeners, serve until told to stop."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import sys
+from dataclasses import replace
+from functools import partial
+from importlib import resources
+from pathlib import Path
+
+import trio
+
+from authbridge import __version__, systemd
+from authbridge.authenticator import Authenticator
+from authbridge.cache import AuthCache
+from authbridge.config import Config, ConfigError, StoreConfig, load_config
+from authbridge.hashing import Hasher
+from authbridge.listeners import Listener, ListenerError, tcp_listener, unix_listener
+from authbridge.logs import configure, get_logger
+from authbridge.mechanisms import UnknownMechanism, resolve
+from authbridge.metrics import Metrics, MetricsHTTP
+from authbridge.passdb.base import StoreFormatError, StoreUnavailable
+from authbridge.passdb.passwd_file import PasswdFileStore
+from authbridge.schemes import StoredPassword
+from authbridge.server import AuthServer
+
+log = get_logger("authbridge.serve")
+
+DEMO_DIR = "authbridge-demo"
+#: How long shutdown waits for running checks before giving up on them.
+DRAIN_TIMEOUT = 10.0
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", metavar="FILE", help="TOML configuration file")
+    parser.add_argument("--socket", metavar="PATH", help="UNIX socket path to listen on")
+    parser.add_argument("--socket-mode", metavar="MODE", help="socket file mode, e.g. 0660")
+    parser.add_argument("--socket-owner", metavar="USER")
+    parser.add_argument("--socket-group", metavar="GROUP")
+    parser.add_argument(
+        "--passwd-file",
+        metavar="FILE",
+        action="append",
+        help="Dovecot passwd-file store (repeatable; replaces [[store]])",
+    )
+    parser.add_argument("--mechanisms", metavar="LIST", help="comma-separated, e.g. plain,login")
+    parser.add_argument(
+        "--failure-delay",
+        metavar="SECONDS",
+        type=float,
+        help="delay before a FAIL reply (0 disables)",
+    )
+    parser.add_argument(
+        "--dovecot-compat",
+        action="store_true",
+        help="behave exactly like Dovecot 2.3 on the wire (policy gates off)",
+    )
+    parser.add_argument(
+        "--metrics-listen",
+        metavar="HOST:PORT",
+        help="serve /metrics and /healthz there (default: off)",
+    )
+    parser.add_argument("--log-format", choices=("auto", "json", "console"))
+    parser.add_argument("--log-level", choices=("debug", "info", "warning", "error"))
+    parser.add_argument(
+        "--demo",
+        action="store_true",
+        help=f"serve the bundled example users on ./{DEMO_DIR}/auth-client",
+    )
+
+
+def _demo_users() -> Path:
+    return Path(str(resources.files("authbridge") / "data" / "example-users.passwd"))
+
+
+def build_config(args: argparse.Namespace) -> Config:
+    """The config file (if any) with command-line flags applied on top."""
+    config = load_config(args.config) if args.config else Config(source="<command line>")
+    server = config.server
+    if args.demo:
+        os.makedirs(DEMO_DIR, exist_ok=True)
+        server = replace(
+            server, socket_path=os.path.join(DEMO_DIR, "auth-client"), socket_mode=0o666
+        )
+        config = replace(config, stores=(StoreConfig("passwd-file", str(_demo_users())),))
+    if args.socket:
+        server = replace(server, socket_path=args.socket)
+    if args.socket_mode:
+        try:
+            server = replace(server, socket_mode=int(args.socket_mode, 8))
+        except ValueError:
+            raise ConfigError(f"--socket-mode: {args.socket_mode!r} is not an octal mode") from None
+    if args.socket_owner:
+        server = replace(server, socket_owner=args.socket_owner)
+    if args.socket_group:
+        server = replace(server, socket_group=args.socket_group)
+    if args.mechanisms:
+        names = tuple(m.strip().lower() for m in args.mechanisms.split(",") if m.strip())
+        try:
+            resolve(list(names))
+        except UnknownMechanism as exc:
+            raise ConfigError(f"--mechanisms: {exc}") from None
+        server = replace(server, mechanisms=names)
+    config = replace(config, server=server)
+    if args.passwd_file:
+        config = replace(
+            config, stores=tuple(StoreConfig("passwd-file", p) for p in args.passwd_file)
+        )
+    if args.failure_delay is not None:
+        if args.failure_delay < 0:
+            raise ConfigError("--failure-delay: must not be negative")
+        config = replace(config, policy=replace(config.policy, failure_delay=args.failure_delay))
+    if args.log_format or args.log_level:
+        config = replace(
+            config,
+            log=replace(
+                config.log,
+                format=args.log_format or config.log.format,
+                level=args.log_level or config.log.level,
+            ),
+        )
+    if args.metrics_listen:
+        config = replace(config, metrics=replace(config.metrics, listen=args.metrics_listen))
+    if args.dovecot_compat:
+        config = config.dovecot_compatible()
+    if not config.stores:
+        raise ConfigError(f"{config.source}: no user store: add a [[store]] table or --passwd-file")
+    return config
+
+
+def open_stores(config: Config) -> list[PasswdFileStore]:
+    stores: list[PasswdFileStore] = []
+    for store_config in config.stores:
+        store = PasswdFileStore(Path(store_config.path), store_config.default_scheme)
+        count = store.load()
+        log.info("store loaded", store=store.name, users=count)
+        stores.append(store)
+    return stores
+
+
+def open_listeners(config: Config) -> list[Listener]:
+    inherited = systemd.inherited_sockets()
+    if inherited:
+        return [Listener(sock, f"systemd:{name}") for name, sock in inherited]
+    server = config.server
+    listeners = [
+        unix_listener(
+            server.socket_path, server.socket_mode, server.socket_owner, server.socket_group
+        )
+    ]
+    listeners += [tcp_listener(spec, server.tcp_allowed_networks) for spec in server.tcp_listen]
+    return listeners
+
+
+async def _handle(server: AuthServer, listener: Listener, stream: trio.SocketStream) -> None:
+    if not listener.peer_allowed(stream):
+        log.warning(
+            "refused connection from a client outside tcp_allowed_networks", listener=listener.label
+        )
+        await stream.aclose()
+        return
+    await server.handle(stream)
+
+
+class Daemon:
+    """The running service: server, stores, listeners, and what signals do to them."""
+
+    def __init__(
+        self,
+        args: argparse.Namespace,
+        config: Config,
+        stores: list[PasswdFileStore],
+        listeners: list[Listener],
+    ) -> None:
+        self.args = args
+        self.config = config
+        self.stores = stores
+        self.listeners = listeners
+        self.notifier = systemd.Notifier()
+        self.metrics = Metrics()
+        self.cache = AuthCache(config.cache)
+        self.authenticator = Authenticator(list(stores), Hasher(), cache=self.cache)
+        self.authenticator.dummy_password = _sample_password(stores)
+        self.metrics.watch_cache(lambda: (self.cache.hits, self.cache.misses, len(self.cache)))
+        self.server = AuthServer(config, self.authenticator, self.metrics)
+        self.ready = False
+        self._signatures = {store.path: _signature(store.path) for store in stores}
+        for _ in stores:
+            self.metrics.reloaded(True)
+
+    async def run(self) -> None:
+        http = None
+        if self.config.metrics.listen:
+            http = MetricsHTTP(self.metrics, self.config.metrics.listen, lambda: self.ready)
+            http.start()
+            log.info("metrics listening", address=self.config.metrics.listen)
+        try:
+            await self._run()
+        finally:
+            if http is not None:
+                http.stop()
+
+    async def _run(self) -> None:
+        server = self.server
+        async with trio.open_nursery() as connections:
+            await connections.start(server.run_background)
+            with trio.CancelScope() as accepting:
+                async with trio.open_nursery() as acceptors:
+                    for listener in self.listeners:
+                        acceptors.start_soon(
+                            partial(
+                                trio.serve_listeners,
+                                partial(_handle, server, listener),
+                                [listener.trio_listener()],
+                                handler_nursery=connections,
+                            )
+                        )
+                        log.info("listener bound", listener=listener.label)
+                    self.ready = True
+                    labels = ", ".join(item.label for item in self.listeners)
+                    self.notifier.ready(f"serving on {labels}")
+                    interval = self.notifier.watchdog_interval()
+                    if interval:
+                        acceptors.start_soon(_watchdog, self.notifier, interval)
+                    acceptors.start_soon(self._watch_stores)
+                    await self._handle_signals()
+                    accepting.cancel()
+            self.ready = False
+            self.notifier.stopping()
+            log.info("shutting down", connections=len(server.connections))
+            for listener in self.listeners:
+                listener.remove()
+                listener.sock.close()
+            await server.drain(DRAIN_TIMEOUT)
+            with trio.move_on_after(2):
+                while any(c.outbox for c in server.connections):
+                    await trio.sleep(0.01)
+            connections.cancel_scope.cancel()
+        log.info("stopped")
+
+    async def _handle_signals(self) -> None:
+        wanted = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGUSR2)
+        with trio.open_signal_receiver(*wanted) as signals:
+            async for signum in signals:
+                name = signal.Signals(signum).name
+                log.info("signal received", signal=name)
+                if signum == signal.SIGHUP:
+                    await self.reload()
+                elif signum == signal.SIGUSR2:
+                    log.info("auth cache flushed", entries=self.cache.flush())
+                else:
+                    return
+
+    async def reload(self) -> bool:
+        """Re-read config and stores; swap them in whole, or keep the old ones."""
+        self.notifier.reloading("reloading")
+        try:
+            config = build_config(self.args)
+            stores = await trio.to_thread.run_sync(open_stores, config)
+        except (ConfigError, StoreFormatError, StoreUnavailable) as exc:
+            log.error("reload refused; the previous configuration keeps serving", error=str(exc))
+            self.metrics.reloaded(False)
+            self.notifier.ready("reload refused")
+            return False
+        if config.server.socket_path != self.config.server.socket_path or (
+            config.server.mechanisms != self.config.server.mechanisms
+        ):
+            log.warning("socket and mechanism changes take effect at the next restart")
+        self.config = config
+        self.stores = stores
+        self._signatures = {store.path: _signature(store.path) for store in stores}
+        self.authenticator.stores = list(stores)
+        self.authenticator.dummy_password = _sample_password(stores)
+        self.cache.settings = config.cache
+        self.cache.flush()
+        self.server.apply_config(config)
+        self.metrics.reloaded(True)
+        log.info("reloaded", config=config.source, stores=len(stores))
+        self.notifier.ready("reloaded")
+        return True
+
+    async def _watch_stores(self) -> None:
+        """Re-read a store file when it changes (checked once a second, like Dovecot)."""
+        while True:
+            await trio.sleep(1)
+            for store in self.stores:
+                signature = _signature(store.path)
+                if signature == self._signatures.get(store.path) or signature is None:
+                    continue
+                self._signatures[store.path] = signature
+                try:
+                    count = await trio.to_thread.run_sync(store.load)
+                except (StoreFormatError, StoreUnavailable) as exc:
+                    log.error(
+                        "store reload failed; the last good copy keeps serving",
+                        store=store.name,
+                        error=str(exc),
+                    )
+                    self.metrics.reloaded(False)
+                else:
+                    log.info("store reloaded", store=store.name, users=count)
+                    self.cache.flush()
+                    self.metrics.reloaded(True)
+
+
+def _sample_password(stores: list[PasswdFileStore]) -> StoredPassword | None:
+    for store in stores:
+        sample = store.sample_password()
+        if sample is not None:
+            return sample
+    return None
+
+
+def _signature(path: Path) -> tuple[int, int, int] | None:
+    try:
+        st = path.stat()
+    except OSError:
+        return None
+    return (st.st_mtime_ns, st.st_size, st.st_ino)
+
+
+async def _watchdog(notifier: systemd.Notifier, interval: float) -> None:
+    while True:
+        notifier.watchdog()
+        await trio.sleep(interval)
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        config = build_config(args)
+    except ConfigError as exc:
+        print(f"authbridge: {exc}", file=sys.stderr)
+        return 2
+    configure(config.log.format, config.log.level)
+    log.info("starting", version=__version__, config=config.source, pid=os.getpid())
+    try:
+        stores = open_stores(config)
+        listeners = open_listeners(config)
+    except (
+        StoreFormatError,
+        StoreUnavailable,
+        ListenerError,
+        systemd.SocketActivationError,
+    ) as exc:
+        log.error("cannot start", error=str(exc))
+        print(f"authbridge: {exc}", file=sys.stderr)
+        return 1
+    if args.demo:
+        print(
+            f"authbridge demo: socket {config.server.socket_path}, users from "
+            f"{config.stores[0].path}\n  try: doveadm auth test -a "
+            f"{config.server.socket_path} -x secured demo demopass",
+            file=sys.stderr,
+        )
+    try:
+        trio.run(Daemon(args, config, stores, listeners).run)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        for listener in listeners:
+            listener.remove()
+    return 0

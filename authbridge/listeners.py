@@ -1,0 +1,161 @@
+"""Opening the listening sockets: UNIX (path, mode, owner, group) and optional TCP.
+
+A stale socket file left by a crashed run is replaced; a socket some live server still
+answers on is never stolen, and neither is a path that is not a socket at all.
+"""
+
+from __future__ import annotations
+
+import grp
+import ipaddress
+import os
+import pwd
+import socket
+import stat
+from dataclasses import dataclass
+
+import trio
+
+
+class ListenerError(Exception):
+    """A listening socket cannot be opened; the message says what to fix."""
+
+
+def _probe_live(path: str) -> bool:
+    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    probe.settimeout(1.0)
+    try:
+        probe.connect(path)
+    except OSError:
+        return False
+    finally:
+        probe.close()
+    return True
+
+
+def _resolve_uid(owner: str | None) -> int:
+    if owner is None:
+        return -1
+    if owner.isdigit():
+        return int(owner)
+    try:
+        return pwd.getpwnam(owner).pw_uid
+    except KeyError:
+        raise ListenerError(f"socket owner {owner!r}: no such user") from None
+
+
+def _resolve_gid(group: str | None) -> int:
+    if group is None:
+        return -1
+    if group.isdigit():
+        return int(group)
+    try:
+        return grp.getgrnam(group).gr_gid
+    except KeyError:
+        raise ListenerError(f"socket group {group!r}: no such group") from None
+
+
+def bind_unix(
+    path: str,
+    mode: int = 0o660,
+    owner: str | None = None,
+    group: str | None = None,
+    backlog: int = 4096,
+) -> socket.socket:
+    """Bind and listen on a UNIX socket path with the wanted permissions."""
+    uid, gid = _resolve_uid(owner), _resolve_gid(group)
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        pass
+    else:
+        if not stat.S_ISSOCK(st.st_mode):
+            raise ListenerError(f"{path} exists and is not a socket; refusing to replace it")
+        if _probe_live(path):
+            raise ListenerError(f"{path}: another server is already listening there")
+        os.unlink(path)
+    directory = os.path.dirname(path) or "."
+    if not os.path.isdir(directory):
+        raise ListenerError(f"{path}: directory {directory} does not exist")
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    old_umask = os.umask(0o177)
+    try:
+        sock.bind(path)
+    except OSError as exc:
+        sock.close()
+        raise ListenerError(f"cannot bind {path}: {exc.strerror}") from None
+    finally:
+        os.umask(old_umask)
+    try:
+        if uid != -1 or gid != -1:
+            os.chown(path, uid, gid)
+        os.chmod(path, mode)
+    except OSError as exc:
+        sock.close()
+        os.unlink(path)
+        raise ListenerError(f"cannot set owner/mode of {path}: {exc.strerror}") from None
+    sock.listen(backlog)
+    return sock
+
+
+def bind_tcp(spec: str, backlog: int = 4096) -> socket.socket:
+    """Bind ``host:port`` (``[v6]:port`` for IPv6)."""
+    host, sep, port_text = spec.rpartition(":")
+    if not sep or not port_text.isdigit():
+        raise ListenerError(f"tcp listener {spec!r}: expected host:port")
+    host = host.strip("[]") or "0.0.0.0"
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, int(port_text)))
+    except OSError as exc:
+        sock.close()
+        raise ListenerError(f"cannot bind {spec}: {exc.strerror}") from None
+    sock.listen(backlog)
+    return sock
+
+
+@dataclass
+class Listener:
+    """A bound socket plus what we need to clean it up and to filter its clients."""
+
+    sock: socket.socket
+    label: str
+    unix_path: str | None = None
+    unix_inode: int | None = None
+    #: For TCP: allowed client networks (empty = everyone).
+    allowed: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = ()
+
+    def trio_listener(self) -> trio.SocketListener:
+        return trio.SocketListener(trio.socket.from_stdlib_socket(self.sock))
+
+    def peer_allowed(self, stream: trio.abc.Stream) -> bool:
+        if not self.allowed or not isinstance(stream, trio.SocketStream):
+            return True
+        try:
+            peer = stream.socket.getpeername()
+        except OSError:
+            return False
+        address = ipaddress.ip_address(peer[0])
+        return any(address in net for net in self.allowed)
+
+    def remove(self) -> None:
+        """Remove our socket file, but only if it is still the one we created."""
+        if self.unix_path is None or self.unix_inode is None:
+            return
+        try:
+            if os.lstat(self.unix_path).st_ino == self.unix_inode:
+                os.unlink(self.unix_path)
+        except OSError:
+            pass
+
+
+def unix_listener(path: str, mode: int, owner: str | None, group: str | None) -> Listener:
+    sock = bind_unix(path, mode, owner, group)
+    return Listener(sock, f"unix:{path}", unix_path=path, unix_inode=os.lstat(path).st_ino)
+
+
+def tcp_listener(spec: str, allowed: tuple[str, ...]) -> Listener:
+    networks = tuple(ipaddress.ip_network(n, strict=False) for n in allowed)
+    return Listener(bind_tcp(spec), f"tcp:{spec}", allowed=networks)

@@ -1,0 +1,50 @@
+"""What every user store gives the authenticator: an entry per user, or an outage."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from authbridge.schemes import StoredPassword
+
+
+@dataclass(frozen=True, slots=True)
+class PassdbEntry:
+    """One user as the store knows it.
+
+    ``password`` is ``None`` when the store has no password field at all for the user
+    (Dovecot then compares against an empty CRYPT value, which never matches).
+    ``fields`` are the extra fields in store order; a ``None`` value is a bare key.
+    """
+
+    user: str
+    password: StoredPassword | None = field(repr=False)
+    fields: tuple[tuple[str, str | None], ...] = ()
+
+    def field(self, name: str) -> str | None:
+        for key, value in self.fields:
+            if key == name:
+                return "" if value is None else value
+        return None
+
+    def has(self, name: str) -> bool:
+        return any(key == name for key, _ in self.fields)
+
+
+class StoreUnavailable(Exception):
+    """The store cannot answer right now (unreadable file, database down)."""
+
+
+class StoreFormatError(ValueError):
+    """A store file does not parse; the message names the file and line."""
+
+
+class Passdb(Protocol):
+    """A source of :class:`PassdbEntry` by normalised username."""
+
+    @property
+    def name(self) -> str: ...
+
+    async def lookup(self, user: str) -> PassdbEntry | None:
+        """The entry for ``user``, ``None`` if unknown; raises StoreUnavailable."""
+        ...

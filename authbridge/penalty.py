@@ -1,0 +1,100 @@
+"""Per-client-address penalty: repeated failures from one address slow that address only.
+
+Keyed by the request's ``rip`` (IPv4 as is, IPv6 by a configurable prefix, /64 by
+default) — never by the MTA's own socket address. Repeating the same wrong password does
+not escalate (a mis-configured phone is not an attacker), a success clears the record,
+and a record is forgotten after a quiet period. The delay is capped so that delay plus
+failure delay stays below Postfix's 10 s read timeout.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import ipaddress
+from collections import OrderedDict
+from dataclasses import dataclass, field
+
+#: How many recent (user, password) checksums per address do not raise the penalty.
+RECENT_CHECKSUMS = 10
+
+
+@dataclass(frozen=True, slots=True)
+class PenaltySettings:
+    enabled: bool = True
+    #: Seconds of delay for penalty levels 1, 2, 3, ... (the last value repeats).
+    steps: tuple[float, ...] = (1.0, 2.0, 4.0, 6.0)
+    #: A record with no failure for this long is forgotten.
+    forget_after: float = 60.0
+    ipv6_prefix: int = 64
+    #: Addresses never penalised (e.g. the webmail host).
+    trusted_networks: tuple[str, ...] = ()
+    #: Bound on tracked addresses; the least recently failed are dropped first.
+    max_entries: int = 100_000
+
+
+@dataclass(slots=True)
+class _Record:
+    level: int
+    last_failure: float
+    recent: list[bytes] = field(default_factory=list)
+
+
+class PenaltyTracker:
+    def __init__(self, settings: PenaltySettings | None = None) -> None:
+        self.settings = settings or PenaltySettings()
+        self._trusted = tuple(
+            ipaddress.ip_network(n, strict=False) for n in self.settings.trusted_networks
+        )
+        self._records: OrderedDict[str, _Record] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._records)
+
+    def key(self, rip: str | None) -> str | None:
+        """The bucket an address falls in, or ``None`` when it is never penalised."""
+        if not self.settings.enabled or rip is None:
+            return None
+        address = ipaddress.ip_address(rip)
+        if any(address in net for net in self._trusted):
+            return None
+        if address.version == 6:
+            net = ipaddress.ip_network(f"{rip}/{self.settings.ipv6_prefix}", strict=False)
+            return str(net)
+        return str(address)
+
+    def delay(self, rip: str | None, now: float) -> float:
+        """Seconds to hold a new request from ``rip`` before checking it."""
+        key = self.key(rip)
+        record = self._records.get(key) if key else None
+        if record is None or record.level == 0:
+            return 0.0
+        if now - record.last_failure > self.settings.forget_after:
+            del self._records[key]  # type: ignore[arg-type]
+            return 0.0
+        steps = self.settings.steps
+        return steps[min(record.level, len(steps)) - 1]
+
+    def failed(self, rip: str | None, user: str, password: bytes, now: float) -> None:
+        key = self.key(rip)
+        if key is None:
+            return
+        checksum = hashlib.blake2s(
+            user.encode("utf-8", "surrogateescape") + b"\0" + password, digest_size=8
+        ).digest()
+        record = self._records.get(key)
+        if record is None or now - record.last_failure > self.settings.forget_after:
+            record = _Record(level=0, last_failure=now)
+            self._records[key] = record
+        self._records.move_to_end(key)
+        if checksum not in record.recent:
+            record.level += 1
+            record.recent.append(checksum)
+            del record.recent[:-RECENT_CHECKSUMS]
+        record.last_failure = now
+        while len(self._records) > self.settings.max_entries:
+            self._records.popitem(last=False)
+
+    def succeeded(self, rip: str | None) -> None:
+        key = self.key(rip)
+        if key is not None:
+            self._records.pop(key, None)

@@ -1,0 +1,373 @@
+"""The trio shell around :class:`~authbridge.session.Session`.
+
+One task per connection reads and feeds the session; each credential check runs as its
+own task, so replies go out in whatever order checks finish (matched by id, as the
+protocol allows). Writes go through a per-connection outbox drained by a writer task,
+so no producer ever blocks on a slow reader. Delayed FAILs wait in one shared
+:class:`FailureDelayQueue` instead of one sleeping task each.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import os
+import secrets
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import trio
+
+from authbridge.authenticator import Authenticator
+from authbridge.config import Config
+from authbridge.logs import get_logger
+from authbridge.mechanisms import resolve
+from authbridge.mechanisms.base import VerifyPlain
+from authbridge.metrics import Metrics
+from authbridge.penalty import PenaltyTracker
+from authbridge.policy import PolicyGate
+from authbridge.session import (
+    Check,
+    Close,
+    Finished,
+    RequestInfo,
+    Send,
+    SendDelayed,
+    Session,
+    SessionSettings,
+)
+from authbridge.verdict import Outcome, Reason, Verdict
+
+log = get_logger("authbridge.server")
+
+#: A client that lets this much reply data pile up unread is disconnected.
+MAX_OUTBOX = 1024 * 1024
+#: A store lookup plus hash check that takes longer than this is an internal failure
+#: (Postfix gives up after 10 s anyway).
+CHECK_TIMEOUT = 8.0
+READ_SIZE = 65536
+
+
+class Connection:
+    """The I/O half of one client connection."""
+
+    def __init__(self, stream: trio.abc.Stream, session: Session, cuid: int) -> None:
+        self.stream = stream
+        self.session = session
+        self.cuid = cuid
+        self.outbox = bytearray()
+        self.wakeup = trio.Event()
+        self.closing = False
+        self.gone = False
+
+    def push(self, data: bytes) -> None:
+        if self.gone or self.closing:
+            return
+        self.outbox += data
+        if len(self.outbox) > MAX_OUTBOX:
+            log.warning("client does not read its replies; disconnecting", cuid=self.cuid)
+            self.gone = True
+        self.wakeup.set()
+
+    def close_after_flush(self) -> None:
+        self.closing = True
+        self.wakeup.set()
+
+    async def writer(self) -> None:
+        """Drain the outbox until the connection is closing and everything is sent."""
+        while True:
+            await self.wakeup.wait()
+            self.wakeup = trio.Event()
+            if self.gone:
+                return
+            while self.outbox:
+                data = bytes(self.outbox)
+                self.outbox.clear()
+                try:
+                    await self.stream.send_all(data)
+                except (trio.BrokenResourceError, trio.ClosedResourceError):
+                    self.gone = True
+                    return
+            if self.closing:
+                return
+
+
+@dataclass(order=True)
+class _Delayed:
+    due: float
+    seq: int
+    conn: Connection = field(compare=False)
+    data: bytes = field(compare=False)
+
+
+class FailureDelayQueue:
+    """Holds FAIL replies until their time, in one task for the whole server."""
+
+    def __init__(self, clock: Callable[[], float] = trio.current_time) -> None:
+        self._heap: list[_Delayed] = []
+        self._seq = itertools.count()
+        self._changed = trio.Event()
+        self._clock = clock
+
+    def __len__(self) -> int:
+        return len(self._heap)
+
+    def add(self, conn: Connection, data: bytes, delay: float) -> None:
+        heapq.heappush(self._heap, _Delayed(self._clock() + delay, next(self._seq), conn, data))
+        self._changed.set()
+
+    def flush_all(self) -> None:
+        """Send everything now (shutdown)."""
+        while self._heap:
+            item = heapq.heappop(self._heap)
+            item.conn.push(item.data)
+
+    async def run(self) -> None:
+        while True:
+            if not self._heap:
+                await self._changed.wait()
+                self._changed = trio.Event()
+                continue
+            due = self._heap[0].due
+            with trio.move_on_at(due):
+                await self._changed.wait()
+                self._changed = trio.Event()
+                continue
+            now = self._clock()
+            while self._heap and self._heap[0].due <= now:
+                item = heapq.heappop(self._heap)
+                item.conn.push(item.data)
+
+
+class AuthServer:
+    """Everything shared by the connections of one server process."""
+
+    def __init__(
+        self, config: Config, authenticator: Authenticator, metrics: Metrics | None = None
+    ) -> None:
+        self.config = config
+        self.metrics = metrics or Metrics()
+        self.authenticator = authenticator
+        self.mechanisms = resolve(list(config.server.mechanisms))
+        self.policy = PolicyGate(config.policy)
+        self.penalty = PenaltyTracker(config.penalty)
+        self.spid = os.getpid()
+        self._cuids = itertools.count(1)
+        self.delay_queue = FailureDelayQueue()
+        self.connections: set[Connection] = set()
+        self._checks_in_flight = 0
+        self._idle = trio.Event()
+        self._idle.set()
+        self.on_finished: list[Callable[[RequestInfo, Verdict, float], None]] = [
+            self.metrics.finished
+        ]
+        self.metrics.prime(m.name for m in self.mechanisms)
+        self.metrics.delayed_failures.set_function(lambda: len(self.delay_queue))
+        self.metrics.connections_active.set_function(lambda: len(self.connections))
+        self.metrics.hash_queue.set_function(lambda: authenticator.hasher.queued)
+
+    def apply_config(self, config: Config) -> None:
+        """Swap in a reloaded config (policy, delays, timeouts) for new requests."""
+        self.config = config
+        self.policy = PolicyGate(config.policy)
+        if config.penalty != self.penalty.settings:
+            self.penalty = PenaltyTracker(config.penalty)
+
+    # ------------------------------------------------------------------ lifecycle
+
+    async def run_background(self, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
+        """Server-wide tasks: the failure delay queue and the request expiry sweep."""
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(self.delay_queue.run)
+            nursery.start_soon(self._sweep)
+            task_status.started()
+
+    async def _sweep(self) -> None:
+        while True:
+            await trio.sleep(5)
+            now = trio.current_time()
+            for conn in list(self.connections):
+                for info in conn.session.expire(now):
+                    self.metrics.aborted(info)
+                    log.info(
+                        "request abandoned by the client expired",
+                        cuid=conn.cuid,
+                        request=info.id,
+                        mechanism=info.mechanism,
+                    )
+
+    async def drain(self, timeout: float) -> None:
+        """Wait for running checks to finish (shutdown), then release delayed FAILs."""
+        with trio.move_on_after(timeout):
+            await self._idle.wait()
+        self.delay_queue.flush_all()
+        for conn in list(self.connections):
+            conn.close_after_flush()
+
+    # ------------------------------------------------------------------ connections
+
+    async def handle(self, stream: trio.abc.Stream) -> None:
+        if len(self.connections) >= self.config.server.max_connections:
+            log.warning(
+                "connection limit reached; refusing a new connection",
+                limit=self.config.server.max_connections,
+            )
+            await stream.aclose()
+            return
+        cuid = next(self._cuids)
+        settings = SessionSettings(
+            mechanisms=self.mechanisms,
+            spid=self.spid,
+            cuid=cuid,
+            cookie=secrets.token_hex(16),
+            request_timeout=self.config.server.request_timeout,
+            tempfail_disconnects=self.config.policy.tempfail_disconnects,
+        )
+        conn = Connection(stream, Session(settings), cuid)
+        self.connections.add(conn)
+        self.metrics.connections.inc()
+        try:
+            async with stream, trio.open_nursery() as nursery:
+                nursery.start_soon(conn.writer)
+                conn.push(conn.session.handshake())
+                await self._read_loop(conn, nursery)
+                nursery.cancel_scope.cancel()
+        finally:
+            self.connections.discard(conn)
+            conn.gone = True
+            pending = conn.session.abandon_all()
+            for info in pending:
+                self.metrics.aborted(info)
+            if pending:
+                log.info(
+                    "client disconnected with requests pending", cuid=cuid, pending=len(pending)
+                )
+
+    async def _read_loop(self, conn: Connection, nursery: trio.Nursery) -> None:
+        idle_timeout = self.config.server.idle_timeout
+        while not conn.gone and not conn.closing:
+            data: bytes | bytearray = b""
+            with trio.move_on_after(idle_timeout) as scope:
+                try:
+                    data = await conn.stream.receive_some(READ_SIZE)
+                except (trio.BrokenResourceError, trio.ClosedResourceError):
+                    return
+            if scope.cancelled_caught:
+                if conn.session.in_flight == 0:
+                    log.info("closing idle connection", cuid=conn.cuid)
+                    return
+                continue
+            if not data:
+                return
+            self._dispatch(conn, conn.session.receive(data, trio.current_time()), nursery)
+        if conn.closing:
+            # Let the writer flush what was queued before the close decision.
+            with trio.move_on_after(5):
+                while conn.outbox and not conn.gone:
+                    await trio.sleep(0.01)
+
+    def _dispatch(self, conn: Connection, actions: list[Any], nursery: trio.Nursery) -> None:
+        for action in actions:
+            if isinstance(action, Send):
+                conn.push(action.data)
+            elif isinstance(action, SendDelayed):
+                delay = self.config.policy.failure_delay
+                if delay > 0:
+                    self.delay_queue.add(conn, action.data, delay)
+                else:
+                    conn.push(action.data)
+            elif isinstance(action, Check):
+                if conn.session.in_flight > self.config.server.max_requests_per_connection:
+                    log.warning(
+                        "too many requests in flight on one connection; closing", cuid=conn.cuid
+                    )
+                    conn.session.abandon_all()
+                    conn.close_after_flush()
+                    return
+                self._checks_in_flight += 1
+                self._idle = trio.Event() if self._checks_in_flight == 1 else self._idle
+                nursery.start_soon(self._check, conn, action, nursery, trio.current_time())
+            elif isinstance(action, Finished):
+                self._finished(conn, action.info, action.verdict, 0.0)
+            elif isinstance(action, Close):
+                if action.violation:
+                    self.metrics.protocol_errors.inc()
+                    log.warning("protocol violation, closing", cuid=conn.cuid, reason=action.reason)
+                else:
+                    log.info("closing connection", cuid=conn.cuid, reason=action.reason)
+                conn.close_after_flush()
+
+    async def _check(
+        self, conn: Connection, action: Check, nursery: trio.Nursery, started: float
+    ) -> None:
+        try:
+            verdict = await self._verdict(action)
+        except Exception:
+            log.exception(
+                "internal error while checking a credential", cuid=conn.cuid, request=action.info.id
+            )
+            verdict = Verdict(Outcome.TEMPFAIL, None, Reason.STORE_ERROR)
+        finally:
+            self._checks_in_flight -= 1
+            if self._checks_in_flight == 0:
+                self._idle.set()
+        actions = conn.session.complete(action.ticket, action.info.id, verdict)
+        for item in actions:
+            if isinstance(item, Finished):
+                self._finished(conn, item.info, item.verdict, trio.current_time() - started)
+        self._dispatch(conn, [a for a in actions if not isinstance(a, Finished)], nursery)
+
+    async def _verdict(self, action: Check) -> Verdict:
+        credential, info = action.credential, action.info
+        if isinstance(credential, VerifyPlain):
+            typed, secret = credential.authcid, credential.password
+        else:
+            typed, secret = credential.username, credential.response_hex.encode()
+        refusal = self.policy.refusal(info, isinstance(credential, VerifyPlain))
+        if refusal is not None:
+            log.info("request refused by policy", request=info.id, why=refusal)
+            return Verdict(Outcome.FAIL, typed, Reason.POLICY)
+        penalised = not info.no_penalty
+        if penalised:
+            delay = self.penalty.delay(info.rip, trio.current_time())
+            if delay > 0:
+                self.metrics.penalties.inc()
+                await trio.sleep(delay)
+        verdict: Verdict | None = None
+        with trio.move_on_after(CHECK_TIMEOUT):
+            verdict = await self.authenticator.check(info, credential)
+        if verdict is None:
+            log.error("credential check timed out", request=info.id, timeout=CHECK_TIMEOUT)
+            return Verdict(Outcome.TEMPFAIL, typed, Reason.STORE_ERROR)
+        if penalised:
+            if verdict.ok:
+                self.penalty.succeeded(info.rip)
+            elif verdict.outcome is Outcome.FAIL:
+                self.penalty.failed(info.rip, verdict.user or "", secret, trio.current_time())
+        return verdict
+
+    def _finished(
+        self, conn: Connection, info: RequestInfo, verdict: Verdict, duration: float
+    ) -> None:
+        for callback in self.on_finished:
+            callback(info, verdict, duration)
+        log.info(
+            "authentication",
+            cuid=conn.cuid,
+            request=info.id,
+            mechanism=info.mechanism,
+            service=info.service,
+            rip=info.rip,
+            lip=info.lip,
+            user=_printable(verdict.user),
+            result=verdict.outcome.value,
+            reason=verdict.reason.value,
+            duration=round(duration, 6),
+        )
+
+
+def _printable(name: str | None) -> str | None:
+    if name is None:
+        return None
+    return "".join(ch if ch.isprintable() else "?" for ch in name[:128])

@@ -1,0 +1,124 @@
+"""Dovecot passdb semantics in the authenticator, against an in-memory passwd-file."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+
+import pytest
+
+from authbridge.authenticator import Authenticator
+from authbridge.hashing import Hasher
+from authbridge.mechanisms.base import VerifyCramMd5, VerifyPlain
+from authbridge.passdb.passwd_file import parse_passwd_file
+from authbridge.session import RequestInfo
+from authbridge.verdict import Outcome, Reason
+
+USERS = """\
+userx:{PLAIN}secret
+cram:{CRAM-MD5}cd3ba7deaad6e5ca23448ba42e379747a9e0f7f1fbc00c8a81bbaac395731b56
+sha:{SHA512-CRYPT}$6$rounds=1000$0123456789abcdef$ZIAd5WqfyLkpvsVCVUU1GrvqaZTqvhJoouxdSqJO71l9Ld3tVrfOatEjarhghvEYADkq//LpDnTeO90tcbtHR1
+lan:{PLAIN}pw::::::allow_nets=192.168.0.0/24
+open:::::::nopassword
+marked:{PLAIN}pw::::::nologin reason=Moved
+quick:{PLAIN}pw::::::nodelay
+renamed:{PLAIN}pw::::::user=canonical@example.org
+broken:{NOSUCHSCHEME}xyz
+"""
+
+
+class _Store:
+    name = "memory"
+
+    def __init__(self) -> None:
+        self.entries = parse_passwd_file(USERS, "memory")
+
+    async def lookup(self, user: str):  # type: ignore[no-untyped-def]
+        return self.entries.get(user)
+
+
+def info(rip: str | None = None) -> RequestInfo:
+    return RequestInfo(id=1, mechanism="PLAIN", service="smtp", rip=rip, secured=True)
+
+
+@pytest.fixture
+def auth() -> Authenticator:
+    return Authenticator([_Store()], Hasher())
+
+
+async def test_right_password(auth: Authenticator) -> None:
+    verdict = await auth.check(info(), VerifyPlain("userx", "", b"secret"))
+    assert verdict.outcome is Outcome.OK and verdict.user == "userx"
+
+
+async def test_wrong_password_and_unknown_user_look_the_same_on_the_wire(
+    auth: Authenticator,
+) -> None:
+    wrong = await auth.check(info(), VerifyPlain("userx", "", b"nope"))
+    unknown = await auth.check(info(), VerifyPlain("nobody", "", b"nope"))
+    assert wrong.outcome is unknown.outcome is Outcome.FAIL
+    assert wrong.reason is Reason.PASSWORD_MISMATCH and unknown.reason is Reason.USER_UNKNOWN
+    assert (wrong.fields, unknown.fields) == ((), ())
+
+
+async def test_username_is_lowercased_and_original_kept(auth: Authenticator) -> None:
+    verdict = await auth.check(info(), VerifyPlain("UserX", "", b"secret"))
+    assert verdict.ok and verdict.user == "userx" and verdict.original_user == "UserX"
+
+
+async def test_disallowed_username_characters_fail(auth: Authenticator) -> None:
+    verdict = await auth.check(info(), VerifyPlain("user+x", "", b"secret"))
+    assert verdict.reason is Reason.INVALID_USERNAME and verdict.user == "user+x"
+
+
+async def test_a_different_authzid_is_refused(auth: Authenticator) -> None:
+    verdict = await auth.check(info(), VerifyPlain("userx", "other", b"secret"))
+    assert verdict.outcome is Outcome.FAIL and verdict.reason is Reason.AUTHZ_REFUSED
+
+
+async def test_expensive_scheme_verifies_off_loop(auth: Authenticator) -> None:
+    ok = await auth.check(info(), VerifyPlain("sha", "", b"08/15!test~4711"))
+    bad = await auth.check(info(), VerifyPlain("sha", "", b"08/15!test~4712"))
+    assert ok.ok and not bad.ok
+
+
+async def test_allow_nets(auth: Authenticator) -> None:
+    inside = await auth.check(info("192.168.0.7"), VerifyPlain("lan", "", b"pw"))
+    outside = await auth.check(info("10.1.1.1"), VerifyPlain("lan", "", b"pw"))
+    no_rip = await auth.check(info(None), VerifyPlain("lan", "", b"pw"))
+    assert inside.ok and inside.had_store_fields and inside.fields == ()
+    assert outside.reason is Reason.NETWORK_DENIED and no_rip.reason is Reason.NETWORK_DENIED
+
+
+async def test_nopassword_accepts_anything(auth: Authenticator) -> None:
+    assert (await auth.check(info(), VerifyPlain("open", "", b"whatever"))).ok
+
+
+async def test_visible_fields_are_returned_and_nologin_dropped_on_failure(
+    auth: Authenticator,
+) -> None:
+    ok = await auth.check(info(), VerifyPlain("marked", "", b"pw"))
+    bad = await auth.check(info(), VerifyPlain("marked", "", b"no"))
+    assert ok.fields == (("nologin", None), ("reason", "Moved"))
+    assert bad.fields == (("reason", "Moved"),)
+
+
+async def test_nodelay_and_user_override(auth: Authenticator) -> None:
+    assert (await auth.check(info(), VerifyPlain("quick", "", b"no"))).nodelay
+    renamed = await auth.check(info(), VerifyPlain("renamed", "", b"pw"))
+    assert renamed.user == "canonical@example.org"
+
+
+async def test_broken_stored_password_is_an_internal_failure(auth: Authenticator) -> None:
+    verdict = await auth.check(info(), VerifyPlain("broken", "", b"x"))
+    assert verdict.outcome is Outcome.TEMPFAIL and verdict.reason is Reason.BROKEN_HASH
+
+
+async def test_cram_md5_from_stored_context_and_from_plain(auth: Authenticator) -> None:
+    challenge = b"<8327461095827361.1700000000@mail.example.org>"
+    digest = hmac.new(b"secret", challenge, hashlib.md5).hexdigest()
+    assert (await auth.check(info(), VerifyCramMd5("cram", challenge, digest))).ok
+    assert (await auth.check(info(), VerifyCramMd5("userx", challenge, digest))).ok
+    assert not (await auth.check(info(), VerifyCramMd5("userx", challenge, "0" * 32))).ok
+    not_possible = await auth.check(info(), VerifyCramMd5("sha", challenge, digest))
+    assert not_possible.reason is Reason.SCHEME_NOT_AVAILABLE
