@@ -13,9 +13,11 @@ import re
 from pathlib import Path
 
 from authbridge import config
+from authbridge.cache import CacheSettings
+from authbridge.penalty import PenaltySettings
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "deploy" / "authbridge.toml.example"
-_SETTING = re.compile(r"^#([a-z_]+ = .*)$", re.MULTILINE)
+_SETTING = re.compile(r"^#([a-z0-9_]+ = .*)$", re.MULTILINE)
 
 #: dataclass field -> key in the file, where they differ; None = not a file key.
 _FILE_KEY = {"socket_path": "socket", "stores": None, "source": None}
@@ -44,6 +46,8 @@ def test_every_config_key_is_documented() -> None:
         "policy": config.PolicyConfig,
         "log": config.LogConfig,
         "metrics": config.MetricsConfig,
+        "penalty": PenaltySettings,
+        "cache": CacheSettings,
     }
     documented: dict[str, set[str]] = {}
     current = ""
@@ -52,7 +56,7 @@ def test_every_config_key_is_documented() -> None:
         if header:
             current = header.group(1)
             continue
-        key = re.match(r"^([a-z_]+) = ", line)
+        key = re.match(r"^([a-z0-9_]+) = ", line)
         if key:
             documented.setdefault(current, set()).add(key.group(1))
     for section, cls in sections.items():
