@@ -8,6 +8,8 @@ The auth server is module-scoped, so each test module starts each server once.
 
 from __future__ import annotations
 
+import os
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -26,8 +28,18 @@ AUTHBRIDGE_ARGS = ("--dovecot-compat", "--failure-delay", "0")
 
 
 @pytest.fixture(scope="session")
-def interop_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return runtime_dir(tmp_path_factory, "interop")
+def interop_dir() -> Iterator[Path]:
+    """A 0755 directory directly under /tmp for everything the peers touch.
+
+    Not pytest's tmp_path: every pytest session that starts (other developers' runs,
+    too) resets /tmp/pytest-of-root to 0700, and Exim's and Postfix's unprivileged
+    children then can no longer reach their spool, log or socket.
+    Set AUTHBRIDGE_KEEP_INTEROP_DIR=1 to keep it for a post-mortem.
+    """
+    base = runtime_dir(None, "authbridge-interop")
+    yield base
+    if not os.environ.get("AUTHBRIDGE_KEEP_INTEROP_DIR"):
+        shutil.rmtree(base, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")
@@ -43,10 +55,10 @@ def users_file(interop_dir: Path) -> Path:
 
 @pytest.fixture(scope="module", params=AUTH_SERVERS)
 def auth_server(
-    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory, users_file: Path
+    request: pytest.FixtureRequest, interop_dir: Path, users_file: Path
 ) -> Iterator[AuthServer]:
     kind: str = request.param
-    base = runtime_dir(tmp_path_factory, kind)
+    base = runtime_dir(interop_dir, kind)
     socket_path = base / "auth-client"
     if kind == "dovecot":
         with DovecotAuth(users_file, socket_path, workdir=base / "dovecot") as dovecot:
@@ -57,12 +69,10 @@ def auth_server(
 
 
 @pytest.fixture(scope="module")
-def exim_config(
-    auth_server: AuthServer, tmp_path_factory: pytest.TempPathFactory, tls_files: TlsFiles
-) -> EximConfig:
+def exim_config(auth_server: AuthServer, interop_dir: Path, tls_files: TlsFiles) -> EximConfig:
     require_binary("exim")
     require_binary("swaks")
-    base = runtime_dir(tmp_path_factory, f"exim-{auth_server.kind}")
+    base = runtime_dir(interop_dir, f"exim-{auth_server.kind}")
     return write_exim_config(
         base, auth_socket=auth_server.socket_path, port=free_tcp_port(), tls=tls_files
     )
@@ -76,10 +86,10 @@ def exim(exim_config: EximConfig) -> Iterator[EximDaemon]:
 
 @pytest.fixture(scope="module")
 def postfix_config(
-    auth_server: AuthServer, tmp_path_factory: pytest.TempPathFactory, tls_files: TlsFiles
+    auth_server: AuthServer, interop_dir: Path, tls_files: TlsFiles
 ) -> PostfixConfig:
     require_binary("swaks")
-    base = runtime_dir(tmp_path_factory, f"postfix-{auth_server.kind}")
+    base = runtime_dir(interop_dir, f"postfix-{auth_server.kind}")
     # One smtpd serves every session in turn, so connection reuse is observable.
     return write_postfix_config(
         base,

@@ -6,6 +6,8 @@ cannot express the dialogue, the reply our raw SMTP client read from Exim).
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from tests.interop.common import USERS, AuthServer
@@ -116,13 +118,11 @@ def test_uppercase_login_is_normalised_in_set_id(exim: EximDaemon) -> None:
 
 
 @pytest.fixture(scope="module")
-def lan_only_exim(
-    auth_server: AuthServer, tmp_path_factory: pytest.TempPathFactory, tls_files: TlsFiles
-) -> EximConfig:
+def lan_only_exim(auth_server: AuthServer, interop_dir: Path, tls_files: TlsFiles) -> EximConfig:
     """A config that offers AUTH only to 192.168.0.0/24 (the client IP is faked by -oMa)."""
     require_binary("exim")
     require_binary("socat")
-    base = runtime_dir(tmp_path_factory, f"exim-lan-{auth_server.kind}")
+    base = runtime_dir(interop_dir, f"exim-lan-{auth_server.kind}")
     return write_exim_config(
         base,
         auth_socket=auth_server.socket_path,
@@ -166,12 +166,10 @@ def test_bh_session_really_calls_the_auth_server(
     assert result.auth_code == code, result.transcript
 
 
-def test_auth_server_unreachable_gets_435(
-    tmp_path_factory: pytest.TempPathFactory, tls_files: TlsFiles
-) -> None:
+def test_auth_server_unreachable_gets_435(interop_dir: Path, tls_files: TlsFiles) -> None:
     """No server on the socket at all: Exim answers a temporary 435 (the fixtures' 4xx path)."""
     require_binary("exim")
-    base = runtime_dir(tmp_path_factory, "exim-nosocket")
+    base = runtime_dir(interop_dir, "exim-nosocket")
     config = write_exim_config(
         base, auth_socket=base / "no-such-socket", port=free_tcp_port(), tls=tls_files
     )
