@@ -125,6 +125,13 @@ class Authenticator:
         #: A real stored hash verified (and ignored) for unknown users, so that an
         #: unknown user costs the same time as a wrong password.
         self.dummy_password: StoredPassword | None = None
+        #: A stored hash that cannot be used is our problem, not a wrong password:
+        #: an internal failure. Dovecot 2.3 answers a plain FAIL; compat mode does too.
+        self.broken_hash_is_tempfail = True
+
+    @property
+    def _broken_outcome(self) -> Outcome:
+        return Outcome.TEMPFAIL if self.broken_hash_is_tempfail else Outcome.FAIL
 
     async def check(self, info: RequestInfo, credential: Credential) -> Verdict:
         if isinstance(credential, VerifyPlain):
@@ -164,7 +171,7 @@ class Authenticator:
         try:
             return self.usernames.normalise(typed)
         except InvalidUsername:
-            return Verdict(Outcome.FAIL, typed, Reason.INVALID_USERNAME)
+            return Verdict(Outcome.FAIL, None, Reason.INVALID_USERNAME, original_user=typed)
 
     async def _lookup(self, user: str) -> PassdbEntry | None:
         for store in self.stores:
@@ -175,18 +182,23 @@ class Authenticator:
 
     @staticmethod
     def _verdict(outcome: Outcome, applied: _Applied, reason: Reason, typed: str) -> Verdict:
-        fields = applied.visible
-        if outcome is not Outcome.OK:
-            # A failure never carries nologin, as in Dovecot.
+        fields, has_fields, nodelay = applied.visible, applied.has_fields, False
+        if reason is Reason.FORCED_FAIL:
+            # The store itself said "fail" for a correct password: its fields (reason=,
+            # nodelay) stand, except nologin, which a failure never carries.
             fields = tuple((k, v) for k, v in fields if k != "nologin")
+            nodelay = applied.nodelay
+        elif outcome is not Outcome.OK:
+            # Dovecot rolls back the fields of a failed lookup: the FAIL carries none.
+            fields, has_fields = (), False
         return Verdict(
             outcome,
             applied.user,
             reason,
             fields=fields,
-            had_store_fields=applied.has_fields,
+            had_store_fields=has_fields,
             original_user=typed,
-            nodelay=applied.nodelay and outcome is not Outcome.OK,
+            nodelay=nodelay,
             client_specific=applied.client_specific,
         )
 
@@ -221,7 +233,9 @@ class Authenticator:
                 matched = await self.hasher.verify(entry.password, cred.password, user)
             except schemes.SchemeError as exc:
                 log.error("user %s: unusable stored password: %s", user, exc)
-                return self._verdict(Outcome.TEMPFAIL, applied, Reason.BROKEN_HASH, cred.authcid)
+                return self._verdict(
+                    self._broken_outcome, applied, Reason.BROKEN_HASH, cred.authcid
+                )
         if not matched:
             return self._verdict(Outcome.FAIL, applied, Reason.PASSWORD_MISMATCH, cred.authcid)
         if applied.forced_fail:
@@ -250,7 +264,7 @@ class Authenticator:
             context = schemes.cram_md5_context(entry.password)
         except schemes.SchemeError as exc:
             log.error("user %s: unusable stored password: %s", user, exc)
-            return self._verdict(Outcome.TEMPFAIL, applied, Reason.BROKEN_HASH, cred.username)
+            return self._verdict(self._broken_outcome, applied, Reason.BROKEN_HASH, cred.username)
         if context is None:
             log.info(
                 "user %s: CRAM-MD5 needs a plaintext or CRAM-MD5 stored password, not %s",

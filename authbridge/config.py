@@ -64,6 +64,8 @@ class PolicyConfig:
     failure_delay: float = 2.0
     #: On an internal failure, close the connection so the MTA answers 4xx.
     tempfail_disconnects: bool = True
+    #: An unusable stored hash is an internal failure (Dovecot 2.3: a plain FAIL).
+    broken_hash_is_tempfail: bool = True
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,6 +100,7 @@ class Config:
                 allowed_networks=(),
                 allow_no_rip=True,
                 tempfail_disconnects=False,
+                broken_hash_is_tempfail=False,
             ),
             penalty=replace(self.penalty, enabled=False),
         )
@@ -257,6 +260,7 @@ def parse_config(text: str, source: str = "<string>", base_dir: Path | None = No
         allow_no_rip=pol.get("allow_no_rip", bool, True),
         failure_delay=pol.get("failure_delay", float, 2.0, _not_negative),
         tempfail_disconnects=pol.get("tempfail_disconnects", bool, True),
+        broken_hash_is_tempfail=pol.get("broken_hash_is_tempfail", bool, True),
     )
     pol.finish()
 

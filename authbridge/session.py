@@ -23,6 +23,7 @@ from authbridge.mechanisms.base import (
     VerifyCramMd5,
     VerifyPlain,
 )
+from authbridge.usernames import InvalidUsername, UsernamePolicy
 from authbridge.verdict import Outcome, Reason, Verdict
 
 PROTOCOL_MAJOR = 1
@@ -102,6 +103,9 @@ class _Request:
     last_activity: float
     accepts_cont: bool = False
     checking: bool = False
+    #: The login name, once the mechanism has seen it (as typed, and normalised).
+    typed: str | None = None
+    user: str | None = None
 
 
 class ProtocolViolation(Exception):
@@ -115,6 +119,7 @@ class SessionSettings:
     cuid: int
     cookie: str
     request_timeout: float = REQUEST_TIMEOUT
+    usernames: UsernamePolicy = field(default_factory=UsernamePolicy)
     #: On an internal failure, close the connection (so Exim says 435 and Postfix 454)
     #: instead of Dovecot's ``FAIL code=temp_fail`` that both MTAs turn into a 535.
     tempfail_disconnects: bool = False
@@ -150,7 +155,7 @@ class Session:
 
     # ------------------------------------------------------------------ input
 
-    def receive(self, data: bytes, now: float) -> list[Action]:
+    def receive(self, data: bytes | bytearray, now: float) -> list[Action]:
         """Feed bytes from the client; returns what to do, in order."""
         if self.closed:
             return []
@@ -217,16 +222,17 @@ class Session:
         mech_cls = self._find_mechanism(args[1])
         if mech_cls is None:
             raise ProtocolViolation(f"unsupported mechanism {_sanitize(args[1])}")
-        params: dict[str, str | None] = {}
+        params: dict[str, str] = {}
         resp: str | None = None
         for index, arg in enumerate(args[2:], start=2):
-            name, sep, value = arg.partition("=")
+            name, _, value = arg.partition("=")
             if name == "resp":
                 resp = value
                 if index != len(args) - 1:
                     raise ProtocolViolation("AUTH parameters after 'resp'")
                 continue
-            params[name] = value if sep else None
+            # A bare parameter has the empty value (so a bare "service" is a service).
+            params[name] = value
         service = params.get("service")
         if service is None:
             raise ProtocolViolation("AUTH without service=")
@@ -300,12 +306,25 @@ class Session:
 
     def _apply_step(self, request: _Request, step: Step, now: float) -> list[Action]:
         if isinstance(step, Challenge):
+            if step.username is not None:
+                # The mechanism learned the login name mid-exchange (LOGIN): Dovecot
+                # validates it right there, before prompting for the password.
+                request.typed = step.username
+                try:
+                    request.user = self.settings.usernames.normalise(step.username)
+                except InvalidUsername:
+                    verdict = Verdict(
+                        Outcome.FAIL, None, Reason.INVALID_USERNAME, original_user=step.username
+                    )
+                    return self._finish(request, verdict)
             request.accepts_cont = True
             line = wire.join_line("CONT", str(request.info.id), wire.b64encode(step.data))
             return [Send(line)]
         if isinstance(step, Failure):
-            reason = Reason.MALFORMED
-            return self._finish(request, Verdict(Outcome.FAIL, step.username, reason))
+            verdict = Verdict(
+                Outcome.FAIL, request.user, Reason.MALFORMED, original_user=request.typed
+            )
+            return self._finish(request, verdict)
         request.checking = True
         request.last_activity = now
         return [Check(request.ticket, request.info, step)]
@@ -348,6 +367,7 @@ class Session:
             # which leaves an empty field; clients tolerate it and we match it.
             fields.append("\t".join(wire.keyvalue(k, v) for k, v in verdict.fields))
         if verdict.original_user is not None and verdict.original_user != verdict.user:
+            # Also when no normalised name exists (user is None): Dovecot then repeats it.
             fields.append(wire.keyvalue("original_user", verdict.original_user))
         return fields
 
@@ -359,8 +379,9 @@ class Session:
 
     def _fail_line(self, request_id: int, verdict: Verdict) -> bytes:
         fields = ["FAIL", str(request_id)]
-        if verdict.user is not None:
-            fields.append(wire.keyvalue("user", verdict.user))
+        name = verdict.user if verdict.user is not None else verdict.original_user
+        if name is not None:
+            fields.append(wire.keyvalue("user", name))
         if verdict.nodelay:
             fields.append("nodelay")
         if verdict.outcome is Outcome.TEMPFAIL:
@@ -414,10 +435,10 @@ def _request_info(
     request_id: int,
     mechanism: str,
     service: str,
-    params: dict[str, str | None],
+    params: dict[str, str],
     client_minor: int,
 ) -> RequestInfo:
-    secured = params.get("secured", "missing")
+    secured = params.get("secured")
     return RequestInfo(
         id=request_id,
         mechanism=mechanism,
@@ -426,7 +447,7 @@ def _request_info(
         lip=_parse_ip(params.get("lip")),
         rport=_parse_port(params.get("rport")),
         lport=_parse_port(params.get("lport")),
-        secured=secured != "missing",
+        secured=secured is not None,
         secured_tls=secured == "tls",
         valid_client_cert="valid-client-cert" in params,
         no_penalty="no-penalty" in params,

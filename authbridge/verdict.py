@@ -37,8 +37,8 @@ class Reason(enum.Enum):
 @dataclass(frozen=True, slots=True)
 class Verdict:
     outcome: Outcome
-    #: The ``user=`` value for the reply: the normalised name, or the name as typed
-    #: when normalisation itself failed; ``None`` when no name was ever given.
+    #: The normalised user name; ``None`` when none could be established (then the
+    #: reply's ``user=`` falls back to :attr:`original_user`, as in Dovecot).
     user: str | None
     reason: Reason = Reason.NONE
     #: Extra fields returned to the client, already in wire order; ``None`` value = bare key.

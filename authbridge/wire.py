@@ -99,7 +99,7 @@ class LineBuffer:
     max_length: int = MAX_LINE_LENGTH
     _pending: bytearray = field(default_factory=bytearray)
 
-    def feed(self, data: bytes) -> list[str]:
+    def feed(self, data: bytes | bytearray) -> list[str]:
         self._pending += data
         lines: list[str] = []
         start = 0

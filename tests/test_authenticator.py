@@ -22,6 +22,7 @@ lan:{PLAIN}pw::::::allow_nets=192.168.0.0/24
 open:::::::nopassword
 marked:{PLAIN}pw::::::nologin reason=Moved
 quick:{PLAIN}pw::::::nodelay
+disabled:{PLAIN}pw::::::fail nodelay nologin reason=Account_disabled
 renamed:{PLAIN}pw::::::user=canonical@example.org
 broken:{NOSUCHSCHEME}xyz
 """
@@ -68,7 +69,8 @@ async def test_username_is_lowercased_and_original_kept(auth: Authenticator) -> 
 
 async def test_disallowed_username_characters_fail(auth: Authenticator) -> None:
     verdict = await auth.check(info(), VerifyPlain("user+x", "", b"secret"))
-    assert verdict.reason is Reason.INVALID_USERNAME and verdict.user == "user+x"
+    assert verdict.reason is Reason.INVALID_USERNAME
+    assert verdict.user is None and verdict.original_user == "user+x"
 
 
 async def test_a_different_authzid_is_refused(auth: Authenticator) -> None:
@@ -94,17 +96,25 @@ async def test_nopassword_accepts_anything(auth: Authenticator) -> None:
     assert (await auth.check(info(), VerifyPlain("open", "", b"whatever"))).ok
 
 
-async def test_visible_fields_are_returned_and_nologin_dropped_on_failure(
+async def test_visible_fields_on_success_and_none_on_a_wrong_password(
     auth: Authenticator,
 ) -> None:
     ok = await auth.check(info(), VerifyPlain("marked", "", b"pw"))
     bad = await auth.check(info(), VerifyPlain("marked", "", b"no"))
     assert ok.fields == (("nologin", None), ("reason", "Moved"))
-    assert bad.fields == (("reason", "Moved"),)
+    assert bad.fields == () and not bad.had_store_fields
+
+
+async def test_a_forced_fail_keeps_reason_and_nodelay_but_not_nologin(auth: Authenticator) -> None:
+    verdict = await auth.check(info(), VerifyPlain("disabled", "", b"pw"))
+    assert verdict.outcome is Outcome.FAIL and verdict.reason is Reason.FORCED_FAIL
+    assert verdict.fields == (("nodelay", None), ("reason", "Account_disabled"))
+    assert verdict.nodelay
 
 
 async def test_nodelay_and_user_override(auth: Authenticator) -> None:
-    assert (await auth.check(info(), VerifyPlain("quick", "", b"no"))).nodelay
+    # Fields of a failed lookup are rolled back, nodelay included (as Dovecot 2.3).
+    assert not (await auth.check(info(), VerifyPlain("quick", "", b"no"))).nodelay
     renamed = await auth.check(info(), VerifyPlain("renamed", "", b"pw"))
     assert renamed.user == "canonical@example.org"
 

@@ -184,6 +184,7 @@ class Daemon:
         self.cache = AuthCache(config.cache)
         self.authenticator = Authenticator(list(stores), Hasher(), cache=self.cache)
         self.authenticator.dummy_password = _sample_password(stores)
+        self.authenticator.broken_hash_is_tempfail = config.policy.broken_hash_is_tempfail
         self.metrics.watch_cache(lambda: (self.cache.hits, self.cache.misses, len(self.cache)))
         self.server = AuthServer(config, self.authenticator, self.metrics)
         self.ready = False
@@ -274,6 +275,7 @@ class Daemon:
         self._signatures = {store.path: _signature(store.path) for store in stores}
         self.authenticator.stores = list(stores)
         self.authenticator.dummy_password = _sample_password(stores)
+        self.authenticator.broken_hash_is_tempfail = config.policy.broken_hash_is_tempfail
         self.cache.settings = config.cache
         self.cache.flush()
         self.server.apply_config(config)

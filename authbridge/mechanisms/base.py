@@ -14,9 +14,14 @@ from typing import ClassVar
 
 @dataclass(frozen=True, slots=True)
 class Challenge:
-    """Send ``CONT`` with this data and wait for exactly one client answer."""
+    """Send ``CONT`` with this data and wait for exactly one client answer.
+
+    ``username`` is set when the client's last message named the login (LOGIN's first
+    answer), so the session can check the name before going on.
+    """
 
     data: bytes
+    username: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -24,7 +29,6 @@ class Failure:
     """The exchange failed inside the mechanism (malformed client data)."""
 
     reason: str
-    username: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

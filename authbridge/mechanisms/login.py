@@ -28,5 +28,5 @@ class Login(Mechanism):
     def _step(self, data: bytes) -> Step:
         if self._username is None:
             self._username = decode_text(data)
-            return Challenge(PASSWORD_PROMPT)
+            return Challenge(PASSWORD_PROMPT, username=self._username)
         return VerifyPlain(self._username, "", data)
