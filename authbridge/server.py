@@ -19,6 +19,7 @@ from typing import Any
 
 import trio
 
+from authbridge import events
 from authbridge.authenticator import Authenticator
 from authbridge.config import Config
 from authbridge.logs import get_logger
@@ -60,10 +61,13 @@ class Connection:
         self.wakeup = trio.Event()
         self.closing = False
         self.gone = False
+        self.tracing = False
 
     def push(self, data: bytes) -> None:
         if self.gone or self.closing:
             return
+        if self.tracing:
+            events.trace(self.cuid, "out", data)
         self.outbox += data
         if len(self.outbox) > MAX_OUTBOX:
             log.warning("client does not read its replies; disconnecting", cuid=self.cuid)
@@ -225,6 +229,7 @@ class AuthServer:
             tempfail_disconnects=self.config.policy.tempfail_disconnects,
         )
         conn = Connection(stream, Session(settings), cuid)
+        conn.tracing = self.config.log.level == "debug"
         self.connections.add(conn)
         self.metrics.connections.inc()
         try:
@@ -260,6 +265,8 @@ class AuthServer:
                 continue
             if not data:
                 return
+            if conn.tracing:
+                events.trace(conn.cuid, "in", bytes(data))
             self._dispatch(conn, conn.session.receive(data, trio.current_time()), nursery)
         if conn.closing:
             # Let the writer flush what was queued before the close decision.
@@ -352,22 +359,4 @@ class AuthServer:
     ) -> None:
         for callback in self.on_finished:
             callback(info, verdict, duration)
-        log.info(
-            "authentication",
-            cuid=conn.cuid,
-            request=info.id,
-            mechanism=info.mechanism,
-            service=info.service,
-            rip=info.rip,
-            lip=info.lip,
-            user=_printable(verdict.user),
-            result=verdict.outcome.value,
-            reason=verdict.reason.value,
-            duration=round(duration, 6),
-        )
-
-
-def _printable(name: str | None) -> str | None:
-    if name is None:
-        return None
-    return "".join(ch if ch.isprintable() else "?" for ch in name[:128])
+        events.authentication_finished(conn.cuid, info, verdict, duration)
