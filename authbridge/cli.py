@@ -20,6 +20,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "pw": ("authbridge.commands.pw", "make or verify a password hash, like doveadm pw"),
     "emit-exim-config": ("authbridge.commands.emit_exim", "write the Exim side of the setup"),
     "emit-postfix-config": ("authbridge.commands.emit_postfix", "write the Postfix side"),
+    "bench": ("authbridge.commands.bench", "load-test any auth-client socket"),
 }
 
 

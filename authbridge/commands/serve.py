@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import resource
 import signal
 import sys
 from dataclasses import replace
@@ -330,6 +331,23 @@ async def _watchdog(notifier: systemd.Notifier, interval: float) -> None:
         await trio.sleep(interval)
 
 
+def raise_fd_limit(wanted: int) -> int:
+    """Lift the soft open-files limit toward ``wanted`` (at most the hard limit).
+
+    Exim opens one connection per AUTH and Postfix keeps one per smtpd process: the
+    default soft limit of 1024 would cap the server well below max_connections.
+    """
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
+    if soft != resource.RLIM_INFINITY and soft < target:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+            soft = target
+        except (ValueError, OSError):
+            pass
+    return soft
+
+
 def run(args: argparse.Namespace) -> int:
     try:
         config = build_config(args)
@@ -337,7 +355,14 @@ def run(args: argparse.Namespace) -> int:
         print(f"authbridge: {exc}", file=sys.stderr)
         return 2
     configure(config.log.format, config.log.level)
-    log.info("starting", version=__version__, config=config.source, pid=os.getpid())
+    fd_limit = raise_fd_limit(config.server.max_connections + 256)
+    log.info(
+        "starting",
+        version=__version__,
+        config=config.source,
+        pid=os.getpid(),
+        open_files_limit=fd_limit,
+    )
     try:
         stores = open_stores(config)
         listeners = open_listeners(config)
