@@ -9,6 +9,7 @@ through MAIN_ACL_CHECK_MAIL. Clients are simulated with ``exim -bs -oMa IP``.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -43,8 +44,8 @@ def debian_conf(
     return out
 
 
-def _session(conf: Path, client: str, *, tls: bool, **kwargs: object) -> SwaksResult:
-    return run_swaks(pipe=bs_pipe(conf, client, tls=tls), tls=tls, **kwargs)  # type: ignore[arg-type]
+def _session(conf: Path, client: str, *, tls: bool, **kwargs: Any) -> SwaksResult:
+    return run_swaks(pipe=bs_pipe(conf, client, tls=tls), tls=tls, **kwargs)
 
 
 def _offered(result: SwaksResult) -> bool:

@@ -11,6 +11,7 @@ import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -83,7 +84,7 @@ def _after_auth(result: SwaksResult) -> tuple[int, ...]:
     return result.codes[result.codes.index(235) + 1 :]
 
 
-def _auth(mechanism: str, user: str, **kwargs: object) -> dict[str, object]:
+def _auth(mechanism: str, user: str, **kwargs: Any) -> dict[str, Any]:
     return {"auth": mechanism, "user": user, "password": USERS[user], **kwargs}
 
 
@@ -91,7 +92,7 @@ def test_auth_not_offered_before_starttls(daemon: EximDaemon) -> None:
     result = run_swaks(server=daemon.server, stop_after="EHLO")
     assert result.last_code == 250
     assert _advertised(result) is None
-    refused = run_swaks(server=daemon.server, **_auth("PLAIN", "alice"))  # type: ignore[arg-type]
+    refused = run_swaks(server=daemon.server, **_auth("PLAIN", "alice"))
     assert "did not advertise authentication" in refused.transcript
     assert refused.returncode == 28
 
@@ -104,7 +105,7 @@ def test_auth_offered_after_starttls(daemon: EximDaemon) -> None:
 @pytest.mark.parametrize("mechanism", ["PLAIN", "LOGIN", "CRAM-MD5"])
 @pytest.mark.parametrize("user", ["alice", "carol@example.org"])
 def test_authenticates_through_the_socket(daemon: EximDaemon, mechanism: str, user: str) -> None:
-    result = run_swaks(server=daemon.server, tls=True, **_auth(mechanism, user))  # type: ignore[arg-type]
+    result = run_swaks(server=daemon.server, tls=True, **_auth(mechanism, user))
     assert result.auth_code == 235, result.transcript
 
 
@@ -130,7 +131,7 @@ def test_foreign_envelope_sender_is_rejected(daemon: EximDaemon, user: str, send
         tls=True,
         stop_after="MAIL",
         extra_args=["--from", sender],
-        **_auth("PLAIN", user),  # type: ignore[arg-type]
+        **_auth("PLAIN", user),
     )
     assert result.auth_code == 235, result.transcript
     assert _after_auth(result)[0] == 553, result.transcript  # the reply to MAIL
@@ -152,7 +153,7 @@ def test_owned_envelope_sender_is_accepted(daemon: EximDaemon, user: str, sender
         tls=True,
         stop_after="RCPT",
         extra_args=["--from", sender, "--to", "someone@remote.example"],
-        **_auth("PLAIN", user),  # type: ignore[arg-type]
+        **_auth("PLAIN", user),
     )
     assert result.auth_code == 235, result.transcript
     assert _after_auth(result)[:2] == (250, 250), result.transcript  # MAIL, (relayed) RCPT
@@ -178,7 +179,7 @@ def test_client_outside_networks_is_not_offered_auth(emitted: EmittedExim) -> No
     inside = run_swaks(
         pipe=bs_pipe(emitted.config, LAN_CLIENT, tls=True),
         tls=True,
-        **_auth("PLAIN", "alice"),  # type: ignore[arg-type]
+        **_auth("PLAIN", "alice"),
     )
     assert inside.auth_code == 235, inside.transcript
 
@@ -198,7 +199,7 @@ def test_auth_without_tls_offers_only_non_plaintext_mechanisms(
     pipe = bs_pipe(emitted.config, LAN_CLIENT, tls=False)
     ehlo = run_swaks(pipe=pipe, stop_after="EHLO")
     assert _advertised(ehlo) == ["CRAM-MD5"]
-    cram = run_swaks(pipe=pipe, **_auth("CRAM-MD5", "bob"))  # type: ignore[arg-type]
+    cram = run_swaks(pipe=pipe, **_auth("CRAM-MD5", "bob"))
     assert cram.auth_code == 235, cram.transcript
     outside = run_swaks(pipe=bs_pipe(emitted.config, OUTSIDE_CLIENT, tls=False), stop_after="EHLO")
     assert _advertised(outside) is None

@@ -86,6 +86,7 @@ def _raw_exim_session(conf: Path, client_ip: str, commands: list[str]) -> list[s
         stdout=subprocess.PIPE,
     )  # fmt: skip
     assert proc.stdin is not None and proc.stdout is not None
+    stdout = proc.stdout
     buffer = b""
 
     def reply() -> str:
@@ -97,9 +98,9 @@ def _raw_exim_session(conf: Path, client_ip: str, commands: list[str]) -> list[s
                 if len(line) >= 4 and line[3:4] == b" ":
                     buffer = b"\r\n".join(lines[index + 1 :])
                     return line.decode()
-            ready, _, _ = select.select([proc.stdout], [], [], deadline - time.monotonic())
+            ready, _, _ = select.select([stdout], [], [], deadline - time.monotonic())
             assert ready, f"no reply from exim; got {buffer!r}"
-            chunk = os.read(proc.stdout.fileno(), 4096)  # type: ignore[union-attr]
+            chunk = os.read(stdout.fileno(), 4096)
             assert chunk, f"exim closed the session; got {buffer!r}"
             buffer += chunk
 

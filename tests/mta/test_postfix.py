@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import subprocess
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
@@ -96,7 +97,7 @@ def _advertised(result: SwaksResult) -> list[str] | None:
     return None
 
 
-def _auth(mechanism: str, user: str) -> dict[str, str]:
+def _auth(mechanism: str, user: str) -> dict[str, Any]:
     return {"auth": mechanism, "user": user, "password": USERS[user]}
 
 
