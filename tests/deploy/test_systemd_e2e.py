@@ -49,6 +49,8 @@ def rundir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     users.write_text(
         "plainuser:{PLAIN}plainpass::::::\n"
         f"sha512user:{_hash('sha512pass', 'SHA512-CRYPT')}::::::\n"
+        f"bcryptuser:{_hash('bcryptpass', 'BLF-CRYPT')}::::::\n"
+        f"argonuser:{_hash('argonpass', 'ARGON2ID')}::::::\n"
     )
     users.chmod(0o644)
     return base
@@ -148,14 +150,18 @@ def test_socket_activated_daemon_serves_doveadm(rundir: Path) -> None:
         assert "passdb: plainuser auth succeeded" in first.stdout
         cmdline = Path(f"/proc/{proc.pid}/cmdline").read_bytes().split(b"\0")
         assert b"authbridge" in cmdline and b"serve" in cmdline  # exec'd in place
-        good = _doveadm(path, "sha512user", "sha512pass")  # a real crypt verification
-        assert good.returncode == 0, good.stdout + good.stderr
-        wrong = _doveadm(path, "sha512user", "wrong")
+        # Real verifications in every native backend (libc/libpass crypt, bcrypt's Rust,
+        # argon2-cffi), all under MemoryDenyWriteExecute.
+        for user in ("sha512", "bcrypt", "argon"):
+            good = _doveadm(path, f"{user}user", f"{user}pass")
+            assert good.returncode == 0, good.stdout + good.stderr + log.read_text()
+        wrong = _doveadm(path, "sha512user", "not-the-Pa55word")
         assert wrong.returncode == DOVEADM_AUTH_FAILED, wrong.stdout + wrong.stderr
         assert _stop(proc, log) == 0, log.read_text(errors="replace")
     text = log.read_text(errors="replace")
     assert "systemd:auth-client" in text  # served the inherited socket, did not bind its own
-    assert "sha512pass" not in text and "plainpass" not in text
+    for secret in ("plainpass", "sha512pass", "bcryptpass", "argonpass", "not-the-Pa55word"):
+        assert secret not in text
     # The socket file belongs to the service manager (RemoveOnStop= removes it); the
     # daemon must not unlink it, or a restarted daemon would be unreachable.
     assert path.is_socket()
