@@ -8,34 +8,13 @@ password and the extra fields (field 8 onwards, space separated).
 from __future__ import annotations
 
 import logging
-import re
 from dataclasses import dataclass
 from pathlib import Path
 
 from authbridge.passdb.base import PassdbEntry, StoreFormatError, StoreUnavailable
-from authbridge.schemes import StoredPassword, parse_stored
+from authbridge.schemes import StoredPassword, apply_compat_suffix, parse_stored
 
 log = logging.getLogger(__name__)
-
-_COMPAT_SUFFIX = re.compile(r"\[(\d\d)\]$")
-
-
-def _compat_password(value: str) -> str:
-    """libpam-pwdfile's ``hash[NN]`` form, which Dovecot still honours."""
-    if len(value) > 4 and value[0] not in "{$":
-        match = _COMPAT_SUFFIX.search(value)
-        if match:
-            bare = value[: match.start()]
-            number = match.group(1)
-            if number == "34":
-                return "{PLAIN-MD5}" + bare
-            if number == "56":
-                if not re.fullmatch(r"[0-9a-fA-F]{32}", bare):
-                    raise ValueError("a [56] password must be 32 hex digits")
-                return "{DIGEST-MD5}" + bare
-            return "{CRYPT}" + bare
-    return value
-
 
 def _extra_fields(parts: list[str]) -> tuple[tuple[str, str | None], ...]:
     if len(parts) < 8:
@@ -59,12 +38,14 @@ def parse_passwd_file(
         line = raw[:-1] if raw.endswith("\r") else raw
         if not line or line[0] in "#:":
             continue
+        if "\x00" in line:
+            raise StoreFormatError(f"{path}:{lineno}: NUL byte in line (not a passwd-file?)")
         parts = line.split(":")
         user = parts[0]
         password: StoredPassword | None = None
         if len(parts) > 1:
             try:
-                password = parse_stored(_compat_password(parts[1]), default_scheme)
+                password = parse_stored(apply_compat_suffix(parts[1]), default_scheme)
             except ValueError as exc:
                 raise StoreFormatError(f"{path}:{lineno}: user {user!r}: {exc}") from None
         if user in entries:
