@@ -22,6 +22,7 @@ from authbridge.penalty import PenaltySettings
 T = TypeVar("T")
 
 DEFAULT_SOCKET = "/var/run/dovecot/auth-client"
+STORE_TYPES = ("passwd-file", "exim-file")
 
 
 class ConfigError(ValueError):
@@ -243,8 +244,9 @@ def parse_config(text: str, source: str = "<string>", base_dir: Path | None = No
     for index, raw in enumerate(raw_stores):
         st = _Reader(source, text, raw, f"store[{index}]")
         kind = st.get("type", str, "passwd-file")
-        if kind not in ("passwd-file",):
-            raise st.error("type", f"unknown store type {kind!r} (known: passwd-file)")
+        if kind not in STORE_TYPES:
+            known = ", ".join(STORE_TYPES)
+            raise st.error("type", f"unknown store type {kind!r} (known: {known})")
         path = st.get("path", str, "")
         if not path:
             raise st.error("path", "a store needs a path")

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import ipaddress
 import os
 import resource
 import signal
+import socket
 import sys
 from dataclasses import replace
 from functools import partial
@@ -23,8 +25,8 @@ from authbridge.listeners import Listener, ListenerError, tcp_listener, unix_lis
 from authbridge.logs import configure, get_logger
 from authbridge.mechanisms import UnknownMechanism, resolve
 from authbridge.metrics import Metrics, MetricsHTTP
+from authbridge.passdb import FileStore, open_file_store
 from authbridge.passdb.base import StoreFormatError, StoreUnavailable
-from authbridge.passdb.passwd_file import PasswdFileStore
 from authbridge.schemes import StoredPassword
 from authbridge.server import AuthServer
 
@@ -46,6 +48,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="FILE",
         action="append",
         help="Dovecot passwd-file store (repeatable; replaces [[store]])",
+    )
+    parser.add_argument(
+        "--exim-file",
+        metavar="FILE",
+        action="append",
+        help="Exim-style login:md5hash store (repeatable; adds to --passwd-file)",
     )
     parser.add_argument("--mechanisms", metavar="LIST", help="comma-separated, e.g. plain,login")
     parser.add_argument(
@@ -106,9 +114,11 @@ def build_config(args: argparse.Namespace) -> Config:
             raise ConfigError(f"--mechanisms: {exc}") from None
         server = replace(server, mechanisms=names)
     config = replace(config, server=server)
-    if args.passwd_file:
+    if args.passwd_file or args.exim_file:
         config = replace(
-            config, stores=tuple(StoreConfig("passwd-file", p) for p in args.passwd_file)
+            config,
+            stores=tuple(StoreConfig("passwd-file", p) for p in args.passwd_file or ())
+            + tuple(StoreConfig("exim-file", p) for p in args.exim_file or ()),
         )
     if args.failure_delay is not None:
         if args.failure_delay < 0:
@@ -132,10 +142,10 @@ def build_config(args: argparse.Namespace) -> Config:
     return config
 
 
-def open_stores(config: Config) -> list[PasswdFileStore]:
-    stores: list[PasswdFileStore] = []
+def open_stores(config: Config) -> list[FileStore]:
+    stores: list[FileStore] = []
     for store_config in config.stores:
-        store = PasswdFileStore(Path(store_config.path), store_config.default_scheme)
+        store = open_file_store(store_config.type, store_config.path, store_config.default_scheme)
         count = store.load()
         log.info("store loaded", store=store.name, users=count)
         stores.append(store)
@@ -145,7 +155,19 @@ def open_stores(config: Config) -> list[PasswdFileStore]:
 def open_listeners(config: Config) -> list[Listener]:
     inherited = systemd.inherited_sockets()
     if inherited:
-        return [Listener(sock, f"systemd:{name}") for name, sock in inherited]
+        # systemd owns these socket files: unix_path stays None so we never unlink them.
+        # TCP sockets still get the client allow-list.
+        networks = tuple(
+            ipaddress.ip_network(n, strict=False) for n in config.server.tcp_allowed_networks
+        )
+        return [
+            Listener(
+                sock,
+                f"systemd:{name}",
+                allowed=networks if sock.family in (socket.AF_INET, socket.AF_INET6) else (),
+            )
+            for name, sock in inherited
+        ]
     server = config.server
     listeners = [
         unix_listener(
@@ -173,7 +195,7 @@ class Daemon:
         self,
         args: argparse.Namespace,
         config: Config,
-        stores: list[PasswdFileStore],
+        stores: list[FileStore],
         listeners: list[Listener],
     ) -> None:
         self.args = args
@@ -309,7 +331,7 @@ class Daemon:
                     self.metrics.reloaded(True)
 
 
-def _sample_password(stores: list[PasswdFileStore]) -> StoredPassword | None:
+def _sample_password(stores: list[FileStore]) -> StoredPassword | None:
     for store in stores:
         sample = store.sample_password()
         if sample is not None:

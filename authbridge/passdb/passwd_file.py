@@ -16,6 +16,7 @@ from authbridge.schemes import StoredPassword, apply_compat_suffix, parse_stored
 
 log = logging.getLogger(__name__)
 
+
 def _extra_fields(parts: list[str]) -> tuple[tuple[str, str | None], ...]:
     if len(parts) < 8:
         return ()
