@@ -33,6 +33,15 @@ USERS: dict[str, User] = {
 }
 
 
+# How the parametrised tests run authbridge: Dovecot's wire behaviour, no failure delay.
+AUTHBRIDGE_ARGS = ("--dovecot-compat", "--failure-delay", "0")
+
+# A user whose stored password no scheme can check. Dovecot 2.3 answers FAIL (535 at the
+# MTA); authbridge outside --dovecot-compat treats it as an internal failure (4xx).
+BROKEN_HASH_USER = "brokenhash"
+_BROKEN_HASH_LINE = f"{BROKEN_HASH_USER}:{{NO-SUCH-SCHEME}}0123456789abcdef::::::\n"
+
+
 def hash_password(scheme: str, password: str) -> str:
     """``doveadm pw -s SCHEME -p PASS``: the real Dovecot hash, e.g. ``{SHA512-CRYPT}$6$...``."""
     proc = subprocess.run(
@@ -50,7 +59,7 @@ def hash_password(scheme: str, password: str) -> str:
 def write_users_file(path: Path) -> Path:
     """Write every user of USERS as a passwd-file line (mode 0644, the servers drop root)."""
     lines = [f"{u.name}:{hash_password(u.scheme, u.password)}::::::\n" for u in USERS.values()]
-    path.write_text("".join(lines))
+    path.write_text("".join(lines) + _BROKEN_HASH_LINE)
     path.chmod(0o644)
     return path
 

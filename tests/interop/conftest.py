@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.interop.common import AuthServer, write_users_file
+from tests.interop.common import AUTHBRIDGE_ARGS, AuthServer, write_users_file
 from tests.support import free_tcp_port, require_binary, runtime_dir
 from tests.support.authbridge_proc import AuthbridgeServer
 from tests.support.dovecot import DovecotAuth
@@ -24,7 +24,6 @@ from tests.support.postfix import PostfixConfig, PostfixMaster, write_postfix_co
 from tests.support.tls import TlsFiles, make_self_signed
 
 AUTH_SERVERS = ("authbridge", "dovecot")
-AUTHBRIDGE_ARGS = ("--dovecot-compat", "--failure-delay", "0")
 
 
 @pytest.fixture(scope="session")

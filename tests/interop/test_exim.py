@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.interop.common import USERS, AuthServer
+from tests.interop.common import BROKEN_HASH_USER, USERS, AuthServer
 from tests.interop.smtp_dialogue import SmtpDialogue, b64, plain_response
 from tests.support import free_tcp_port, require_binary, runtime_dir
 from tests.support.exim import EximConfig, EximDaemon, exim_pipe_command, write_exim_config
@@ -69,6 +69,12 @@ def test_wrong_password_over_starttls_gets_535(exim: EximDaemon) -> None:
 def test_cram_md5_cannot_use_a_crypt_hash(exim: EximDaemon) -> None:
     """CRAM-MD5 needs the plaintext or the CRAM-MD5 key; a SHA512-CRYPT user fails."""
     result = _auth(exim, "CRAM-MD5", "sha512user", USERS["sha512user"].password)
+    assert result.auth_code == 535, result.transcript
+
+
+def test_unusable_stored_hash_gets_535(exim: EximDaemon) -> None:
+    """Dovecot 2.3 answers a plain FAIL for a hash of an unknown scheme; so must compat mode."""
+    result = _auth(exim, "PLAIN", BROKEN_HASH_USER, "anything")
     assert result.auth_code == 535, result.transcript
 
 

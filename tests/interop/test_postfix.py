@@ -9,13 +9,18 @@ The fixture runs a single smtpd process so both are observable.
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
-from tests.interop.common import USERS
+from tests.interop.common import AUTHBRIDGE_ARGS, BROKEN_HASH_USER, USERS
 from tests.interop.smtp_dialogue import SmtpDialogue, b64, plain_response
-from tests.support.postfix import PostfixMaster
+from tests.support import free_tcp_port, runtime_dir
+from tests.support.authbridge_proc import AuthbridgeServer
+from tests.support.postfix import PostfixMaster, write_postfix_config
 from tests.support.swaks import run_swaks
+from tests.support.tls import TlsFiles
 
 pytestmark = pytest.mark.interop
 
@@ -59,6 +64,11 @@ def test_wrong_password_gets_535(postfix: PostfixMaster, mech: str) -> None:
 
 def test_unknown_user_gets_535(postfix: PostfixMaster) -> None:
     result = run_swaks(server=postfix.server, auth="LOGIN", user="nosuchuser", password="x")
+    assert result.auth_code == 535, result.transcript
+
+
+def test_unusable_stored_hash_gets_535(postfix: PostfixMaster) -> None:
+    result = run_swaks(server=postfix.server, auth="PLAIN", user=BROKEN_HASH_USER, password="x")
     assert result.auth_code == 535, result.transcript
 
 
@@ -127,3 +137,43 @@ def test_cancelled_plain_then_good_login(postfix: PostfixMaster) -> None:
         assert smtp.command(b64(user.name)).code == 334, smtp.dump()
         done = smtp.command(b64(user.password), shown="<password>")
         assert done.code == 235, smtp.dump()
+
+
+@pytest.fixture
+def authbridge_under_postfix(
+    interop_dir: Path, users_file: Path, tls_files: TlsFiles
+) -> Iterator[tuple[AuthbridgeServer, PostfixMaster]]:
+    """A private authbridge and Postfix pair, so the test may restart the auth server."""
+    base = runtime_dir(interop_dir, "restart")
+    server = AuthbridgeServer(users_file, base / "auth-client", extra_args=AUTHBRIDGE_ARGS)
+    with server:
+        config = write_postfix_config(
+            base / "postfix",
+            auth_socket=server.socket_path,
+            port=free_tcp_port(),
+            tls=tls_files,
+            smtpd_maxproc=1,
+        )
+        with PostfixMaster(config) as master:
+            yield server, master
+
+
+def test_smtpd_reconnects_after_authbridge_restart(
+    authbridge_under_postfix: tuple[AuthbridgeServer, PostfixMaster],
+) -> None:
+    """Restarting authbridge under a running Postfix needs no Postfix restart: the same
+    smtpd notices its connection is gone and opens a new one for the next session.
+    (authbridge only: a stopped Dovecot's auth process keeps serving old connections.)"""
+    server, postfix = authbridge_under_postfix
+    user = USERS["plainuser"]
+    first = run_swaks(server=postfix.server, auth="PLAIN", user=user.name, password=user.password)
+    assert first.auth_code == 235, first.transcript
+    before = postfix.auth_connections()
+    assert len(before) == 1, before
+    server.stop()
+    server.start()
+    again = run_swaks(server=postfix.server, auth="LOGIN", user=user.name, password=user.password)
+    assert again.auth_code == 235, again.transcript
+    after = postfix.auth_connections()
+    assert after.keys() == before.keys(), "expected the same smtpd process"
+    assert after != before, "expected a new auth connection after the restart"

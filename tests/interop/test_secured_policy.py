@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.interop.common import USERS, AuthServer
+from tests.interop.common import BROKEN_HASH_USER, USERS, AuthServer
 from tests.support import free_tcp_port, require_binary, runtime_dir
 from tests.support.authbridge_proc import AuthbridgeServer
 from tests.support.exim import EximConfig, EximDaemon, exim_pipe_command, write_exim_config
@@ -120,3 +120,40 @@ def test_postfix_cram_md5_without_tls_is_accepted(strict_postfix: PostfixMaster)
         server=strict_postfix.server, auth="CRAM-MD5", user=user.name, password=user.password
     )
     assert result.auth_code == 235, result.transcript
+
+
+# ---- internal failures: authbridge closes the connection so the MTA defers (4xx) -----
+
+TEMPFAIL_BUG = pytest.mark.xfail(
+    strict=True,
+    reason="authbridge logs 'closing connection' after a TEMPFAIL but never closes the "
+    "socket, so the MTA waits for a reply that never comes (seen 2026-11-27)",
+)
+
+
+@TEMPFAIL_BUG
+def test_exim_defers_on_unusable_stored_hash(strict_exim: EximConfig) -> None:
+    pipe = exim_pipe_command(strict_exim, client_ip=LAN_CLIENT, tls=True)
+    result = run_swaks(
+        pipe=pipe, auth="PLAIN", user=BROKEN_HASH_USER, password="x", tls=True, timeout=3
+    )
+    assert result.auth_code == 435, result.transcript
+
+
+@TEMPFAIL_BUG
+def test_postfix_defers_on_unusable_stored_hash(strict_postfix: PostfixMaster) -> None:
+    result = run_swaks(
+        server=strict_postfix.server,
+        auth="PLAIN",
+        user=BROKEN_HASH_USER,
+        password="x",
+        tls=True,
+        timeout=3,
+    )
+    assert result.auth_code == 454, result.transcript
+    # The next session must work again: smtpd reconnects to the auth server.
+    user = USERS["plainuser"]
+    again = run_swaks(
+        server=strict_postfix.server, auth="PLAIN", user=user.name, password=user.password, tls=True
+    )
+    assert again.auth_code == 235, again.transcript
