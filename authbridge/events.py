@@ -2,22 +2,42 @@
 
 The server calls these functions; they decide what is logged and how. Nothing that can
 carry a credential is ever logged: passwords never reach this module, and the trace
-redacts every base64 payload.
+redacts every payload that may hold one (``resp=``, ``CONT`` data in both directions,
+password-like extra fields) and whatever line it does not recognise.
 """
 
 from __future__ import annotations
 
 import re
+from collections import OrderedDict
 
+from authbridge import wire
 from authbridge.logs import get_logger
+from authbridge.metrics import result_label
 from authbridge.session import RequestInfo
-from authbridge.verdict import Outcome, Verdict
+from authbridge.verdict import Outcome, Reason, Verdict
 
 log = get_logger("authbridge.auth")
 trace_log = get_logger("authbridge.trace")
 
-#: Fields of client/server lines whose value may carry a credential.
-_SECRET_FIELD = re.compile(r"^(resp|pass|password)=", re.IGNORECASE)
+REDACTED = "<redacted>"
+
+#: Failures that are guesses at a credential, with the words of Dovecot's passdb log
+#: line (``passwd-file(user,rip): Password mismatch``) that fail2ban filters expect.
+FAIL2BAN_WORDS = {
+    Reason.PASSWORD_MISMATCH: "Password mismatch",
+    Reason.USER_UNKNOWN: "unknown user",
+    Reason.INVALID_USERNAME: "invalid user name",
+}
+
+#: Parameter names whose value may carry a credential or a secret of the server.
+_SECRET_KEY = re.compile(r"^(?:resp|.*pass.*|.*secret.*|.*token.*|forward_.*|cookie)$", re.I)
+#: Commands whose fields are all plain protocol data (no credential can be in them).
+_PLAIN_COMMANDS = frozenset({"VERSION", "CPID", "CANCEL", "MECH", "SPID", "CUID", "DONE"})
+#: Commands whose ``key=value`` fields are passed through, secrets redacted.
+_KEYED_COMMANDS = frozenset({"AUTH", "OK", "FAIL"})
+#: Characters that could forge or break the fail2ban line if a user name carried them.
+_FAIL2BAN_UNSAFE = re.compile(r"[(),:\"\\\s]")
 
 
 def sanitise(name: str | None, limit: int = 128) -> str | None:
@@ -27,10 +47,16 @@ def sanitise(name: str | None, limit: int = 128) -> str | None:
     return "".join(ch if ch.isprintable() else "?" for ch in name[:limit])
 
 
+def _fail2ban_user(name: str | None) -> str:
+    """The user for the fail2ban line: nothing that could fake the ``,rip)`` part."""
+    return _FAIL2BAN_UNSAFE.sub("?", sanitise(name, 64) or "")
+
+
 def authentication_finished(
     cuid: int, info: RequestInfo, verdict: Verdict, duration: float
 ) -> None:
     """One event per finished request, with everything an operator asks about."""
+    typed = verdict.original_user if verdict.original_user is not None else verdict.user
     log.info(
         "authentication",
         cuid=cuid,
@@ -39,39 +65,121 @@ def authentication_finished(
         service=info.service,
         rip=info.rip,
         lip=info.lip,
-        user=sanitise(verdict.original_user if verdict.original_user is not None else verdict.user),
-        result=verdict.outcome.value,
+        user=sanitise(typed),
+        result=result_label(verdict),
         reason=verdict.reason.value,
         duration=round(duration, 6),
     )
-    if verdict.outcome is Outcome.FAIL:
-        # fail2ban: the Dovecot passdb shape its stock "dovecot" filter already knows.
-        log.warning(
-            f"passwd-file({sanitise(verdict.user or verdict.original_user) or ''},"
-            f"{info.rip or ''}): {_dovecot_words(verdict)}"
-        )
+    words = FAIL2BAN_WORDS.get(verdict.reason)
+    if words is not None and verdict.outcome is Outcome.FAIL:
+        # fail2ban: Dovecot's passdb shape, user first, the client's address second.
+        where = _fail2ban_user(verdict.user or typed)
+        if info.rip:
+            where += f",{info.rip}"
+        log.warning(f"passwd-file({where}): {words}", cuid=cuid, request=info.id)
 
 
-def _dovecot_words(verdict: Verdict) -> str:
-    if verdict.reason.value == "user_unknown":
-        return "unknown user"
-    return "Password mismatch"
+def authentication_aborted(cuid: int, info: RequestInfo, why: str) -> None:
+    """A request that ended without a verdict (client gone, expired): still one event."""
+    log.info(
+        "authentication",
+        cuid=cuid,
+        request=info.id,
+        mechanism=info.mechanism,
+        service=info.service,
+        rip=info.rip,
+        lip=info.lip,
+        user=None,
+        result="aborted",
+        reason=why,
+        duration=None,
+    )
+
+
+# ---------------------------------------------------------------------- debug trace
+
+
+def _clean(text: str) -> str:
+    """Tabs kept (they separate fields), every other control character replaced."""
+    return "".join(ch if ch.isprintable() or ch == "\t" else "?" for ch in text)
+
+
+def _redact_keyed(field: str) -> str:
+    key, sep, _ = field.partition("=")
+    if sep and _SECRET_KEY.match(key):
+        return f"{key}={REDACTED}"
+    return field
 
 
 def redact_line(line: str) -> str:
-    """A protocol line with every value that may carry a credential replaced."""
+    """A protocol line with every value that may carry a credential replaced.
+
+    Lines of a known command keep their harmless fields; ``CONT`` keeps only its id;
+    anything else is replaced whole, since we cannot know what it carries (a read
+    that continues a line we never saw the start of looks like that, too).
+    """
     fields = line.split("\t")
-    if fields and fields[0] == "CONT" and len(fields) >= 3:
-        fields[2:] = ["<redacted>"] if any(fields[2:]) else fields[2:]
-        return "\t".join(fields)
-    return "\t".join(
-        f"{m.group(1)}=<redacted>" if (m := _SECRET_FIELD.match(f)) else f for f in fields
-    )
+    command = fields[0]
+    if command == "CONT":
+        return "\t".join(fields[:2] + ([REDACTED] if any(fields[2:]) else fields[2:]))
+    if command in _PLAIN_COMMANDS:
+        return _clean(line)
+    if command == "COOKIE":
+        return f"COOKIE\t{REDACTED}"
+    if command in _KEYED_COMMANDS:
+        return _clean("\t".join([command, *(_redact_keyed(f) for f in fields[1:])]))
+    return f"<unrecognised line, {len(line)} characters redacted>" if line else ""
+
+
+class Tracer:
+    """Splits each direction of each connection into whole lines before redacting.
+
+    A read can end anywhere, even inside ``resp=``; redacting per read would let the
+    second half of a credential through as a line of its own.
+    """
+
+    #: More unfinished lines than this (connections gone without :meth:`closed`) and
+    #: the oldest are dropped, redacted whole.
+    MAX_PENDING = 1024
+    MAX_LINE = wire.MAX_LINE_LENGTH
+
+    def __init__(self) -> None:
+        self._pending: OrderedDict[tuple[int, str], bytes] = OrderedDict()
+
+    def feed(self, cuid: int, direction: str, data: bytes) -> list[str]:
+        """The redacted complete lines ``data`` finishes."""
+        key = (cuid, direction)
+        buffer = self._pending.pop(key, b"") + data
+        *lines, tail = buffer.split(b"\n")
+        out = [redact_line(raw.decode("utf-8", "replace").rstrip("\r")) for raw in lines]
+        if len(tail) > self.MAX_LINE:
+            out.append(f"<{len(tail)} bytes without a newline redacted>")
+        elif tail:
+            self._pending[key] = tail
+            while len(self._pending) > self.MAX_PENDING:
+                self._pending.popitem(last=False)
+        return [line for line in out if line]
+
+    def closed(self, cuid: int) -> list[tuple[str, str]]:
+        """Unfinished lines of a closed connection, as (direction, redacted line)."""
+        out: list[tuple[str, str]] = []
+        for direction in ("in", "out"):
+            tail = self._pending.pop((cuid, direction), None)
+            if tail:
+                out.append((direction, redact_line(tail.decode("utf-8", "replace"))))
+        return out
+
+
+_tracer = Tracer()
 
 
 def trace(cuid: int, direction: str, data: bytes) -> None:
     """Debug protocol trace, one event per line, credentials redacted."""
-    text = data.decode("utf-8", "replace")
-    for line in text.split("\n"):
-        if line:
-            trace_log.debug("protocol", cuid=cuid, direction=direction, line=redact_line(line))
+    for line in _tracer.feed(cuid, direction, data):
+        trace_log.debug("protocol", cuid=cuid, direction=direction, line=line)
+
+
+def trace_closed(cuid: int) -> None:
+    """The connection is gone: log (redacted) and forget its unfinished lines."""
+    for direction, line in _tracer.closed(cuid):
+        trace_log.debug("protocol", cuid=cuid, direction=direction, line=line, partial=True)

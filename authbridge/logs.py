@@ -20,29 +20,48 @@ _LEVELS = {
 }
 
 
+#: Event keys whose value is never logged, whoever passes them: a last line of defence.
+SECRET_KEYS = frozenset({"password", "pass", "passwd", "secret", "resp", "credential"})
+
+
+def _drop_secrets(_logger: Any, _method: str, event_dict: dict[str, Any]) -> dict[str, Any]:
+    for key in SECRET_KEYS.intersection(event_dict):
+        event_dict[key] = "<redacted>"
+    return event_dict
+
+
 def configure(fmt: str = "auto", level: str = "info", stream: Any = None) -> None:
-    """Set up logging for the whole process; safe to call again on reload."""
+    """Set up logging for the whole process; safe to call again on reload.
+
+    ``auto`` means JSON unless ``stream`` is a terminal: under systemd or in a pipe,
+    journald and log shippers get one JSON object a line; a person gets columns.
+    """
     stream = stream or sys.stderr
+    tty = bool(getattr(stream, "isatty", lambda: False)())
     if fmt == "auto":
-        fmt = "console" if stream.isatty() else "json"
+        fmt = "console" if tty else "json"
+    if fmt not in ("json", "console"):
+        raise ValueError(f"log format {fmt!r}: expected auto, json or console")
     shared: list[Any] = [
         structlog.contextvars.merge_contextvars,
         structlog.stdlib.add_log_level,
         structlog.stdlib.add_logger_name,
         structlog.processors.TimeStamper(fmt="iso", utc=True),
+        _drop_secrets,
     ]
-    renderer: Any = (
-        structlog.processors.JSONRenderer()
-        if fmt == "json"
-        else structlog.dev.ConsoleRenderer(colors=stream.isatty())
-    )
+    final: list[Any]
+    if fmt == "json":
+        final = [structlog.processors.format_exc_info, structlog.processors.JSONRenderer()]
+    else:
+        # Plain tracebacks: fancy formatters print local variables, which may be secrets.
+        final = [
+            structlog.dev.ConsoleRenderer(
+                colors=tty, exception_formatter=structlog.dev.plain_traceback
+            )
+        ]
     formatter = structlog.stdlib.ProcessorFormatter(
         foreign_pre_chain=shared,
-        processors=[
-            structlog.stdlib.ProcessorFormatter.remove_processors_meta,
-            structlog.processors.format_exc_info,
-            renderer,
-        ],
+        processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, *final],
     )
     handler = logging.StreamHandler(stream)
     handler.setFormatter(formatter)
@@ -51,6 +70,7 @@ def configure(fmt: str = "auto", level: str = "info", stream: Any = None) -> Non
     root.setLevel(_LEVELS[level])
     structlog.configure(
         processors=[
+            structlog.stdlib.filter_by_level,
             *shared,
             structlog.stdlib.ProcessorFormatter.wrap_for_formatter,
         ],

@@ -2,36 +2,42 @@
 
 All metrics live in one :class:`Metrics` object with its own registry, so tests can make
 as many as they like. Labels come from closed sets only (mechanism names, results,
-store names from the config): never a user or an IP.
+store names from the config): never a user or an IP. Names follow the Prometheus
+conventions: counters are exposed with ``_total``, durations in ``_seconds``, Unix
+times in ``_timestamp_seconds``, and the version in ``authbridge_build_info``.
 """
 
 from __future__ import annotations
 
+import platform
+import socket
 import threading
 import time
 from collections.abc import Callable, Iterable
 from typing import Any
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
-from prometheus_client import (
-    CollectorRegistry,
-    Counter,
-    Gauge,
-    Histogram,
-    Info,
-    make_wsgi_app,
-)
+import prometheus_client
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info, make_wsgi_app
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.exposition import ThreadingWSGIServer
+from prometheus_client.registry import Collector
 
 from authbridge import __version__
 from authbridge.session import RequestInfo
 from authbridge.verdict import Outcome, Reason, Verdict
 
-#: The closed set of ``result`` label values.
+# ``*_created`` series double every counter and no dashboard or alert reads them.
+prometheus_client.disable_created_metrics()  # type: ignore[no-untyped-call]
+
+#: The closed set of ``result`` label values of ``authbridge_authentications_total``.
 RESULTS = ("ok", "fail", "tempfail", "aborted", "protocol_error", "rejected_policy")
 
-#: Buckets reach past the failure delay (2 s) plus the penalty cap (< 10 s).
+#: The closed set of ``result`` label values of the store lookup histogram.
+LOOKUP_RESULTS = ("found", "not_found", "error")
+
+#: Buckets reach past the worst case the server produces on purpose: penalty (capped at
+#: 6 s by default) plus a slow hash, below Postfix's 10 s timeout; the check timeout is 8 s.
 DURATION_BUCKETS = (
     0.0005,
     0.001,
@@ -54,13 +60,30 @@ DURATION_BUCKETS = (
     15.0,
 )
 
+#: A passwd-file lookup is a dict access; a database store would be milliseconds.
+LOOKUP_BUCKETS = (
+    0.00001,
+    0.00005,
+    0.0001,
+    0.0005,
+    0.001,
+    0.005,
+    0.01,
+    0.05,
+    0.1,
+    0.5,
+    1.0,
+    5.0,
+)
+
 
 def result_label(verdict: Verdict) -> str:
+    """The ``result`` label (and log field) of a finished request."""
     if verdict.outcome is Outcome.OK:
         return "ok"
     if verdict.outcome is Outcome.TEMPFAIL:
         return "tempfail"
-    if verdict.reason is Reason.POLICY:
+    if verdict.reason in (Reason.POLICY, Reason.NETWORK_DENIED):
         return "rejected_policy"
     if verdict.reason is Reason.MALFORMED:
         return "protocol_error"
@@ -73,27 +96,23 @@ class Metrics:
         r = self.registry
         self.authentications = Counter(
             "authbridge_authentications",
-            "Finished authentication requests.",
+            "Finished authentication requests by mechanism and result.",
             ["mechanism", "result"],
             registry=r,
         )
         self.duration = Histogram(
             "authbridge_authentication_duration_seconds",
-            "Time from AUTH to the verdict, failure delay not included.",
+            "Time from complete credentials to the verdict: penalty included, failure delay not.",
             ["mechanism"],
             buckets=DURATION_BUCKETS,
             registry=r,
         )
         self.lookup_duration = Histogram(
             "authbridge_store_lookup_duration_seconds",
-            "User store lookups.",
+            "User store lookups by store and result.",
             ["store", "result"],
+            buckets=LOOKUP_BUCKETS,
             registry=r,
-        )
-        self.cache_hits = Counter("authbridge_cache_hits", "Auth cache hits.", registry=r)
-        self.cache_misses = Counter("authbridge_cache_misses", "Auth cache misses.", registry=r)
-        self.cache_entries = Gauge(
-            "authbridge_cache_entries", "Entries in the auth cache.", registry=r
         )
         self.connections_active = Gauge(
             "authbridge_connections_active", "Client connections open now.", registry=r
@@ -115,7 +134,7 @@ class Metrics:
             registry=r,
         )
         self.reloads = Counter(
-            "authbridge_store_reloads", "Store (re)loads.", ["result"], registry=r
+            "authbridge_store_reloads", "Store (re)loads by result.", ["result"], registry=r
         )
         self.last_reload = Gauge(
             "authbridge_store_last_reload_success_timestamp_seconds",
@@ -127,14 +146,25 @@ class Metrics:
             "Password verifications waiting for or running in the worker pool.",
             registry=r,
         )
+        self.ready = Gauge(
+            "authbridge_ready",
+            "1 while listeners are bound and stores loaded (what /healthz answers).",
+            registry=r,
+        )
         self.build_info = Info("authbridge_build", "authbridge version.", registry=r)
-        self.build_info.info({"version": __version__})
+        self.build_info.info({"version": __version__, "python": platform.python_version()})
         for result in ("success", "failure"):
             self.reloads.labels(result=result)
+        self._cache_source: Callable[[], tuple[int, int, int]] = lambda: (0, 0, 0)
+        r.register(_CacheCollector(lambda: self._cache_source()))
 
     def watch_cache(self, source: Callable[[], tuple[int, int, int]]) -> None:
         """Report (hits, misses, entries) from ``source`` at every scrape."""
         self._cache_source = source
+
+    def watch_ready(self, source: Callable[[], bool]) -> None:
+        """Report ``source()`` as ``authbridge_ready`` at every scrape."""
+        self.ready.set_function(lambda: 1.0 if source() else 0.0)
 
     def prime(self, mechanisms: Iterable[str]) -> None:
         """Create every (mechanism, result) series at 0 so rates work from the start."""
@@ -142,6 +172,12 @@ class Metrics:
             for result in RESULTS:
                 self.authentications.labels(mechanism=mech, result=result)
             self.duration.labels(mechanism=mech)
+
+    def prime_stores(self, stores: Iterable[str]) -> None:
+        """Create every (store, result) lookup series, as :meth:`prime` does."""
+        for store in stores:
+            for result in LOOKUP_RESULTS:
+                self.lookup_duration.labels(store=store, result=result)
 
     def finished(self, info: RequestInfo, verdict: Verdict, duration: float) -> None:
         self.authentications.labels(mechanism=info.mechanism, result=result_label(verdict)).inc()
@@ -155,23 +191,55 @@ class Metrics:
         if ok:
             self.last_reload.set(time.time())
 
+    def observe_lookup(self, store: str, result: str, seconds: float) -> None:
+        """One store lookup; ``result`` is one of :data:`LOOKUP_RESULTS`.
 
-class _CacheCollector:
+        The authenticator calls this (as its ``on_lookup`` hook) around every
+        ``store.lookup()``.
+        """
+        if result not in LOOKUP_RESULTS:
+            raise ValueError(f"lookup result {result!r} is not one of {LOOKUP_RESULTS}")
+        self.lookup_duration.labels(store=store, result=result).observe(seconds)
+
+
+class _CacheCollector(Collector):
     """Cache counters read from the cache itself at scrape time (no double bookkeeping)."""
 
     def __init__(self, source: Callable[[], tuple[int, int, int]]) -> None:
         self._source = source
 
-    def describe(self) -> list[Any]:
-        return list(self.collect())
+    def describe(self) -> Iterable[Any]:
+        return self._families(0, 0, 0)
 
     def collect(self) -> Iterable[Any]:
-        hits, misses, entries = self._source()
-        yield CounterMetricFamily("authbridge_cache_hits", "Auth cache hits.", value=hits)
-        yield CounterMetricFamily("authbridge_cache_misses", "Auth cache misses.", value=misses)
-        yield GaugeMetricFamily(
-            "authbridge_cache_entries", "Entries in the auth cache.", value=entries
+        return self._families(*self._source())
+
+    @staticmethod
+    def _families(hits: int, misses: int, entries: int) -> list[Any]:
+        return [
+            CounterMetricFamily("authbridge_cache_hits", "Auth cache hits.", value=hits),
+            CounterMetricFamily("authbridge_cache_misses", "Auth cache misses.", value=misses),
+            GaugeMetricFamily(
+                "authbridge_cache_entries", "Entries in the auth cache now.", value=entries
+            ),
+        ]
+
+
+class MetricsListenError(Exception):
+    """The metrics address is malformed or cannot be bound; the message says which."""
+
+
+def parse_listen(listen: str) -> tuple[str, int]:
+    """``HOST:PORT``, ``[V6]:PORT``, ``:PORT`` or ``PORT``; no host means loopback."""
+    text = listen.strip()
+    host, sep, port_text = text.rpartition(":")
+    if not sep:
+        host, port_text = "", text
+    if not port_text.isdigit() or not 0 <= int(port_text) <= 65535:
+        raise MetricsListenError(
+            f"metrics listen address {listen!r}: expected HOST:PORT, e.g. 127.0.0.1:9723"
         )
+    return host.strip("[]") or "127.0.0.1", int(port_text)
 
 
 class _QuietHandler(WSGIRequestHandler):
@@ -179,34 +247,60 @@ class _QuietHandler(WSGIRequestHandler):
         """Scrapes are not worth a log line each."""
 
 
+def _server_class(host: str) -> type[ThreadingWSGIServer]:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+
+    class _Server(ThreadingWSGIServer):
+        address_family = family
+
+    return _Server
+
+
 class MetricsHTTP:
-    """``/metrics`` and ``/healthz`` on a background thread (prometheus-client's WSGI app)."""
+    """``/metrics`` and ``/healthz`` on a background thread.
+
+    prometheus-client's WSGI app renders ``/metrics`` (content negotiation, gzip) and its
+    threading WSGI server serves it; only the routing and ``/healthz`` are ours.
+    ``/healthz`` answers 200 while ``ready()`` is true, 503 otherwise; the same value is
+    exported as ``authbridge_ready`` so an alert can see it too.
+    """
 
     def __init__(self, metrics: Metrics, listen: str, ready: Callable[[], bool]) -> None:
-        host, _, port = listen.rpartition(":")
+        host, port = parse_listen(listen)
         self._metrics_app = make_wsgi_app(metrics.registry)
         self._ready = ready
-        self.server: WSGIServer = make_server(
-            host.strip("[]") or "127.0.0.1",
-            int(port),
-            self._app,
-            server_class=ThreadingWSGIServer,
-            handler_class=_QuietHandler,
-        )
-        self.address = self.server.server_address
+        metrics.watch_ready(ready)
+        try:
+            self.server: WSGIServer = make_server(
+                host,
+                port,
+                self._app,
+                server_class=_server_class(host),
+                handler_class=_QuietHandler,
+            )
+        except OSError as exc:
+            raise MetricsListenError(
+                f"cannot serve metrics on {listen}: {exc.strerror or exc}"
+            ) from None
+        self.address: tuple[str, int] = self.server.server_address[:2]  # type: ignore[assignment]
         self._thread = threading.Thread(
             target=self.server.serve_forever, daemon=True, name="metrics-http"
         )
 
     def _app(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
-        if environ.get("PATH_INFO") == "/healthz":
+        path = environ.get("PATH_INFO") or "/"
+        if path == "/healthz":
             ok = self._ready()
             start_response(
-                "200 OK" if ok else "503 Service Unavailable", [("Content-Type", "text/plain")]
+                "200 OK" if ok else "503 Service Unavailable",
+                [("Content-Type", "text/plain; charset=utf-8")],
             )
             return [b"ready\n" if ok else b"not ready\n"]
-        result: Iterable[bytes] = self._metrics_app(environ, start_response)
-        return result
+        if path == "/metrics":
+            result: Iterable[bytes] = self._metrics_app(environ, start_response)
+            return result
+        start_response("404 Not Found", [("Content-Type", "text/plain; charset=utf-8")])
+        return [b"authbridge: try /metrics or /healthz\n"]
 
     def start(self) -> None:
         self._thread.start()
