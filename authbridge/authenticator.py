@@ -19,10 +19,10 @@ from dataclasses import dataclass
 from authbridge import schemes
 from authbridge.cache import AuthCache
 from authbridge.hashing import Hasher
-from authbridge.mechanisms.base import VerifyCramMd5, VerifyPlain
+from authbridge.mechanisms.base import NeedScramKeys, ScramKeys, VerifyCramMd5, VerifyPlain
 from authbridge.passdb.base import Passdb, PassdbEntry, StoreUnavailable
 from authbridge.schemes import StoredPassword
-from authbridge.session import Credential, RequestInfo
+from authbridge.session import Credential, KeysFound, RequestInfo
 from authbridge.usernames import InvalidUsername, UsernamePolicy
 from authbridge.verdict import Outcome, Reason, Verdict
 
@@ -133,10 +133,12 @@ class Authenticator:
     def _broken_outcome(self) -> Outcome:
         return Outcome.TEMPFAIL if self.broken_hash_is_tempfail else Outcome.FAIL
 
-    async def check(self, info: RequestInfo, credential: Credential) -> Verdict:
+    async def check(self, info: RequestInfo, credential: Credential) -> Verdict | KeysFound:
         if isinstance(credential, VerifyPlain):
             return await self._check_plain_cached(info, credential)
-        return await self._check_cram_md5(info, credential)
+        if isinstance(credential, VerifyCramMd5):
+            return await self._check_cram_md5(info, credential)
+        return await self._scram_keys(info, credential)
 
     async def _check_plain_cached(self, info: RequestInfo, cred: VerifyPlain) -> Verdict:
         if not self.cache.enabled or cred.authzid:
@@ -279,3 +281,41 @@ class Authenticator:
         if applied.forced_fail:
             return self._verdict(Outcome.FAIL, applied, Reason.FORCED_FAIL, cred.username)
         return self._verdict(Outcome.OK, applied, Reason.NONE, cred.username)
+
+    # ------------------------------------------------------------------ SCRAM
+
+    async def _scram_keys(self, info: RequestInfo, cred: NeedScramKeys) -> Verdict | KeysFound:
+        """The stored (or derived) SCRAM keys, and the OK to send if the proof holds."""
+        user = self._normalise(cred.username)
+        if isinstance(user, Verdict):
+            return user
+        try:
+            entry = await self._lookup(user)
+        except StoreUnavailable as exc:
+            log.error("store unavailable while authenticating %s: %s", user, exc)
+            return Verdict(Outcome.TEMPFAIL, user, Reason.STORE_ERROR, original_user=cred.username)
+        if entry is None:
+            return Verdict(Outcome.FAIL, user, Reason.USER_UNKNOWN, original_user=cred.username)
+        applied = _apply_fields(entry, user, info)
+        if applied.nets_denied:
+            return self._verdict(Outcome.FAIL, applied, Reason.NETWORK_DENIED, cred.username)
+        if entry.password is None:
+            return self._verdict(Outcome.FAIL, applied, Reason.SCHEME_NOT_AVAILABLE, cred.username)
+        try:
+            keys = schemes.scram_credentials(entry.password, cred.algorithm, user)
+        except schemes.SchemeError as exc:
+            log.error("user %s: unusable stored password: %s", user, exc)
+            return self._verdict(self._broken_outcome, applied, Reason.BROKEN_HASH, cred.username)
+        if keys is None:
+            log.info(
+                "user %s: SCRAM-%s needs a plaintext or SCRAM-%s stored password, not %s",
+                user,
+                cred.algorithm,
+                cred.algorithm,
+                entry.password.scheme,
+            )
+            return self._verdict(Outcome.FAIL, applied, Reason.SCHEME_NOT_AVAILABLE, cred.username)
+        if applied.forced_fail:
+            return self._verdict(Outcome.FAIL, applied, Reason.FORCED_FAIL, cred.username)
+        ok = self._verdict(Outcome.OK, applied, Reason.NONE, cred.username)
+        return KeysFound(ScramKeys(*keys), ok)

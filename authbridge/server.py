@@ -24,7 +24,7 @@ from authbridge.authenticator import Authenticator
 from authbridge.config import Config
 from authbridge.logs import get_logger
 from authbridge.mechanisms import resolve
-from authbridge.mechanisms.base import VerifyPlain
+from authbridge.mechanisms.base import VerifyCramMd5, VerifyPlain
 from authbridge.metrics import Metrics
 from authbridge.penalty import PenaltyTracker
 from authbridge.policy import PolicyGate
@@ -32,6 +32,7 @@ from authbridge.session import (
     Check,
     Close,
     Finished,
+    KeysFound,
     RequestInfo,
     Send,
     SendDelayed,
@@ -309,7 +310,7 @@ class AuthServer:
         self, conn: Connection, action: Check, nursery: trio.Nursery, started: float
     ) -> None:
         try:
-            verdict = await self._verdict(action)
+            verdict: Verdict | KeysFound = await self._verdict(action)
         except Exception:
             log.exception(
                 "internal error while checking a credential", cuid=conn.cuid, request=action.info.id
@@ -319,18 +320,20 @@ class AuthServer:
             self._checks_in_flight -= 1
             if self._checks_in_flight == 0:
                 self._idle.set()
-        actions = conn.session.complete(action.ticket, action.info.id, verdict)
+        actions = conn.session.complete(action.ticket, action.info.id, verdict, trio.current_time())
         for item in actions:
             if isinstance(item, Finished):
                 self._finished(conn, item.info, item.verdict, trio.current_time() - started)
         self._dispatch(conn, [a for a in actions if not isinstance(a, Finished)], nursery)
 
-    async def _verdict(self, action: Check) -> Verdict:
+    async def _verdict(self, action: Check) -> Verdict | KeysFound:
         credential, info = action.credential, action.info
         if isinstance(credential, VerifyPlain):
             typed, secret = credential.authcid, credential.password
-        else:
+        elif isinstance(credential, VerifyCramMd5):
             typed, secret = credential.username, credential.response_hex.encode()
+        else:
+            typed, secret = credential.username, b""
         refusal = self.policy.refusal(info, isinstance(credential, VerifyPlain))
         if refusal is not None:
             log.info("request refused by policy", request=info.id, why=refusal)
@@ -341,12 +344,14 @@ class AuthServer:
             if delay > 0:
                 self.metrics.penalties.inc()
                 await trio.sleep(delay)
-        verdict: Verdict | None = None
+        verdict: Verdict | KeysFound | None = None
         with trio.move_on_after(CHECK_TIMEOUT):
             verdict = await self.authenticator.check(info, credential)
         if verdict is None:
             log.error("credential check timed out", request=info.id, timeout=CHECK_TIMEOUT)
             return Verdict(Outcome.TEMPFAIL, typed, Reason.STORE_ERROR)
+        if isinstance(verdict, KeysFound):
+            return verdict  # the proof is checked by the mechanism; see _finished
         if penalised:
             if verdict.ok:
                 self.penalty.succeeded(info.rip)
@@ -359,4 +364,10 @@ class AuthServer:
     ) -> None:
         for callback in self.on_finished:
             callback(info, verdict, duration)
+        if info.mechanism.startswith("SCRAM-") and not info.no_penalty:
+            # SCRAM proofs are checked inside the mechanism, after the key lookup.
+            if verdict.ok:
+                self.penalty.succeeded(info.rip)
+            elif verdict.reason is Reason.PASSWORD_MISMATCH:
+                self.penalty.failed(info.rip, verdict.user or "", b"", trio.current_time())
         events.authentication_finished(conn.cuid, info, verdict, duration)

@@ -19,7 +19,10 @@ from authbridge.mechanisms.base import (
     Challenge,
     Failure,
     Mechanism,
+    NeedScramKeys,
+    ScramKeys,
     Step,
+    Success,
     VerifyCramMd5,
     VerifyPlain,
 )
@@ -31,7 +34,15 @@ PROTOCOL_MINOR = 2
 #: Dovecot forgets a request that saw no progress for this long, without a reply.
 REQUEST_TIMEOUT = 150.0
 
-Credential = VerifyPlain | VerifyCramMd5
+Credential = VerifyPlain | VerifyCramMd5 | NeedScramKeys
+
+
+@dataclass(frozen=True, slots=True)
+class KeysFound:
+    """The answer to a :class:`NeedScramKeys` check: keys, and the OK to send at the end."""
+
+    keys: ScramKeys
+    verdict: Verdict
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,6 +117,9 @@ class _Request:
     #: The login name, once the mechanism has seen it (as typed, and normalised).
     typed: str | None = None
     user: str | None = None
+    #: After the mechanism's final data went out, the OK that the next CONT releases.
+    pending_ok: Verdict | None = None
+    awaiting_final_cont: bool = False
 
 
 class ProtocolViolation(Exception):
@@ -288,6 +302,9 @@ class Session:
             return self._fail_now(request, "Unexpected continuation")
         request.accepts_cont = False
         request.last_activity = now
+        if request.awaiting_final_cont and request.pending_ok is not None:
+            # The client acknowledged our final data; whatever it sent is ignored.
+            return self._finish(request, request.pending_ok)
         try:
             decoded = wire.b64decode_strict(data)
         except ValueError:
@@ -306,35 +323,53 @@ class Session:
 
     def _apply_step(self, request: _Request, step: Step, now: float) -> list[Action]:
         if isinstance(step, Challenge):
-            if step.username is not None:
-                # The mechanism learned the login name mid-exchange (LOGIN): Dovecot
-                # validates it right there, before prompting for the password.
-                request.typed = step.username
-                try:
-                    request.user = self.settings.usernames.normalise(step.username)
-                except InvalidUsername:
-                    verdict = Verdict(
-                        Outcome.FAIL, None, Reason.INVALID_USERNAME, original_user=step.username
-                    )
-                    return self._finish(request, verdict)
+            # The mechanism may have learned the login name mid-exchange (LOGIN): Dovecot
+            # validates it right there, before prompting for the password.
+            if step.username is not None and not self._learn_username(request, step.username):
+                return self._invalid_username(request)
             request.accepts_cont = True
             line = wire.join_line("CONT", str(request.info.id), wire.b64encode(step.data))
             return [Send(line)]
         if isinstance(step, Failure):
-            verdict = Verdict(
-                Outcome.FAIL, request.user, Reason.MALFORMED, original_user=request.typed
-            )
+            reason = Reason.PASSWORD_MISMATCH if step.password_mismatch else Reason.MALFORMED
+            verdict = Verdict(Outcome.FAIL, request.user, reason, original_user=request.typed)
             return self._finish(request, verdict)
+        if isinstance(step, Success):
+            request.accepts_cont = True
+            request.awaiting_final_cont = True
+            line = wire.join_line("CONT", str(request.info.id), wire.b64encode(step.data))
+            return [Send(line)]
+        if isinstance(step, NeedScramKeys) and not self._learn_username(request, step.username):
+            return self._invalid_username(request)
         request.checking = True
         request.last_activity = now
         return [Check(request.ticket, request.info, step)]
 
-    def complete(self, ticket: int, request_id: int, verdict: Verdict) -> list[Action]:
-        """Deliver the verdict for a :class:`Check`; stale tickets are dropped silently."""
+    def _learn_username(self, request: _Request, typed: str) -> bool:
+        request.typed = typed
+        try:
+            request.user = self.settings.usernames.normalise(typed)
+        except InvalidUsername:
+            return False
+        return True
+
+    def _invalid_username(self, request: _Request) -> list[Action]:
+        verdict = Verdict(Outcome.FAIL, None, Reason.INVALID_USERNAME, original_user=request.typed)
+        return self._finish(request, verdict)
+
+    def complete(
+        self, ticket: int, request_id: int, result: Verdict | KeysFound, now: float = 0.0
+    ) -> list[Action]:
+        """Deliver the answer to a :class:`Check`; stale tickets are dropped silently."""
         request = self._requests.get(request_id)
         if self.closed or request is None or request.ticket != ticket:
             return []
-        return self._finish(request, verdict)
+        request.checking = False
+        if isinstance(result, KeysFound):
+            request.pending_ok = result.verdict
+            request.last_activity = now
+            return self._apply_step(request, request.mechanism.resume(result.keys), now)
+        return self._finish(request, result)
 
     def _finish(self, request: _Request, verdict: Verdict) -> list[Action]:
         del self._requests[request.info.id]

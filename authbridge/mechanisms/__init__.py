@@ -6,9 +6,12 @@ from authbridge.mechanisms.base import Mechanism
 from authbridge.mechanisms.cram_md5 import CramMd5
 from authbridge.mechanisms.login import Login
 from authbridge.mechanisms.plain import Plain
+from authbridge.mechanisms.scram import ScramSha1, ScramSha256
 
 #: Every mechanism authbridge knows, keyed by its upper-case SASL name.
-REGISTRY: dict[str, type[Mechanism]] = {cls.name: cls for cls in (Plain, Login, CramMd5)}
+REGISTRY: dict[str, type[Mechanism]] = {
+    cls.name: cls for cls in (Plain, Login, CramMd5, ScramSha1, ScramSha256)
+}
 
 
 class UnknownMechanism(ValueError):

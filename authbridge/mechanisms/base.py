@@ -26,9 +26,36 @@ class Challenge:
 
 @dataclass(frozen=True, slots=True)
 class Failure:
-    """The exchange failed inside the mechanism (malformed client data)."""
+    """The exchange failed inside the mechanism.
+
+    ``password_mismatch`` tells a wrong proof (SCRAM) from malformed client data.
+    """
 
     reason: str
+    password_mismatch: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Success:
+    """The client proved itself; send this final server data, then reply OK."""
+
+    data: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class NeedScramKeys:
+    """Look up the SCRAM keys of ``username``, then call the mechanism's ``resume``."""
+
+    username: str
+    algorithm: str
+
+
+@dataclass(frozen=True, slots=True)
+class ScramKeys:
+    iterations: int
+    salt: bytes
+    stored_key: bytes = field(repr=False)
+    server_key: bytes = field(repr=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,7 +76,7 @@ class VerifyCramMd5:
     response_hex: str = field(repr=False)
 
 
-Step = Challenge | Failure | VerifyPlain | VerifyCramMd5
+Step = Challenge | Failure | Success | VerifyPlain | VerifyCramMd5 | NeedScramKeys
 
 
 class Mechanism(ABC):
@@ -77,6 +104,10 @@ class Mechanism(ABC):
     @abstractmethod
     def _step(self, data: bytes) -> Step:
         """Handle one client message (NULs already screened)."""
+
+    def resume(self, keys: ScramKeys) -> Step:
+        """Continue after a :class:`NeedScramKeys` lookup (SCRAM only)."""
+        raise NotImplementedError(f"{self.name} does not look up keys")
 
 
 def decode_text(data: bytes) -> str:
