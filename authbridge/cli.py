@@ -20,6 +20,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "pw": ("authbridge.commands.pw", "make or verify a password hash, like doveadm pw"),
     "emit-exim-config": ("authbridge.commands.emit_exim", "write the Exim side of the setup"),
     "emit-postfix-config": ("authbridge.commands.emit_postfix", "write the Postfix side"),
+    "capabilities": (
+        "authbridge.commands.capabilities",
+        "which mechanisms each user's stored password allows",
+    ),
     "bench": ("authbridge.commands.bench", "load-test any auth-client socket"),
 }
 

@@ -89,6 +89,10 @@ class EximFileStore:
     def __len__(self) -> int:
         return len(self._entries)
 
+    def entries(self) -> list[PassdbEntry]:
+        """Every user, sorted by name (reports, not the lookup path)."""
+        return [self._entries[name] for name in sorted(self._entries)]
+
     def sample_password(self) -> StoredPassword | None:
         for entry in self._entries.values():
             return entry.password

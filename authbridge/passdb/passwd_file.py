@@ -85,6 +85,10 @@ class PasswdFileStore:
     def __len__(self) -> int:
         return len(self._entries)
 
+    def entries(self) -> list[PassdbEntry]:
+        """Every user, sorted by name (reports, not the lookup path)."""
+        return [self._entries[name] for name in sorted(self._entries)]
+
     def sample_password(self) -> StoredPassword | None:
         """Some user's stored password: unknown users are checked against it, so they
         cost the same time as a wrong password (no user enumeration by timing)."""
