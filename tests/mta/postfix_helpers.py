@@ -14,10 +14,12 @@ from tests.support.postfix import (
     LIB_DIR,
     POSTFIX_ROOT,
     PostfixConfig,
+    PostfixMaster,
     _make_queue,
     postfix_env,
     require_postfix,
 )
+from tests.support.swaks import SwaksTimeout, run_swaks
 from tests.support.tls import TlsFiles
 
 BASE_MAIN_CF = """\
@@ -121,3 +123,17 @@ def emit_postfix(
         os.utime(path, (past, past))
     config = PostfixConfig(conf_dir, run, run / "maillog", port, socket_path)
     return EmittedPostfix(config, main_part, master_part)
+
+
+def wait_for_banner(master: PostfixMaster, timeout: float = 30.0) -> None:
+    """master listens at once, but an smtpd that dies at start-up (say, the auth socket
+    did not answer) gets its service throttled for a minute (gotcha P3): make that a
+    clear failure here, with the maillog, instead of timeouts in the tests."""
+    try:
+        result = run_swaks(server=master.server, stop_after="BANNER", timeout=timeout)
+    except SwaksTimeout as exc:
+        raise AssertionError(f"{exc}\n{master.diagnostics()}") from None
+    if result.last_code != 220:
+        raise AssertionError(
+            f"no SMTP banner from Postfix:\n{result.transcript}\n{master.diagnostics()}"
+        )

@@ -20,7 +20,7 @@ import pytest
 
 from tests.mta.conftest import USERS, emit
 from tests.mta.exim_helpers import bs_pipe, exim_check, exim_owned_dirs
-from tests.mta.postfix_helpers import emit_postfix
+from tests.mta.postfix_helpers import emit_postfix, wait_for_banner
 from tests.support import free_tcp_port, require_binary, runtime_dir
 from tests.support.authbridge_proc import AuthbridgeServer
 from tests.support.postfix import PostfixMaster
@@ -174,6 +174,7 @@ def postfix(
     )  # fmt: skip
     assert f"smtpd_sasl_path = {daemon}\n" in emitted.main_lines
     with PostfixMaster(emitted.config) as master:
+        wait_for_banner(master)
         yield master
 
 

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from tests.mta.conftest import USERS, AuthSocket
-from tests.mta.postfix_helpers import EmittedPostfix, emit_postfix, postfix_tool
+from tests.mta.postfix_helpers import EmittedPostfix, emit_postfix, postfix_tool, wait_for_banner
 from tests.support import free_tcp_port, require_binary, runtime_dir
 from tests.support.postfix import (
     POSTCONF,
@@ -42,6 +42,7 @@ def emitted(
 @pytest.fixture(scope="module")
 def master(emitted: EmittedPostfix) -> Iterator[PostfixMaster]:
     with PostfixMaster(emitted.config) as running:
+        wait_for_banner(running)
         yield running
 
 
