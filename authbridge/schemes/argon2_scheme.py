@@ -18,6 +18,8 @@ SALT_LEN = 16
 HASH_LEN = 32
 # Dovecot 2.3's defaults as doveadm pw prints them: (time cost, memory KiB).
 DEFAULTS = {"ARGON2I": (4, 32768), "ARGON2ID": (3, 65536)}
+# libsodium (what Dovecot uses) refuses to make argon2i hashes with a time cost below 3.
+MIN_TIME_COST = {"ARGON2I": 3, "ARGON2ID": 1}
 _TYPES = {"ARGON2I": Type.I, "ARGON2ID": Type.ID}
 _HASHER = argon2.PasswordHasher()
 
@@ -43,7 +45,7 @@ def scheme_functions(scheme: str) -> tuple[VerifyFn, GenerateFn]:
         hashed: bytes = hash_secret(
             password,
             secrets.token_bytes(SALT_LEN),
-            time_cost=time_cost if rounds is None else max(rounds, 1),
+            time_cost=time_cost if rounds is None else max(rounds, MIN_TIME_COST[scheme]),
             memory_cost=memory,
             parallelism=1,
             hash_len=HASH_LEN,

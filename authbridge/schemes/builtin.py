@@ -8,6 +8,7 @@ from authbridge.schemes import (
     cram_md5,
     crypt_family,
     digest_md5,
+    otp,
     pbkdf2,
     plain,
     scram,
@@ -73,3 +74,4 @@ register(
         kind="scram-sha-256",
     )
 )
+register(Scheme("OTP", otp.verify, otp.generate, expensive=True))

@@ -23,8 +23,9 @@ from authbridge.schemes import (
 )
 
 PASSWORDS = [b"test", "pässwörd€".encode(), b"x" * 120, b"with space 'single' \"double\""]
-# Dovecot 2.3.19 `doveadm pw -l`, without OTP (see README of the package / report).
+# Dovecot 2.3.19 `doveadm pw -l`.
 DOVECOT_SCHEMES = [
+    "OTP",
     "SHA1",
     "SSHA512",
     "SCRAM-SHA-256",
