@@ -6,6 +6,7 @@ cannot express the dialogue, the reply our raw SMTP client read from Exim).
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -76,6 +77,25 @@ def test_unusable_stored_hash_gets_535(exim: EximDaemon) -> None:
     """Dovecot 2.3 answers a plain FAIL for a hash of an unknown scheme; so must compat mode."""
     result = _auth(exim, "PLAIN", BROKEN_HASH_USER, "anything")
     assert result.auth_code == 535, result.transcript
+
+
+def test_concurrent_sessions_all_succeed(exim: EximDaemon) -> None:
+    """8 SMTP sessions at once: Exim opens one auth connection per AUTH, all in parallel,
+    with slow hashes (SHA512-CRYPT, bcrypt) mixed with CRAM-MD5 challenges."""
+    cases = [
+        (mech, user)
+        for mech, user in GOOD_LOGINS
+        if user in ("sha512user", "bcryptuser", "cramuser", "plainuser")
+    ]
+    cases = (cases * 2)[:8]
+    with ThreadPoolExecutor(max_workers=len(cases)) as pool:
+        results = list(
+            pool.map(lambda case: _auth(exim, case[0], case[1], USERS[case[1]].password), cases)
+        )
+    failures = [
+        (case, r.transcript) for case, r in zip(cases, results, strict=True) if r.auth_code != 235
+    ]
+    assert not failures, failures
 
 
 def test_plain_without_initial_response(exim: EximDaemon) -> None:
