@@ -323,7 +323,5 @@ class Worker:
         for conn in list(self.conns):
             self._drop(conn)
         self.result.window_start = self.window_start
-        self.result.window_end = (
-            self.window_end if self.plan.requests is None else self.last_done
-        )
+        self.result.window_end = self.window_end if self.plan.requests is None else self.last_done
         return self.result
