@@ -33,8 +33,8 @@ failure_delay = {delay}
 """
 
 
-def _plain(user: str, password: str) -> str:
-    return base64.b64encode(f"\0{user}\0{password}".encode()).decode()
+PLAIN_IR = base64.b64encode(b"\0userx\0secret").decode()
+LOGIN_AUTH = b"AUTH\t1\tLOGIN\tservice=smtp\tresp=" + base64.b64encode(b"userx") + b"\n"
 
 
 class _LoadClient(threading.Thread):
