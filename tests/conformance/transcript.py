@@ -294,12 +294,16 @@ def load_corpus(directory: Path) -> list[Transcript]:
 # --------------------------------------------------------------------------------------
 
 
-def cram_md5_response(user: str, password: str, challenge: bytes, upper: bool = False) -> bytes:
+def cram_md5_response(
+    user: bytes | str, password: bytes | str, challenge: bytes, upper: bool = False
+) -> bytes:
     """The client's CRAM-MD5 answer (RFC 2195), base64-encoded for a CONT line."""
-    digest = hmac.new(password.encode(), challenge, hashlib.md5).hexdigest()
+    user_b = user.encode() if isinstance(user, str) else user
+    password_b = password.encode() if isinstance(password, str) else password
+    digest = hmac.new(password_b, challenge, hashlib.md5).hexdigest()
     if upper:
         digest = digest.upper()
-    return base64.b64encode(user.encode() + b" " + digest.encode())
+    return base64.b64encode(user_b + b" " + digest.encode())
 
 
 class _Conn:
@@ -408,7 +412,10 @@ class Replayer:
                         f"{where}: {{{seg.name}}} with no CRAM-MD5 challenge seen for this id"
                     )
                 out += cram_md5_response(
-                    user, password, self.challenges[fields[1]], seg.name.endswith("upper")
+                    unescape(user, where),
+                    unescape(password, where),
+                    self.challenges[fields[1]],
+                    seg.name.endswith("upper"),
                 )
             else:
                 raise TranscriptSyntaxError(f"{where}: unknown client directive {seg.name!r}")
