@@ -20,7 +20,6 @@ from authbridge.schemes.encoding import b64decode, hexdecode
 SALT_CHARS = "./0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
 MIN_SHA_ROUNDS = 1000
 MAX_SHA_ROUNDS = 999_999_999
-DEFAULT_SHA_ROUNDS = 5000
 
 
 def salt(length: int) -> str:
@@ -63,19 +62,7 @@ def crypt_scheme(scheme: str, handler: Any, prefix: str) -> VerifyFn:
     return verify
 
 
-def _md5_crypt_cut(stored: str) -> str:
-    """``$1$salt$hash[$ignored]`` → ``$1$salt$hash`` (Dovecot ignores anything after)."""
-    parts = stored.split("$")
-    return "$".join(parts[:4]) if len(parts) > 4 else stored
-
-
-_verify_md5_crypt_strict = crypt_scheme("MD5-CRYPT", md5_crypt, "$1$")
-
-
-def verify_md5_crypt(raw: bytes, password: bytes, user: str) -> bool:
-    return _verify_md5_crypt_strict(
-        _md5_crypt_cut(_ascii("MD5-CRYPT", raw)).encode(), password, user
-    )
+verify_md5_crypt = crypt_scheme("MD5-CRYPT", md5_crypt, "$1$")
 
 
 def generate_md5_crypt(password: bytes, user: str, rounds: int | None) -> bytes:
