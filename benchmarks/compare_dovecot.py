@@ -226,11 +226,43 @@ def proc_name(pid: int) -> str:
 # -- the run -------------------------------------------------------------------------
 
 
+def tree_cpu(pid: int) -> float:
+    """User+system CPU seconds of ``pid`` and its live descendants."""
+    ticks = 0
+    for p in tree_pids(pid):
+        with contextlib.suppress(OSError, IndexError, ValueError):
+            fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
+            ticks += int(fields[11]) + int(fields[12])
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
+def start_py_spy(
+    pid: int, directory: Path, workload: Workload, seconds: float
+) -> subprocess.Popen[bytes] | None:
+    """Sample the authbridge server while it runs ``workload`` (raw stacks for flamegraphs)."""
+    py_spy = shutil.which("py-spy")
+    if py_spy is None:
+        print("  (py-spy not installed: pip install py-spy; no profile)")
+        return None
+    directory.mkdir(parents=True, exist_ok=True)
+    slug = "".join(ch if ch.isalnum() else "-" for ch in workload.label.lower()).strip("-")
+    out = directory / f"{slug}.raw"
+    return subprocess.Popen(
+        [py_spy, "record", "-p", str(pid), "-d", str(max(1, round(seconds))), "-r", "200",
+         "-f", "raw", "-o", str(out), "--nonblocking"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+
+
 @dataclass
 class Row:
     workload: Workload
     dovecot: Summary
     authbridge: Summary
+    #: server CPU microseconds per completed authentication
+    dovecot_cpu_us: float = 0.0
+    authbridge_cpu_us: float = 0.0
 
     @property
     def ratio(self) -> float:
@@ -333,17 +365,19 @@ def print_table(rows: list[Row], big: dict[str, dict[str, float]] | None) -> Non
     print()
     print(
         f"{'workload':<26} {'dovecot/s':>10} {'authbr/s':>10} {'ratio':>6} {'target':>7} "
-        f"{'met':>4} {'dc p99':>8} {'ab p99':>8} {'dc err':>6} {'ab err':>6}"
+        f"{'met':>4} {'dc p99':>8} {'ab p99':>8} {'dc us':>6} {'ab us':>6} {'err':>4}"
     )
     for row in rows:
         met = "yes" if row.ratio >= row.workload.target else "NO"
+        errors = sum(s.errors + s.mismatched for s in (row.dovecot, row.authbridge))
         print(
             f"{row.workload.label:<26} {row.dovecot.rate:>10.0f} {row.authbridge.rate:>10.0f} "
             f"{row.ratio:>6.2f} {'>=' + str(row.workload.target):>7} {met:>4} "
             f"{row.dovecot.p99_ms:>7.2f}m {row.authbridge.p99_ms:>7.2f}m "
-            f"{row.dovecot.errors + row.dovecot.mismatched:>6} "
-            f"{row.authbridge.errors + row.authbridge.mismatched:>6}"
+            f"{row.dovecot_cpu_us:>6.0f} {row.authbridge_cpu_us:>6.0f} "
+            f"{errors:>4}"
         )
+    print("(dc us / ab us: server CPU time per authentication, all server processes)")
     for row in rows:
         if row.workload.label == P99_WORKLOAD and row.dovecot.p99_ms:
             factor = row.authbridge.p99_ms / row.dovecot.p99_ms
@@ -382,6 +416,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--skip-big", action="store_true", help="no 100k-user RSS/start-up")
     parser.add_argument("--workdir", type=Path, help="keep stores here (reused when present)")
     parser.add_argument("--json", type=Path, help="also write every number to this file")
+    parser.add_argument(
+        "--profile",
+        type=Path,
+        metavar="DIR",
+        help="py-spy raw profiles of authbridge per workload into DIR "
+        "(summarise with benchmarks/stack_summary.py)",
+    )
     args = parser.parse_args(argv)
     duration = args.duration or (2.0 if args.quick else 8.0)
     warmup = args.warmup if args.warmup is not None else (0.5 if args.quick else 1.0)
@@ -405,19 +446,37 @@ def main(argv: list[str] | None = None) -> int:
             for index, workload in enumerate(workloads):
                 order = ("dovecot", "authbridge") if index % 2 == 0 else ("authbridge", "dovecot")
                 results: dict[str, Summary] = {}
+                cpu_us: dict[str, float] = {}
                 for name in order:
                     sock = dovecot.socket_path if name == "dovecot" else ab.socket_path
-                    results[name] = run_workload(
+                    assert dovecot.proc is not None
+                    pid = dovecot.proc.pid if name == "dovecot" else ab.pid
+                    cpu0 = tree_cpu(pid)
+                    spy = None
+                    if args.profile and name == "authbridge":
+                        spy = start_py_spy(pid, args.profile, workload, duration + warmup)
+                    results[name] = s = run_workload(
                         sock, workload, workdir, duration, warmup, args.client_processes
                     )
-                    s = results[name]
+                    if spy is not None:
+                        spy.wait(30)
+                    cpu_us[name] = (tree_cpu(pid) - cpu0) / max(1, s.ok + s.fail) * 1e6
                     print(
                         f"  {workload.label:<26} {name:<10} {s.rate:>9.0f} auth/s "
                         f"p50 {s.p50_ms:.2f} ms p99 {s.p99_ms:.2f} ms "
-                        f"ok={s.ok} fail={s.fail} err={s.errors}",
+                        f"ok={s.ok} fail={s.fail} err={s.errors} "
+                        f"server CPU {cpu_us[name]:.0f} us/auth",
                         flush=True,
                     )
-                rows.append(Row(workload, results["dovecot"], results["authbridge"]))
+                rows.append(
+                    Row(
+                        workload,
+                        results["dovecot"],
+                        results["authbridge"],
+                        cpu_us["dovecot"],
+                        cpu_us["authbridge"],
+                    )
+                )
         big = None if args.skip_big else measure_big(workdir, 1 if args.quick else 3, duration)
         print_table(rows, big)
         print(f"\ntotal {time.monotonic() - started:.0f} s")
@@ -430,6 +489,8 @@ def main(argv: list[str] | None = None) -> int:
                                 "workload": r.workload.label,
                                 "target": r.workload.target,
                                 "ratio": r.ratio,
+                                "dovecot_cpu_us": r.dovecot_cpu_us,
+                                "authbridge_cpu_us": r.authbridge_cpu_us,
                                 "dovecot": r.dovecot.as_dict(),
                                 "authbridge": r.authbridge.as_dict(),
                             }
