@@ -15,7 +15,7 @@ from authbridge.mta import exim
 from authbridge.mta.errors import MtaConfigError
 from authbridge.mta.files import PlannedFile
 from authbridge.mta.options import add_common_arguments, build_settings
-from authbridge.mta.report import apply_plan, key_warnings, print_notes
+from authbridge.mta.report import apply_plan, key_warnings, print_notes, socket_warnings
 from authbridge.mta.senders import read_login_file, render_exim_lsearch
 from authbridge.mta.settings import MtaSettings, check_path, parse_networks
 
@@ -115,7 +115,7 @@ def _run(args: argparse.Namespace) -> int:
         root = Path(args.debian_split)
         for relative, content in exim.debian_split_files(settings).items():
             plan.append(PlannedFile(root / relative, content))
-        notes += _macro_clashes(root)
+        notes += _macro_clashes(root) + _split_mode_off(root)
     elif args.standalone:
         options = exim.StandaloneOptions(
             spool_directory=check_path(args.spool_dir, "--spool-dir"),
@@ -133,6 +133,7 @@ def _run(args: argparse.Namespace) -> int:
         )
     if settings.tls is not None:
         notes += key_warnings(settings.tls.key, args.exim_user, args.exim_user)
+    notes += socket_warnings(settings.socket_path, args.exim_user)
 
     if args.section:
         sys.stdout.write(exim.section(settings, args.section, debian=debian))
@@ -155,6 +156,22 @@ def _sender_map_plan(settings: MtaSettings) -> list[PlannedFile]:
         )
     read_login_file(path)  # validates: a broken map would defer every MAIL FROM
     return []
+
+
+def _split_mode_off(root: Path) -> list[str]:
+    """conf.d is ignored unless update-exim4.conf.conf turns split mode on."""
+    conf = root / "update-exim4.conf.conf"
+    try:
+        text = conf.read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return [f"{conf} not found: is {root} an exim4 configuration directory?"]
+    match = re.search(r"^dc_use_split_config\s*=\s*'?(\w*)'?", text, re.MULTILINE)
+    if match and match.group(1) == "true":
+        return []
+    return [
+        f"{conf} does not set dc_use_split_config='true': update-exim4.conf ignores "
+        "conf.d and these files have no effect until it does"
+    ]
 
 
 def _macro_clashes(root: Path) -> list[str]:
@@ -180,7 +197,6 @@ def _next_steps(args: argparse.Namespace, settings: MtaSettings) -> list[str]:
     if args.debian_split:
         root = Path(args.debian_split).resolve()
         if root == Path("/etc/exim4"):
-            steps.append("set dc_use_split_config='true' in /etc/exim4/update-exim4.conf.conf")
             steps.append("update-exim4.conf && systemctl restart exim4")
         else:
             steps.append(

@@ -15,7 +15,7 @@ from authbridge.mta import postfix
 from authbridge.mta.errors import MtaConfigError
 from authbridge.mta.files import PlannedFile
 from authbridge.mta.options import add_common_arguments, build_settings
-from authbridge.mta.report import apply_plan, print_notes
+from authbridge.mta.report import apply_plan, print_notes, socket_warnings
 from authbridge.mta.senders import render_postfix_regexp, render_postfix_texthash
 from authbridge.mta.settings import check_path
 
@@ -38,6 +38,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--queue-directory",
         default=postfix.DEFAULT_QUEUE_DIRECTORY,
         help="Postfix's queue_directory, the chroot of smtpd (default /var/spool/postfix)",
+    )
+    pf.add_argument(
+        "--postfix-user",
+        default="postfix",
+        help="the user smtpd runs as, for the socket permission check (default postfix)",
     )
     pf.add_argument(
         "--service",
@@ -91,7 +96,10 @@ def _run(args: argparse.Namespace) -> int:
             sys.stdout.write("# ---- add to master.cf ----\n")
         sys.stdout.write(postfix.master_cf(settings, options))
     status = apply_plan(plan, diff=args.diff, force=args.force)
-    print_notes("notes", postfix.notes(settings, options))
+    print_notes(
+        "notes",
+        postfix.notes(settings, options) + socket_warnings(settings.socket_path, args.postfix_user),
+    )
     if not args.diff:
         print_notes(
             "next",

@@ -1,4 +1,6 @@
-"""Can a given system user read a file? (The classic "Exim cannot read its TLS key".)
+"""Can a given system user read a file, or connect to a socket?
+
+The classic traps: "Exim cannot read its TLS key", "Exim cannot reach the auth socket".
 
 Exim drops to its own user before it loads the TLS key, so a ``root:root 0600`` key
 makes every STARTTLS fail at run time while ``exim -bV`` is happy. We answer from the
@@ -39,6 +41,15 @@ def _can(
 
 def readable_by(path: str | Path, user: str) -> AccessReport | None:
     """Whether ``user`` can open ``path`` for reading; None if the user does not exist."""
+    return _check(path, user, write=False)
+
+
+def connectable_by(path: str | Path, user: str) -> AccessReport | None:
+    """Whether ``user`` may connect to the UNIX socket ``path`` (needs write permission)."""
+    return _check(path, user, write=True)
+
+
+def _check(path: str | Path, user: str, *, write: bool) -> AccessReport | None:
     try:
         account = pwd.getpwnam(user)
     except KeyError:
@@ -62,6 +73,11 @@ def readable_by(path: str | Path, user: str) -> AccessReport | None:
                 False, f"{user} cannot enter directory {directory}", blocking_directory=directory
             )
     world = bool(st.st_mode & stat.S_IROTH)
-    if not _can(st, uid, gids, stat.S_IRUSR, stat.S_IRGRP, stat.S_IROTH):
-        return AccessReport(False, f"{user} has no read permission on {target}", world)
-    return AccessReport(True, "readable", world)
+    if write:
+        bits = (stat.S_IWUSR, stat.S_IWGRP, stat.S_IWOTH)
+    else:
+        bits = (stat.S_IRUSR, stat.S_IRGRP, stat.S_IROTH)
+    if not _can(st, uid, gids, *bits):
+        kind = "write" if write else "read"
+        return AccessReport(False, f"{user} has no {kind} permission on {target}", world)
+    return AccessReport(True, "ok", world)

@@ -6,7 +6,7 @@ import sys
 from collections.abc import Sequence
 from typing import TextIO
 
-from authbridge.mta.access import readable_by
+from authbridge.mta.access import connectable_by, readable_by
 from authbridge.mta.files import FileState, PlannedFile, plan_diff, write_plan
 
 
@@ -31,6 +31,20 @@ def key_warnings(key: str, user: str, group_hint: str) -> list[str]:
     if report.world_readable:
         warnings.append(f"the TLS key {key} is world-readable; chmod o-rwx {key}")
     return warnings
+
+
+def socket_warnings(socket_path: str, user: str) -> list[str]:
+    """The MTA user must be able to connect to authbridge's socket (write permission)."""
+    report = connectable_by(socket_path, user)
+    if report is None or report.missing:
+        return []  # no such user here, or the daemon is not running yet: nothing to check
+    if report.readable:
+        return []
+    return [
+        f"{user} cannot connect to {socket_path} ({report.reason}); AUTH will answer "
+        f"435/454. Fix: run authbridge with --socket-group {user} --socket-mode 0660 "
+        "(or socket_group/socket_mode in its config)"
+    ]
 
 
 def apply_plan(

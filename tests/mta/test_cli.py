@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import grp
 import os
+import socket
 from pathlib import Path
 
 import pytest
@@ -227,3 +228,37 @@ def test_postfix_chroot_follows_the_socket_location(tmp_path: Path) -> None:
     assert f"smtpd_sasl_path = {SOCKET}\n" in outside.stdout
     assert "submission inet n - n - - smtpd" in outside.stdout
     assert "must not be chrooted" in outside.stderr
+
+
+def test_split_mode_off_is_reported(tmp_path: Path, tls_files: TlsFiles) -> None:
+    confdir = tmp_path / "exim4"
+    confdir.mkdir()
+    conf = confdir / "update-exim4.conf.conf"
+    conf.write_text("dc_eximconfig_configtype='local'\ndc_use_split_config='false'\n")
+    code, _, err = _split(confdir, tls_files)
+    assert code == 0
+    assert "does not set dc_use_split_config='true'" in err
+    conf.write_text("dc_eximconfig_configtype='local'\ndc_use_split_config='true'\n")
+    code, _, err = _split(confdir, tls_files)
+    assert "dc_use_split_config" not in err
+
+
+def test_socket_the_mta_user_cannot_reach_is_reported(tmp_path: Path) -> None:
+    if os.geteuid() != 0:
+        pytest.skip("needs root to make a root-only socket")
+    directory = runtime_dir(tmp_path, "sock")
+    path = directory / "auth-client"
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as listener:
+        listener.bind(str(path))
+        os.chown(path, 0, 0)
+        path.chmod(0o600)
+        exim = emit("emit-exim-config", "--section", "auth", "--socket", str(path))
+        assert f"Debian-exim cannot connect to {path}" in exim.stderr
+        postfix = emit(
+            "emit-postfix-config", "--socket", str(path), "--map-dir", str(tmp_path), "--diff"
+        )
+        assert f"postfix cannot connect to {path}" in postfix.stderr
+        os.chown(path, 0, grp.getgrnam("Debian-exim").gr_gid)
+        path.chmod(0o660)
+        fixed = emit("emit-exim-config", "--section", "auth", "--socket", str(path))
+        assert "cannot connect" not in fixed.stderr
