@@ -11,6 +11,8 @@ the machine's dovecot.conf says.
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import subprocess
 import sys
 from collections.abc import Sequence
@@ -22,7 +24,11 @@ import pytest
 from authbridge.schemes import (
     SchemeError,
     available_schemes,
+    cram_md5_context,
+    cram_md5_digest,
+    digest_md5_secret,
     parse_stored,
+    scram_credentials,
     verify_password,
 )
 from tests.support import require_binary
@@ -278,3 +284,31 @@ def test_edge_case_verdicts_match_doveadm(doveadm: str, value: str) -> None:
         assert (verdict.outcome, ours) == ("mismatch", "error")
     else:
         assert ours == verdict.outcome, verdict.stderr
+
+
+@pytest.mark.parametrize("password", list(PASSWORDS.values()), ids=list(PASSWORDS))
+def test_mechanism_credentials_from_doveadm_hashes(doveadm: str, password: str) -> None:
+    """CRAM-MD5 context, SCRAM keys and DIGEST-MD5 secret made by doveadm serve the mechanism."""
+    schemes = ["CRAM-MD5", "SCRAM-SHA-1", "SCRAM-SHA-256", "DIGEST-MD5"]
+    made = _run_all(
+        [[doveadm, "-c", "/dev/null", "pw", *_make_args(s), "-p", password] for s in schemes]
+    )
+    cram, scram1, scram256, digest = (parse_stored(r.stdout.strip()) for r in made)
+    secret = password.encode()
+    challenge = b"<1234567890123456.1700000000@host>"
+
+    context = cram_md5_context(cram)
+    assert context is not None
+    assert cram_md5_digest(context, challenge) == hmac.new(secret, challenge, "md5").digest()
+
+    for stored, algorithm, name in ((scram1, "SHA-1", "sha1"), (scram256, "SHA-256", "sha256")):
+        creds = scram_credentials(stored, algorithm, USER)
+        assert creds is not None
+        iterations, salt, stored_key, server_key = creds
+        salted = hashlib.pbkdf2_hmac(name, secret, salt, iterations)
+        client_key = hmac.new(salted, b"Client Key", name).digest()
+        assert hashlib.new(name, client_key).digest() == stored_key
+        assert hmac.new(salted, b"Server Key", name).digest() == server_key
+
+    expected = hashlib.md5(b"testuser1:example.org:" + secret).digest()
+    assert digest_md5_secret(digest, USER) == expected
