@@ -1,0 +1,107 @@
+"""The counters move by exactly the authentications the real ``doveadm auth test`` made.
+
+Each test scrapes ``/metrics`` of a running ``authbridge serve``, authenticates with
+Dovecot's own client, scrapes again and compares every series of the family: the ones
+that should move by exactly so much, and all the others by nothing.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.observability.conftest import Observed
+from tests.observability.helpers import (
+    DOVEADM_AUTH_FAILED,
+    RIP,
+    USERS,
+    by_mech_result,
+    deltas,
+    doveadm_auth,
+    wait_for,
+)
+
+pytestmark = pytest.mark.interop
+
+GOOD = [("alice", USERS["alice"].password), ("bob", USERS["bob"].password)] * 2  # N = 4
+BAD = [("alice", "wrong-1"), ("bob", "wrong-2"), ("carol", "wrong-3")]  # M = 3
+UNKNOWN = [("nobody", "x"), ("ghost@example.org", "y")]  # K = 2
+
+
+def _run_all(observed: Observed) -> None:
+    for user, password in GOOD:
+        proc = doveadm_auth(observed.socket_path, user, password, f"rip={RIP}", "service=smtp")
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+    for user, password in BAD + UNKNOWN:
+        proc = doveadm_auth(observed.socket_path, user, password, f"rip={RIP}", "service=smtp")
+        assert proc.returncode == DOVEADM_AUTH_FAILED, proc.stdout + proc.stderr
+
+
+def test_authentication_counters_move_exactly(compat: Observed) -> None:
+    before = compat.scrape()
+    _run_all(compat)
+    after = compat.scrape()
+    n, failed = len(GOOD), len(BAD) + len(UNKNOWN)
+
+    moved = by_mech_result(deltas(before, after, "authbridge_authentications_total"))
+    assert moved == {("PLAIN", "ok"): n, ("PLAIN", "fail"): failed}
+
+    count = deltas(before, after, "authbridge_authentication_duration_seconds_count")
+    assert count == {(("mechanism", "PLAIN"),): n + failed}
+    # Every request is observed once, in a bucket that covers it (no failure delay here).
+    inf = deltas(before, after, "authbridge_authentication_duration_seconds_bucket")
+    assert inf[(("le", "+Inf"), ("mechanism", "PLAIN"))] == n + failed
+    assert inf[(("le", "1.0"), ("mechanism", "PLAIN"))] == n + failed
+
+
+def test_connection_counters(compat: Observed) -> None:
+    before = compat.scrape()
+    _run_all(compat)
+    # doveadm opens one connection per run and closes it; the gauge returns to 0.
+    assert wait_for(lambda: compat.scrape().value("authbridge_connections_active") == 0)
+    after = compat.scrape()
+    total = len(GOOD) + len(BAD) + len(UNKNOWN)
+    assert deltas(before, after, "authbridge_connections_total") == {(): total}
+    assert deltas(before, after, "authbridge_protocol_errors_total") == {}
+    assert deltas(before, after, "authbridge_penalties_total") == {}  # compat: no penalty
+    assert deltas(before, after, "authbridge_store_reloads_total") == {}
+
+
+def test_no_user_or_address_in_metrics(compat: Observed) -> None:
+    _run_all(compat)
+    text = compat.scrape().text
+    for secret in [RIP, *(u for u, _ in GOOD + BAD + UNKNOWN), *(p for _, p in GOOD + BAD)]:
+        assert secret not in text
+    allowed = {"mechanism", "result", "store", "le", "version", "python"}
+    for _name, labels in compat.scrape().samples:
+        assert {key for key, _ in labels} <= allowed, labels
+
+
+def test_one_authentication_event_each(compat: Observed) -> None:
+    cursor = compat.cursor()
+    _run_all(compat)
+    auth_events = [e for e in cursor.events() if e["event"] == "authentication"]
+    assert len(auth_events) == len(GOOD) + len(BAD) + len(UNKNOWN)
+    for event in auth_events:
+        assert {
+            "cuid",
+            "request",
+            "mechanism",
+            "service",
+            "rip",
+            "lip",
+            "user",
+            "result",
+            "reason",
+            "duration",
+            "timestamp",
+            "level",
+        } <= set(event)
+        assert event["rip"] == RIP and event["service"] == "smtp"
+        assert event["mechanism"] == "PLAIN" and event["request"] == 1
+    typed = [(e["user"], e["result"], e["reason"]) for e in auth_events]
+    assert typed == [
+        *[(u, "ok", "none") for u, _ in GOOD],
+        *[(u, "fail", "password_mismatch") for u, _ in BAD],
+        *[(u, "fail", "user_unknown") for u, _ in UNKNOWN],
+    ]
+    assert len({e["cuid"] for e in auth_events}) == len(auth_events)
