@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import subprocess
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -17,6 +18,7 @@ import pytest
 from tests.mta.conftest import USERS, AuthSocket
 from tests.mta.postfix_helpers import EmittedPostfix, emit_postfix, postfix_tool, wait_for_banner
 from tests.support import free_tcp_port, require_binary, runtime_dir
+from tests.support.authbridge_proc import AuthbridgeServer
 from tests.support.postfix import (
     POSTCONF,
     PostfixMaster,
@@ -193,3 +195,34 @@ def test_client_outside_networks_cannot_send_even_with_blind_auth(master: Postfi
     )  # fmt: skip
     assert "submission is only open to the configured networks" in result.transcript
     assert "250 2.1.5" not in result.transcript, result.transcript  # no recipient accepted
+
+
+@pytest.fixture(scope="module")
+def chrooted(
+    tmp_path_factory: pytest.TempPathFactory, users_file: Path, tls_files: TlsFiles
+) -> Iterator[PostfixMaster]:
+    """Debian's layout: smtpd chrooted into the queue directory, the auth socket inside
+    it, and smtpd_sasl_path relative to it."""
+    run = runtime_dir(tmp_path_factory, "postfix-chroot")
+    socket_path = run / "spool" / "private" / "authbridge"
+    emitted = emit_postfix(
+        run, socket_path, tls_files, free_tcp_port(),
+        "--socket", str(socket_path), "--domains", "example.org",
+    )  # fmt: skip
+    assert "smtpd_sasl_path = private/authbridge\n" in emitted.main_lines
+    assert " inet n - y - - smtpd\n" in emitted.master_lines
+    args = ("--dovecot-compat", "--failure-delay", "0")
+    with (
+        AuthbridgeServer(users_file, socket_path, extra_args=args),
+        PostfixMaster(emitted.config) as master,
+    ):
+        wait_for_banner(master)
+        yield master
+
+
+@pytest.mark.parametrize("mechanism", ["PLAIN", "CRAM-MD5"])
+def test_chrooted_smtpd_reaches_the_socket_in_its_queue(
+    chrooted: PostfixMaster, mechanism: str
+) -> None:
+    result = run_swaks(server=chrooted.server, tls=True, **_auth(mechanism, "bob"))
+    assert result.auth_code == 235, result.transcript
