@@ -86,7 +86,7 @@ def add_common_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def _load_authbridge_config(path: str) -> Any:
+def load_authbridge_config(path: str) -> Any:
     try:
         module = importlib.import_module("authbridge.config")
     except ImportError:
@@ -121,7 +121,7 @@ def build_settings(
     mechanisms: tuple[str, ...] = DEFAULT_MECHANISMS
     networks: tuple[str, ...] = ()
     if args.config:
-        config = _load_authbridge_config(args.config)
+        config = load_authbridge_config(args.config)
         socket_path = config.server.socket_path
         mechanisms = tuple(config.server.mechanisms)
         networks = tuple(config.policy.allowed_networks)
