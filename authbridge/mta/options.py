@@ -60,7 +60,10 @@ def add_common_arguments(parser: argparse.ArgumentParser) -> None:
         help="read extra senders from a 'login: addr, addr' file (written to --sender-map)",
     )
     policy.add_argument(
-        "--sender-map", metavar="FILE", help="the MTA's sender map file (written by us)"
+        "--sender-map",
+        metavar="FILE",
+        help="the MTA's sender map: written from --allow-sender/--senders-from; "
+        "without them Exim uses an existing lsearch file as it is",
     )
     policy.add_argument("--hostname", help="the MTA's primary host name")
     tls = parser.add_argument_group("TLS")

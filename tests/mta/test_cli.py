@@ -197,7 +197,7 @@ def test_unreadable_key_gets_the_chgrp_advice(tmp_path: Path, tls_files: TlsFile
     assert "world-readable" in world.stderr
 
 
-def test_next_steps_for_the_real_debian_directory() -> None:
+def test_diff_against_the_real_etc_exim4_writes_nothing() -> None:
     result = emit(
         "emit-exim-config", "--debian-split", "/etc/exim4", "--socket", SOCKET, "--diff",
     )  # fmt: skip
@@ -262,3 +262,28 @@ def test_socket_the_mta_user_cannot_reach_is_reported(tmp_path: Path) -> None:
         path.chmod(0o660)
         fixed = emit("emit-exim-config", "--section", "auth", "--socket", str(path))
         assert "cannot connect" not in fixed.stderr
+
+
+def test_senders_file_is_converted_and_an_existing_map_used_as_is(tmp_path: Path) -> None:
+    source = tmp_path / "senders.txt"
+    source.write_text("# who may send as whom\nAlice: sales@example.org info@example.org\n")
+    target = tmp_path / "exim-senders"
+    written = emit(
+        "emit-exim-config", "--section", "acl", "--socket", SOCKET,
+        "--senders-from", str(source), "--allow-sender", "bob=b@example.org",
+        "--sender-map", str(target),
+    )  # fmt: skip
+    assert written.returncode == 0, written.stderr
+    lines = target.read_text().splitlines()
+    assert lines[-2:] == ["alice: info@example.org, sales@example.org", "bob: b@example.org"]
+    reused = emit(
+        "emit-exim-config", "--section", "acl", "--socket", SOCKET, "--sender-map", str(target)
+    )
+    assert reused.returncode == 0
+    assert f"lsearch{{{target}}}" in reused.stdout
+    assert "wrote" not in reused.stderr
+    target.write_text("alice sales@example.org\n")  # broken: no colon
+    broken = emit(
+        "emit-exim-config", "--section", "acl", "--socket", SOCKET, "--sender-map", str(target)
+    )
+    assert broken.returncode == 2 and f"{target}:1:" in broken.stderr
