@@ -14,9 +14,9 @@ from pathlib import Path
 import pytest
 
 from tests.interop.common import write_users_file
+from tests.policy.users import EXTRA_USERS
 from tests.support import require_binary, runtime_dir
 from tests.support.authbridge_proc import AuthbridgeServer
-from tests.policy.users import EXTRA_USERS
 from tests.support.tls import TlsFiles, make_self_signed
 
 StartBridge = Callable[..., AuthbridgeServer]

@@ -62,9 +62,7 @@ def postfix_session(
     timeout: float = 20.0,
 ) -> SwaksResult:
     secret = password_of(user) if password is None else password
-    return run_swaks(
-        server=server, auth=mech, user=user, password=secret, tls=tls, timeout=timeout
-    )
+    return run_swaks(server=server, auth=mech, user=user, password=secret, tls=tls, timeout=timeout)
 
 
 def doveadm_auth(

@@ -135,9 +135,7 @@ def test_exim_client_address_against_allowed_networks(
 
 
 @pytest.mark.parametrize(("client", "code"), [("2001:db8:7:1::25", 235), ("2001:db8:8::25", 535)])
-def test_exim_ipv6_client_against_allowed_networks(
-    lan_only: Peers, client: str, code: int
-) -> None:
+def test_exim_ipv6_client_against_allowed_networks(lan_only: Peers, client: str, code: int) -> None:
     result = exim_session(lan_only.exim, "cramuser", client_ip=client, mech="CRAM-MD5")
     assert result.auth_code == code, result.transcript
 
@@ -220,9 +218,7 @@ def test_postfix_answers_454_on_internal_failure(strict: Peers) -> None:
 
 
 @pytest.fixture(scope="module")
-def no_disconnect(
-    policy_dir: Path, policy_users: Path, policy_tls: TlsFiles
-) -> Iterator[Peers]:
+def no_disconnect(policy_dir: Path, policy_users: Path, policy_tls: TlsFiles) -> Iterator[Peers]:
     """tempfail_disconnects = false: Dovecot's ``FAIL code=temp_fail``."""
     config = f"[policy]\nfailure_delay = 0\ntempfail_disconnects = false\n{NO_PENALTY}"
     yield from _peers(policy_dir, policy_users, policy_tls, "nodisc", config)
@@ -230,9 +226,7 @@ def no_disconnect(
 
 def test_without_disconnect_both_mtas_say_535(no_disconnect: Peers) -> None:
     """The reason the disconnect exists: both MTAs turn code=temp_fail into a 535."""
-    exim = exim_session(
-        no_disconnect.exim, BROKEN_HASH_USER, client_ip=LAN, tls=True, password="x"
-    )
+    exim = exim_session(no_disconnect.exim, BROKEN_HASH_USER, client_ip=LAN, tls=True, password="x")
     assert exim.auth_code == 535, exim.transcript
     postfix = postfix_session(no_disconnect.postfix.server, BROKEN_HASH_USER, password="x")
     assert postfix.auth_code == 535, postfix.transcript
