@@ -24,15 +24,18 @@ def plain_resp(user: str, password: str) -> str:
 
 
 class AuthClient:
-    def __init__(self, socket_path: str | os.PathLike[str], timeout: float = 10.0) -> None:
+    def __init__(
+        self, socket_path: str | os.PathLike[str], timeout: float = 10.0, handshake: bool = True
+    ) -> None:
         self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         self.sock.settimeout(timeout)
         self.sock.connect(os.fspath(socket_path))
         self._buffer = b""
         self.handshake: list[str] = []
-        while not self.handshake or self.handshake[-1] != "DONE":
-            self.handshake.append(self.read_line())
-        self.send(f"VERSION\t1\t2\nCPID\t{os.getpid()}\n")
+        if handshake:
+            while not self.handshake or self.handshake[-1] != "DONE":
+                self.handshake.append(self.read_line())
+            self.send(f"VERSION\t1\t2\nCPID\t{os.getpid()}\n")
 
     def send(self, text: str | bytes) -> None:
         self.sock.sendall(text.encode() if isinstance(text, str) else text)
