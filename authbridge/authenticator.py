@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 from authbridge import schemes
 from authbridge.cache import AuthCache
-from authbridge.hashing import Hasher
+from authbridge.hashing import Hasher, HasherUnavailable
 from authbridge.mechanisms.base import NeedScramKeys, ScramKeys, VerifyCramMd5, VerifyPlain
 from authbridge.passdb.base import Passdb, PassdbEntry, StoreUnavailable
 from authbridge.schemes import StoredPassword
@@ -164,7 +164,7 @@ class Authenticator:
     async def _dummy_verify(self, password: bytes) -> None:
         if self.dummy_password is None:
             return
-        with contextlib.suppress(schemes.SchemeError):
+        with contextlib.suppress(schemes.SchemeError, HasherUnavailable):
             await self.hasher.verify(self.dummy_password, password, "")
 
     # ------------------------------------------------------------------ helpers
@@ -233,6 +233,9 @@ class Authenticator:
         else:
             try:
                 matched = await self.hasher.verify(entry.password, cred.password, user)
+            except HasherUnavailable as exc:
+                log.error("cannot verify %s now: %s", user, exc)
+                return self._verdict(Outcome.TEMPFAIL, applied, Reason.STORE_ERROR, cred.authcid)
             except schemes.SchemeError as exc:
                 log.error("user %s: unusable stored password: %s", user, exc)
                 return self._verdict(

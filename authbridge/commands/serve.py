@@ -33,6 +33,7 @@ from authbridge.server import AuthServer
 log = get_logger("authbridge.serve")
 
 DEMO_DIR = "authbridge-demo"
+HANDLED_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGUSR2)
 #: How long shutdown waits for running checks before giving up on them.
 DRAIN_TIMEOUT = 10.0
 
@@ -197,6 +198,7 @@ class Daemon:
         config: Config,
         stores: list[FileStore],
         listeners: list[Listener],
+        hasher: Hasher | None = None,
     ) -> None:
         self.args = args
         self.config = config
@@ -205,7 +207,8 @@ class Daemon:
         self.notifier = systemd.Notifier()
         self.metrics = Metrics()
         self.cache = AuthCache(config.cache)
-        self.authenticator = Authenticator(list(stores), Hasher(), cache=self.cache)
+        self.hasher = hasher or Hasher(processes=False)
+        self.authenticator = Authenticator(list(stores), self.hasher, cache=self.cache)
         self.authenticator.dummy_password = _sample_password(stores)
         self.authenticator.broken_hash_is_tempfail = config.policy.broken_hash_is_tempfail
         self.metrics.watch_cache(lambda: (self.cache.hits, self.cache.misses, len(self.cache)))
@@ -266,8 +269,8 @@ class Daemon:
         log.info("stopped")
 
     async def _handle_signals(self) -> None:
-        wanted = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGUSR2)
-        with trio.open_signal_receiver(*wanted) as signals:
+        with trio.open_signal_receiver(*HANDLED_SIGNALS) as signals:
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, HANDLED_SIGNALS)
             async for signum in signals:
                 name = signal.Signals(signum).name
                 log.info("signal received", signal=name)
@@ -385,8 +388,14 @@ def run(args: argparse.Namespace) -> int:
         pid=os.getpid(),
         open_files_limit=fd_limit,
     )
+    hasher = Hasher()
     try:
         stores = open_stores(config)
+        # Workers start before the signal mask below, so they never inherit it.
+        hasher.start()
+        # Signals wait (blocked) until the event loop listens for them: a SIGTERM
+        # that arrives between bind() and then still means "drain and exit 0".
+        signal.pthread_sigmask(signal.SIG_BLOCK, HANDLED_SIGNALS)
         listeners = open_listeners(config)
     except (
         StoreFormatError,
@@ -394,6 +403,7 @@ def run(args: argparse.Namespace) -> int:
         ListenerError,
         systemd.SocketActivationError,
     ) as exc:
+        hasher.close()
         log.error("cannot start", error=str(exc))
         print(f"authbridge: {exc}", file=sys.stderr)
         return 1
@@ -404,11 +414,13 @@ def run(args: argparse.Namespace) -> int:
             f"{config.server.socket_path} -x secured demo demopass",
             file=sys.stderr,
         )
+    daemon = Daemon(args, config, stores, listeners, hasher)
     try:
-        trio.run(Daemon(args, config, stores, listeners).run)
+        trio.run(daemon.run)
     except KeyboardInterrupt:
         pass
     finally:
+        daemon.hasher.close()
         for listener in listeners:
             listener.remove()
     return 0
