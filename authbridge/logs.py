@@ -7,6 +7,7 @@ processors, so every line has one shape whichever API emitted it.
 from __future__ import annotations
 
 import logging
+import re
 import sys
 from typing import Any
 
@@ -24,9 +25,26 @@ _LEVELS = {
 SECRET_KEYS = frozenset({"password", "pass", "passwd", "secret", "resp", "credential"})
 
 
+#: Protocol fragments that carry credentials, wherever they turn up in a message (a
+#: malformed client line quoted in an error, say). Tabs may already be "?" there.
+_SECRET_TEXT = re.compile(
+    r"(?P<keep>\bresp=|\bCONT[\s?]+\d+[\s?]+)(?P<secret>[^\s?\"']+)", re.IGNORECASE
+)
+
+
+def _scrub(text: str) -> str:
+    if "resp=" not in text.lower() and "cont" not in text.lower():
+        return text
+    return _SECRET_TEXT.sub(lambda m: m.group("keep") + "<redacted>", text)
+
+
 def _drop_secrets(_logger: Any, _method: str, event_dict: dict[str, Any]) -> dict[str, Any]:
-    for key in SECRET_KEYS.intersection(event_dict):
-        event_dict[key] = "<redacted>"
+    """Last line of defence: secret keys and credential-shaped text never get out."""
+    for key, value in event_dict.items():
+        if key in SECRET_KEYS:
+            event_dict[key] = "<redacted>"
+        elif isinstance(value, str):
+            event_dict[key] = _scrub(value)
     return event_dict
 
 

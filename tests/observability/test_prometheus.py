@@ -16,6 +16,7 @@ from typing import Any
 
 from tests.observability.conftest import Observed
 from tests.observability.helpers import Scrape, http_get
+from tests.support import require_binary
 
 ROOT = Path(__file__).resolve().parents[2]
 RULES = sorted((ROOT / "deploy" / "prometheus").glob("*.yml"))
@@ -27,8 +28,6 @@ SUFFIXES = ("_total", "_bucket", "_count", "_sum", "_info")
 
 
 def _promtool(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
-    from tests.support import require_binary
-
     return subprocess.run(
         [require_binary("promtool"), *args],
         capture_output=True,

@@ -19,6 +19,7 @@ from tests.observability.helpers import (
     DOVEADM_AUTH_FAILED,
     RIP,
     USERS,
+    RawAuthClient,
     b64,
     base64_forms,
     doveadm_auth,
@@ -100,3 +101,27 @@ def test_debug_trace_never_shows_a_credential(compat: Observed, exim: EximDaemon
     for user, password in used:
         for form in _forms(user, password):
             assert form not in log, f"a form of {user}'s password is in the log"
+
+
+def test_malformed_lines_with_credentials_stay_out_of_the_log(compat: Observed) -> None:
+    """A client that breaks the framing (spaces for tabs) is quoted in the violation
+    warning; the credential inside must not be, at any log level."""
+    password = USERS["alice"].password
+    cursor = compat.cursor()
+    bad_lines = [
+        f"AUTH 1 PLAIN service=smtp resp={b64(chr(0) + 'alice' + chr(0) + password)}",
+        f"CONT 1 {b64(password)}",
+        f"AUTH\t1\tPLAIN\tservice=smtp\tresp={b64(chr(0) + 'alice' + chr(0) + password)}\tx=1",
+    ]
+    for line in bad_lines:
+        client = RawAuthClient(compat.socket_path)
+        try:
+            client.send(line)
+            assert client.reply() is None  # a protocol violation: disconnected
+        finally:
+            client.close()
+    log = cursor.text()
+    warnings = [e for e in json_events(log) if e["event"] == "protocol violation, closing"]
+    assert len(warnings) == len(bad_lines)
+    for form in _forms("alice", password):
+        assert form not in log

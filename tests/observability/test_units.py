@@ -395,3 +395,25 @@ def test_console_traceback_shows_no_locals() -> None:
         assert "RuntimeError: boom" in text and "hunter2-local" not in text
     finally:
         root.handlers[:], root.level = saved
+
+
+@pytest.mark.parametrize(
+    ("message", "expected"),
+    [
+        (
+            "unknown command: AUTH 1 PLAIN resp=AGFsaWNl",
+            "unknown command: AUTH 1 PLAIN resp=<redacted>",
+        ),
+        ("unknown command: CONT 1 c2VjcmV0", "unknown command: CONT 1 <redacted>"),
+        ("unknown command: CONT?1?c2VjcmV0", "unknown command: CONT?1?<redacted>"),
+        ("bad line AUTH?1?PLAIN?RESP=AGFs?x=1", "bad line AUTH?1?PLAIN?RESP=<redacted>?x=1"),
+        ("store loaded", "store loaded"),
+    ],
+)
+def test_credential_shaped_text_is_scrubbed(
+    json_log: io.StringIO, message: str, expected: str
+) -> None:
+    logs.get_logger("t").warning("protocol violation", reason=message)
+    logs.get_logger("t").warning(message)
+    first, second = _lines(json_log)
+    assert first["reason"] == expected and second["event"] == expected
