@@ -235,10 +235,19 @@ class AuthServer:
         self.metrics.connections.inc()
         try:
             async with stream, trio.open_nursery() as nursery:
-                nursery.start_soon(conn.writer)
+
+                async def write_then_hang_up() -> None:
+                    # The writer returns once a close was decided and everything queued
+                    # went out (or the client stopped reading): then the connection ends,
+                    # even while the reader waits for data that will never come.
+                    await conn.writer()
+                    nursery.cancel_scope.cancel()
+
+                nursery.start_soon(write_then_hang_up)
                 conn.push(conn.session.handshake())
                 await self._read_loop(conn, nursery)
-                nursery.cancel_scope.cancel()
+                if not conn.closing:
+                    nursery.cancel_scope.cancel()
         finally:
             self.connections.discard(conn)
             conn.gone = True
@@ -270,10 +279,9 @@ class AuthServer:
                 events.trace(conn.cuid, "in", bytes(data))
             self._dispatch(conn, conn.session.receive(data, trio.current_time()), nursery)
         if conn.closing:
-            # Let the writer flush what was queued before the close decision.
-            with trio.move_on_after(5):
-                while conn.outbox and not conn.gone:
-                    await trio.sleep(0.01)
+            # The writer flushes what was queued before the close decision, then hangs
+            # up; give it a bounded time to do so.
+            await trio.sleep(5)
 
     def _dispatch(self, conn: Connection, actions: list[Any], nursery: trio.Nursery) -> None:
         for action in actions:

@@ -124,14 +124,6 @@ def test_postfix_cram_md5_without_tls_is_accepted(strict_postfix: PostfixMaster)
 
 # ---- internal failures: authbridge closes the connection so the MTA defers (4xx) -----
 
-TEMPFAIL_BUG = pytest.mark.xfail(
-    strict=True,
-    reason="authbridge logs 'closing connection' after a TEMPFAIL but never closes the "
-    "socket, so the MTA waits for a reply that never comes (seen 2026-11-27)",
-)
-
-
-@TEMPFAIL_BUG
 def test_exim_defers_on_unusable_stored_hash(strict_exim: EximConfig) -> None:
     pipe = exim_pipe_command(strict_exim, client_ip=LAN_CLIENT, tls=True)
     result = run_swaks(
@@ -140,7 +132,6 @@ def test_exim_defers_on_unusable_stored_hash(strict_exim: EximConfig) -> None:
     assert result.auth_code == 435, result.transcript
 
 
-@TEMPFAIL_BUG
 def test_postfix_defers_on_unusable_stored_hash(strict_postfix: PostfixMaster) -> None:
     result = run_swaks(
         server=strict_postfix.server,
