@@ -406,6 +406,27 @@ def print_table(rows: list[Row], big: dict[str, dict[str, float]] | None) -> Non
             print(f"  {name} processes: {m['tree']}")
 
 
+def code_state() -> str:
+    """Which authbridge was measured: the commit, and whether the package has local edits."""
+    try:
+        head = subprocess.run(
+            ["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "-C", str(REPO), "status", "--porcelain", "--", "authbridge"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.split("\n")
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown (not a git checkout)"
+    edited = [line[3:] for line in dirty if line.strip()]
+    return head + (f" + uncommitted edits in {', '.join(edited)}" if edited else "")  # fmt: skip
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
     parser.add_argument("--quick", action="store_true", help="short durations, one start-up")
@@ -435,6 +456,8 @@ def main(argv: list[str] | None = None) -> int:
         write_stores(workdir)
         print(f"stores ready in {workdir} ({time.monotonic() - started:.1f} s)", flush=True)
         load = os.getloadavg()
+        state = code_state()
+        print(f"authbridge measured: {state}")
         print(f"load average before the run: {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}")
         workloads = [
             w
@@ -498,6 +521,7 @@ def main(argv: list[str] | None = None) -> int:
                         ],
                         "big": big,
                         "load_before": load,
+                        "code": state,
                     },
                     indent=2,
                 )
