@@ -63,11 +63,13 @@ def start_bridge(
 
 @pytest.fixture
 def bridge(policy_dir: Path, policy_users: Path) -> Iterator[StartBridge]:
-    """A factory: ``bridge(name, config_toml, extra_args)``; every server is stopped after."""
+    """A factory: ``bridge(name, config_toml, extra_args, users)``; all are stopped after."""
     started: list[AuthbridgeServer] = []
 
-    def _start(name: str, config: str = "", extra_args: Sequence[str] = ()) -> AuthbridgeServer:
-        server = start_bridge(policy_dir, policy_users, name, config, extra_args)
+    def _start(
+        name: str, config: str = "", extra_args: Sequence[str] = (), users: Path | None = None
+    ) -> AuthbridgeServer:
+        server = start_bridge(policy_dir, users or policy_users, name, config, extra_args)
         started.append(server)
         return server
 
