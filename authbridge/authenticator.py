@@ -18,6 +18,7 @@ from dataclasses import dataclass
 
 from authbridge import schemes
 from authbridge.cache import AuthCache
+from authbridge.expand import ExpansionError, expand, variables
 from authbridge.hashing import Hasher, HasherUnavailable
 from authbridge.mechanisms.base import NeedScramKeys, ScramKeys, VerifyCramMd5, VerifyPlain
 from authbridge.passdb.base import Passdb, PassdbEntry, StoreUnavailable
@@ -32,9 +33,13 @@ log = logging.getLogger(__name__)
 #: depends on the client address (allow_nets) or on a broken store is never cached.
 _CACHEABLE = frozenset({Reason.NONE, Reason.PASSWORD_MISMATCH, Reason.USER_UNKNOWN})
 
+#: Fields that only switch password checking off: not returned, not even counted.
+_CONSUMED = frozenset({"nopassword", "noauthenticate"})
+
 #: Extra fields Dovecot acts on itself and never returns to the client.
 HIDDEN_FIELDS = frozenset(
     {
+        *_CONSUMED,
         "user",
         "username",
         "domain",
@@ -58,7 +63,6 @@ class _Applied:
     visible: tuple[tuple[str, str | None], ...]
     has_fields: bool
     nopassword: bool
-    nodelay: bool
     forced_fail: bool
     nets_denied: bool
     client_specific: bool
@@ -83,9 +87,14 @@ def _networks_allow(spec: str, rip: str | None) -> bool:
 
 
 def _apply_fields(entry: PassdbEntry, user: str, info: RequestInfo) -> _Applied:
+    """Interpret the entry's extra fields; raises ExpansionError for an unknown %var."""
     visible: list[tuple[str, str | None]] = []
     nets_denied = False
-    for key, value in entry.fields:
+    values = variables(user, info.service, info.rip, info.lip)
+    for key, raw in entry.fields:
+        value = expand(raw, values) if raw else raw
+        if value == "":
+            value = None  # a value that expands to nothing is sent as a bare key
         if key in ("user", "username") and value:
             user = value
         elif key == "domain" and value:
@@ -97,9 +106,9 @@ def _apply_fields(entry: PassdbEntry, user: str, info: RequestInfo) -> _Applied:
     return _Applied(
         user=user,
         visible=tuple(visible),
-        has_fields=bool(entry.fields),
+        # nopassword/noauthenticate are consumed here and never counted (Dovecot 2.3).
+        has_fields=any(k not in _CONSUMED for k, _ in entry.fields),
         nopassword=entry.has("nopassword") or entry.has("noauthenticate"),
-        nodelay=entry.has("nodelay"),
         forced_fail=entry.has("fail"),
         nets_denied=nets_denied,
         client_specific=entry.has("allow_nets") or entry.has("allow_real_nets"),
@@ -175,6 +184,14 @@ class Authenticator:
         except InvalidUsername:
             return Verdict(Outcome.FAIL, None, Reason.INVALID_USERNAME, original_user=typed)
 
+    @staticmethod
+    def _apply(entry: PassdbEntry, user: str, info: RequestInfo, typed: str) -> _Applied | Verdict:
+        try:
+            return _apply_fields(entry, user, info)
+        except ExpansionError as exc:
+            log.error("user %s: extra fields cannot be expanded: %s", user, exc)
+            return Verdict(Outcome.TEMPFAIL, user, Reason.STORE_ERROR, original_user=typed)
+
     async def _lookup(self, user: str) -> PassdbEntry | None:
         for store in self.stores:
             entry = await store.lookup(user)
@@ -184,14 +201,10 @@ class Authenticator:
 
     @staticmethod
     def _verdict(outcome: Outcome, applied: _Applied, reason: Reason, typed: str) -> Verdict:
-        fields, has_fields, nodelay = applied.visible, applied.has_fields, False
-        if reason is Reason.FORCED_FAIL:
-            # The store itself said "fail" for a correct password: its fields (reason=,
-            # nodelay) stand, except nologin, which a failure never carries.
-            fields = tuple((k, v) for k, v in fields if k != "nologin")
-            nodelay = applied.nodelay
-        elif outcome is not Outcome.OK:
-            # Dovecot rolls back the fields of a failed lookup: the FAIL carries none.
+        fields, has_fields = applied.visible, applied.has_fields
+        if outcome is not Outcome.OK:
+            # Dovecot rolls back the fields of a failed lookup: the FAIL carries none
+            # (not even reason= or nodelay, as the conformance corpus shows for 2.3).
             fields, has_fields = (), False
         return Verdict(
             outcome,
@@ -200,7 +213,6 @@ class Authenticator:
             fields=fields,
             had_store_fields=has_fields,
             original_user=typed,
-            nodelay=nodelay,
             client_specific=applied.client_specific,
         )
 
@@ -223,7 +235,9 @@ class Authenticator:
             await self._dummy_verify(cred.password)
             return Verdict(Outcome.FAIL, user, Reason.USER_UNKNOWN, original_user=cred.authcid)
 
-        applied = _apply_fields(entry, user, info)
+        applied = self._apply(entry, user, info, cred.authcid)
+        if isinstance(applied, Verdict):
+            return applied
         if applied.nets_denied:
             return self._verdict(Outcome.FAIL, applied, Reason.NETWORK_DENIED, cred.authcid)
         if applied.nopassword:
@@ -260,7 +274,9 @@ class Authenticator:
             return Verdict(Outcome.TEMPFAIL, user, Reason.STORE_ERROR, original_user=cred.username)
         if entry is None:
             return Verdict(Outcome.FAIL, user, Reason.USER_UNKNOWN, original_user=cred.username)
-        applied = _apply_fields(entry, user, info)
+        applied = self._apply(entry, user, info, cred.username)
+        if isinstance(applied, Verdict):
+            return applied
         if applied.nets_denied:
             return self._verdict(Outcome.FAIL, applied, Reason.NETWORK_DENIED, cred.username)
         if entry.password is None:
@@ -299,7 +315,9 @@ class Authenticator:
             return Verdict(Outcome.TEMPFAIL, user, Reason.STORE_ERROR, original_user=cred.username)
         if entry is None:
             return Verdict(Outcome.FAIL, user, Reason.USER_UNKNOWN, original_user=cred.username)
-        applied = _apply_fields(entry, user, info)
+        applied = self._apply(entry, user, info, cred.username)
+        if isinstance(applied, Verdict):
+            return applied
         if applied.nets_denied:
             return self._verdict(Outcome.FAIL, applied, Reason.NETWORK_DENIED, cred.username)
         if entry.password is None:
