@@ -27,7 +27,6 @@ USERS = {
     "bob": "bob-secret",
     "carol@example.org": "carol-secret",
 }
-DOMAIN = "example.org"
 
 
 @dataclass(frozen=True)

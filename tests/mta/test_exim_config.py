@@ -136,6 +136,8 @@ def test_debian_split_is_assembled_by_update_exim4_conf(
         "--tls-cert", str(tls_files.cert), "--tls-key", str(tls_files.key),
         "--networks", "192.168.0.0/24", "--domains", "example.org",
         "--allow-sender", "alice=postmaster@example.org", "--hostname", "mx.example.org",
+        "--tls-verify-certificates", str(tls_files.cert),
+        "--tls-try-verify-hosts", "192.168.0.0/24",
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
     out = tmp_path / "exim4.conf"
@@ -147,6 +149,11 @@ def test_debian_split_is_assembled_by_update_exim4_conf(
     assert exim_option(out, "tls_certificate") == f"tls_certificate = {tls_files.cert}"
     assert exim_option(out, "tls_privatekey") == f"tls_privatekey = {tls_files.key}"
     assert exim_option(out, "primary_hostname") == "primary_hostname = mx.example.org"
+    verify = exim_option(out, "tls_verify_certificates", "tls_try_verify_hosts").splitlines()
+    assert verify == [
+        f"tls_verify_certificates = {tls_files.cert}",
+        "tls_try_verify_hosts = <; 192.168.0.0/24",
+    ]
     assert "{<; 192.168.0.0/24}" in exim_option(out, "auth_advertise_hosts")
     drivers = exim_option(out, "authenticator_list").split()
     assert {"authbridge_plain", "authbridge_login", "authbridge_cram_md5"} <= set(drivers)
