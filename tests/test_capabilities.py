@@ -49,6 +49,6 @@ def test_summary_counts_who_could_use_cram_md5(tmp_path: Path) -> None:
 
 def test_a_broken_store_is_reported_with_file_and_line(tmp_path: Path) -> None:
     users = tmp_path / "users"
-    users.write_text("a:{PLAIN}x\nb:xyz[56]\n")
+    users.write_text("a:{PLAIN}x\nb:\x00\n")
     result = _run("--passwd-file", str(users))
     assert result.returncode == 1 and f"{users}:2" in result.stderr

@@ -147,7 +147,7 @@ def test_bad_config_names_file_line_and_key_and_exits_non_zero(rundir: Path) -> 
 
 def test_an_unparsable_store_at_start_is_a_clear_error(rundir: Path) -> None:
     users = rundir / "users"
-    users.write_text("ok:{PLAIN}x\nbad:abcdef[56]\n")
+    users.write_text("ok:{PLAIN}x\nbad:\x00\n")
     result = _run_serve(rundir, "--socket", str(rundir / "s"), "--passwd-file", str(users))
     assert result.returncode == 1
     assert f"{users}:2" in result.stderr
@@ -218,7 +218,7 @@ def test_store_file_changes_are_picked_up_and_a_broken_one_keeps_the_old(rundir:
             time.sleep(0.3)
         else:
             pytest.fail("the changed store was never picked up")
-        users.write_text("userx:{PLAIN}changed\nbroken:abcdef[56]\n")
+        users.write_text("userx:{PLAIN}changed\nbroken:\x00binary garbage\n")
         time.sleep(2.5)
         client = Client(rundir / "auth-client")
         client.send(

@@ -48,7 +48,9 @@ def parse_passwd_file(
             try:
                 password = parse_stored(apply_compat_suffix(parts[1]), default_scheme)
             except ValueError as exc:
-                raise StoreFormatError(f"{path}:{lineno}: user {user!r}: {exc}") from None
+                # Dovecot drops just this user (e.g. a [56] value that is not 32 hex).
+                log.error("%s:%d: user %r skipped: %s", path, lineno, user, exc)
+                continue
         if user in entries:
             log.warning(
                 "%s:%d: user %r exists more than once; the first entry wins", path, lineno, user

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from authbridge.passdb.base import StoreUnavailable
+from authbridge.passdb.base import StoreFormatError, StoreUnavailable
 from authbridge.passdb.passwd_file import PasswdFileStore, parse_passwd_file
 
 TEXT = """\
@@ -77,3 +77,13 @@ def test_store_reads_the_file_and_reports_an_unreadable_one(tmp_path: Path) -> N
     with pytest.raises(StoreUnavailable, match="cannot read"):
         store.load()
     assert len(store) == 1  # the last good copy stays in service
+
+
+def test_a_bad_compat_value_drops_only_that_user() -> None:
+    entries = parse_passwd_file("good:{PLAIN}x\nbad:abcdef[56]\n", "users")
+    assert list(entries) == ["good"]
+
+
+def test_nul_bytes_mean_this_is_not_a_passwd_file() -> None:
+    with pytest.raises(StoreFormatError, match="users:2: NUL byte"):
+        parse_passwd_file("good:{PLAIN}x\nbad:\x00\n", "users")
