@@ -21,6 +21,7 @@ from tests.support.tls import TlsFiles
 
 LAN_CLIENT = "192.168.0.10"
 OUTSIDE_CLIENT = "198.51.100.7"
+ADMIN_RULE = "refused by the admin's acl_check_mail"
 
 
 @pytest.fixture(scope="module")
@@ -31,6 +32,15 @@ def debian_conf(
     require_binary("swaks")
     base = runtime_dir(tmp_path_factory, "exim-debian")
     confdir = debian_copy(base / "exim4", spool=base / "spool", log_dir=base / "log")
+    # an admin's own rule in Debian's MAIL ACL, which ours must keep applying
+    check_mail = confdir / "conf.d/acl/30_exim4-config_check_mail"
+    check_mail.write_text(
+        check_mail.read_text().replace(
+            "\n  accept",
+            "\n  deny senders = blocked@example.org\n       message = " + ADMIN_RULE + "\n  accept",
+            1,
+        )
+    )
     result = emit(
         "emit-exim-config", "--debian-split", str(confdir), "--socket", str(auth_socket.path),
         "--tls-cert", str(tls_files.cert), "--tls-key", str(tls_files.key),
@@ -91,3 +101,14 @@ def test_sender_acl_is_wired_into_debians_mail_acl(
     )
     after_auth = result.codes[result.codes.index(235) + 1 :]
     assert after_auth[0] == expected, result.transcript
+
+
+@pytest.mark.parametrize(
+    ("sender", "expected"), [("blocked@example.org", 550), ("x@example.org", 250)]
+)
+def test_debians_own_mail_acl_still_applies(debian_conf: Path, sender: str, expected: int) -> None:
+    result = _session(
+        debian_conf, LAN_CLIENT, tls=False, stop_after="MAIL", extra_args=["--from", sender]
+    )
+    assert result.codes[2] == expected, result.transcript  # banner, EHLO, MAIL
+    assert (ADMIN_RULE in result.transcript) == (expected == 550)
