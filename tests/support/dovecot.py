@@ -159,6 +159,10 @@ class DovecotAuth:
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait(5)
+        # The master may leave its auth/log/stats children behind (re-parented, still
+        # serving connected clients): end the process group we created for it.
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(proc.pid, signal.SIGTERM)
         with contextlib.suppress(FileNotFoundError):
             self.socket_path.unlink()
 
