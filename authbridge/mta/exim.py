@@ -92,6 +92,8 @@ def main_plain(settings: MtaSettings, command: str = "emit-exim-config") -> str:
         "# AUTH is offered only to these clients"
         + (", and only after STARTTLS" if settings.require_tls_for_auth else ""),
         f"auth_advertise_hosts = {auth_advertise_hosts(settings)}",
+        "# if you already have an acl_smtp_mail, keep it and start it with",
+        f"#   require acl = {MAIL_ACL}",
         f"acl_smtp_mail = {MAIL_ACL}",
     ]
     return "\n".join(lines) + "\n"
