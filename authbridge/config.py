@@ -22,7 +22,8 @@ from authbridge.penalty import PenaltySettings
 T = TypeVar("T")
 
 DEFAULT_SOCKET = "/var/run/dovecot/auth-client"
-STORE_TYPES = ("passwd-file", "exim-file")
+STORE_TYPES = ("passwd-file", "exim-file", "sql")
+SQL_DRIVERS = ("sqlite", "postgresql")
 
 
 class ConfigError(ValueError):
@@ -50,8 +51,18 @@ class ServerConfig:
 @dataclass(frozen=True, slots=True)
 class StoreConfig:
     type: str
-    path: str
+    #: The file of a file store (for ``sql``: unused, see ``dsn``).
+    path: str = ""
     default_scheme: str = "CRYPT"
+    #: ``sql`` stores: ``sqlite`` or ``postgresql``.
+    driver: str = ""
+    #: ``sql`` stores: a file path (sqlite) or a libpq connection string (postgresql).
+    dsn: str = field(default="", repr=False)
+    #: ``sql`` stores: Dovecot-style query; %u %n %d %s %r become bound parameters.
+    password_query: str = ""
+    #: ``sql`` stores: seconds before a query counts as an outage.
+    timeout: float = 5.0
+    pool_size: int = 4
 
 
 @dataclass(frozen=True, slots=True)
@@ -247,12 +258,41 @@ def parse_config(text: str, source: str = "<string>", base_dir: Path | None = No
         if kind not in STORE_TYPES:
             known = ", ".join(STORE_TYPES)
             raise st.error("type", f"unknown store type {kind!r} (known: {known})")
+        default_scheme = st.get("default_scheme", str, "MD5" if kind == "sql" else "CRYPT")
+        if kind == "sql":
+            driver = st.get(
+                "driver",
+                str,
+                "",
+                lambda v: None if v in SQL_DRIVERS else f"must be one of {', '.join(SQL_DRIVERS)}",
+            )
+            dsn = st.get("dsn", str, "")
+            if not dsn:
+                raise st.error("dsn", "an sql store needs a dsn (sqlite: a file path)")
+            if driver == "sqlite" and base_dir is not None and not Path(dsn).is_absolute():
+                dsn = str(base_dir / dsn)
+            query = st.get("password_query", str, "")
+            if not query:
+                raise st.error("password_query", "an sql store needs a password_query")
+            stores.append(
+                StoreConfig(
+                    kind,
+                    default_scheme=default_scheme.upper(),
+                    driver=driver,
+                    dsn=dsn,
+                    password_query=query,
+                    timeout=st.get("timeout", float, 5.0, _positive),
+                    pool_size=st.get("pool_size", int, 4, _positive),
+                )
+            )
+            st.finish()
+            continue
         path = st.get("path", str, "")
         if not path:
             raise st.error("path", "a store needs a path")
         if base_dir is not None and not Path(path).is_absolute():
             path = str(base_dir / path)
-        stores.append(StoreConfig(kind, path, st.get("default_scheme", str, "CRYPT").upper()))
+        stores.append(StoreConfig(kind, path, default_scheme.upper()))
         st.finish()
 
     pol = _Reader(source, text, _table(root, "policy"), "policy")

@@ -25,7 +25,13 @@ from authbridge.listeners import Listener, ListenerError, tcp_listener, unix_lis
 from authbridge.logs import configure, get_logger
 from authbridge.mechanisms import UnknownMechanism, resolve
 from authbridge.metrics import Metrics, MetricsHTTP
-from authbridge.passdb import FileStore, open_file_store
+from authbridge.passdb import (
+    EximFileStore,
+    FileStore,
+    Passdb,
+    PasswdFileStore,
+    open_file_store,
+)
 from authbridge.passdb.base import StoreFormatError, StoreUnavailable
 from authbridge.schemes import StoredPassword
 from authbridge.server import AuthServer
@@ -143,14 +149,32 @@ def build_config(args: argparse.Namespace) -> Config:
     return config
 
 
-def open_stores(config: Config) -> list[FileStore]:
-    stores: list[FileStore] = []
+def open_stores(config: Config) -> list[Passdb]:
+    """Every configured store, file stores loaded; raises on the first that cannot be."""
+    stores: list[Passdb] = []
     for store_config in config.stores:
+        if store_config.type == "sql":
+            from authbridge.passdb.sql import open_sql_store  # only sites with SQL pay for it
+
+            stores.append(open_sql_store(store_config))
+            log.info("store opened", store=stores[-1].name)
+            continue
         store = open_file_store(store_config.type, store_config.path, store_config.default_scheme)
         count = store.load()
         log.info("store loaded", store=store.name, users=count)
         stores.append(store)
     return stores
+
+
+def _file_stores(stores: list[Passdb]) -> list[FileStore]:
+    return [s for s in stores if isinstance(s, PasswdFileStore | EximFileStore)]
+
+
+async def close_stores(stores: list[Passdb]) -> None:
+    for store in stores:
+        close = getattr(store, "aclose", None)
+        if close is not None:
+            await close()
 
 
 def open_listeners(config: Config) -> list[Listener]:
@@ -196,7 +220,7 @@ class Daemon:
         self,
         args: argparse.Namespace,
         config: Config,
-        stores: list[FileStore],
+        stores: list[Passdb],
         listeners: list[Listener],
         hasher: Hasher | None = None,
     ) -> None:
@@ -214,7 +238,7 @@ class Daemon:
         self.metrics.watch_cache(lambda: (self.cache.hits, self.cache.misses, len(self.cache)))
         self.server = AuthServer(config, self.authenticator, self.metrics)
         self.ready = False
-        self._signatures = {store.path: _signature(store.path) for store in stores}
+        self._signatures = {s.path: _signature(s.path) for s in _file_stores(stores)}
         for _ in stores:
             self.metrics.reloaded(True)
 
@@ -266,6 +290,7 @@ class Daemon:
                 while any(c.outbox for c in server.connections):
                     await trio.sleep(0.01)
             connections.cancel_scope.cancel()
+        await close_stores(self.stores)
         log.info("stopped")
 
     async def _handle_signals(self) -> None:
@@ -296,9 +321,10 @@ class Daemon:
             config.server.mechanisms != self.config.server.mechanisms
         ):
             log.warning("socket and mechanism changes take effect at the next restart")
+        old_stores = self.stores
         self.config = config
         self.stores = stores
-        self._signatures = {store.path: _signature(store.path) for store in stores}
+        self._signatures = {s.path: _signature(s.path) for s in _file_stores(stores)}
         self.authenticator.stores = list(stores)
         self.authenticator.dummy_password = _sample_password(stores)
         self.authenticator.broken_hash_is_tempfail = config.policy.broken_hash_is_tempfail
@@ -306,6 +332,7 @@ class Daemon:
         self.cache.flush()
         self.server.apply_config(config)
         self.metrics.reloaded(True)
+        await close_stores(old_stores)
         log.info("reloaded", config=config.source, stores=len(stores))
         self.notifier.ready("reloaded")
         return True
@@ -314,7 +341,7 @@ class Daemon:
         """Re-read a store file when it changes (checked once a second, like Dovecot)."""
         while True:
             await trio.sleep(1)
-            for store in self.stores:
+            for store in _file_stores(self.stores):
                 signature = _signature(store.path)
                 if signature == self._signatures.get(store.path) or signature is None:
                     continue
@@ -334,8 +361,8 @@ class Daemon:
                     self.metrics.reloaded(True)
 
 
-def _sample_password(stores: list[FileStore]) -> StoredPassword | None:
-    for store in stores:
+def _sample_password(stores: list[Passdb]) -> StoredPassword | None:
+    for store in _file_stores(stores):
         sample = store.sample_password()
         if sample is not None:
             return sample
