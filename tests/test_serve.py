@@ -228,3 +228,29 @@ def test_store_file_changes_are_picked_up_and_a_broken_one_keeps_the_old(rundir:
         client.close()
         log = server.stderr_text()
         assert "store reload failed" in log and f"{users}:2" in log
+
+
+def test_a_broken_stored_hash_fails_that_user_only_and_logs_user_and_scheme(rundir: Path) -> None:
+    users = rundir / "users"
+    broken_data = "zz-not-hex-nor-base64-zz"
+    users.write_text(f"userx:{{PLAIN}}secret\nbroken:{{PLAIN-MD5}}{broken_data}\n")
+    server = AuthbridgeServer(users, rundir / "auth-client", extra_args=["--failure-delay", "0"])
+    with server:
+        client = Client(rundir / "auth-client")
+        client.send(HELLO)
+        client.until("DONE")
+        client.send(
+            f"AUTH\t1\tPLAIN\tservice=smtp\tsecured\tresp={_plain('broken', 'x')}\n".encode()
+        )
+        # An internal failure: the connection is closed so the MTA answers 4xx, not 535.
+        assert client.line() is None
+        other = Client(rundir / "auth-client")
+        other.send(
+            HELLO
+            + f"AUTH\t1\tPLAIN\tservice=smtp\tsecured\tresp={_plain('userx', 'secret')}\n".encode()
+        )
+        assert other.until("OK") == "OK\t1\tuser=userx"
+        log = server.stderr_text()
+    assert "broken" in log and "PLAIN-MD5" in log
+    assert broken_data not in log
+    assert '"result": "tempfail"' in log
