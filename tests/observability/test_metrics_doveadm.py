@@ -105,3 +105,19 @@ def test_one_authentication_event_each(compat: Observed) -> None:
         *[(u, "fail", "user_unknown") for u, _ in UNKNOWN],
     ]
     assert len({e["cuid"] for e in auth_events}) == len(auth_events)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="authenticator._lookup does not call the on_lookup hook (Metrics.observe_lookup) yet",
+)
+def test_store_lookups_are_timed(compat: Observed) -> None:
+    before = compat.scrape()
+    _run_all(compat)
+    after = compat.scrape()
+    counts = deltas(before, after, "authbridge_store_lookup_duration_seconds_count")
+    by_result: dict[str, float] = {}
+    for labels, value in counts.items():
+        assert dict(labels)["store"].startswith("passwd-file:")
+        by_result[dict(labels)["result"]] = by_result.get(dict(labels)["result"], 0) + value
+    assert by_result == {"found": len(GOOD) + len(BAD), "not_found": len(UNKNOWN)}
