@@ -10,6 +10,7 @@ the parent can start every worker at the same instant.
 
 from __future__ import annotations
 
+import itertools
 import os
 import selectors
 import socket
@@ -112,14 +113,24 @@ def blocking_handshake(target: str, mechanism: str, timeout: float) -> socket.so
     return sock
 
 
+class _Pending:
+    """One request in flight: when it was sent, what it carries, how many CONTs seen."""
+
+    __slots__ = ("attempt", "started", "step")
+
+    def __init__(self, started: float, attempt: Attempt) -> None:
+        self.started = started
+        self.attempt = attempt
+        self.step = 0
+
+
 class _Conn:
     __slots__ = ("buffer", "handshaken", "inflight", "next_id", "sock", "started")
 
     def __init__(self, sock: socket.socket, started: float, handshaken: bool) -> None:
         self.sock = sock
         self.buffer = wire.LineBuffer()
-        # request id -> [start time, attempt, CONT step]
-        self.inflight: dict[int, list[object]] = {}
+        self.inflight: dict[int, _Pending] = {}
         self.next_id = 1
         self.started = started
         self.handshaken = handshaken
@@ -131,7 +142,9 @@ class Worker:
     def __init__(self, plan: Plan, attempts: list[Attempt], index: int, connections: int) -> None:
         self.plan = plan
         self.attempts = attempts
-        self.cursor = (index * 7919) % len(attempts)
+        # each worker starts at a different place in the same shuffled cycle
+        offset = (index * 7919) % len(attempts)
+        self._next_attempt = itertools.cycle(attempts[offset:] + attempts[:offset]).__next__
         self.connections = connections
         self.selector = selectors.DefaultSelector()
         self.result = WorkerResult()
@@ -156,13 +169,6 @@ class Worker:
 
     # -- helpers --------------------------------------------------------------------
 
-    def _next_attempt(self) -> Attempt:
-        attempt = self.attempts[self.cursor]
-        self.cursor += 1
-        if self.cursor == len(self.attempts):
-            self.cursor = 0
-        return attempt
-
     def _may_issue(self, now: float) -> bool:
         if self.stopping:
             return False
@@ -180,7 +186,7 @@ class Worker:
         attempt = self._next_attempt()
         rid = conn.next_id
         conn.next_id += 1
-        conn.inflight[rid] = [now, attempt, 0]
+        conn.inflight[rid] = _Pending(now, attempt)
         if self.plan.mode == "pipeline":  # churn counts its connections instead
             self.issued += 1
         return b"AUTH\t%d" % rid + attempt.tail
@@ -289,23 +295,18 @@ class Worker:
                     command = parts[0]
                     if command not in ("OK", "FAIL", "CONT") or len(parts) < 2:
                         continue
-                    entry = conn.inflight.get(int(parts[1]))
+                    rid = int(parts[1])
+                    entry = conn.inflight.get(rid)
                     if entry is None:
                         continue
-                    attempt = entry[1]
-                    assert isinstance(attempt, Attempt)
                     if command == "CONT":
-                        step = entry[2]
-                        assert isinstance(step, int)
-                        entry[2] = step + 1
                         challenge = parts[2] if len(parts) > 2 else ""
-                        reply = cont_reply(mechanism, attempt, step, challenge)
-                        out.append(b"CONT\t%s\t%s\n" % (parts[1].encode(), reply))
+                        reply = cont_reply(mechanism, entry.attempt, entry.step, challenge)
+                        entry.step += 1
+                        out.append(b"CONT\t%d\t%s\n" % (rid, reply))
                         continue
-                    del conn.inflight[int(parts[1])]
-                    started = entry[0]
-                    assert isinstance(started, float)
-                    self._record(started, now, command == "OK", attempt)
+                    del conn.inflight[rid]
+                    self._record(entry.started, now, command == "OK", entry.attempt)
                     if churn:
                         close = True
                     elif self._may_issue(now):
