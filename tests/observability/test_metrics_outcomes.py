@@ -54,12 +54,8 @@ def test_internal_failure_is_tempfail(strict: Observed) -> None:
     try:
         blob = b64("\0" + BROKEN_USER + "\0x")
         client.send(f"AUTH\t1\tPLAIN\tservice=smtp\tsecured\tresp={blob}")
-        assert wait_for(
-            lambda: (
-                strict.scrape().value(AUTHS, mechanism="PLAIN", result="tempfail")
-                > before.value(AUTHS, mechanism="PLAIN", result="tempfail")
-            )
-        )
+        # authbridge closes the connection on an internal failure, so the MTA defers.
+        assert client.reply() is None
     finally:
         client.close()
     after = strict.scrape()
