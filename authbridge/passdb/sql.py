@@ -1,0 +1,226 @@
+"""The sql store: Dovecot's sql passdb on SQLite (embedded) or PostgreSQL (shared).
+
+One ``password_query`` per lookup, with every request value bound as a parameter
+(see :mod:`authbridge.passdb.sql_query`). The row's ``password`` column is the stored
+password; every other non-NULL column is an extra field named after the column, as in
+Dovecot. Database drivers block, so each query runs in a worker thread and the event
+loop waits at most ``timeout`` seconds for it; anything that goes wrong on the
+database side (down, refusing, slow, a broken query) is :class:`StoreUnavailable`,
+which the authenticator answers with an internal failure.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Sequence
+from typing import Any, Protocol
+
+import trio
+
+from authbridge.config import ConfigError, StoreConfig
+from authbridge.passdb.base import PassdbEntry, StoreFormatError, StoreUnavailable
+from authbridge.passdb.sql_query import (
+    Paramstyle,
+    PreparedQuery,
+    QueryError,
+    RequestContext,
+    prepare,
+)
+from authbridge.schemes import StoredPassword, parse_stored
+
+log = logging.getLogger(__name__)
+
+__all__ = [
+    "QueryError",
+    "SqlConfigError",
+    "SqlStore",
+    "SqlStoreError",
+    "open_sql_store",
+]
+
+#: ``observe(store_name, result, seconds)``; result is "found", "not_found" or "error"
+#: (the signature of ``authbridge.metrics.Metrics.observe_lookup``).
+Observer = Callable[[str, str, float], None]
+
+Row = tuple[Sequence[str], Sequence[Any]]
+
+
+class SqlConfigError(ConfigError, StoreFormatError):
+    """An sql store setting that cannot work (caught at start and at reload alike)."""
+
+
+class SqlStoreError(StoreUnavailable):
+    """The database did not answer a lookup; the message never carries row data."""
+
+
+class Backend(Protocol):
+    """The driver-specific half: run one query in a worker thread, return the rows."""
+
+    paramstyle: Paramstyle
+    description: str
+
+    def query(
+        self, sql: str, params: tuple[str, ...], deadline: float
+    ) -> tuple[list[str], list[tuple[Any, ...]]]:
+        """Column names and rows; raises SqlStoreError. Called in a worker thread."""
+        ...
+
+    def close(self) -> None: ...
+
+
+def _field_value(value: Any) -> str | None:
+    if isinstance(value, bytes | bytearray | memoryview):
+        text = bytes(value).decode("utf-8", "replace")
+    else:
+        text = str(value)
+    # Dovecot takes sql values literally; the authenticator %-expands field values
+    # (as passwd-file needs), so a literal % is escaped here.
+    return text.replace("%", "%%")
+
+
+def entry_from_row(
+    user: str, columns: Sequence[str], row: Sequence[Any], default_scheme: str
+) -> PassdbEntry:
+    """Dovecot's reading of a result row: ``password`` plus extra fields by column name.
+
+    NULL columns are left out; a boolean column is a bare key when true and left out
+    when false (``nologin``, ``nopassword`` as SQL booleans).
+    """
+    password: StoredPassword | None = None
+    fields: list[tuple[str, str | None]] = []
+    for name, value in zip(columns, row, strict=True):
+        key = name.lower()
+        if value is None:
+            continue
+        if key in ("password", "password_noscheme"):
+            text = bytes(value).decode() if isinstance(value, bytes | memoryview) else str(value)
+            if key == "password_noscheme":
+                # Never read for a {SCHEME} prefix: the value is all data.
+                base = parse_stored("", default_scheme)
+                password = StoredPassword(base.scheme, text, base.encoding)
+            else:
+                password = parse_stored(text, default_scheme)
+            continue
+        if isinstance(value, bool):
+            if value:
+                fields.append((key, None))
+            continue
+        fields.append((key, _field_value(value)))
+    return PassdbEntry(user, password, tuple(fields))
+
+
+def _storable(value: str) -> bool:
+    if "\x00" in value:
+        return False
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:  # lone surrogates from undecodable client bytes
+        return False
+    return True
+
+
+class SqlStore:
+    """A Passdb backed by one SQL database."""
+
+    def __init__(
+        self,
+        backend: Backend,
+        password_query: str,
+        *,
+        default_scheme: str = "MD5",
+        timeout: float = 5.0,
+        concurrency: int = 4,
+        observe: Observer | None = None,
+    ) -> None:
+        self.backend = backend
+        self.query: PreparedQuery = prepare(password_query, backend.paramstyle)
+        self.default_scheme = default_scheme
+        self.timeout = timeout
+        self.observe = observe
+        # Threads abandoned after a timeout keep their slot until the driver returns,
+        # so a hung database can never pile up more than ``concurrency`` threads.
+        self._limiter = trio.CapacityLimiter(max(1, concurrency))
+        self.errors = 0
+
+    @property
+    def name(self) -> str:
+        return f"sql:{self.backend.description}"
+
+    @property
+    def uses_request(self) -> bool:
+        """True if the query reads %s/%r/%l: its answers are client specific."""
+        return self.query.uses_request
+
+    async def lookup(self, user: str, info: RequestContext | None = None) -> PassdbEntry | None:
+        params = self.query.parameters(user, info)
+        started = time.monotonic()
+        if not all(_storable(p) for p in params):
+            # No database can hold such a name: unknown, without asking (and without
+            # letting a client turn odd bytes into outage errors).
+            self._observe("not_found", started)
+            return None
+        deadline = started + self.timeout
+        try:
+            with trio.move_on_after(self.timeout) as scope:
+                columns, rows = await trio.to_thread.run_sync(
+                    self.backend.query,
+                    self.query.sql,
+                    params,
+                    deadline,
+                    limiter=self._limiter,
+                    abandon_on_cancel=True,
+                )
+            if scope.cancelled_caught:
+                raise SqlStoreError(f"{self.name}: no answer within {self.timeout:g} s")
+            if len(rows) > 1:
+                raise SqlStoreError(f"{self.name}: password_query returned {len(rows)} rows")
+        except SqlStoreError as exc:
+            self.errors += 1
+            self._observe("error", started)
+            log.error("sql store lookup failed: %s", exc)
+            raise
+        if not rows:
+            self._observe("not_found", started)
+            return None
+        self._observe("found", started)
+        return entry_from_row(user, columns, rows[0], self.default_scheme)
+
+    def _observe(self, result: str, started: float) -> None:
+        if self.observe is not None:
+            self.observe(self.name, result, time.monotonic() - started)
+
+    async def aclose(self) -> None:
+        await trio.to_thread.run_sync(self.backend.close, abandon_on_cancel=True)
+
+
+def make_backend(config: StoreConfig) -> Backend:
+    if config.driver == "sqlite":
+        from authbridge.passdb.sql_sqlite import SqliteBackend
+
+        return SqliteBackend(config.dsn, config.pool_size)
+    if config.driver == "postgresql":
+        from authbridge.passdb.sql_postgresql import PostgresBackend
+
+        return PostgresBackend(config.dsn, config.pool_size, config.timeout)
+    raise SqlConfigError(f"unknown sql driver {config.driver!r}")
+
+
+def open_sql_store(config: StoreConfig, observe: Observer | None = None) -> SqlStore:
+    """Build the store without touching the database (it may be down at start).
+
+    Raises :class:`SqlConfigError` for a query that cannot be bound.
+    """
+    backend = make_backend(config)
+    try:
+        return SqlStore(
+            backend,
+            config.password_query,
+            default_scheme=config.default_scheme,
+            timeout=config.timeout,
+            concurrency=config.pool_size,
+            observe=observe,
+        )
+    except QueryError as exc:
+        backend.close()
+        raise SqlConfigError(f"{config.driver} store: {exc}") from None

@@ -1,0 +1,24 @@
+-- authbridge sql store: example schema for PostgreSQL (shared by several MX hosts).
+--   createuser authbridge && createdb -O postgres mail && psql -d mail -f postgresql.sql
+-- Passwords are {SCHEME} values from `authbridge pw` (or `doveadm pw`); the two rows
+-- below were made with:
+--   authbridge pw -s ARGON2ID -p 'alice-example-pass'
+--   authbridge pw -s SSHA512  -p 'bob-example-pass'
+-- Remove them before real use.
+
+CREATE TABLE IF NOT EXISTS mail_users (
+    username    text PRIMARY KEY CHECK (username = lower(username)),  -- full address
+    password    text,                          -- NULL: no password (login always fails)
+    active      boolean NOT NULL DEFAULT true, -- false: refused on every MX at once
+    allow_nets  text,                          -- Dovecot allow_nets, e.g. '192.0.2.0/24'
+    nologin     boolean NOT NULL DEFAULT false,
+    reason      text                           -- sent with nologin
+);
+
+-- authbridge only reads: give it SELECT and nothing else.
+GRANT SELECT ON mail_users TO authbridge;
+
+INSERT INTO mail_users (username, password) VALUES
+    ('alice@example.org', '{ARGON2ID}$argon2id$v=19$m=65536,t=3,p=1$z1ZbK3R9cE3Pmi68MJSZsw$zu5XAoPGCa75ZPNQ8VbFa3Xfx4GIOX+JenGk8VOQ77w'),
+    ('bob@example.org', '{SSHA512}axxH6NC42AMM0bo2ZYkDjrvfQhCk3EBrCGtgyCgYa/JWaQUSsemccwCSISm8icBk5yPj+K2tKMq4huzZsXQY2YPMroU=')
+ON CONFLICT (username) DO NOTHING;
