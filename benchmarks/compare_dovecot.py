@@ -216,6 +216,15 @@ def status_kb(pid: int, field: str) -> int:
     return 0
 
 
+def pss_kb(pid: int) -> int:
+    """Proportional set size: shared pages split between the processes sharing them."""
+    with contextlib.suppress(OSError):
+        for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+            if line.startswith("Pss:"):
+                return int(line.split()[1])
+    return 0
+
+
 def proc_name(pid: int) -> str:
     try:
         return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()[:60]
@@ -312,7 +321,7 @@ def measure_big(workdir: Path, runs: int, load_seconds: float) -> dict[str, dict
     for name in ("dovecot", "authbridge"):
         listen: list[float] = []
         first_ok: list[float] = []
-        rss_idle = rss_load = rss_main = 0.0
+        rss_idle = rss_load = rss_main = pss_load = 0.0
         for run in range(runs):
             sock = workdir / f"big-{name}.sock"
             t0 = time.monotonic()
@@ -345,6 +354,7 @@ def measure_big(workdir: Path, runs: int, load_seconds: float) -> dict[str, dict
                     pids = tree_pids(pid)
                     rss_load = sum(status_kb(p, "VmHWM") for p in pids) / 1024
                     rss_main = max(status_kb(p, "VmHWM") for p in pids) / 1024
+                    pss_load = sum(pss_kb(p) for p in pids) / 1024
                     out.setdefault(name, {})["processes"] = len(pids)
                     out[name]["tree"] = "; ".join(
                         f"{proc_name(p)} {status_kb(p, 'VmHWM') / 1024:.1f}MB" for p in pids
@@ -357,6 +367,7 @@ def measure_big(workdir: Path, runs: int, load_seconds: float) -> dict[str, dict
             rss_idle_mb=rss_idle,
             rss_peak_mb=rss_load,
             rss_largest_process_mb=rss_main,
+            pss_after_load_mb=pss_load,
         )
     return out
 
@@ -385,15 +396,17 @@ def print_table(rows: list[Row], big: dict[str, dict[str, float]] | None) -> Non
             print(f"p99 at 8x16 (PLAIN): authbridge/Dovecot = {factor:.2f} (target <= 3): {met}")
     if big:
         print()
-        print(f"100k users ({BIG_USERS} x {{SSHA512}}):")
+        print(f"100k users ({BIG_USERS} x {{SSHA512}}); RSS summed over the process tree,")
+        print("PSS = the same with shared pages split between processes (after the load):")
         print(
             f"{'server':<11} {'listening':>10} {'first OK':>9} {'RSS idle':>9} "
-            f"{'RSS peak':>9} {'procs':>5}"
+            f"{'RSS peak':>9} {'PSS':>8} {'procs':>5}"
         )
         for name, m in big.items():
             print(
                 f"{name:<11} {m['listen_s']:>9.3f}s {m['first_ok_s']:>8.3f}s "
-                f"{m['rss_idle_mb']:>7.1f}MB {m['rss_peak_mb']:>7.1f}MB {m['processes']:>5.0f}"
+                f"{m['rss_idle_mb']:>7.1f}MB {m['rss_peak_mb']:>7.1f}MB "
+                f"{m['pss_after_load_mb']:>6.1f}MB {m['processes']:>5.0f}"
             )
         ab = big["authbridge"]
         print(
