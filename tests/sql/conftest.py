@@ -27,7 +27,10 @@ QUERY = (
 
 def make_cluster(base: Path) -> PgCluster:
     """A started cluster with role ``authbridge``, database ``mail`` and the deploy schema."""
-    cluster = PgCluster(base).init().start()
+    return load_schema(PgCluster(base).init().start())
+
+
+def load_schema(cluster: PgCluster) -> PgCluster:
     with cluster.admin("postgres") as conn:
         conn.execute("CREATE ROLE authbridge LOGIN")
         conn.execute("CREATE DATABASE mail")
