@@ -30,8 +30,12 @@ def pg_store(cluster: PgCluster, query: str = QUERY, **kwargs: Any) -> SqlStore:
     settings: dict[str, Any] = {"timeout": 2.0, "pool_size": 2, **kwargs}
     observe = settings.pop("observe", None)
     config = StoreConfig(
-        "sql", driver="postgresql", dsn=cluster.dsn(), password_query=query,
-        default_scheme="MD5", **settings,
+        "sql",
+        driver="postgresql",
+        dsn=cluster.dsn(),
+        password_query=query,
+        default_scheme="MD5",
+        **settings,
     )
     return open_sql_store(config, observe=observe)
 
@@ -71,7 +75,9 @@ async def test_inactive_and_null_password(pg: PgCluster, pg_users: Callable[...,
         await store.aclose()
 
 
-async def test_request_variables_are_bound_too(pg: PgCluster, pg_users: Callable[..., None]) -> None:
+async def test_request_variables_are_bound_too(
+    pg: PgCluster, pg_users: Callable[..., None]
+) -> None:
     pg_users("carol@example.org", "{PLAIN}c")
 
     class Info:
@@ -117,9 +123,7 @@ async def test_injection_strings_are_parameters_in_the_server_log(
     finally:
         await store.aclose()
     log = pg.log_text()[log_start:]
-    statements = [
-        line for line in log.splitlines() if "mail_users" in line and "execute" in line
-    ]
+    statements = [line for line in log.splitlines() if "mail_users" in line and "execute" in line]
     assert len(statements) >= len(INJECTIONS)
     for line in statements:
         # The statement as the server received it: a $1 placeholder, no user data.
@@ -169,9 +173,7 @@ async def test_refused_connections_are_outages_within_the_timeout(pg: PgCluster)
         pg.dsn(dbname="no_such_db"),
         f"host={pg.sockdir} port=1 dbname=mail user=authbridge",  # nothing listens there
     ):
-        config = StoreConfig(
-            "sql", driver="postgresql", dsn=dsn, password_query=QUERY, timeout=1.0
-        )
+        config = StoreConfig("sql", driver="postgresql", dsn=dsn, password_query=QUERY, timeout=1.0)
         store = open_sql_store(config)
         started = time.monotonic()
         try:
