@@ -17,7 +17,7 @@ import pytest
 from authbridge.benchclient.runner import percentile
 from authbridge.benchclient.workload import WorkloadError, parse_credentials, prepare
 from authbridge.schemes import generate
-from tests.support import runtime_dir
+from tests.support import free_tcp_port, runtime_dir
 from tests.support.authbridge_proc import AuthbridgeServer
 from tests.support.dovecot import DovecotAuth
 
@@ -56,7 +56,7 @@ def authbridge(files: tuple[Path, Path, Path]) -> Iterator[AuthbridgeServer]:
         yield server
 
 
-def bench(socket: Path, *args: str) -> subprocess.CompletedProcess[str]:
+def bench(socket: str | Path, *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "authbridge", "bench", "--socket", str(socket), *args],
         capture_output=True,
@@ -66,7 +66,7 @@ def bench(socket: Path, *args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
-def bench_json(socket: Path, *args: str) -> dict[str, object]:
+def bench_json(socket: str | Path, *args: str) -> dict[str, object]:
     proc = bench(socket, *args, "--json")
     assert proc.returncode == 0, proc.stderr + proc.stdout
     result: dict[str, object] = json.loads(proc.stdout)
@@ -142,6 +142,23 @@ def test_timed_run_against_real_dovecot(files: tuple[Path, Path, Path]) -> None:
     assert result["completed"] > 0 and result["errors"] == 0  # type: ignore[operator]
     assert result["mismatched"] == 0
     assert result["p50_ms"] <= result["p99_ms"]  # type: ignore[operator]
+
+
+def test_tcp_listener(files: tuple[Path, Path, Path]) -> None:
+    base, store, creds = files
+    port = free_tcp_port()
+    config = base / "tcp.toml"
+    config.write_text(f'[server]\ntcp_listen = ["127.0.0.1:{port}"]\n')
+    with AuthbridgeServer(
+        store, base / "tcp-unix.sock",
+        extra_args=("--config", str(config), "--dovecot-compat", "--failure-delay", "0"),
+    ):  # fmt: skip
+        result = bench_json(
+            f"127.0.0.1:{port}", "--credentials", str(creds), "-n", "50",
+            "--wrong-share", "0.5", "-c", "2",
+        )  # fmt: skip
+    assert result["ok"] + result["fail"] == 50  # type: ignore[operator]
+    assert result["mismatched"] == 0 and result["errors"] == 0
 
 
 def test_unreachable_socket_is_a_clear_error(tmp_path: Path) -> None:
