@@ -129,7 +129,7 @@ class Authenticator:
         self.stores = list(stores)
         self.hasher = hasher
         self.usernames = usernames or UsernamePolicy()
-        self.cache = cache or AuthCache()
+        self.cache = cache if cache is not None else AuthCache()
         self.clock = clock
         #: A real stored hash verified (and ignored) for unknown users, so that an
         #: unknown user costs the same time as a wrong password.
@@ -137,6 +137,8 @@ class Authenticator:
         #: A stored hash that cannot be used is our problem, not a wrong password:
         #: an internal failure. Dovecot 2.3 answers a plain FAIL; compat mode does too.
         self.broken_hash_is_tempfail = True
+        #: Called with (store name, "found" | "not_found" | "error", seconds) per lookup.
+        self.on_lookup: Callable[[str, str, float], None] | None = None
 
     @property
     def _broken_outcome(self) -> Outcome:
@@ -194,10 +196,20 @@ class Authenticator:
 
     async def _lookup(self, user: str) -> PassdbEntry | None:
         for store in self.stores:
-            entry = await store.lookup(user)
+            started = time.perf_counter()
+            try:
+                entry = await store.lookup(user)
+            except StoreUnavailable:
+                self._looked_up(store.name, "error", started)
+                raise
+            self._looked_up(store.name, "not_found" if entry is None else "found", started)
             if entry is not None:
                 return entry
         return None
+
+    def _looked_up(self, store: str, result: str, started: float) -> None:
+        if self.on_lookup is not None:
+            self.on_lookup(store, result, time.perf_counter() - started)
 
     @staticmethod
     def _verdict(outcome: Outcome, applied: _Applied, reason: Reason, typed: str) -> Verdict:

@@ -24,6 +24,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "authbridge.commands.capabilities",
         "which mechanisms each user's stored password allows",
     ),
+    "doctor": (
+        "authbridge.mta.doctor",
+        "check that authbridge, Exim and Postfix are wired together",
+    ),
     "bench": ("authbridge.commands.bench", "load-test any auth-client socket"),
 }
 

@@ -195,6 +195,7 @@ class AuthServer:
             for conn in list(self.connections):
                 for info in conn.session.expire(now):
                     self.metrics.aborted(info)
+                    events.authentication_aborted(conn.cuid, info, "expired")
                     log.info(
                         "request abandoned by the client expired",
                         cuid=conn.cuid,
@@ -254,6 +255,9 @@ class AuthServer:
             pending = conn.session.abandon_all()
             for info in pending:
                 self.metrics.aborted(info)
+                events.authentication_aborted(cuid, info, "client_disconnected")
+            if conn.tracing:
+                events.trace_closed(cuid)
             if pending:
                 log.info(
                     "client disconnected with requests pending", cuid=cuid, pending=len(pending)
@@ -298,7 +302,9 @@ class AuthServer:
                     log.warning(
                         "too many requests in flight on one connection; closing", cuid=conn.cuid
                     )
-                    conn.session.abandon_all()
+                    for info in conn.session.abandon_all():
+                        self.metrics.aborted(info)
+                        events.authentication_aborted(conn.cuid, info, "too_many_requests")
                     conn.close_after_flush()
                     return
                 self._checks_in_flight += 1

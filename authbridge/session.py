@@ -205,22 +205,23 @@ class Session:
         if line.startswith("CANCEL\t"):
             self._handle_cancel(line[7:])
             return []
-        raise ProtocolViolation(f"unknown command: {_sanitize(line)}")
+        # Only the command word: the rest of a malformed line may carry a credential.
+        raise ProtocolViolation(f"unknown command: {_command_word(line)}")
 
     def _handle_version(self, line: str) -> None:
         parts = line.split("\t")
         if len(parts) != 3 or parts[0] != "VERSION":
-            raise ProtocolViolation(f"invalid VERSION line: {_sanitize(line)}")
+            raise ProtocolViolation(f"invalid VERSION line (starts with {_command_word(line)})")
         major, minor = wire.parse_uint(parts[1]), wire.parse_uint(parts[2])
         if major is None or minor is None:
-            raise ProtocolViolation(f"invalid VERSION line: {_sanitize(line)}")
+            raise ProtocolViolation(f"invalid VERSION line (starts with {_command_word(line)})")
         if major != PROTOCOL_MAJOR:
             raise ProtocolViolation(f"client speaks major version {major}, not {PROTOCOL_MAJOR}")
         self.client_major, self.client_minor = major, minor
 
     def _handle_cpid(self, line: str) -> None:
         if not line.startswith("CPID\t"):
-            raise ProtocolViolation(f"unknown handshake command: {_sanitize(line)}")
+            raise ProtocolViolation(f"unknown handshake command: {_command_word(line)}")
         pid = wire.parse_uint(line[5:])
         if not pid:
             raise ProtocolViolation("client said its PID is 0 or sent a malformed CPID")
@@ -235,7 +236,7 @@ class Session:
             raise ProtocolViolation("broken AUTH request")
         mech_cls = self._find_mechanism(args[1])
         if mech_cls is None:
-            raise ProtocolViolation(f"unsupported mechanism {_sanitize(args[1])}")
+            raise ProtocolViolation(f"unsupported mechanism {_sanitize(args[1], 32)}")
         params: dict[str, str] = {}
         resp: str | None = None
         for index, arg in enumerate(args[2:], start=2):
@@ -442,14 +443,19 @@ class Session:
         return infos
 
 
-def _sanitize(line: str, limit: int = 80) -> str:
-    """A loggable excerpt of a client line: control bytes replaced, length capped.
+def _sanitize(text: str, limit: int = 80) -> str:
+    """A loggable excerpt of client text: control bytes replaced, length capped."""
+    out = "".join(ch if ch.isprintable() else "?" for ch in text[:limit])
+    return out + ("..." if len(text) > limit else "")
 
-    Note: callers only pass lines that can carry no credential in clear; AUTH lines are
-    never quoted because their ``resp=`` holds a base64 password.
+
+def _command_word(line: str) -> str:
+    """Just the first word of a client line, for logs.
+
+    Dovecot quotes the whole offending line; that can be an AUTH whose ``resp=`` holds a
+    base64 password, so authbridge never logs more than the command word.
     """
-    text = "".join(ch if ch.isprintable() else "?" for ch in line[:limit])
-    return text + ("..." if len(line) > limit else "")
+    return _sanitize(line.split("\t", 1)[0].split(" ", 1)[0], 20) or "(empty line)"
 
 
 def _parse_ip(value: str | None) -> str | None:

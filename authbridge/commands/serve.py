@@ -24,7 +24,7 @@ from authbridge.hashing import Hasher
 from authbridge.listeners import Listener, ListenerError, tcp_listener, unix_listener
 from authbridge.logs import configure, get_logger
 from authbridge.mechanisms import UnknownMechanism, resolve
-from authbridge.metrics import Metrics, MetricsHTTP
+from authbridge.metrics import Metrics, MetricsHTTP, MetricsListenError
 from authbridge.passdb import (
     EximFileStore,
     FileStore,
@@ -236,6 +236,14 @@ class Daemon:
         self.authenticator.dummy_password = _sample_password(stores)
         self.authenticator.broken_hash_is_tempfail = config.policy.broken_hash_is_tempfail
         self.metrics.watch_cache(lambda: (self.cache.hits, self.cache.misses, len(self.cache)))
+        self.authenticator.on_lookup = self.metrics.observe_lookup
+        self.metrics.prime_stores(store.name for store in stores)
+        # Bound here, before the event loop, so a taken port is a clean start-up error.
+        self.http = (
+            MetricsHTTP(self.metrics, config.metrics.listen, lambda: self.ready)
+            if config.metrics.listen
+            else None
+        )
         self.server = AuthServer(config, self.authenticator, self.metrics)
         self.ready = False
         self._signatures = {s.path: _signature(s.path) for s in _file_stores(stores)}
@@ -243,16 +251,14 @@ class Daemon:
             self.metrics.reloaded(True)
 
     async def run(self) -> None:
-        http = None
-        if self.config.metrics.listen:
-            http = MetricsHTTP(self.metrics, self.config.metrics.listen, lambda: self.ready)
-            http.start()
+        if self.http is not None:
+            self.http.start()
             log.info("metrics listening", address=self.config.metrics.listen)
         try:
             await self._run()
         finally:
-            if http is not None:
-                http.stop()
+            if self.http is not None:
+                self.http.stop()
 
     async def _run(self) -> None:
         server = self.server
@@ -331,6 +337,7 @@ class Daemon:
         self.cache.settings = config.cache
         self.cache.flush()
         self.server.apply_config(config)
+        self.metrics.prime_stores(store.name for store in stores)
         self.metrics.reloaded(True)
         await close_stores(old_stores)
         log.info("reloaded", config=config.source, stores=len(stores))
@@ -441,7 +448,15 @@ def run(args: argparse.Namespace) -> int:
             f"{config.server.socket_path} -x secured demo demopass",
             file=sys.stderr,
         )
-    daemon = Daemon(args, config, stores, listeners, hasher)
+    try:
+        daemon = Daemon(args, config, stores, listeners, hasher)
+    except MetricsListenError as exc:
+        hasher.close()
+        for listener in listeners:
+            listener.remove()
+        log.error("cannot start", error=str(exc))
+        print(f"authbridge: {exc}", file=sys.stderr)
+        return 1
     try:
         trio.run(daemon.run)
     except KeyboardInterrupt:

@@ -17,9 +17,11 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from authbridge.config import Config
 from authbridge.mta.access import connectable_by, readable_by
 from authbridge.mta.errors import MtaConfigError
 from authbridge.mta.options import load_authbridge_config
+from authbridge.passdb import StoreFormatError, StoreUnavailable, open_file_store
 
 EXIM_AUTH_DRIVER = "dovecot"
 
@@ -64,12 +66,21 @@ def run(args: argparse.Namespace) -> int:
 
 def diagnose(args: argparse.Namespace) -> list[Finding]:
     socket_path = args.socket
-    if args.config:
-        config = load_authbridge_config(args.config)
-        socket_path = socket_path or config.server.socket_path
-    if not socket_path:
-        raise MtaConfigError("pass --socket PATH or --config FILE")
     findings: list[Finding] = []
+    if args.config:
+        try:
+            config = load_authbridge_config(args.config)
+        except MtaConfigError as exc:
+            findings.append(Finding("FAIL", f"config: {exc}. Fix: correct that line and rerun"))
+            config = None
+        if config is not None:
+            findings.append(Finding("ok", f"config: {args.config} is valid"))
+            socket_path = socket_path or config.server.socket_path
+            _check_stores(config, findings)
+    if not socket_path:
+        if findings:
+            return findings
+        raise MtaConfigError("pass --socket PATH or --config FILE")
     handshake = _check_daemon(socket_path, findings)
     if not args.no_exim and (args.exim_config or shutil.which("exim")):
         _check_exim(args, socket_path, handshake, findings)
@@ -79,6 +90,27 @@ def diagnose(args: argparse.Namespace) -> list[Finding]:
 
 
 # -- the daemon ------------------------------------------------------------------------
+
+
+def _check_stores(config: Config, findings: list[Finding]) -> None:
+    """Every file store exists, is readable and parses (SQL stores are checked live)."""
+    for store_config in config.stores:
+        if store_config.type == "sql":
+            continue
+        store = open_file_store(store_config.type, store_config.path, store_config.default_scheme)
+        try:
+            count = store.load()
+        except StoreUnavailable as exc:
+            findings.append(
+                Finding(
+                    "FAIL",
+                    f"store: {exc}. Fix: create it, or chmod/chgrp it so authbridge can read it",
+                )
+            )
+        except StoreFormatError as exc:
+            findings.append(Finding("FAIL", f"store: {exc}. Fix: correct that line"))
+        else:
+            findings.append(Finding("ok", f"store: {store.name}: {count} users"))
 
 
 def read_handshake(path: str, timeout: float = 3.0) -> Handshake:
@@ -158,13 +190,77 @@ def _options(text: str) -> dict[str, str]:
     return found
 
 
+def _exim_has_dovecot_driver(args: argparse.Namespace) -> bool | None:
+    """Whether this Exim binary was built with the dovecot authenticator (-heavy)."""
+    command = ["exim"] + (["-C", args.exim_config] if args.exim_config else []) + ["-bV"]
+    try:
+        proc = subprocess.run(command, capture_output=True, text=True, timeout=30, check=False)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    for line in proc.stdout.splitlines():
+        if line.startswith("Authenticators:"):
+            return EXIM_AUTH_DRIVER in line.split()
+    return None
+
+
+def _public_key(kind: str, path: str) -> str | None:
+    """The PEM public key of a certificate or private key, via openssl."""
+    command = (
+        ["openssl", "x509", "-noout", "-pubkey", "-in", path]
+        if kind == "cert"
+        else ["openssl", "pkey", "-pubout", "-in", path]
+    )
+    try:
+        proc = subprocess.run(command, capture_output=True, text=True, timeout=30, check=False)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return proc.stdout.strip() if proc.returncode == 0 else None
+
+
+def _check_key_matches_certificate(cert: str, key: str, findings: list[Finding]) -> None:
+    if not (cert.startswith("/") and key.startswith("/")) or "$" in cert + key:
+        return
+    if not (os.path.exists(cert) and os.path.exists(key)):
+        return
+    cert_key, private_key = _public_key("cert", cert), _public_key("key", key)
+    if cert_key is None or private_key is None:
+        findings.append(
+            Finding(
+                "FAIL", f"exim: openssl cannot read {cert} or {key}. Fix: check both are PEM files"
+            )
+        )
+    elif cert_key != private_key:
+        findings.append(
+            Finding(
+                "FAIL",
+                f"exim: the TLS key {key} does not belong to the certificate {cert}; STARTTLS "
+                "fails. Fix: point MAIN_TLS_CERTIFICATE/MAIN_TLS_PRIVATEKEY (or tls_certificate/"
+                "tls_privatekey) at a matching pair",
+            )
+        )
+    else:
+        findings.append(Finding("ok", f"exim: the TLS key matches the certificate {cert}"))
+
+
 def _check_exim(
     args: argparse.Namespace, socket_path: str, handshake: Handshake | None, findings: list[Finding]
 ) -> None:
+    heavy = _exim_has_dovecot_driver(args)
+    if heavy is False:
+        findings.append(
+            Finding(
+                "FAIL",
+                "exim: this Exim has no dovecot authenticator (exim4-daemon-light). "
+                "Fix: apt-get install exim4-daemon-heavy",
+            )
+        )
+        return
+    if heavy:
+        findings.append(Finding("ok", "exim: the dovecot authenticator is built in"))
     try:
         names = _exim(args, "authenticator_list").split()
         authenticators = {name: _options(_exim(args, "authenticator", name)) for name in names}
-        main = _options(_exim(args, "auth_advertise_hosts", "tls_privatekey"))
+        main = _options(_exim(args, "auth_advertise_hosts", "tls_privatekey", "tls_certificate"))
     except (OSError, subprocess.TimeoutExpired) as exc:
         findings.append(Finding("FAIL", f"exim: cannot read its configuration: {exc}"))
         return
@@ -174,7 +270,13 @@ def _check_exim(
         if opts.get("driver") == EXIM_AUTH_DRIVER
     }
     if not ours:
-        findings.append(Finding("FAIL", "exim: no driver = dovecot authenticator is configured"))
+        findings.append(
+            Finding(
+                "FAIL",
+                "exim: no driver = dovecot authenticator is configured. "
+                "Fix: authbridge emit-exim-config --debian-split /etc/exim4",
+            )
+        )
         return
     offered = set(handshake.mechanisms) if handshake else set()
     for name, opts in sorted(ours.items()):
@@ -213,6 +315,7 @@ def _check_exim(
             )
         elif report is not None:
             findings.append(Finding("ok", f"exim: {args.exim_user} can read the TLS key {key}"))
+        _check_key_matches_certificate(main.get("tls_certificate", ""), key, findings)
     _check_user_can_connect(socket_path, args.exim_user, "exim", findings)
 
 

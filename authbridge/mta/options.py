@@ -8,9 +8,8 @@ socket, the mechanisms or the networks unless the admin asks for it.
 from __future__ import annotations
 
 import argparse
-import importlib
-from typing import Any
 
+from authbridge.config import Config, ConfigError, load_config
 from authbridge.mta.errors import MtaConfigError
 from authbridge.mta.senders import SenderMap, parse_allow_sender, read_login_file
 from authbridge.mta.settings import (
@@ -89,20 +88,12 @@ def add_common_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def load_authbridge_config(path: str) -> Any:
+def load_authbridge_config(path: str) -> Config:
+    """The daemon's own config; its errors (file, line, key) become MtaConfigError."""
     try:
-        module = importlib.import_module("authbridge.config")
-    except ImportError:
-        raise MtaConfigError(
-            "--config needs authbridge.config, which this installation lacks; "
-            "pass --socket/--mechanisms/--networks instead"
-        ) from None
-    try:
-        return module.load_config(path)
-    except OSError as exc:
-        raise MtaConfigError(f"cannot read {path}: {exc.strerror}") from None
-    except Exception as exc:  # the loader's own error types carry the useful message
-        raise MtaConfigError(f"{path}: {exc}") from None
+        return load_config(path)
+    except ConfigError as exc:
+        raise MtaConfigError(str(exc)) from None
 
 
 def sender_entries(args: argparse.Namespace) -> SenderMap:

@@ -107,10 +107,6 @@ def test_one_authentication_event_each(compat: Observed) -> None:
     assert len({e["cuid"] for e in auth_events}) == len(auth_events)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="authenticator._lookup does not call the on_lookup hook (Metrics.observe_lookup) yet",
-)
 def test_store_lookups_are_timed(compat: Observed) -> None:
     before = compat.scrape()
     _run_all(compat)

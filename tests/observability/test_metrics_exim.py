@@ -102,10 +102,6 @@ def test_exim_client_cancelling_mid_login_is_aborted(compat: Observed, exim: Exi
     assert deltas(before, after, "authbridge_authentication_duration_seconds_count") == {}
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="server.py does not call events.authentication_aborted() next to metrics.aborted()",
-)
 def test_aborted_request_has_its_event(compat: Observed, exim: EximDaemon) -> None:
     cursor = compat.cursor()
     _cancel_mid_login(exim)

@@ -129,11 +129,6 @@ def test_penalty_counted_and_in_the_duration_histogram(strict: Observed) -> None
     assert buckets["5.0"] == 2 and buckets["+Inf"] == 2
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="authenticator.py: `cache or AuthCache()` drops the daemon's (empty, so falsy) "
-    "cache; fix: `cache if cache is not None else AuthCache()`",
-)
 def test_cache_hits_misses_and_entries(strict: Observed) -> None:
     before = strict.scrape()
     for _ in range(3):
