@@ -258,7 +258,7 @@ def start_py_spy(
     out = directory / f"{slug}.raw"
     return subprocess.Popen(
         [py_spy, "record", "-p", str(pid), "-d", str(max(1, round(seconds))), "-r", "200",
-         "-f", "raw", "-o", str(out), "--nonblocking"],
+         "-f", "raw", "-o", str(out), "--nonblocking", "--subprocesses"],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )  # fmt: skip
