@@ -1,0 +1,77 @@
+"""Issue 9 item 4: two authbridge daemons on one PostgreSQL, as two MX hosts would be.
+
+A password changed in the database is honoured by both within the cache TTL, and a
+user switched off (``active = false``) is refused by both, without touching either
+daemon.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from authbridge.schemes import generate
+from tests.sql.conftest import QUERY
+from tests.sql.daemon import SqlBridge, auth, bridge_config, start_bridge
+from tests.sql.pgcluster import PgCluster
+
+TTL = 1.0
+USER = "fleet@example.org"
+
+
+@pytest.fixture
+def fleet(pg: PgCluster, sql_dir: Path) -> Iterator[tuple[SqlBridge, SqlBridge]]:
+    with pg.admin() as conn:
+        conn.execute(
+            "INSERT INTO mail_users (username, password) VALUES (%s, %s)",
+            (USER, generate("SSHA512", b"first-pass", USER)),
+        )
+    config = bridge_config(pg.dsn(), QUERY, cache_ttl=TTL)
+    stamp = time.monotonic_ns()
+    one = start_bridge(sql_dir / f"mx1-{stamp}", config)
+    try:
+        two = start_bridge(sql_dir / f"mx2-{stamp}", config)
+        try:
+            yield one, two
+        finally:
+            two.stop()
+    finally:
+        one.stop()
+        with pg.admin() as conn:
+            conn.execute("DELETE FROM mail_users WHERE username = %s", (USER,))
+
+
+def both(fleet: tuple[SqlBridge, SqlBridge], password: str) -> list[str]:
+    return [auth(bridge, USER, password) for bridge in fleet]
+
+
+def test_password_change_is_honoured_by_both_within_the_ttl(
+    pg: PgCluster, fleet: tuple[SqlBridge, SqlBridge]
+) -> None:
+    assert both(fleet, "first-pass") == ["OK", "OK"]
+    assert both(fleet, "second-pass") == ["FAIL", "FAIL"]
+    with pg.admin() as conn:
+        conn.execute(
+            "UPDATE mail_users SET password = %s WHERE username = %s",
+            (generate("SSHA512", b"second-pass", USER), USER),
+        )
+    time.sleep(TTL + 0.3)
+    assert both(fleet, "second-pass") == ["OK", "OK"]
+    assert both(fleet, "first-pass") == ["FAIL", "FAIL"]
+
+
+def test_disabled_user_is_refused_by_both(
+    pg: PgCluster, fleet: tuple[SqlBridge, SqlBridge]
+) -> None:
+    assert both(fleet, "first-pass") == ["OK", "OK"]
+    with pg.admin() as conn:
+        conn.execute("UPDATE mail_users SET active = false WHERE username = %s", (USER,))
+    time.sleep(TTL + 0.3)
+    assert both(fleet, "first-pass") == ["FAIL", "FAIL"]
+    with pg.admin() as conn:
+        conn.execute("UPDATE mail_users SET active = true WHERE username = %s", (USER,))
+    time.sleep(TTL + 0.3)
+    assert both(fleet, "first-pass") == ["OK", "OK"]
