@@ -47,7 +47,9 @@ def start_bridge(directory: Path, config: str) -> SqlBridge:
     directory.chmod(0o755)
     path = directory / "authbridge.toml"
     path.write_text(config)
-    return SqlBridge(path, directory / "auth-client").start()
+    bridge = SqlBridge(path, directory / "auth-client")
+    bridge.start()
+    return bridge
 
 
 def auth(bridge: SqlBridge, user: str, password: str) -> str:
