@@ -50,7 +50,10 @@ def make_users(count: int) -> list[tuple[str, str, str]]:
 
 def load_postgres(cluster: PgCluster, users: list[tuple[str, str, str]]) -> None:
     with cluster.admin() as conn:
-        with conn.cursor() as cur, cur.copy("COPY mail_users (username, password) FROM STDIN") as copy:
+        with (
+            conn.cursor() as cur,
+            cur.copy("COPY mail_users (username, password) FROM STDIN") as copy,
+        ):
             for name, _, hashed in users:
                 copy.write_row((name, hashed))
         conn.execute("ANALYZE mail_users")
