@@ -71,7 +71,7 @@ def serving(workdir: Path, name: str, store_args: list[str]) -> Iterator[Path]:
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     proc = subprocess.Popen(command, stdout=log, stderr=log, env=env, start_new_session=True)
     try:
-        wait_for_unix_socket(sock, 120, proc)  # type: ignore[arg-type]
+        wait_for_unix_socket(sock, 120, proc)
         yield sock
     finally:
         proc.send_signal(signal.SIGTERM)

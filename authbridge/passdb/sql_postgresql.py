@@ -10,6 +10,7 @@ wait for a connection, the connect itself (``connect_timeout``) and the query
 
 from __future__ import annotations
 
+import logging
 import math
 import threading
 import time
@@ -20,6 +21,13 @@ from psycopg.conninfo import conninfo_to_dict
 from psycopg_pool import ConnectionPool, PoolTimeout
 
 from authbridge.passdb.sql_query import Paramstyle
+
+
+# The pool logs every checkout and return at INFO; only its warnings (failed connects)
+# belong in authbridge's log.
+_pool_log = logging.getLogger("psycopg.pool")
+if _pool_log.level == logging.NOTSET:
+    _pool_log.setLevel(logging.WARNING)
 
 
 def describe(dsn: str) -> str:
