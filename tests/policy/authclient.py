@@ -31,6 +31,8 @@ class AuthClient:
         self.sock.settimeout(timeout)
         self.sock.connect(os.fspath(socket_path))
         self._buffer = b""
+        #: Replies read while waiting for another id (replies come in any order).
+        self._unclaimed: dict[str, list[str]] = {}
         self.handshake: list[str] = []
         if handshake:
             while not self.handshake or self.handshake[-1] != "DONE":
@@ -79,11 +81,17 @@ class AuthClient:
         return self.reply(request_id)
 
     def reply(self, request_id: int, timeout: float | None = None) -> str:
+        """The next reply line for ``request_id``; others read meanwhile are kept."""
+        wanted = str(request_id)
+        if self._unclaimed.get(wanted):
+            return self._unclaimed[wanted].pop(0)
         while True:
             line = self.read_line(timeout)
             fields = line.split("\t")
-            if len(fields) > 1 and fields[1] == str(request_id):
+            if len(fields) > 1 and fields[1] == wanted:
                 return line
+            if len(fields) > 1:
+                self._unclaimed.setdefault(fields[1], []).append(line)
 
     def close(self) -> None:
         with contextlib.suppress(OSError):

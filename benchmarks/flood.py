@@ -1,0 +1,288 @@
+#!/usr/bin/env python3
+"""Flood benchmark (issue 4, item 11): legitimate users while one IP sprays passwords.
+
+    python benchmarks/flood.py                       # authbridge, 20 s
+    python benchmarks/flood.py --dovecot             # then real Dovecot 2.3, same load
+    python benchmarks/flood.py --in-flight 50 --duration 10
+
+authbridge runs with its defaults (failure delay 2 s, per-IP penalty on). One attacker
+process (its own OS process, so its client work does not distort the measurement) sends
+wrong passwords from one ``rip`` over ``--attack-connections`` connections, keeping
+``--in-flight`` requests outstanding on each; 50 legitimate users, each on its own
+connection and ``rip``, log in again and again with their right password. Printed:
+legitimate p50/p99/max latency (from the write of the AUTH line to its OK), legitimate
+failures, and how many attack requests were sent and answered.
+
+Dovecot, for comparison, runs with ``auth_failure_delay = 2 secs`` (its default) and no
+penalty (the test harness' anvil is not reachable); users are stored as ``--scheme``.
+The target of the issue: no legitimate failure, legitimate p99 under 10 ms.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import trio
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from authbridge.schemes import generate  # noqa: E402
+from tests.support.authbridge_proc import AuthbridgeServer  # noqa: E402
+from tests.support.dovecot import DovecotAuth  # noqa: E402
+
+LEGIT_USERS = 50
+ATTACKER_RIP = "192.0.2.66"
+TARGET_P99_MS = 10.0
+
+
+def plain_line(request_id: int, user: str, password: str, rip: str) -> bytes:
+    resp = base64.b64encode(f"\0{user}\0{password}".encode()).decode()
+    return (f"AUTH\t{request_id}\tPLAIN\tservice=smtp\tsecured\trip={rip}\tresp={resp}\n").encode()
+
+
+class Conn:
+    """One auth-client connection: handshake done, lines in, lines out."""
+
+    def __init__(self, stream: trio.SocketStream) -> None:
+        self.stream = stream
+        self.buffer = b""
+
+    @classmethod
+    async def open(cls, path: str) -> Conn:
+        conn = cls(await trio.open_unix_socket(path))
+        while b"DONE\n" not in conn.buffer:
+            conn.buffer += await conn.stream.receive_some(65536)
+        conn.buffer = conn.buffer.split(b"DONE\n", 1)[1]
+        await conn.stream.send_all(f"VERSION\t1\t2\nCPID\t{os.getpid()}\n".encode())
+        return conn
+
+    async def lines(self) -> list[bytes]:
+        """At least one complete line (empty list: the server closed)."""
+        while b"\n" not in self.buffer:
+            data = await self.stream.receive_some(65536)
+            if not data:
+                return []
+            self.buffer += data
+        *complete, self.buffer = self.buffer.split(b"\n")
+        return complete
+
+
+# ---------------------------------------------------------------- legitimate users
+
+
+@dataclass
+class LegitStats:
+    latencies: list[float] = field(default_factory=list)
+    failures: int = 0
+    errors: list[str] = field(default_factory=list)
+
+
+async def legit_user(
+    path: str, index: int, password: str, until: float, think: float, stats: LegitStats
+) -> None:
+    user, rip = f"user{index}", f"10.20.{index // 250}.{index % 250 + 1}"
+    try:
+        conn = await Conn.open(path)
+    except OSError as exc:
+        stats.errors.append(f"{user}: connect: {exc}")
+        return
+    request_id = 0
+    while trio.current_time() < until:
+        request_id += 1
+        started = time.perf_counter()
+        await conn.stream.send_all(plain_line(request_id, user, password, rip))
+        lines = await conn.lines()
+        elapsed = time.perf_counter() - started
+        if not lines:
+            stats.errors.append(f"{user}: connection closed")
+            stats.failures += 1
+            return
+        if lines[0].startswith(f"OK\t{request_id}\t".encode()):
+            stats.latencies.append(elapsed)
+        else:
+            stats.failures += 1
+            stats.errors.append(f"{user}: {lines[0][:80]!r}")
+        await trio.sleep(think)
+    await conn.stream.aclose()
+
+
+async def run_legit(path: str, password: str, duration: float, think: float) -> LegitStats:
+    stats = LegitStats()
+    until = trio.current_time() + duration
+    async with trio.open_nursery() as nursery:
+        for index in range(LEGIT_USERS):
+            nursery.start_soon(legit_user, path, index, password, until, think, stats)
+    return stats
+
+
+# ---------------------------------------------------------------- the attacker process
+
+
+async def attack_connection(path: str, in_flight: int, until: float, counts: list[int]) -> None:
+    conn = await Conn.open(path)
+    next_id = 1
+    guesses = 0
+
+    async def send(n: int) -> None:
+        nonlocal next_id, guesses
+        batch = []
+        for _ in range(n):
+            guesses += 1
+            batch.append(plain_line(next_id, "user0", f"guess-{guesses}", ATTACKER_RIP))
+            next_id = next_id % 4_000_000_000 + 1
+        counts[0] += n
+        await conn.stream.send_all(b"".join(batch))
+
+    await send(in_flight)
+    with trio.move_on_at(until):
+        while True:
+            lines = await conn.lines()
+            if not lines:
+                counts[2] += 1
+                return
+            counts[1] += len(lines)
+            await send(len(lines))
+    await conn.stream.aclose()
+
+
+async def attacker_main(path: str, connections: int, in_flight: int, duration: float) -> None:
+    counts = [0, 0, 0]  # sent, answered, closed by the server
+    until = trio.current_time() + duration
+    async with trio.open_nursery() as nursery:
+        for _ in range(connections):
+            nursery.start_soon(attack_connection, path, in_flight, until, counts)
+    print(f"{counts[0]} {counts[1]} {counts[2]}", flush=True)
+
+
+# ---------------------------------------------------------------- one run
+
+
+@dataclass
+class Result:
+    server: str
+    legit: LegitStats
+    attack_sent: int
+    attack_answered: int
+    attack_closed: int
+
+    def report(self) -> str:
+        lat = sorted(self.legit.latencies)
+        if lat:
+            p50 = statistics.median(lat) * 1e3
+            p99 = lat[min(len(lat) - 1, int(len(lat) * 0.99))] * 1e3
+            worst = lat[-1] * 1e3
+        else:
+            p50 = p99 = worst = float("nan")
+        verdict = "MET" if self.legit.failures == 0 and p99 < TARGET_P99_MS else "MISSED"
+        lines = [
+            f"{self.server}:",
+            f"  legitimate: {len(lat)} OK, {self.legit.failures} failures; "
+            f"p50 {p50:.2f} ms, p99 {p99:.2f} ms, max {worst:.2f} ms "
+            f"(target: 0 failures, p99 < {TARGET_P99_MS:.0f} ms: {verdict})",
+            f"  attacker:   {self.attack_sent} sent, {self.attack_answered} answered, "
+            f"{self.attack_closed} connections closed by the server",
+        ]
+        lines += [f"  ! {e}" for e in self.legit.errors[:5]]
+        return "\n".join(lines)
+
+
+def run_once(server: str, path: str, args: argparse.Namespace, password: str) -> Result:
+    attacker = subprocess.Popen(
+        [
+            sys.executable,
+            __file__,
+            "--attacker",
+            path,
+            "--attack-connections",
+            str(args.attack_connections),
+            "--in-flight",
+            str(args.in_flight),
+            "--duration",
+            str(args.duration + 1),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    time.sleep(1.0)  # let the flood build up before measuring
+    legit = trio.run(run_legit, path, password, args.duration, args.think)
+    out, _ = attacker.communicate(timeout=args.duration + 60)
+    sent, answered, closed = (int(x) for x in out.split())
+    return Result(server, legit, sent, answered, closed)
+
+
+def write_users(path: Path, scheme: str, password: str) -> None:
+    lines = [
+        f"user{n}:{generate(scheme, password.encode(), f'user{n}')}::::::\n"
+        for n in range(LEGIT_USERS)
+    ]
+    path.write_text("".join(lines))
+    path.chmod(0o644)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--duration", type=float, default=20.0)
+    parser.add_argument("--attack-connections", type=int, default=4)
+    parser.add_argument("--in-flight", type=int, default=2000, help="per attack connection")
+    parser.add_argument("--think", type=float, default=0.05, help="legit pause between logins")
+    parser.add_argument("--scheme", default="SSHA512", help="how the users are stored")
+    parser.add_argument("--dovecot", action="store_true", help="also run real Dovecot")
+    parser.add_argument("--no-authbridge", action="store_true")
+    parser.add_argument(
+        "--authbridge-config", metavar="TOML", help="run authbridge with this config instead"
+    )
+    parser.add_argument("--attacker", metavar="SOCKET", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.attacker:
+        trio.run(
+            attacker_main, args.attacker, args.attack_connections, args.in_flight, args.duration
+        )
+        return 0
+
+    password = "legit-password-123"
+    base = Path(tempfile.mkdtemp(prefix="authbridge-flood-", dir="/tmp"))
+    base.chmod(0o755)
+    users = base / "users.passwd"
+    write_users(users, args.scheme, password)
+    print(
+        f"flood: {args.duration:.0f} s, attacker {ATTACKER_RIP} with {args.attack_connections} "
+        f"connections x {args.in_flight} in flight; {LEGIT_USERS} legitimate users "
+        f"({args.scheme}); load average {os.getloadavg()[0]:.2f}",
+        flush=True,
+    )
+    results = []
+    try:
+        if not args.no_authbridge:
+            extra = ["--config", args.authbridge_config] if args.authbridge_config else []
+            label = "authbridge" + (f" ({args.authbridge_config})" if extra else " (defaults)")
+            with AuthbridgeServer(users, base / "authbridge.sock", extra_args=extra) as bridge:
+                results.append(run_once(label, str(bridge.socket_path), args, password))
+            print(results[-1].report(), flush=True)
+        if args.dovecot:
+            settings = ("auth_failure_delay = 2 secs", "auth_debug = no", "auth_verbose = no")
+            workdir = base / "dovecot"
+            with DovecotAuth(
+                users, base / "dovecot.sock", extra_settings=settings, workdir=workdir
+            ) as dc:
+                results.append(
+                    run_once("dovecot 2.3 (failure delay 2 s)", str(dc.socket_path), args, password)
+                )
+            print(results[-1].report(), flush=True)
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
