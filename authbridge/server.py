@@ -228,6 +228,7 @@ class AuthServer:
             cuid=cuid,
             cookie=secrets.token_hex(16),
             request_timeout=self.config.server.request_timeout,
+            max_requests=self.config.server.max_requests_per_connection,
             tempfail_disconnects=self.config.policy.tempfail_disconnects,
         )
         conn = Connection(stream, Session(settings), cuid)
@@ -265,9 +266,10 @@ class AuthServer:
 
     async def _read_loop(self, conn: Connection, nursery: trio.Nursery) -> None:
         idle_timeout = self.config.server.idle_timeout
+        deadline = trio.current_time() + idle_timeout
         while not conn.gone and not conn.closing:
             data: bytes | bytearray = b""
-            with trio.move_on_after(idle_timeout) as scope:
+            with trio.move_on_at(deadline) as scope:
                 try:
                     data = await conn.stream.receive_some(READ_SIZE)
                 except (trio.BrokenResourceError, trio.ClosedResourceError):
@@ -276,12 +278,17 @@ class AuthServer:
                 if conn.session.in_flight == 0:
                     log.info("closing idle connection", cuid=conn.cuid)
                     return
+                deadline = trio.current_time() + idle_timeout
                 continue
             if not data:
                 return
             if conn.tracing:
                 events.trace(conn.cuid, "in", bytes(data))
+            lines_before = conn.session.lines_received
             self._dispatch(conn, conn.session.receive(data, trio.current_time()), nursery)
+            if conn.session.lines_received != lines_before:
+                # Only complete lines count as activity: trickled bytes do not.
+                deadline = trio.current_time() + idle_timeout
         if conn.closing:
             # The writer flushes what was queued before the close decision, then hangs
             # up; give it a bounded time to do so.
@@ -298,15 +305,6 @@ class AuthServer:
                 else:
                     conn.push(action.data)
             elif isinstance(action, Check):
-                if conn.session.in_flight > self.config.server.max_requests_per_connection:
-                    log.warning(
-                        "too many requests in flight on one connection; closing", cuid=conn.cuid
-                    )
-                    for info in conn.session.abandon_all():
-                        self.metrics.aborted(info)
-                        events.authentication_aborted(conn.cuid, info, "too_many_requests")
-                    conn.close_after_flush()
-                    return
                 self._checks_in_flight += 1
                 self._idle = trio.Event() if self._checks_in_flight == 1 else self._idle
                 nursery.start_soon(self._check, conn, action, nursery, trio.current_time())

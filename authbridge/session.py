@@ -133,6 +133,9 @@ class SessionSettings:
     cuid: int
     cookie: str
     request_timeout: float = REQUEST_TIMEOUT
+    #: More requests than this in flight at once (waiting for CONT, being checked) is
+    #: abuse, not a mail server: the connection is closed.
+    max_requests: int = 10000
     usernames: UsernamePolicy = field(default_factory=UsernamePolicy)
     #: On an internal failure, close the connection (so Exim says 435 and Postfix 454)
     #: instead of Dovecot's ``FAIL code=temp_fail`` that both MTAs turn into a 535.
@@ -149,6 +152,9 @@ class Session:
     _buffer: wire.LineBuffer = field(default_factory=wire.LineBuffer)
     _requests: dict[int, _Request] = field(default_factory=dict)
     _next_ticket: int = 1
+    #: Complete lines received so far (the server's idle timer restarts on progress,
+    #: not on every byte, so a client trickling a partial line cannot hold on).
+    lines_received: int = 0
 
     # ------------------------------------------------------------------ handshake
 
@@ -178,6 +184,7 @@ class Session:
             lines = self._buffer.feed(data)
         except wire.LineTooLong:
             return self._close(f"client sent more than {wire.MAX_LINE_LENGTH} bytes in a line")
+        self.lines_received += len(lines)
         for line in lines:
             try:
                 actions.extend(self._handle_line(line, now))
@@ -253,6 +260,10 @@ class Session:
             raise ProtocolViolation("AUTH without service=")
         if request_id in self._requests:
             raise ProtocolViolation(f"duplicate request id {request_id}")
+        if len(self._requests) >= self.settings.max_requests:
+            raise ProtocolViolation(
+                f"more than {self.settings.max_requests} requests in flight on one connection"
+            )
 
         info = _request_info(request_id, mech_cls.name, service, params, self.client_minor)
         ticket = self._next_ticket

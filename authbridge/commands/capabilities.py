@@ -49,7 +49,7 @@ def run(args: argparse.Namespace) -> int:
         except (StoreFormatError, StoreUnavailable) as exc:
             print(f"authbridge: {exc}", file=sys.stderr)
             return 1
-        for entry in store.entries():
+        for entry in sorted(store.entries(), key=lambda e: e.user):
             user = entry.user
             users += 1
             if entry.password is None:

@@ -32,7 +32,7 @@ from authbridge.passdb import (
     PasswdFileStore,
     open_file_store,
 )
-from authbridge.passdb.base import StoreFormatError, StoreUnavailable
+from authbridge.passdb.base import StoreFormatError, StoreUnavailable, pick_dummy_password
 from authbridge.schemes import StoredPassword
 from authbridge.server import AuthServer
 
@@ -369,11 +369,7 @@ class Daemon:
 
 
 def _sample_password(stores: list[Passdb]) -> StoredPassword | None:
-    for store in _file_stores(stores):
-        sample = store.sample_password()
-        if sample is not None:
-            return sample
-    return None
+    return pick_dummy_password(e for store in _file_stores(stores) for e in store.entries())
 
 
 def _signature(path: Path) -> tuple[int, int, int] | None:

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from authbridge.schemes import StoredPassword
+from authbridge.schemes import StoredPassword, is_expensive
 
 
 @dataclass(frozen=True, slots=True)
@@ -29,6 +30,19 @@ class PassdbEntry:
 
     def has(self, name: str) -> bool:
         return any(key == name for key, _ in self.fields)
+
+
+def pick_dummy_password(entries: Iterable[PassdbEntry]) -> StoredPassword | None:
+    """A stored hash to verify (and ignore) for unknown users, so that they cost the same
+    time as a wrong password: an expensive one when the store has any."""
+    fallback = None
+    for entry in entries:
+        if entry.password is None:
+            continue
+        if is_expensive(entry.password):
+            return entry.password
+        fallback = fallback or entry.password
+    return fallback
 
 
 class StoreUnavailable(Exception):

@@ -18,7 +18,12 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from authbridge.passdb.base import PassdbEntry, StoreFormatError, StoreUnavailable
+from authbridge.passdb.base import (
+    PassdbEntry,
+    StoreFormatError,
+    StoreUnavailable,
+    pick_dummy_password,
+)
 from authbridge.schemes import StoredPassword, parse_stored
 
 log = logging.getLogger(__name__)
@@ -90,13 +95,12 @@ class EximFileStore:
         return len(self._entries)
 
     def entries(self) -> list[PassdbEntry]:
-        """Every user, sorted by name (reports, not the lookup path)."""
-        return [self._entries[name] for name in sorted(self._entries)]
+        """Every user, in file order (reports and start-up, not the lookup path)."""
+        return list(self._entries.values())
 
     def sample_password(self) -> StoredPassword | None:
-        for entry in self._entries.values():
-            return entry.password
-        return None
+        """The hash unknown users are checked against (see pick_dummy_password)."""
+        return pick_dummy_password(self._entries.values())
 
     async def lookup(self, user: str) -> PassdbEntry | None:
         return self._entries.get(user.lower())

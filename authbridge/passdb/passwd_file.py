@@ -11,7 +11,12 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
-from authbridge.passdb.base import PassdbEntry, StoreFormatError, StoreUnavailable
+from authbridge.passdb.base import (
+    PassdbEntry,
+    StoreFormatError,
+    StoreUnavailable,
+    pick_dummy_password,
+)
 from authbridge.schemes import StoredPassword, apply_compat_suffix, parse_stored
 
 log = logging.getLogger(__name__)
@@ -88,16 +93,12 @@ class PasswdFileStore:
         return len(self._entries)
 
     def entries(self) -> list[PassdbEntry]:
-        """Every user, sorted by name (reports, not the lookup path)."""
-        return [self._entries[name] for name in sorted(self._entries)]
+        """Every user, in file order (reports and start-up, not the lookup path)."""
+        return list(self._entries.values())
 
     def sample_password(self) -> StoredPassword | None:
-        """Some user's stored password: unknown users are checked against it, so they
-        cost the same time as a wrong password (no user enumeration by timing)."""
-        for entry in self._entries.values():
-            if entry.password is not None and entry.password.scheme not in ("PLAIN", "CLEAR"):
-                return entry.password
-        return None
+        """The hash unknown users are checked against (see pick_dummy_password)."""
+        return pick_dummy_password(self._entries.values())
 
     async def lookup(self, user: str) -> PassdbEntry | None:
         return self._entries.get(user)
