@@ -177,8 +177,10 @@ async def close_stores(stores: list[Passdb]) -> None:
             await close()
 
 
-def open_listeners(config: Config) -> list[Listener]:
-    inherited = systemd.inherited_sockets()
+def open_listeners(
+    config: Config, inherited: list[tuple[str, socket.socket]] | None = None
+) -> list[Listener]:
+    """Sockets handed over by systemd (see run()), or our own bound ones."""
     if inherited:
         # systemd owns these socket files: unix_path stays None so we never unlink them.
         # TCP sockets still get the client allow-list.
@@ -420,13 +422,16 @@ def run(args: argparse.Namespace) -> int:
     )
     hasher = Hasher()
     try:
+        # Adopt systemd's sockets first, before anything else opens a file descriptor
+        # that could be mistaken for fd 3 and up.
+        inherited = systemd.inherited_sockets()
         stores = open_stores(config)
         # Workers start before the signal mask below, so they never inherit it.
         hasher.start()
         # Signals wait (blocked) until the event loop listens for them: a SIGTERM
         # that arrives between bind() and then still means "drain and exit 0".
         signal.pthread_sigmask(signal.SIG_BLOCK, HANDLED_SIGNALS)
-        listeners = open_listeners(config)
+        listeners = open_listeners(config, inherited)
     except (
         StoreFormatError,
         StoreUnavailable,
