@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Sequence
-from typing import Any, Protocol
+from typing import Any, Protocol, cast, runtime_checkable
 
 import trio
 
@@ -55,18 +55,33 @@ class SqlStoreError(StoreUnavailable):
 
 
 class Backend(Protocol):
-    """The driver-specific half: run one query in a worker thread, return the rows."""
+    """The driver-specific half: one query, the column names and at most two rows."""
 
     paramstyle: Paramstyle
     description: str
 
+    def close(self) -> None: ...
+
+
+class ThreadBackend(Backend, Protocol):
+    """A blocking driver: ``query`` runs in a worker thread."""
+
     def query(
         self, sql: str, params: tuple[str, ...], deadline: float
     ) -> tuple[list[str], list[tuple[Any, ...]]]:
-        """Column names and rows; raises SqlStoreError. Called in a worker thread."""
+        """Raises SqlStoreError."""
         ...
 
-    def close(self) -> None: ...
+
+@runtime_checkable
+class AsyncBackend(Backend, Protocol):
+    """A driver that waits on the event loop itself."""
+
+    async def aquery(
+        self, sql: str, params: tuple[str, ...], deadline: float
+    ) -> tuple[list[str], list[tuple[Any, ...]]]:
+        """Raises SqlStoreError."""
+        ...
 
 
 def _field_value(value: Any) -> str | None:
@@ -125,7 +140,7 @@ class SqlStore:
 
     def __init__(
         self,
-        backend: Backend,
+        backend: ThreadBackend | AsyncBackend,
         password_query: str,
         *,
         default_scheme: str = "MD5",
@@ -134,6 +149,8 @@ class SqlStore:
         observe: Observer | None = None,
     ) -> None:
         self.backend = backend
+        # Checked once: a runtime Protocol check per lookup is not free.
+        self._async = backend if isinstance(backend, AsyncBackend) else None
         self.query: PreparedQuery = prepare(password_query, backend.paramstyle)
         self.default_scheme = default_scheme
         self.timeout = timeout
@@ -164,15 +181,20 @@ class SqlStore:
         # the driver's error (more telling than "no answer") usually wins the race.
         deadline = started + 0.9 * self.timeout
         try:
+            columns: list[str] = []
+            rows: list[tuple[Any, ...]] = []
             with trio.move_on_after(self.timeout) as scope:
-                columns, rows = await trio.to_thread.run_sync(
-                    self.backend.query,
-                    self.query.sql,
-                    params,
-                    deadline,
-                    limiter=self._limiter,
-                    abandon_on_cancel=True,
-                )
+                if self._async is not None:
+                    columns, rows = await self._async.aquery(self.query.sql, params, deadline)
+                else:
+                    columns, rows = await trio.to_thread.run_sync(
+                        cast(ThreadBackend, self.backend).query,
+                        self.query.sql,
+                        params,
+                        deadline,
+                        limiter=self._limiter,
+                        abandon_on_cancel=True,
+                    )
             if scope.cancelled_caught:
                 raise SqlStoreError(f"{self.name}: no answer within {self.timeout:g} s")
             if len(rows) > 1:
@@ -196,15 +218,15 @@ class SqlStore:
         await trio.to_thread.run_sync(self.backend.close, abandon_on_cancel=True)
 
 
-def make_backend(config: StoreConfig) -> Backend:
+def make_backend(config: StoreConfig) -> ThreadBackend | AsyncBackend:
     if config.driver == "sqlite":
         from authbridge.passdb.sql_sqlite import SqliteBackend
 
         return SqliteBackend(config.dsn, config.pool_size)
     if config.driver == "postgresql":
-        from authbridge.passdb.sql_postgresql import PostgresBackend
+        from authbridge.passdb.sql_pq import PqBackend
 
-        return PostgresBackend(config.dsn, config.pool_size, config.timeout)
+        return PqBackend(config.dsn, config.pool_size, config.timeout)
     raise SqlConfigError(f"unknown sql driver {config.driver!r}")
 
 

@@ -23,7 +23,7 @@ _NAMES = frozenset(_SHORT.values())
 #: Variables whose value depends on the request, not only on the user.
 REQUEST_VARIABLES = frozenset({"service", "rip", "lip"})
 
-Paramstyle = Literal["qmark", "format"]
+Paramstyle = Literal["qmark", "format", "numeric"]
 
 
 class QueryError(ValueError):
@@ -108,9 +108,15 @@ def _read_variable(query: str, i: int) -> tuple[Variable | None, int]:
 
 
 def prepare(query: str, paramstyle: Paramstyle) -> PreparedQuery:
-    """Translate ``query``; ``qmark`` gives ``?`` (sqlite3), ``format`` ``%s`` (psycopg)."""
-    placeholder = "?" if paramstyle == "qmark" else "%s"
-    literal_percent = "%" if paramstyle == "qmark" else "%%"
+    """Translate ``query``: ``qmark`` gives ``?`` (sqlite3), ``format`` ``%s`` (psycopg),
+    ``numeric`` ``$1``, ``$2``... (libpq, PostgreSQL's own placeholders)."""
+    literal_percent = "%%" if paramstyle == "format" else "%"
+
+    def placeholder() -> str:
+        if paramstyle == "numeric":
+            return f"${len(variables)}"
+        return "?" if paramstyle == "qmark" else "%s"
+
     out: list[str] = []
     variables: list[Variable] = []
     i, n = 0, len(query)
@@ -127,7 +133,7 @@ def prepare(query: str, paramstyle: Paramstyle) -> PreparedQuery:
                 var, end = _read_variable(query, i + 1)
                 if var is not None and end < n and query[end] == "'":
                     variables.append(var)
-                    out.append(placeholder)
+                    out.append(placeholder())
                     i = end + 1
                     continue
             in_string = not in_string
@@ -145,7 +151,7 @@ def prepare(query: str, paramstyle: Paramstyle) -> PreparedQuery:
                 )
             else:
                 variables.append(var)
-                out.append(placeholder)
+                out.append(placeholder())
             i = end
             continue
         if ch == "?" and paramstyle == "qmark" and not in_string:

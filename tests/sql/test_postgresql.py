@@ -152,7 +152,7 @@ async def test_slow_query_times_out_and_the_connection_comes_back(
     fast = pg_store(pg, pool_size=1)
     try:
         started = time.monotonic()
-        with pytest.raises(StoreUnavailable, match="within 1 s"):
+        with pytest.raises(StoreUnavailable, match="no answer within 1 s"):
             await store.lookup("slow@example.org")
         assert time.monotonic() - started < 1.6
         # statement_timeout cancels it on the server: the single pooled connection is
@@ -167,21 +167,30 @@ async def test_slow_query_times_out_and_the_connection_comes_back(
         await fast.aclose()
 
 
-async def test_refused_connections_are_outages_within_the_timeout(pg: PgCluster) -> None:
-    for dsn in (
-        pg.dsn(user="no_such_role"),
-        pg.dsn(dbname="no_such_db"),
-        f"host={pg.sockdir} port=1 dbname=mail user=authbridge",  # nothing listens there
-    ):
-        config = StoreConfig("sql", driver="postgresql", dsn=dsn, password_query=QUERY, timeout=1.0)
-        store = open_sql_store(config)
-        started = time.monotonic()
-        try:
-            with pytest.raises(StoreUnavailable, match="no database connection within 1 s"):
+@pytest.mark.parametrize(
+    ("dsn_of", "message"),
+    [
+        (lambda pg: pg.dsn(user="no_such_role"), 'role "no_such_role" does not exist'),
+        (lambda pg: pg.dsn(dbname="no_such_db"), 'database "no_such_db" does not exist'),
+        # nothing listens on that socket
+        (lambda pg: f"host={pg.sockdir} port=1 dbname=mail user=authbridge", "No such file"),
+    ],
+)
+async def test_refused_connections_are_outages_within_the_timeout(
+    pg: PgCluster, dsn_of: Callable[[PgCluster], str], message: str
+) -> None:
+    config = StoreConfig(
+        "sql", driver="postgresql", dsn=dsn_of(pg), password_query=QUERY, timeout=1.0
+    )
+    store = open_sql_store(config)
+    try:
+        for _ in range(2):
+            started = time.monotonic()
+            with pytest.raises(StoreUnavailable, match=message):
                 await store.lookup("alice@example.org")
-            assert time.monotonic() - started < 1.6
-        finally:
-            await store.aclose()
+            assert time.monotonic() - started < 1.2
+    finally:
+        await store.aclose()
 
 
 @pytest.fixture
