@@ -52,9 +52,10 @@ class Hasher:
         # forkserver: workers never inherit the event loop's threads or sockets.
         context = multiprocessing.get_context("forkserver")
         context.set_forkserver_preload(["authbridge.schemes"])
-        self._pool = ProcessPoolExecutor(max_workers=self.workers, mp_context=context)
-        for future in [self._pool.submit(_warm_up) for _ in range(self.workers)]:
+        pool = ProcessPoolExecutor(max_workers=self.workers, mp_context=context)
+        for future in [pool.submit(_warm_up) for _ in range(self.workers)]:
             future.result()
+        self._pool = pool  # only now: until the workers are warm, threads do the work
 
     def close(self) -> None:
         if self._pool is not None:

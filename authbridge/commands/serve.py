@@ -32,7 +32,12 @@ from authbridge.passdb import (
     PasswdFileStore,
     open_file_store,
 )
-from authbridge.passdb.base import StoreFormatError, StoreUnavailable, pick_dummy_password
+from authbridge.passdb.base import (
+    PassdbEntry,
+    StoreFormatError,
+    StoreUnavailable,
+    pick_dummy_password,
+)
 from authbridge.schemes import StoredPassword
 from authbridge.server import AuthServer
 
@@ -281,6 +286,9 @@ class Daemon:
                     self.ready = True
                     labels = ", ".join(item.label for item in self.listeners)
                     self.notifier.ready(f"serving on {labels}")
+                    # The hashing workers start now, off the loop: start-up is not
+                    # delayed by them, and until they are up threads do the hashing.
+                    acceptors.start_soon(self._start_hasher)
                     interval = self.notifier.watchdog_interval()
                     if interval:
                         acceptors.start_soon(_watchdog, self.notifier, interval)
@@ -300,6 +308,13 @@ class Daemon:
             connections.cancel_scope.cancel()
         await close_stores(self.stores)
         log.info("stopped")
+
+    async def _start_hasher(self) -> None:
+        try:
+            await trio.to_thread.run_sync(self.hasher.start)
+        except Exception as exc:  # the daemon still works, with thread hashing
+            log.error("hashing worker processes did not start; using threads", error=str(exc))
+            self.hasher.close()
 
     async def _handle_signals(self) -> None:
         with trio.open_signal_receiver(*HANDLED_SIGNALS) as signals:
@@ -371,7 +386,8 @@ class Daemon:
 
 
 def _sample_password(stores: list[Passdb]) -> StoredPassword | None:
-    return pick_dummy_password(e for store in _file_stores(stores) for e in store.entries())
+    samples = (store.sample_password() for store in _file_stores(stores))
+    return pick_dummy_password(PassdbEntry("", s) for s in samples if s is not None)
 
 
 def _signature(path: Path) -> tuple[int, int, int] | None:
@@ -426,8 +442,6 @@ def run(args: argparse.Namespace) -> int:
         # that could be mistaken for fd 3 and up.
         inherited = systemd.inherited_sockets()
         stores = open_stores(config)
-        # Workers start before the signal mask below, so they never inherit it.
-        hasher.start()
         # Signals wait (blocked) until the event loop listens for them: a SIGTERM
         # that arrives between bind() and then still means "drain and exit 0".
         signal.pthread_sigmask(signal.SIG_BLOCK, HANDLED_SIGNALS)
