@@ -9,6 +9,7 @@ hidden/visible split of fields in replies, and which failures are the user's fau
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import hmac
 import ipaddress
 import logging
@@ -294,18 +295,24 @@ class Authenticator:
         if entry.password is None:
             return self._verdict(Outcome.FAIL, applied, Reason.SCHEME_NOT_AVAILABLE, cred.username)
         try:
-            context = schemes.cram_md5_context(entry.password)
+            secret = schemes.plaintext(entry.password)
+            context = None if secret is not None else schemes.cram_md5_context(entry.password)
         except schemes.SchemeError as exc:
             log.error("user %s: unusable stored password: %s", user, exc)
             return self._verdict(self._broken_outcome, applied, Reason.BROKEN_HASH, cred.username)
-        if context is None:
+        if secret is not None:
+            # From a plaintext password the C HMAC gives the same digest ~50x faster than
+            # going through the precomputed-context path in pure Python.
+            expected = hmac.new(secret, cred.challenge, hashlib.md5).hexdigest().encode()
+        elif context is not None:
+            expected = schemes.cram_md5_digest(context, cred.challenge).hex().encode()
+        else:
             log.info(
                 "user %s: CRAM-MD5 needs a plaintext or CRAM-MD5 stored password, not %s",
                 user,
                 entry.password.scheme,
             )
             return self._verdict(Outcome.FAIL, applied, Reason.SCHEME_NOT_AVAILABLE, cred.username)
-        expected = schemes.cram_md5_digest(context, cred.challenge).hex().encode()
         given = cred.response_hex.encode("utf-8", "surrogateescape")[:32]
         if len(given) != 32 or not hmac.compare_digest(expected, given):
             return self._verdict(Outcome.FAIL, applied, Reason.PASSWORD_MISMATCH, cred.username)

@@ -8,6 +8,7 @@ password-like extra fields) and whatever line it does not recognise.
 
 from __future__ import annotations
 
+import logging
 import re
 from collections import OrderedDict
 
@@ -40,6 +41,11 @@ _KEYED_COMMANDS = frozenset({"AUTH", "OK", "FAIL"})
 _FAIL2BAN_UNSAFE = re.compile(r"[(),:\"\\\s]")
 
 
+def _info_enabled() -> bool:
+    """Whether INFO events would be written at all (checked before building one)."""
+    return logging.getLogger("authbridge.auth").isEnabledFor(logging.INFO)
+
+
 def sanitise(name: str | None, limit: int = 128) -> str | None:
     """A user name fit for a log line: control characters replaced, length capped."""
     if name is None:
@@ -57,19 +63,20 @@ def authentication_finished(
 ) -> None:
     """One event per finished request, with everything an operator asks about."""
     typed = verdict.original_user if verdict.original_user is not None else verdict.user
-    log.info(
-        "authentication",
-        cuid=cuid,
-        request=info.id,
-        mechanism=info.mechanism,
-        service=info.service,
-        rip=info.rip,
-        lip=info.lip,
-        user=sanitise(typed),
-        result=result_label(verdict),
-        reason=verdict.reason.value,
-        duration=round(duration, 6),
-    )
+    if _info_enabled():
+        log.info(
+            "authentication",
+            cuid=cuid,
+            request=info.id,
+            mechanism=info.mechanism,
+            service=info.service,
+            rip=info.rip,
+            lip=info.lip,
+            user=sanitise(typed),
+            result=result_label(verdict),
+            reason=verdict.reason.value,
+            duration=round(duration, 6),
+        )
     words = FAIL2BAN_WORDS.get(verdict.reason)
     if words is not None and verdict.outcome is Outcome.FAIL:
         # fail2ban: Dovecot's passdb shape, user first, the client's address second.

@@ -92,7 +92,9 @@ def result_label(verdict: Verdict) -> str:
 
 class Metrics:
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
-        self.registry = registry or CollectorRegistry()
+        self.registry = registry if registry is not None else CollectorRegistry()
+        self._auth_children = {}
+        self._duration_children = {}
         r = self.registry
         self.authentications = Counter(
             "authbridge_authentications",
@@ -166,6 +168,11 @@ class Metrics:
         """Report ``source()`` as ``authbridge_ready`` at every scrape."""
         self.ready.set_function(lambda: 1.0 if source() else 0.0)
 
+    # Labelled children are looked up once per (mechanism, result) and kept: labels()
+    # costs a lock and a dict walk on every authentication otherwise.
+    _auth_children: dict[tuple[str, str], Any]
+    _duration_children: dict[str, Any]
+
     def prime(self, mechanisms: Iterable[str]) -> None:
         """Create every (mechanism, result) series at 0 so rates work from the start."""
         for mech in mechanisms:
@@ -180,8 +187,17 @@ class Metrics:
                 self.lookup_duration.labels(store=store, result=result)
 
     def finished(self, info: RequestInfo, verdict: Verdict, duration: float) -> None:
-        self.authentications.labels(mechanism=info.mechanism, result=result_label(verdict)).inc()
-        self.duration.labels(mechanism=info.mechanism).observe(duration)
+        key = (info.mechanism, result_label(verdict))
+        counter = self._auth_children.get(key)
+        if counter is None:
+            counter = self._auth_children[key] = self.authentications.labels(*key)
+        counter.inc()
+        histogram = self._duration_children.get(info.mechanism)
+        if histogram is None:
+            histogram = self._duration_children[info.mechanism] = self.duration.labels(
+                info.mechanism
+            )
+        histogram.observe(duration)
 
     def aborted(self, info: RequestInfo) -> None:
         self.authentications.labels(mechanism=info.mechanism, result="aborted").inc()

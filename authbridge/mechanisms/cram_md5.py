@@ -19,7 +19,7 @@ from authbridge.mechanisms.base import (
 
 def make_challenge(hostname: str, now: float) -> bytes:
     """``<16 random digits.unix-time@hostname>``, the shape Dovecot uses."""
-    digits = "".join(secrets.choice("0123456789") for _ in range(16))
+    digits = f"{secrets.randbelow(10**16):016d}"
     return f"<{digits}.{int(now)}@{hostname}>".encode()
 
 
