@@ -229,7 +229,6 @@ class Daemon:
         config: Config,
         stores: list[Passdb],
         listeners: list[Listener],
-        hasher: Hasher | None = None,
     ) -> None:
         self.args = args
         self.config = config
@@ -238,7 +237,7 @@ class Daemon:
         self.notifier = systemd.Notifier()
         self.metrics = Metrics()
         self.cache = AuthCache(config.cache)
-        self.hasher = hasher or Hasher(processes=False)
+        self.hasher = Hasher()
         self.authenticator = Authenticator(list(stores), self.hasher, cache=self.cache)
         self.authenticator.dummy_password = _sample_password(stores)
         self.authenticator.broken_hash_is_tempfail = config.policy.broken_hash_is_tempfail
@@ -286,9 +285,6 @@ class Daemon:
                     self.ready = True
                     labels = ", ".join(item.label for item in self.listeners)
                     self.notifier.ready(f"serving on {labels}")
-                    # The hashing workers start now, off the loop: start-up is not
-                    # delayed by them, and until they are up threads do the hashing.
-                    acceptors.start_soon(self._start_hasher)
                     interval = self.notifier.watchdog_interval()
                     if interval:
                         acceptors.start_soon(_watchdog, self.notifier, interval)
@@ -308,13 +304,6 @@ class Daemon:
             connections.cancel_scope.cancel()
         await close_stores(self.stores)
         log.info("stopped")
-
-    async def _start_hasher(self) -> None:
-        try:
-            await trio.to_thread.run_sync(self.hasher.start)
-        except Exception as exc:  # the daemon still works, with thread hashing
-            log.error("hashing worker processes did not start; using threads", error=str(exc))
-            self.hasher.close()
 
     async def _handle_signals(self) -> None:
         with trio.open_signal_receiver(*HANDLED_SIGNALS) as signals:
@@ -436,7 +425,6 @@ def run(args: argparse.Namespace) -> int:
         pid=os.getpid(),
         open_files_limit=fd_limit,
     )
-    hasher = Hasher()
     try:
         # Adopt systemd's sockets first, before anything else opens a file descriptor
         # that could be mistaken for fd 3 and up.
@@ -452,7 +440,6 @@ def run(args: argparse.Namespace) -> int:
         ListenerError,
         systemd.SocketActivationError,
     ) as exc:
-        hasher.close()
         log.error("cannot start", error=str(exc))
         print(f"authbridge: {exc}", file=sys.stderr)
         return 1
@@ -464,9 +451,8 @@ def run(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
     try:
-        daemon = Daemon(args, config, stores, listeners, hasher)
+        daemon = Daemon(args, config, stores, listeners)
     except MetricsListenError as exc:
-        hasher.close()
         for listener in listeners:
             listener.remove()
         log.error("cannot start", error=str(exc))
@@ -477,7 +463,6 @@ def run(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         pass
     finally:
-        daemon.hasher.close()
         for listener in listeners:
             listener.remove()
     return 0

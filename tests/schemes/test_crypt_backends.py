@@ -34,7 +34,7 @@ def backend(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> 
         if not libc_crypt.available():
             pytest.skip("no crypt module on this Python")
     else:
-        monkeypatch.setattr(libc_crypt, "_crypt", None)
+        monkeypatch.setattr(libc_crypt, "_crypt_r", None)
     return str(request.param)
 
 
@@ -53,7 +53,7 @@ def test_hash_from_one_backend_verifies_on_the_other(
         pytest.skip("no crypt module on this Python")
     password = "pässwörd€ 'x'".encode()
     by_libc = parse_stored(generate(scheme, password, "u"))
-    monkeypatch.setattr(libc_crypt, "_crypt", None)
+    monkeypatch.setattr(libc_crypt, "_crypt_r", None)
     by_passlib = parse_stored(generate(scheme, password, "u"))
     assert verify_password(by_libc, password, "u") is True
     monkeypatch.undo()
@@ -70,6 +70,6 @@ def test_non_utf8_password_falls_back_to_passlib(scheme: str) -> None:
 
 
 def test_locked_crypt_entry_on_passlib_backend(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(libc_crypt, "_crypt", None)
+    monkeypatch.setattr(libc_crypt, "_crypt_r", None)
     for value in ("{CRYPT}!", "{CRYPT}*", "{CRYPT}!$6$abc$def"):
         assert verify_password(parse_stored(value), b"!", "u") is False
