@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import re
 import sys
+import urllib.request
 from pathlib import Path
 
 from tests.policy.authclient import AuthClient, ConnectionClosed
@@ -29,7 +31,9 @@ class SqlBridge(AuthbridgeServer):
         ]
 
 
-def bridge_config(dsn: str, query: str, *, timeout: float = 1.0, cache_ttl: float = 0) -> str:
+def bridge_config(
+    dsn: str, query: str, *, timeout: float = 1.0, cache_ttl: float = 0, extra: str = ""
+) -> str:
     cache = (
         f"[cache]\nenabled = true\nttl = {cache_ttl}\nnegative_ttl = {cache_ttl}\n"
         if cache_ttl
@@ -38,7 +42,7 @@ def bridge_config(dsn: str, query: str, *, timeout: float = 1.0, cache_ttl: floa
     return (
         f'[[store]]\ntype = "sql"\ndriver = "postgresql"\ndsn = "{dsn}"\n'
         f'password_query = """{query}"""\ntimeout = {timeout}\npool_size = 2\n'
-        "[policy]\nfailure_delay = 0\n[penalty]\nenabled = false\n" + cache
+        "[policy]\nfailure_delay = 0\n[penalty]\nenabled = false\n" + cache + extra
     )
 
 
@@ -61,3 +65,20 @@ def auth(bridge: SqlBridge, user: str, password: str) -> str:
         except ConnectionClosed:  # how an internal failure ends (tempfail_disconnects)
             return "CLOSED"
         return line.split("\t")[0]
+
+
+def lookup_counts(metrics_port: int, store_prefix: str = "sql:postgresql:") -> dict[str, float]:
+    """authbridge_store_lookup_duration_seconds_count by result, for the sql store."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=5) as r:
+        text = r.read().decode()
+    counts: dict[str, float] = {}
+    pattern = re.compile(
+        r"^authbridge_store_lookup_duration_seconds_count\{(?P<labels>[^}]*)\} (?P<value>\S+)$"
+    )
+    for line in text.splitlines():
+        match = pattern.match(line)
+        if match and f'store="{store_prefix}' in match["labels"]:
+            result = re.search(r'result="([^"]+)"', match["labels"])
+            assert result is not None
+            counts[result[1]] = float(match["value"])
+    return counts

@@ -40,7 +40,11 @@ class PgCluster:
         self.log = base / "postgres.log"
         self.port = free_tcp_port()  # only names the socket file; no TCP listener
         self.proc: subprocess.Popen[bytes] | None = None
-        account = pwd.getpwnam("postgres")
+        try:
+            account = pwd.getpwnam("postgres")
+        except KeyError:
+            require_binary("postgres-account-missing")  # skips, or fails when CI=true
+            raise
         self._uid, self._gid = account.pw_uid, account.pw_gid
 
     def _as_postgres(self) -> dict[str, Any]:

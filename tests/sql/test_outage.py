@@ -15,9 +15,9 @@ import pytest
 from authbridge.schemes import generate
 from tests.policy.mta import exim_for, exim_session, postfix_for, postfix_session
 from tests.sql.conftest import make_cluster
-from tests.sql.daemon import SqlBridge, auth, bridge_config, start_bridge
+from tests.sql.daemon import SqlBridge, auth, bridge_config, lookup_counts, start_bridge
 from tests.sql.pgcluster import PgCluster
-from tests.support import require_binary
+from tests.support import free_tcp_port, require_binary
 from tests.support.exim import EximConfig
 from tests.support.postfix import PostfixMaster
 from tests.support.tls import make_self_signed
@@ -42,6 +42,11 @@ class Site:
     ) -> None:
         self.db, self.bridge, self.exim, self.postfix = db, bridge, exim, postfix
 
+    @property
+    def metrics_port(self) -> int:
+        config = (self.bridge.socket_path.parent / "authbridge.toml").read_text()
+        return int(config.split('listen = "127.0.0.1:')[1].split('"')[0])
+
 
 @pytest.fixture(scope="module")
 def site(sql_dir: Path) -> Iterator[Site]:
@@ -55,7 +60,9 @@ def site(sql_dir: Path) -> Iterator[Site]:
                     "INSERT INTO mail_users (username, password) VALUES (%s, %s)",
                     (user, generate("SSHA512", PASSWORD.encode(), user)),
                 )
-        bridge = start_bridge(base / "bridge", bridge_config(db.dsn(), SLOW_QUERY, timeout=TIMEOUT))
+        metrics = f'[metrics]\nlisten = "127.0.0.1:{free_tcp_port()}"\n'
+        config = bridge_config(db.dsn(), SLOW_QUERY, timeout=TIMEOUT, extra=metrics)
+        bridge = start_bridge(base / "bridge", config)
         try:
             tls = make_self_signed(base / "tls")
             exim = exim_for(bridge.socket_path, base, "exim", tls)
@@ -81,6 +88,7 @@ def test_database_down_then_back(site: Site) -> None:
     assert exim_code(site, USER) == 235
     assert postfix_code(site, USER) == 235
 
+    before = lookup_counts(site.metrics_port)
     site.db.stop()  # fast shutdown of the postmaster, by PID
     try:
         started = time.monotonic()
@@ -90,6 +98,10 @@ def test_database_down_then_back(site: Site) -> None:
         assert postfix_code(site, USER) == 454
         # An internal failure is never a wrong password: the log says what happened.
         assert "store unavailable" in site.bridge.stderr_text()
+        # ... and /metrics counts the backend errors (with their latency) per store.
+        during = lookup_counts(site.metrics_port)
+        assert during.get("error", 0) - before.get("error", 0) >= 3
+        assert during.get("found", 0) == before.get("found", 0)
     finally:
         site.db.start()
 
