@@ -38,7 +38,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from authbridge.schemes import generate  # noqa: E402
-from tests.support.authbridge_proc import AuthbridgeServer  # noqa: E402
+from tests.support.authbridge_proc import AuthbridgeError, AuthbridgeServer  # noqa: E402
 from tests.support.dovecot import DovecotAuth  # noqa: E402
 
 LEGIT_USERS = 50
@@ -266,9 +266,16 @@ def main() -> int:
         if not args.no_authbridge:
             extra = ["--config", args.authbridge_config] if args.authbridge_config else []
             label = "authbridge" + (f" ({args.authbridge_config})" if extra else " (defaults)")
-            with AuthbridgeServer(users, base / "authbridge.sock", extra_args=extra) as bridge:
+            bridge = AuthbridgeServer(users, base / "authbridge.sock", extra_args=extra).start()
+            try:
                 results.append(run_once(label, str(bridge.socket_path), args, password))
-            print(results[-1].report(), flush=True)
+                print(results[-1].report(), flush=True)
+            finally:
+                try:
+                    bridge.stop(timeout=30)
+                except AuthbridgeError as exc:
+                    print(f"  ! authbridge did not stop cleanly: {str(exc).splitlines()[0]}")
+                    bridge.kill()
         if args.dovecot:
             settings = ("auth_failure_delay = 2 secs", "auth_debug = no", "auth_verbose = no")
             workdir = base / "dovecot"
@@ -278,7 +285,7 @@ def main() -> int:
                 results.append(
                     run_once("dovecot 2.3 (failure delay 2 s)", str(dc.socket_path), args, password)
                 )
-            print(results[-1].report(), flush=True)
+                print(results[-1].report(), flush=True)
     finally:
         shutil.rmtree(base, ignore_errors=True)
     return 0
