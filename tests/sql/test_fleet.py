@@ -75,3 +75,36 @@ def test_disabled_user_is_refused_by_both(
         conn.execute("UPDATE mail_users SET active = true WHERE username = %s", (USER,))
     time.sleep(TTL + 0.3)
     assert both(fleet, "first-pass") == ["OK", "OK"]
+
+
+HOSTILE = [
+    "o'brien@example.org",
+    'say"hi@example.org',
+    "back\\slash@example.org",
+    "100%u@example.org",
+    "x';--@example.org",
+]
+
+
+def test_hostile_names_through_the_daemon(
+    pg: PgCluster, fleet: tuple[SqlBridge, SqlBridge]
+) -> None:
+    """Dovecot's default auth_username_chars refuse all of these before any lookup
+    (the store's own handling of such raw strings is in test_sqlite/test_postgresql):
+    through the daemon they are plain FAILs, never an internal failure or a login."""
+    with pg.admin() as conn:
+        for name in HOSTILE:
+            conn.execute(
+                "INSERT INTO mail_users (username, password) VALUES (%s, %s)",
+                (name, generate("SSHA512", b"hostile-pass", name)),
+            )
+    try:
+        one = fleet[0]
+        for name in HOSTILE:
+            assert auth(one, name, "hostile-pass") == "FAIL", name
+        for attack in ("x' or '1'='1", "' or 1=1 --", "fleet@example.org' --"):
+            assert auth(one, attack, "first-pass") == "FAIL", attack
+        assert auth(one, USER, "first-pass") == "OK"  # the table is still there
+    finally:
+        with pg.admin() as conn:
+            conn.execute("DELETE FROM mail_users WHERE username = ANY(%s)", (HOSTILE,))
