@@ -9,11 +9,12 @@ so no producer ever blocks on a slow reader. Delayed FAILs wait in one shared
 
 from __future__ import annotations
 
+import contextlib
 import heapq
 import itertools
 import os
 import secrets
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -157,6 +158,7 @@ class AuthServer:
         self.mechanisms = resolve(list(config.server.mechanisms))
         self.policy = PolicyGate(config.policy)
         self.penalty = PenaltyTracker(config.penalty)
+        self._penalty_locks: dict[str, trio.Lock] = {}
         self.spid = os.getpid()
         self._cuids = itertools.count(1)
         self.delay_queue = FailureDelayQueue()
@@ -351,14 +353,20 @@ class AuthServer:
             log.info("request refused by policy", request=info.id, why=refusal)
             return Verdict(Outcome.FAIL, typed, Reason.POLICY)
         penalised = not info.no_penalty
-        if penalised:
-            delay = self.penalty.delay(info.rip, trio.current_time())
-            if delay > 0:
-                self.metrics.penalties.inc()
-                await trio.sleep(delay)
+        delay = self.penalty.delay(info.rip, trio.current_time()) if penalised else 0.0
         verdict: Verdict | KeysFound | None = None
-        with trio.move_on_after(CHECK_TIMEOUT):
-            verdict = await self.authenticator.check(info, credential)
+        if delay > 0:
+            self.metrics.penalties.inc()
+            await trio.sleep(delay)
+            # A penalised address is checked one request at a time: a burst of thousands
+            # that wakes up together then takes its turns between everyone else's work
+            # instead of holding the event loop for one long batch.
+            async with self._penalty_turn(info.rip):
+                with trio.move_on_after(CHECK_TIMEOUT):
+                    verdict = await self.authenticator.check(info, credential)
+        else:
+            with trio.move_on_after(CHECK_TIMEOUT):
+                verdict = await self.authenticator.check(info, credential)
         if verdict is None:
             log.error("credential check timed out", request=info.id, timeout=CHECK_TIMEOUT)
             return Verdict(Outcome.TEMPFAIL, typed, Reason.STORE_ERROR)
@@ -370,6 +378,19 @@ class AuthServer:
             elif verdict.outcome is Outcome.FAIL:
                 self.penalty.failed(info.rip, verdict.user or "", secret, trio.current_time())
         return verdict
+
+    @contextlib.asynccontextmanager
+    async def _penalty_turn(self, rip: str | None) -> AsyncIterator[None]:
+        key = self.penalty.key(rip) or ""
+        lock = self._penalty_locks.get(key)
+        if lock is None:
+            lock = self._penalty_locks[key] = trio.Lock()
+        try:
+            async with lock:
+                yield
+        finally:
+            if not lock.locked() and lock.statistics().tasks_waiting == 0:
+                self._penalty_locks.pop(key, None)
 
     def _finished(
         self, conn: Connection, info: RequestInfo, verdict: Verdict, duration: float
