@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import base64
 import os
+import random
 import shutil
 import statistics
 import subprocess
@@ -97,6 +98,9 @@ async def legit_user(
     except OSError as exc:
         stats.errors.append(f"{user}: connect: {exc}")
         return
+    # Random start and pauses: users that log in in lockstep would measure their own
+    # burst (50 requests at the same instant), not the attacker's effect.
+    await trio.sleep(random.uniform(0, think))
     request_id = 0
     while trio.current_time() < until:
         request_id += 1
@@ -113,7 +117,7 @@ async def legit_user(
         else:
             stats.failures += 1
             stats.errors.append(f"{user}: {lines[0][:80]!r}")
-        await trio.sleep(think)
+        await trio.sleep(random.expovariate(1 / think))
     await conn.stream.aclose()
 
 
@@ -235,7 +239,9 @@ def main() -> int:
     parser.add_argument("--duration", type=float, default=20.0)
     parser.add_argument("--attack-connections", type=int, default=4)
     parser.add_argument("--in-flight", type=int, default=2000, help="per attack connection")
-    parser.add_argument("--think", type=float, default=0.05, help="legit pause between logins")
+    parser.add_argument(
+        "--think", type=float, default=0.05, help="mean legit pause between logins (exponential)"
+    )
     parser.add_argument("--scheme", default="SSHA512", help="how the users are stored")
     parser.add_argument("--dovecot", action="store_true", help="also run real Dovecot")
     parser.add_argument("--no-authbridge", action="store_true")
