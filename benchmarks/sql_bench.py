@@ -59,8 +59,24 @@ def load_postgres(cluster: PgCluster, users: list[tuple[str, str, str]]) -> None
         conn.execute("ANALYZE mail_users")
 
 
+def tree_cpu(pid: int) -> float:
+    """User+system CPU seconds of ``pid`` and its live descendants (threads included)."""
+    pids, index = [pid], 0
+    while index < len(pids):
+        for task in Path(f"/proc/{pids[index]}/task").glob("*/children"):
+            with contextlib.suppress(OSError):
+                pids += [int(p) for p in task.read_text().split()]
+        index += 1
+    ticks = 0
+    for p in pids:
+        with contextlib.suppress(OSError, IndexError, ValueError):
+            fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
+            ticks += int(fields[11]) + int(fields[12])
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
 @contextlib.contextmanager
-def serving(workdir: Path, name: str, store_args: list[str]) -> Iterator[Path]:
+def serving(workdir: Path, name: str, store_args: list[str]) -> Iterator[tuple[Path, int]]:
     sock = workdir / f"{name}.sock"
     log = (workdir / f"{name}.log").open("ab")
     command = [
@@ -72,7 +88,7 @@ def serving(workdir: Path, name: str, store_args: list[str]) -> Iterator[Path]:
     proc = subprocess.Popen(command, stdout=log, stderr=log, env=env, start_new_session=True)
     try:
         wait_for_unix_socket(sock, 120, proc)
-        yield sock
+        yield sock, proc.pid
     finally:
         proc.send_signal(signal.SIGTERM)
         try:
@@ -131,17 +147,25 @@ def main(argv: list[str] | None = None) -> int:
             ("passwd-file", ["--passwd-file", str(passwd)]),
             (f"postgresql (pool {args.pool_size})", ["--config", str(config)]),
         ):
-            with serving(workdir, label.split()[0], store_args) as sock:
-                rows.append(bench(sock, creds, args, label))
+            with serving(workdir, label.split()[0], store_args) as (sock, pid):
+                assert cluster.proc is not None
+                before = tree_cpu(pid), tree_cpu(cluster.proc.pid)
+                row = bench(sock, creds, args, label)
+                after = tree_cpu(pid), tree_cpu(cluster.proc.pid)
+                # CPU is measured over warm-up and run alike: scale the count to match.
+                done = (row["ok"] + row["fail"]) * (args.duration + args.warmup) / args.duration
+                row["server_us"] = (after[0] - before[0]) / max(1.0, done) * 1e6
+                row["db_us"] = (after[1] - before[1]) / max(1.0, done) * 1e6
+                rows.append(row)
         load = os.getloadavg()[0]
         print(f"\nPLAIN {{SSHA512}}, {args.users} users, {args.connections}x{args.depth}, "
               f"{args.duration:g} s, load average {load:.1f} at the end\n")  # fmt: skip
-        print("| store | auth/s | p50 | p99 | ok | fail | errors |")
+        print("| store | auth/s | p50 | p99 | authbridge CPU/auth | postgres CPU/auth | errors |")
         print("|---|---:|---:|---:|---:|---:|---:|")
         for r in rows:
             print(
                 f"| {r['label']} | {r['rate']:.0f} | {r['p50_ms']:.1f} ms | {r['p99_ms']:.1f} ms"
-                f" | {r['ok']} | {r['fail']} | {r['errors']} |"
+                f" | {r['server_us']:.0f} us | {r['db_us']:.0f} us | {r['fail'] + r['errors']} |"
             )
         bad = [r for r in rows if r["fail"] or r["errors"] or r["mismatched"]]
         return 1 if bad else 0

@@ -198,7 +198,7 @@ class SqlStore:
             if scope.cancelled_caught:
                 raise SqlStoreError(f"{self.name}: no answer within {self.timeout:g} s")
             if len(rows) > 1:
-                raise SqlStoreError(f"{self.name}: password_query returned {len(rows)} rows")
+                raise SqlStoreError(f"{self.name}: password_query returned more than one row")
         except SqlStoreError as exc:
             self.errors += 1
             self._observe("error", started)

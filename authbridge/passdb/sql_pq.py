@@ -128,8 +128,13 @@ class PqBackend:
         # connect_timeout bounds a connect in whole seconds (at least 2).
         options = conninfo_to_dict(dsn).get("options") or ""
         options = f"{options} -c statement_timeout={max(1, int(timeout * 1000))}".strip()
+        # client_encoding: parameters go out and values come back as UTF-8 whatever
+        # the database's own encoding.
         self._conninfo = make_conninfo(
-            dsn, connect_timeout=max(2, math.ceil(timeout)), options=options
+            dsn,
+            connect_timeout=max(2, math.ceil(timeout)),
+            options=options,
+            client_encoding="UTF8",
         ).encode()
         self._slots = trio.Semaphore(max(1, pool_size))
         self._connect_limiter = trio.CapacityLimiter(max(1, pool_size))

@@ -273,3 +273,38 @@ def test_name_never_shows_a_password(pg: PgCluster) -> None:
     store = open_sql_store(config)
     assert "hunter2" not in store.name and "hunter2" not in repr(config)
     assert store.name == f"sql:postgresql:{pg.sockdir}:{pg.port}/mail"
+
+
+async def test_more_than_one_row_is_an_outage(pg: PgCluster) -> None:
+    store = pg_store(pg, "SELECT '{PLAIN}x' AS password FROM generate_series(1, 5) WHERE %u <> ''")
+    try:
+        with pytest.raises(StoreUnavailable, match="more than one row"):
+            await store.lookup("alice@example.org")
+    finally:
+        await store.aclose()
+
+
+async def test_utf8_names_on_a_latin1_database(pg: PgCluster) -> None:
+    """Parameters and values travel as UTF-8 whatever the database's own encoding."""
+    with pg.admin("postgres") as conn:
+        conn.execute(
+            "CREATE DATABASE latin1 ENCODING 'LATIN1' TEMPLATE template0 "
+            "LC_COLLATE 'C' LC_CTYPE 'C'"
+        )
+    with pg.admin("latin1") as conn:
+        conn.execute("CREATE TABLE u (name text, password text, reason text)")
+        conn.execute("GRANT SELECT ON u TO authbridge")
+        conn.execute("INSERT INTO u VALUES ('josé@example.org', '{PLAIN}x', 'ça va')")
+    config = StoreConfig(
+        "sql",
+        driver="postgresql",
+        dsn=pg.dsn(dbname="latin1"),
+        password_query="SELECT password, reason FROM u WHERE name = '%u'",
+    )
+    store = open_sql_store(config)
+    try:
+        entry = await store.lookup("josé@example.org")
+        assert entry is not None and entry.fields == (("reason", "ça va"),)
+        assert await store.lookup("jose@example.org") is None
+    finally:
+        await store.aclose()
