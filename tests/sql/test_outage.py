@@ -14,7 +14,7 @@ import pytest
 
 from authbridge.schemes import generate
 from tests.policy.mta import exim_for, exim_session, postfix_for, postfix_session
-from tests.sql.conftest import make_cluster
+from tests.sql.conftest import load_schema, make_cluster
 from tests.sql.daemon import SqlBridge, auth, bridge_config, lookup_counts, start_bridge
 from tests.sql.pgcluster import PgCluster
 from tests.support import free_tcp_port, require_binary
@@ -122,3 +122,23 @@ def test_slow_database_is_a_temporary_failure_within_the_timeout(site: Site) -> 
     assert postfix_code(site, SLOW_USER) == 454
     # Other users are answered meanwhile (statement_timeout freed the connection).
     assert auth(site.bridge, USER, PASSWORD) == "OK"
+
+
+def test_daemon_starts_while_the_database_is_down(sql_dir: Path) -> None:
+    base = sql_dir / "late"
+    db = PgCluster(base / "pg").init()  # made, not started
+    try:
+        bridge = start_bridge(base / "bridge", bridge_config(db.dsn(), SLOW_QUERY, timeout=TIMEOUT))
+        try:
+            assert auth(bridge, USER, PASSWORD) == "CLOSED"
+            load_schema(db.start())
+            with db.admin() as conn:
+                conn.execute(
+                    "INSERT INTO mail_users (username, password) VALUES (%s, %s)",
+                    (USER, generate("SSHA512", PASSWORD.encode(), USER)),
+                )
+            assert auth(bridge, USER, PASSWORD) == "OK"
+        finally:
+            bridge.stop()
+    finally:
+        db.remove()
