@@ -202,7 +202,8 @@ class SqlStore:
         except SqlStoreError as exc:
             self.errors += 1
             self._observe("error", started)
-            log.error("sql store lookup failed: %s", exc)
+            # The authenticator logs the outage with the user; this is the detail.
+            log.debug("sql store lookup failed: %s", exc)
             raise
         if not rows:
             self._observe("not_found", started)
@@ -222,7 +223,7 @@ def make_backend(config: StoreConfig) -> ThreadBackend | AsyncBackend:
     if config.driver == "sqlite":
         from authbridge.passdb.sql_sqlite import SqliteBackend
 
-        return SqliteBackend(config.dsn, config.pool_size)
+        return SqliteBackend(config.dsn, config.pool_size, config.timeout)
     if config.driver == "postgresql":
         from authbridge.passdb.sql_pq import PqBackend
 
