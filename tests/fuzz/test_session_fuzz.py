@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import base64
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from hypothesis import given
@@ -110,7 +111,7 @@ class Transcript:
     after_close: list[object] = field(default_factory=list)
     checks: list[Check] = field(default_factory=list)
 
-    def take(self, actions: list[object]) -> None:
+    def take(self, actions: Sequence[object]) -> None:
         for action in actions:
             if self.closed and not isinstance(action, Finished):
                 self.after_close.append(action)
@@ -176,8 +177,8 @@ def test_session_invariants(
 
     for write in out.writes:
         assert write.endswith(b"\n")
-        for line in write[:-1].split(b"\n"):
-            text = line.decode("utf-8", "surrogateescape")
+        for raw in write[:-1].split(b"\n"):
+            text = raw.decode("utf-8", "surrogateescape")
             assert SERVER_LINE.match(text), text
             assert "\r" not in text and "\x00" not in text
     assert not out.after_close, out.after_close

@@ -18,6 +18,19 @@ def metrics_args() -> tuple[list[str], str]:
     return ["--metrics-listen", address], f"http://{address}/metrics"
 
 
+def wait_for_metrics(url: str, timeout: float = 10.0) -> None:
+    """The UNIX socket accepts (kernel backlog) before /metrics is served: wait for it."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            scrape_text(url)
+            return
+        except OSError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
+
+
 def scrape_text(url: str) -> str:
     with urllib.request.urlopen(url, timeout=10) as response:
         return str(response.read().decode())

@@ -21,7 +21,7 @@ from authbridge.session import RequestInfo
 from authbridge.verdict import Outcome, Reason, Verdict
 from tests.policy.authclient import AuthClient
 from tests.policy.conftest import StartBridge
-from tests.policy.daemon import metrics_args, pid_of, scrape, wait_until
+from tests.policy.daemon import metrics_args, pid_of, scrape, wait_for_metrics, wait_until
 
 OK = Verdict(Outcome.OK, "u")
 BAD = Verdict(Outcome.FAIL, "u", Reason.PASSWORD_MISMATCH)
@@ -87,7 +87,7 @@ class _CountingStore:
         self.lookups = 0
         self.down = False
 
-    async def lookup(self, user: str) -> PassdbEntry | None:
+    async def lookup(self, user: str, info: object = None) -> PassdbEntry | None:
         self.lookups += 1
         if self.down:
             raise StoreUnavailable("database down")
@@ -118,6 +118,7 @@ async def _check(
     auth: Authenticator, user: str, password: str, info: RequestInfo = INFO
 ) -> Outcome:
     verdict = await auth.check(info, VerifyPlain(user, "", password.encode()))
+    assert isinstance(verdict, Verdict)
     return verdict.outcome
 
 
@@ -188,6 +189,7 @@ def test_daemon_cache_counts_and_flushes(bridge: StartBridge, policy_dir: Path) 
     users = _users(policy_dir / "cache-users.passwd", "first-pass")
     args, url = metrics_args()
     server = bridge("cache", CONFIG, args, users=users)
+    wait_for_metrics(url)
     pid = pid_of(server)
 
     def entries() -> float:

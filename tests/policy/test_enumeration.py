@@ -21,7 +21,7 @@ from authbridge.mechanisms.base import VerifyPlain
 from authbridge.passdb.passwd_file import PasswdFileStore
 from authbridge.schemes import StoredPassword
 from authbridge.session import RequestInfo
-from authbridge.verdict import Outcome, Reason
+from authbridge.verdict import Outcome, Reason, Verdict
 from tests.policy.authclient import AuthClient
 from tests.policy.conftest import StartBridge
 
@@ -56,6 +56,7 @@ async def test_unknown_user_runs_one_real_verification(tmp_path: Path) -> None:
     auth.dummy_password = store.sample_password()
     wrong = await auth.check(INFO, VerifyPlain("alice", "", b"guess"))
     unknown = await auth.check(INFO, VerifyPlain("mallory", "", b"guess"))
+    assert isinstance(wrong, Verdict) and isinstance(unknown, Verdict)
     assert wrong.outcome is unknown.outcome is Outcome.FAIL
     assert (wrong.reason, unknown.reason) == (Reason.PASSWORD_MISMATCH, Reason.USER_UNKNOWN)
     assert hasher.calls == ["SHA512-CRYPT", "SHA512-CRYPT"]

@@ -17,7 +17,14 @@ from authbridge.config import PolicyConfig
 from authbridge.server import FailureDelayQueue
 from tests.policy.authclient import AuthClient, plain_resp
 from tests.policy.conftest import StartBridge
-from tests.policy.daemon import metrics_args, pid_of, scrape, thread_count, wait_until
+from tests.policy.daemon import (
+    metrics_args,
+    pid_of,
+    scrape,
+    thread_count,
+    wait_for_metrics,
+    wait_until,
+)
 from tests.policy.users import PASSWORDS
 
 DELAY = 5.0
@@ -88,7 +95,7 @@ def test_two_thousand_pending_failures_delay_no_success(bridge: StartBridge) -> 
         args,
     )
     pid = pid_of(server)
-    scrape(url)  # warm up the metrics thread
+    wait_for_metrics(url)
     threads_before = thread_count(pid)
     attackers = [AuthClient(server.socket_path) for _ in range(CONNECTIONS)]
     wrong = plain_resp("plainuser", "wrong-password")

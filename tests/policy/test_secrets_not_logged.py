@@ -21,7 +21,7 @@ import pytest
 from authbridge import wire
 from tests.policy.authclient import AuthClient, plain_resp
 from tests.policy.conftest import StartBridge
-from tests.policy.daemon import metrics_args, scrape_text
+from tests.policy.daemon import metrics_args, scrape_text, wait_for_metrics
 from tests.policy.mta import doveadm_auth, exim_for, exim_session
 from tests.policy.users import PASSWORDS
 from tests.support.tls import TlsFiles
@@ -148,6 +148,7 @@ def test_no_password_in_logs_or_metrics(
 ) -> None:
     args, url = metrics_args()
     server = bridge(f"secrets-{level}", CONFIG, [*args, "--log-level", level])
+    wait_for_metrics(url)
     _drive(server.socket_path)
     for user in ("sha512user", "cramuser"):
         doveadm_auth(server.socket_path, user, PASSWORDS[user], "secured")
