@@ -153,7 +153,10 @@ class Authenticator:
         return await self._scram_keys(info, credential)
 
     async def _check_plain_cached(self, info: RequestInfo, cred: VerifyPlain) -> Verdict:
-        if not self.cache.enabled or cred.authzid:
+        # A store whose query depends on the client (%s, %r, %l) answers per request,
+        # but the cache is keyed by user and password only: no caching then.
+        client_dependent = any(getattr(s, "uses_request", False) for s in self.stores)
+        if not self.cache.enabled or cred.authzid or client_dependent:
             return await self._check_plain(info, cred)
         try:
             user = self.usernames.normalise(cred.authcid)
@@ -195,11 +198,11 @@ class Authenticator:
             log.error("user %s: extra fields cannot be expanded: %s", user, exc)
             return Verdict(Outcome.TEMPFAIL, user, Reason.STORE_ERROR, original_user=typed)
 
-    async def _lookup(self, user: str) -> PassdbEntry | None:
+    async def _lookup(self, user: str, info: RequestInfo) -> PassdbEntry | None:
         for store in self.stores:
             started = time.perf_counter()
             try:
-                entry = await store.lookup(user)
+                entry = await store.lookup(user, info)
             except StoreUnavailable:
                 self._looked_up(store.name, "error", started)
                 raise
@@ -240,7 +243,7 @@ class Authenticator:
             # master stores; authbridge has none, so it is refused like Dovecot does.
             return Verdict(Outcome.FAIL, user, Reason.AUTHZ_REFUSED, original_user=cred.authcid)
         try:
-            entry = await self._lookup(user)
+            entry = await self._lookup(user, info)
         except StoreUnavailable as exc:
             log.error("store unavailable while authenticating %s: %s", user, exc)
             return Verdict(Outcome.TEMPFAIL, user, Reason.STORE_ERROR, original_user=cred.authcid)
@@ -281,7 +284,7 @@ class Authenticator:
         if isinstance(user, Verdict):
             return user
         try:
-            entry = await self._lookup(user)
+            entry = await self._lookup(user, info)
         except StoreUnavailable as exc:
             log.error("store unavailable while authenticating %s: %s", user, exc)
             return Verdict(Outcome.TEMPFAIL, user, Reason.STORE_ERROR, original_user=cred.username)
@@ -328,7 +331,7 @@ class Authenticator:
         if isinstance(user, Verdict):
             return user
         try:
-            entry = await self._lookup(user)
+            entry = await self._lookup(user, info)
         except StoreUnavailable as exc:
             log.error("store unavailable while authenticating %s: %s", user, exc)
             return Verdict(Outcome.TEMPFAIL, user, Reason.STORE_ERROR, original_user=cred.username)

@@ -34,7 +34,7 @@ class _Store:
     def __init__(self) -> None:
         self.entries = parse_passwd_file(USERS, "memory")
 
-    async def lookup(self, user: str):  # type: ignore[no-untyped-def]
+    async def lookup(self, user: str, info: object = None):  # type: ignore[no-untyped-def]
         return self.entries.get(user)
 
 

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
+
+if TYPE_CHECKING:
+    from authbridge.session import RequestInfo
 
 from authbridge.schemes import StoredPassword, is_expensive
 
@@ -59,6 +62,9 @@ class Passdb(Protocol):
     @property
     def name(self) -> str: ...
 
-    async def lookup(self, user: str) -> PassdbEntry | None:
-        """The entry for ``user``, ``None`` if unknown; raises StoreUnavailable."""
+    async def lookup(self, user: str, info: RequestInfo | None = None) -> PassdbEntry | None:
+        """The entry for ``user``, ``None`` if unknown; raises StoreUnavailable.
+
+        ``info`` is the request (service, addresses) for stores whose query uses them.
+        """
         ...

@@ -102,5 +102,5 @@ class EximFileStore:
         """The hash unknown users are checked against (see pick_dummy_password)."""
         return pick_dummy_password(self._entries.values())
 
-    async def lookup(self, user: str) -> PassdbEntry | None:
+    async def lookup(self, user: str, info: object = None) -> PassdbEntry | None:
         return self._entries.get(user.lower())

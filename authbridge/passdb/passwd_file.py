@@ -134,5 +134,5 @@ class PasswdFileStore:
         users = itertools.islice(self._index, scan)
         return pick_dummy_password(e for e in map(self.get, users) if e is not None)
 
-    async def lookup(self, user: str) -> PassdbEntry | None:
+    async def lookup(self, user: str, info: object = None) -> PassdbEntry | None:
         return self.get(user)
