@@ -116,6 +116,36 @@ def _apply_fields(entry: PassdbEntry, user: str, info: RequestInfo) -> _Applied:
     )
 
 
+def _make_verdict(outcome: Outcome, applied: _Applied, reason: Reason, typed: str) -> Verdict:
+    fields, has_fields = applied.visible, applied.has_fields
+    if outcome is not Outcome.OK:
+        # Dovecot rolls back the fields of a failed lookup: the FAIL carries none
+        # (not even reason= or nodelay, as the conformance corpus shows for 2.3).
+        fields, has_fields = (), False
+    return Verdict(
+        outcome,
+        applied.user,
+        reason,
+        fields=fields,
+        had_store_fields=has_fields,
+        original_user=typed,
+        client_specific=applied.client_specific,
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class _Found:
+    """A user the stores know, with its extra fields applied: ready for the secret."""
+
+    user: str
+    typed: str
+    entry: PassdbEntry
+    applied: _Applied
+
+    def verdict(self, outcome: Outcome, reason: Reason) -> Verdict:
+        return _make_verdict(outcome, self.applied, reason, self.typed)
+
+
 class Authenticator:
     """Checks credentials against an ordered list of stores."""
 
@@ -215,94 +245,84 @@ class Authenticator:
         if self.on_lookup is not None:
             self.on_lookup(store, result, time.perf_counter() - started)
 
+    # ------------------------------------------------------------------ the shared part
+
+    async def _find(
+        self, info: RequestInfo, typed: str, authzid: str = "", dummy: bytes | None = None
+    ) -> _Found | Verdict:
+        """Normalise, look up and apply the extra fields: everything before the secret
+        is checked. Returns the failure verdict when it ends there."""
+        user = self._normalise(typed)
+        if isinstance(user, Verdict):
+            return user
+        if authzid and authzid != user:
+            # A different authorization identity is a master-user login, which needs
+            # master stores; authbridge has none, so it is refused like Dovecot does.
+            return Verdict(Outcome.FAIL, user, Reason.AUTHZ_REFUSED, original_user=typed)
+        try:
+            entry = await self._lookup(user, info)
+        except StoreUnavailable as exc:
+            log.error("store unavailable while authenticating %s: %s", user, exc)
+            return Verdict(Outcome.TEMPFAIL, user, Reason.STORE_ERROR, original_user=typed)
+        if entry is None:
+            if dummy is not None:
+                await self._dummy_verify(dummy)
+            return Verdict(Outcome.FAIL, user, Reason.USER_UNKNOWN, original_user=typed)
+        applied = self._apply(entry, user, info, typed)
+        if isinstance(applied, Verdict):
+            return applied
+        found = _Found(user, typed, entry, applied)
+        if applied.nets_denied:
+            return found.verdict(Outcome.FAIL, Reason.NETWORK_DENIED)
+        return found
+
+    def _unusable(self, found: _Found, exc: schemes.SchemeError) -> Verdict:
+        log.error("user %s: unusable stored password: %s", found.user, exc)
+        return found.verdict(self._broken_outcome, Reason.BROKEN_HASH)
+
     @staticmethod
-    def _verdict(outcome: Outcome, applied: _Applied, reason: Reason, typed: str) -> Verdict:
-        fields, has_fields = applied.visible, applied.has_fields
-        if outcome is not Outcome.OK:
-            # Dovecot rolls back the fields of a failed lookup: the FAIL carries none
-            # (not even reason= or nodelay, as the conformance corpus shows for 2.3).
-            fields, has_fields = (), False
-        return Verdict(
-            outcome,
-            applied.user,
-            reason,
-            fields=fields,
-            had_store_fields=has_fields,
-            original_user=typed,
-            client_specific=applied.client_specific,
-        )
+    def _finish(found: _Found, matched: bool) -> Verdict:
+        if not matched:
+            return found.verdict(Outcome.FAIL, Reason.PASSWORD_MISMATCH)
+        if found.applied.forced_fail:
+            return found.verdict(Outcome.FAIL, Reason.FORCED_FAIL)
+        return found.verdict(Outcome.OK, Reason.NONE)
 
     # ------------------------------------------------------------------ PLAIN / LOGIN
 
     async def _check_plain(self, info: RequestInfo, cred: VerifyPlain) -> Verdict:
-        user = self._normalise(cred.authcid)
-        if isinstance(user, Verdict):
-            return user
-        if cred.authzid and cred.authzid != user:
-            # A different authorization identity is a master-user login, which needs
-            # master stores; authbridge has none, so it is refused like Dovecot does.
-            return Verdict(Outcome.FAIL, user, Reason.AUTHZ_REFUSED, original_user=cred.authcid)
-        try:
-            entry = await self._lookup(user, info)
-        except StoreUnavailable as exc:
-            log.error("store unavailable while authenticating %s: %s", user, exc)
-            return Verdict(Outcome.TEMPFAIL, user, Reason.STORE_ERROR, original_user=cred.authcid)
-        if entry is None:
-            await self._dummy_verify(cred.password)
-            return Verdict(Outcome.FAIL, user, Reason.USER_UNKNOWN, original_user=cred.authcid)
-
-        applied = self._apply(entry, user, info, cred.authcid)
-        if isinstance(applied, Verdict):
-            return applied
-        if applied.nets_denied:
-            return self._verdict(Outcome.FAIL, applied, Reason.NETWORK_DENIED, cred.authcid)
-        if applied.nopassword:
+        found = await self._find(info, cred.authcid, cred.authzid, dummy=cred.password)
+        if isinstance(found, Verdict):
+            return found
+        stored = found.entry.password
+        if found.applied.nopassword:
             matched = True
-        elif entry.password is None:
+        elif stored is None:
             matched = False
         else:
             try:
-                matched = await self.hasher.verify(entry.password, cred.password, user)
+                matched = await self.hasher.verify(stored, cred.password, found.user)
             except HasherUnavailable as exc:
-                log.error("cannot verify %s now: %s", user, exc)
-                return self._verdict(Outcome.TEMPFAIL, applied, Reason.STORE_ERROR, cred.authcid)
+                log.error("cannot verify %s now: %s", found.user, exc)
+                return found.verdict(Outcome.TEMPFAIL, Reason.STORE_ERROR)
             except schemes.SchemeError as exc:
-                log.error("user %s: unusable stored password: %s", user, exc)
-                return self._verdict(
-                    self._broken_outcome, applied, Reason.BROKEN_HASH, cred.authcid
-                )
-        if not matched:
-            return self._verdict(Outcome.FAIL, applied, Reason.PASSWORD_MISMATCH, cred.authcid)
-        if applied.forced_fail:
-            return self._verdict(Outcome.FAIL, applied, Reason.FORCED_FAIL, cred.authcid)
-        return self._verdict(Outcome.OK, applied, Reason.NONE, cred.authcid)
+                return self._unusable(found, exc)
+        return self._finish(found, matched)
 
     # ------------------------------------------------------------------ CRAM-MD5
 
     async def _check_cram_md5(self, info: RequestInfo, cred: VerifyCramMd5) -> Verdict:
-        user = self._normalise(cred.username)
-        if isinstance(user, Verdict):
-            return user
+        found = await self._find(info, cred.username)
+        if isinstance(found, Verdict):
+            return found
+        stored = found.entry.password
+        if stored is None:
+            return found.verdict(Outcome.FAIL, Reason.SCHEME_NOT_AVAILABLE)
         try:
-            entry = await self._lookup(user, info)
-        except StoreUnavailable as exc:
-            log.error("store unavailable while authenticating %s: %s", user, exc)
-            return Verdict(Outcome.TEMPFAIL, user, Reason.STORE_ERROR, original_user=cred.username)
-        if entry is None:
-            return Verdict(Outcome.FAIL, user, Reason.USER_UNKNOWN, original_user=cred.username)
-        applied = self._apply(entry, user, info, cred.username)
-        if isinstance(applied, Verdict):
-            return applied
-        if applied.nets_denied:
-            return self._verdict(Outcome.FAIL, applied, Reason.NETWORK_DENIED, cred.username)
-        if entry.password is None:
-            return self._verdict(Outcome.FAIL, applied, Reason.SCHEME_NOT_AVAILABLE, cred.username)
-        try:
-            secret = schemes.plaintext(entry.password)
-            context = None if secret is not None else schemes.cram_md5_context(entry.password)
+            secret = schemes.plaintext(stored)
+            context = None if secret is not None else schemes.cram_md5_context(stored)
         except schemes.SchemeError as exc:
-            log.error("user %s: unusable stored password: %s", user, exc)
-            return self._verdict(self._broken_outcome, applied, Reason.BROKEN_HASH, cred.username)
+            return self._unusable(found, exc)
         if secret is not None:
             # From a plaintext password the C HMAC gives the same digest ~50x faster than
             # going through the precomputed-context path in pure Python.
@@ -312,53 +332,36 @@ class Authenticator:
         else:
             log.info(
                 "user %s: CRAM-MD5 needs a plaintext or CRAM-MD5 stored password, not %s",
-                user,
-                entry.password.scheme,
+                found.user,
+                stored.scheme,
             )
-            return self._verdict(Outcome.FAIL, applied, Reason.SCHEME_NOT_AVAILABLE, cred.username)
+            return found.verdict(Outcome.FAIL, Reason.SCHEME_NOT_AVAILABLE)
         given = cred.response_hex.encode("utf-8", "surrogateescape")[:32]
-        if len(given) != 32 or not hmac.compare_digest(expected, given):
-            return self._verdict(Outcome.FAIL, applied, Reason.PASSWORD_MISMATCH, cred.username)
-        if applied.forced_fail:
-            return self._verdict(Outcome.FAIL, applied, Reason.FORCED_FAIL, cred.username)
-        return self._verdict(Outcome.OK, applied, Reason.NONE, cred.username)
+        return self._finish(found, len(given) == 32 and hmac.compare_digest(expected, given))
 
     # ------------------------------------------------------------------ SCRAM
 
     async def _scram_keys(self, info: RequestInfo, cred: NeedScramKeys) -> Verdict | KeysFound:
         """The stored (or derived) SCRAM keys, and the OK to send if the proof holds."""
-        user = self._normalise(cred.username)
-        if isinstance(user, Verdict):
-            return user
+        found = await self._find(info, cred.username)
+        if isinstance(found, Verdict):
+            return found
+        stored = found.entry.password
+        if stored is None:
+            return found.verdict(Outcome.FAIL, Reason.SCHEME_NOT_AVAILABLE)
         try:
-            entry = await self._lookup(user, info)
-        except StoreUnavailable as exc:
-            log.error("store unavailable while authenticating %s: %s", user, exc)
-            return Verdict(Outcome.TEMPFAIL, user, Reason.STORE_ERROR, original_user=cred.username)
-        if entry is None:
-            return Verdict(Outcome.FAIL, user, Reason.USER_UNKNOWN, original_user=cred.username)
-        applied = self._apply(entry, user, info, cred.username)
-        if isinstance(applied, Verdict):
-            return applied
-        if applied.nets_denied:
-            return self._verdict(Outcome.FAIL, applied, Reason.NETWORK_DENIED, cred.username)
-        if entry.password is None:
-            return self._verdict(Outcome.FAIL, applied, Reason.SCHEME_NOT_AVAILABLE, cred.username)
-        try:
-            keys = schemes.scram_credentials(entry.password, cred.algorithm, user)
+            keys = schemes.scram_credentials(stored, cred.algorithm, found.user)
         except schemes.SchemeError as exc:
-            log.error("user %s: unusable stored password: %s", user, exc)
-            return self._verdict(self._broken_outcome, applied, Reason.BROKEN_HASH, cred.username)
+            return self._unusable(found, exc)
         if keys is None:
             log.info(
                 "user %s: SCRAM-%s needs a plaintext or SCRAM-%s stored password, not %s",
-                user,
+                found.user,
                 cred.algorithm,
                 cred.algorithm,
-                entry.password.scheme,
+                stored.scheme,
             )
-            return self._verdict(Outcome.FAIL, applied, Reason.SCHEME_NOT_AVAILABLE, cred.username)
-        if applied.forced_fail:
-            return self._verdict(Outcome.FAIL, applied, Reason.FORCED_FAIL, cred.username)
-        ok = self._verdict(Outcome.OK, applied, Reason.NONE, cred.username)
-        return KeysFound(ScramKeys(*keys), ok)
+            return found.verdict(Outcome.FAIL, Reason.SCHEME_NOT_AVAILABLE)
+        if found.applied.forced_fail:
+            return found.verdict(Outcome.FAIL, Reason.FORCED_FAIL)
+        return KeysFound(ScramKeys(*keys), found.verdict(Outcome.OK, Reason.NONE))
