@@ -46,6 +46,9 @@ log = get_logger("authbridge.server")
 
 #: A client that lets this much reply data pile up unread is disconnected.
 MAX_OUTBOX = 1024 * 1024
+#: Credential checks of one connection that run at the same time (the rest wait their
+#: turn); MTAs have one request in flight per connection, attackers thousands.
+CHECKS_PER_CONNECTION = 8
 #: A store lookup plus hash check that takes longer than this is an internal failure
 #: (Postfix gives up after 10 s anyway).
 CHECK_TIMEOUT = 8.0
@@ -64,6 +67,7 @@ class Connection:
         self.closing = False
         self.gone = False
         self.tracing = False
+        self.check_slots = trio.Semaphore(CHECKS_PER_CONNECTION)
 
     def push(self, data: bytes) -> None:
         if self.gone or self.closing:
@@ -324,7 +328,10 @@ class AuthServer:
         self, conn: Connection, action: Check, nursery: trio.Nursery, started: float
     ) -> None:
         try:
-            verdict: Verdict | KeysFound = await self._verdict(action)
+            # A connection gets a few checks running at once, the rest queue here: one
+            # client pipelining thousands of requests cannot crowd out the others.
+            async with conn.check_slots:
+                verdict: Verdict | KeysFound = await self._verdict(action)
         except Exception:
             log.exception(
                 "internal error while checking a credential", cuid=conn.cuid, request=action.info.id
