@@ -33,9 +33,11 @@ from authbridge.passdb import (
     open_file_store,
 )
 from authbridge.passdb.base import (
+    FileSignature,
     PassdbEntry,
     StoreFormatError,
     StoreUnavailable,
+    file_signature,
     pick_dummy_password,
 )
 from authbridge.schemes import StoredPassword
@@ -252,7 +254,6 @@ class Daemon:
         )
         self.server = AuthServer(config, self.authenticator, self.metrics)
         self.ready = False
-        self._signatures = {s.path: _signature(s.path) for s in _file_stores(stores)}
         for _ in stores:
             self.metrics.reloaded(True)
 
@@ -336,7 +337,6 @@ class Daemon:
         old_stores = self.stores
         self.config = config
         self.stores = stores
-        self._signatures = {s.path: _signature(s.path) for s in _file_stores(stores)}
         self.authenticator.stores = list(stores)
         self.authenticator.dummy_password = _sample_password(stores)
         self.authenticator.broken_hash_is_tempfail = config.policy.broken_hash_is_tempfail
@@ -352,16 +352,20 @@ class Daemon:
 
     async def _watch_stores(self) -> None:
         """Re-read a store file when it changes (checked once a second, like Dovecot)."""
+        failed: dict[Path, FileSignature] = {}  # versions that did not load: not retried
         while True:
             await trio.sleep(1)
             for store in _file_stores(self.stores):
-                signature = _signature(store.path)
-                if signature == self._signatures.get(store.path) or signature is None:
+                signature = file_signature(store.path)
+                if signature is None or signature in (
+                    store.loaded_signature,
+                    failed.get(store.path),
+                ):
                     continue
-                self._signatures[store.path] = signature
                 try:
                     count = await trio.to_thread.run_sync(store.load)
                 except (StoreFormatError, StoreUnavailable) as exc:
+                    failed[store.path] = signature
                     log.error(
                         "store reload failed; the last good copy keeps serving",
                         store=store.name,
@@ -369,6 +373,7 @@ class Daemon:
                     )
                     self.metrics.reloaded(False)
                 else:
+                    failed.pop(store.path, None)
                     log.info("store reloaded", store=store.name, users=count)
                     self.cache.flush()
                     self.metrics.reloaded(True)
@@ -377,14 +382,6 @@ class Daemon:
 def _sample_password(stores: list[Passdb]) -> StoredPassword | None:
     samples = (store.sample_password() for store in _file_stores(stores))
     return pick_dummy_password(PassdbEntry("", s) for s in samples if s is not None)
-
-
-def _signature(path: Path) -> tuple[int, int, int] | None:
-    try:
-        st = path.stat()
-    except OSError:
-        return None
-    return (st.st_mtime_ns, st.st_size, st.st_ino)
 
 
 async def _watchdog(notifier: systemd.Notifier, interval: float) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
@@ -33,6 +34,18 @@ class PassdbEntry:
 
     def has(self, name: str) -> bool:
         return any(key == name for key, _ in self.fields)
+
+
+#: What tells one version of a store file from the next: (mtime_ns, size, inode).
+FileSignature = tuple[int, int, int]
+
+
+def file_signature(path: Path) -> FileSignature | None:
+    try:
+        st = path.stat()
+    except OSError:
+        return None
+    return (st.st_mtime_ns, st.st_size, st.st_ino)
 
 
 def pick_dummy_password(entries: Iterable[PassdbEntry]) -> StoredPassword | None:

@@ -19,9 +19,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from authbridge.passdb.base import (
+    FileSignature,
     PassdbEntry,
     StoreFormatError,
     StoreUnavailable,
+    file_signature,
     pick_dummy_password,
 )
 from authbridge.schemes import StoredPassword, parse_stored
@@ -78,17 +80,20 @@ class EximFileStore:
 
     def __post_init__(self) -> None:
         self._entries: dict[str, PassdbEntry] = {}
+        self.loaded_signature: FileSignature | None = None
 
     @property
     def name(self) -> str:
         return f"exim-file:{self.path}"
 
     def load(self) -> int:
+        signature = file_signature(self.path)
         try:
             text = self.path.read_bytes().decode("utf-8", "surrogateescape")
         except OSError as exc:
             raise StoreUnavailable(f"cannot read {self.path}: {exc.strerror}") from None
         self._entries = parse_exim_file(text, str(self.path))
+        self.loaded_signature = signature
         return len(self._entries)
 
     def __len__(self) -> int:

@@ -14,9 +14,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from authbridge.passdb.base import (
+    FileSignature,
     PassdbEntry,
     StoreFormatError,
     StoreUnavailable,
+    file_signature,
     pick_dummy_password,
 )
 from authbridge.schemes import StoredPassword, apply_compat_suffix, parse_stored
@@ -100,6 +102,7 @@ class PasswdFileStore:
 
     def __post_init__(self) -> None:
         self._index: dict[str, str | None] = {}
+        self.loaded_signature: FileSignature | None = None
 
     @property
     def name(self) -> str:
@@ -107,11 +110,14 @@ class PasswdFileStore:
 
     def load(self) -> int:
         """Read and index the file; the old copy stays if this raises."""
+        signature = file_signature(self.path)
         try:
             text = self.path.read_bytes().decode("utf-8", "surrogateescape")
         except OSError as exc:
             raise StoreUnavailable(f"cannot read {self.path}: {exc.strerror}") from None
         self._index = index_passwd_file(text, str(self.path))
+        # Taken before reading: a change racing the read is seen as a change later.
+        self.loaded_signature = signature
         return len(self._index)
 
     def __len__(self) -> int:
