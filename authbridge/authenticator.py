@@ -170,6 +170,7 @@ class Authenticator:
         self.broken_hash_is_tempfail = True
         #: Called with (store name, "found" | "not_found" | "error", seconds) per lookup.
         self.on_lookup: Callable[[str, str, float], None] | None = None
+        self._inline_lookups: list[tuple[str, str, float]] = []
 
     @property
     def _broken_outcome(self) -> Outcome:
@@ -247,11 +248,7 @@ class Authenticator:
 
     # ------------------------------------------------------------------ the shared part
 
-    async def _find(
-        self, info: RequestInfo, typed: str, authzid: str = "", dummy: bytes | None = None
-    ) -> _Found | Verdict:
-        """Normalise, look up and apply the extra fields: everything before the secret
-        is checked. Returns the failure verdict when it ends there."""
+    def _prelude(self, typed: str, authzid: str) -> str | Verdict:
         user = self._normalise(typed)
         if isinstance(user, Verdict):
             return user
@@ -259,6 +256,27 @@ class Authenticator:
             # A different authorization identity is a master-user login, which needs
             # master stores; authbridge has none, so it is refused like Dovecot does.
             return Verdict(Outcome.FAIL, user, Reason.AUTHZ_REFUSED, original_user=typed)
+        return user
+
+    def _found(
+        self, info: RequestInfo, typed: str, user: str, entry: PassdbEntry
+    ) -> _Found | Verdict:
+        applied = self._apply(entry, user, info, typed)
+        if isinstance(applied, Verdict):
+            return applied
+        found = _Found(user, typed, entry, applied)
+        if applied.nets_denied:
+            return found.verdict(Outcome.FAIL, Reason.NETWORK_DENIED)
+        return found
+
+    async def _find(
+        self, info: RequestInfo, typed: str, authzid: str = "", dummy: bytes | None = None
+    ) -> _Found | Verdict:
+        """Normalise, look up and apply the extra fields: everything before the secret
+        is checked. Returns the failure verdict when it ends there."""
+        user = self._prelude(typed, authzid)
+        if isinstance(user, Verdict):
+            return user
         try:
             entry = await self._lookup(user, info)
         except StoreUnavailable as exc:
@@ -268,13 +286,74 @@ class Authenticator:
             if dummy is not None:
                 await self._dummy_verify(dummy)
             return Verdict(Outcome.FAIL, user, Reason.USER_UNKNOWN, original_user=typed)
-        applied = self._apply(entry, user, info, typed)
-        if isinstance(applied, Verdict):
-            return applied
-        found = _Found(user, typed, entry, applied)
-        if applied.nets_denied:
-            return found.verdict(Outcome.FAIL, Reason.NETWORK_DENIED)
-        return found
+        return self._found(info, typed, user, entry)
+
+    def _find_now(
+        self, info: RequestInfo, typed: str, authzid: str = "", dummy: bytes | None = None
+    ) -> _Found | Verdict | None:
+        """:meth:`_find` without waiting, for in-memory stores; ``None`` when it would
+        have to wait (an expensive dummy verification for an unknown user)."""
+        user = self._prelude(typed, authzid)
+        if isinstance(user, Verdict):
+            return user
+        entry = None
+        for store in self.stores:
+            started = time.perf_counter()
+            entry = store.get(user)  # type: ignore[attr-defined]
+            result = "not_found" if entry is None else "found"
+            # Reported by check_now only if the inline path gives the verdict, so a
+            # lookup redone by the async path is not counted twice.
+            self._inline_lookups.append((store.name, result, time.perf_counter() - started))
+            if entry is not None:
+                break
+        if entry is None:
+            if dummy is not None and self.dummy_password is not None:
+                if schemes.is_expensive(self.dummy_password):
+                    return None
+                with contextlib.suppress(schemes.SchemeError):
+                    schemes.verify_password(self.dummy_password, dummy, "")
+            return Verdict(Outcome.FAIL, user, Reason.USER_UNKNOWN, original_user=typed)
+        return self._found(info, typed, user, entry)
+
+    def check_now(self, info: RequestInfo, credential: Credential) -> Verdict | None:
+        """The verdict right away when nothing has to wait: every store is in memory,
+        the stored scheme is cheap and the cache is off. ``None``: use :meth:`check`.
+
+        Most logins on a passwd-file with salted SHA or plaintext take this path, which
+        saves a task, a cancel scope and a scheduler round trip per authentication.
+        """
+        if self.cache.enabled or not all(hasattr(s, "get") for s in self.stores):
+            return None
+        self._inline_lookups.clear()
+        verdict = self._check_now(info, credential)
+        if verdict is not None and self.on_lookup is not None:
+            for store, result, seconds in self._inline_lookups:
+                self.on_lookup(store, result, seconds)
+        return verdict
+
+    def _check_now(self, info: RequestInfo, credential: Credential) -> Verdict | None:
+        if isinstance(credential, VerifyPlain):
+            found = self._find_now(
+                info, credential.authcid, credential.authzid, dummy=credential.password
+            )
+            if found is None or isinstance(found, Verdict):
+                return found
+            stored = found.entry.password
+            if found.applied.nopassword or stored is None:
+                return self._finish(found, found.applied.nopassword)
+            if schemes.is_expensive(stored):
+                return None
+            try:
+                matched = schemes.verify_password(stored, credential.password, found.user)
+            except schemes.SchemeError as exc:
+                return self._unusable(found, exc)
+            return self._finish(found, matched)
+        if isinstance(credential, VerifyCramMd5):
+            found = self._find_now(info, credential.username)
+            if found is None or isinstance(found, Verdict):
+                return found
+            return self._cram_md5_verdict(found, credential)
+        return None
 
     def _unusable(self, found: _Found, exc: schemes.SchemeError) -> Verdict:
         log.error("user %s: unusable stored password: %s", found.user, exc)
@@ -315,6 +394,9 @@ class Authenticator:
         found = await self._find(info, cred.username)
         if isinstance(found, Verdict):
             return found
+        return self._cram_md5_verdict(found, cred)
+
+    def _cram_md5_verdict(self, found: _Found, cred: VerifyCramMd5) -> Verdict:
         stored = found.entry.password
         if stored is None:
             return found.verdict(Outcome.FAIL, Reason.SCHEME_NOT_AVAILABLE)

@@ -49,6 +49,9 @@ MAX_OUTBOX = 1024 * 1024
 #: Credential checks of one connection that run at the same time (the rest wait their
 #: turn); MTAs have one request in flight per connection, attackers thousands.
 CHECKS_PER_CONNECTION = 8
+#: Cheap checks answered inline per batch of received lines; beyond it they become tasks
+#: (and queue on the per-connection slots), so one big pipelined read cannot hog the loop.
+INLINE_CHECKS_PER_READ = 16
 #: A store lookup plus hash check that takes longer than this is an internal failure
 #: (Postfix gives up after 10 s anyway).
 CHECK_TIMEOUT = 8.0
@@ -301,6 +304,7 @@ class AuthServer:
             await trio.sleep(5)
 
     def _dispatch(self, conn: Connection, actions: list[Any], nursery: trio.Nursery) -> None:
+        inline_budget = INLINE_CHECKS_PER_READ
         for action in actions:
             if isinstance(action, Send):
                 conn.push(action.data)
@@ -311,6 +315,12 @@ class AuthServer:
                 else:
                     conn.push(action.data)
             elif isinstance(action, Check):
+                if inline_budget > 0:
+                    verdict = self._check_now(action)
+                    if verdict is not None:
+                        inline_budget -= 1
+                        self._complete(conn, action, verdict, nursery, trio.current_time())
+                        continue
                 self._checks_in_flight += 1
                 self._idle = trio.Event() if self._checks_in_flight == 1 else self._idle
                 nursery.start_soon(self._check, conn, action, nursery, trio.current_time())
@@ -341,24 +351,67 @@ class AuthServer:
             self._checks_in_flight -= 1
             if self._checks_in_flight == 0:
                 self._idle.set()
+        self._complete(conn, action, verdict, nursery, started)
+
+    def _complete(
+        self,
+        conn: Connection,
+        action: Check,
+        verdict: Verdict | KeysFound,
+        nursery: trio.Nursery,
+        started: float,
+    ) -> None:
         actions = conn.session.complete(action.ticket, action.info.id, verdict, trio.current_time())
         for item in actions:
             if isinstance(item, Finished):
                 self._finished(conn, item.info, item.verdict, trio.current_time() - started)
         self._dispatch(conn, [a for a in actions if not isinstance(a, Finished)], nursery)
 
+    @staticmethod
+    def _typed_and_secret(action: Check) -> tuple[str, bytes]:
+        credential = action.credential
+        if isinstance(credential, VerifyPlain):
+            return credential.authcid, credential.password
+        if isinstance(credential, VerifyCramMd5):
+            return credential.username, credential.response_hex.encode()
+        return credential.username, b""
+
+    def _refused(self, action: Check, typed: str) -> Verdict | None:
+        refusal = self.policy.refusal(action.info, isinstance(action.credential, VerifyPlain))
+        if refusal is None:
+            return None
+        log.info("request refused by policy", request=action.info.id, why=refusal)
+        return Verdict(Outcome.FAIL, typed, Reason.POLICY)
+
+    def _record_penalty(self, info: RequestInfo, verdict: Verdict, secret: bytes) -> None:
+        if info.no_penalty:
+            return
+        if verdict.ok:
+            self.penalty.succeeded(info.rip)
+        elif verdict.outcome is Outcome.FAIL:
+            self.penalty.failed(info.rip, verdict.user or "", secret, trio.current_time())
+
+    def _check_now(self, action: Check) -> Verdict | None:
+        """The verdict without a task when nothing must wait (see Authenticator.check_now):
+        no penalty wait for this address, an in-memory store, a cheap scheme."""
+        typed, secret = self._typed_and_secret(action)
+        refused = self._refused(action, typed)
+        if refused is not None:
+            return refused
+        info = action.info
+        if not info.no_penalty and self.penalty.delay(info.rip, trio.current_time()) > 0:
+            return None
+        verdict = self.authenticator.check_now(info, action.credential)
+        if verdict is not None:
+            self._record_penalty(info, verdict, secret)
+        return verdict
+
     async def _verdict(self, action: Check) -> Verdict | KeysFound:
         credential, info = action.credential, action.info
-        if isinstance(credential, VerifyPlain):
-            typed, secret = credential.authcid, credential.password
-        elif isinstance(credential, VerifyCramMd5):
-            typed, secret = credential.username, credential.response_hex.encode()
-        else:
-            typed, secret = credential.username, b""
-        refusal = self.policy.refusal(info, isinstance(credential, VerifyPlain))
-        if refusal is not None:
-            log.info("request refused by policy", request=info.id, why=refusal)
-            return Verdict(Outcome.FAIL, typed, Reason.POLICY)
+        typed, secret = self._typed_and_secret(action)
+        refused = self._refused(action, typed)
+        if refused is not None:
+            return refused
         penalised = not info.no_penalty
         delay = self.penalty.delay(info.rip, trio.current_time()) if penalised else 0.0
         verdict: Verdict | KeysFound | None = None
@@ -379,11 +432,7 @@ class AuthServer:
             return Verdict(Outcome.TEMPFAIL, typed, Reason.STORE_ERROR)
         if isinstance(verdict, KeysFound):
             return verdict  # the proof is checked by the mechanism; see _finished
-        if penalised:
-            if verdict.ok:
-                self.penalty.succeeded(info.rip)
-            elif verdict.outcome is Outcome.FAIL:
-                self.penalty.failed(info.rip, verdict.user or "", secret, trio.current_time())
+        self._record_penalty(info, verdict, secret)
         return verdict
 
     @contextlib.asynccontextmanager
