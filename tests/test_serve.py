@@ -20,7 +20,7 @@ import bcrypt
 import pytest
 
 from authbridge import wire
-from tests.support import runtime_dir
+from tests.support import require_binary, runtime_dir, wait_for_unix_socket
 from tests.support.authbridge_proc import AuthbridgeServer
 
 HELLO = b"VERSION\t1\t2\nCPID\t1\n"
@@ -254,3 +254,26 @@ def test_a_broken_stored_hash_fails_that_user_only_and_logs_user_and_scheme(rund
     assert "broken" in log and "PLAIN-MD5" in log
     assert broken_data not in log
     assert '"result": "tempfail"' in log
+
+
+def test_the_readme_demo_command_serves_the_bundled_users(rundir: Path) -> None:
+    """README: `authbridge serve --demo`, then doveadm against ./authbridge-demo/."""
+    doveadm = require_binary("doveadm")
+    log = (rundir / "demo.log").open("wb")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "authbridge", "serve", "--demo"],
+        cwd=rundir, stderr=log, stdout=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        socket_path = rundir / "authbridge-demo" / "auth-client"
+        wait_for_unix_socket(socket_path, timeout=15, proc=proc)
+        ok = subprocess.run(
+            [doveadm, "auth", "test", "-a", str(socket_path), "-x", "secured", "demo", "demopass"],
+            capture_output=True, text=True, timeout=30,
+        )  # fmt: skip
+        assert ok.returncode == 0, ok.stdout + ok.stderr
+        assert "auth succeeded" in ok.stdout
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(15) == 0
+        log.close()
