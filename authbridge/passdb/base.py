@@ -48,6 +48,20 @@ def file_signature(path: Path) -> FileSignature | None:
     return (st.st_mtime_ns, st.st_size, st.st_ino)
 
 
+def read_store_file(path: Path) -> tuple[str, FileSignature | None]:
+    """The text of a store file and the signature of the version read.
+
+    The signature is taken before reading, so a change racing the read still shows up
+    as a change at the next check. An unreadable file is StoreUnavailable.
+    """
+    signature = file_signature(path)
+    try:
+        text = path.read_bytes().decode("utf-8", "surrogateescape")
+    except OSError as exc:
+        raise StoreUnavailable(f"cannot read {path}: {exc.strerror}") from None
+    return text, signature
+
+
 def pick_dummy_password(entries: Iterable[PassdbEntry]) -> StoredPassword | None:
     """A stored hash to verify (and ignore) for unknown users, so that they cost the same
     time as a wrong password: an expensive one when the store has any."""

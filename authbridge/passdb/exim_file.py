@@ -22,9 +22,8 @@ from authbridge.passdb.base import (
     FileSignature,
     PassdbEntry,
     StoreFormatError,
-    StoreUnavailable,
-    file_signature,
     pick_dummy_password,
+    read_store_file,
 )
 from authbridge.schemes import StoredPassword, parse_stored
 
@@ -87,11 +86,8 @@ class EximFileStore:
         return f"exim-file:{self.path}"
 
     def load(self) -> int:
-        signature = file_signature(self.path)
-        try:
-            text = self.path.read_bytes().decode("utf-8", "surrogateescape")
-        except OSError as exc:
-            raise StoreUnavailable(f"cannot read {self.path}: {exc.strerror}") from None
+        """Read and parse the file; the old copy stays if this raises."""
+        text, signature = read_store_file(self.path)
         self._entries = parse_exim_file(text, str(self.path))
         self.loaded_signature = signature
         return len(self._entries)
@@ -107,5 +103,8 @@ class EximFileStore:
         """The hash unknown users are checked against (see pick_dummy_password)."""
         return pick_dummy_password(self._entries.values())
 
-    async def lookup(self, user: str, info: object = None) -> PassdbEntry | None:
+    def get(self, user: str) -> PassdbEntry | None:
         return self._entries.get(user.lower())
+
+    async def lookup(self, user: str, info: object = None) -> PassdbEntry | None:
+        return self.get(user)

@@ -17,9 +17,8 @@ from authbridge.passdb.base import (
     FileSignature,
     PassdbEntry,
     StoreFormatError,
-    StoreUnavailable,
-    file_signature,
     pick_dummy_password,
+    read_store_file,
 )
 from authbridge.schemes import StoredPassword, apply_compat_suffix, parse_stored
 
@@ -110,13 +109,8 @@ class PasswdFileStore:
 
     def load(self) -> int:
         """Read and index the file; the old copy stays if this raises."""
-        signature = file_signature(self.path)
-        try:
-            text = self.path.read_bytes().decode("utf-8", "surrogateescape")
-        except OSError as exc:
-            raise StoreUnavailable(f"cannot read {self.path}: {exc.strerror}") from None
+        text, signature = read_store_file(self.path)
         self._index = index_passwd_file(text, str(self.path))
-        # Taken before reading: a change racing the read is seen as a change later.
         self.loaded_signature = signature
         return len(self._index)
 

@@ -14,6 +14,7 @@ import socket
 import subprocess
 import tempfile
 import time
+from collections.abc import Iterable
 from pathlib import Path
 
 import pytest
@@ -40,6 +41,24 @@ def require_binary(name: str) -> str:
             pytest.fail(message)
         pytest.skip(message)
     return path
+
+
+def read_text_or_empty(path: Path) -> str:
+    """A log file's text, or "" when the process has not written it (yet)."""
+    try:
+        return path.read_text(errors="replace")
+    except FileNotFoundError:
+        return ""
+
+
+def log_tails(named: Iterable[tuple[str, Path]], lines: int = 30) -> str:
+    """The last ``lines`` of each existing log, under a ``--- name ---`` header."""
+    parts = []
+    for name, path in named:
+        if path.exists():
+            tail = read_text_or_empty(path).splitlines()[-lines:]
+            parts.append(f"--- {name} ---\n" + "\n".join(tail))
+    return "\n".join(parts)
 
 
 def free_tcp_port() -> int:

@@ -20,7 +20,7 @@ from typing import Literal
 
 import pytest
 
-from tests.support import runtime_dir, wait_for_unix_socket
+from tests.support import read_text_or_empty, runtime_dir, wait_for_unix_socket
 
 DEFAULT_MECHANISMS: tuple[str, ...] = ("plain", "login", "cram-md5")
 
@@ -139,10 +139,7 @@ class AuthbridgeServer:
             proc.wait(5)
 
     def stderr_text(self) -> str:
-        try:
-            return self.stderr_path.read_text(errors="replace")
-        except FileNotFoundError:
-            return ""
+        return read_text_or_empty(self.stderr_path)
 
     def __enter__(self) -> AuthbridgeServer:
         return self.start()

@@ -19,7 +19,7 @@ from typing import Literal
 
 import pytest
 
-from tests.support import require_binary, runtime_dir, wait_for_unix_socket
+from tests.support import read_text_or_empty, require_binary, runtime_dir, wait_for_unix_socket
 
 DEFAULT_MECHANISMS: tuple[str, ...] = ("plain", "login", "cram-md5")
 
@@ -167,17 +167,10 @@ class DovecotAuth:
             self.socket_path.unlink()
 
     def log_tail(self, lines: int = 40) -> str:
-        try:
-            text = self.log_path.read_text(errors="replace")
-        except FileNotFoundError:
-            return ""
-        return "\n".join(text.splitlines()[-lines:])
+        return "\n".join(read_text_or_empty(self.log_path).splitlines()[-lines:])
 
     def log_text(self) -> str:
-        try:
-            return self.log_path.read_text(errors="replace")
-        except FileNotFoundError:
-            return ""
+        return read_text_or_empty(self.log_path)
 
     def __enter__(self) -> DovecotAuth:
         return self.start()

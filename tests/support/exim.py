@@ -9,7 +9,6 @@ Debian-exim, which therefore owns the spool and log directories.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import pwd
 import shlex
@@ -20,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 
-from tests.support import require_binary
+from tests.support import log_tails, require_binary
 from tests.support.tls import TlsFiles
 
 EXIM_USER = "Debian-exim"
@@ -268,16 +267,13 @@ class EximDaemon:
             stop_process(proc)
 
     def diagnostics(self) -> str:
-        parts = []
-        for name, path in (
-            ("daemon output", self.output_path),
-            ("paniclog", self.config.log_dir / "paniclog"),
-            ("mainlog", self.config.log_dir / "mainlog"),
-        ):
-            with contextlib.suppress(FileNotFoundError):
-                tail = path.read_text(errors="replace").splitlines()[-30:]
-                parts.append(f"--- {name} ---\n" + "\n".join(tail))
-        return "\n".join(parts)
+        return log_tails(
+            (
+                ("daemon output", self.output_path),
+                ("paniclog", self.config.log_dir / "paniclog"),
+                ("mainlog", self.config.log_dir / "mainlog"),
+            )
+        )
 
     def __enter__(self) -> EximDaemon:
         return self.start()

@@ -23,7 +23,7 @@ from types import TracebackType
 
 import pytest
 
-from tests.support import require_binary
+from tests.support import log_tails, require_binary
 from tests.support.exim import stop_process, wait_for_tcp_listen
 from tests.support.tls import TlsFiles
 
@@ -297,12 +297,7 @@ class PostfixMaster:
         return found
 
     def diagnostics(self) -> str:
-        parts = []
-        for name, path in (("master output", self.output_path), ("maillog", self.config.maillog)):
-            with contextlib.suppress(FileNotFoundError):
-                tail = path.read_text(errors="replace").splitlines()[-30:]
-                parts.append(f"--- {name} ---\n" + "\n".join(tail))
-        return "\n".join(parts)
+        return log_tails((("master output", self.output_path), ("maillog", self.config.maillog)))
 
     def __enter__(self) -> PostfixMaster:
         return self.start()
