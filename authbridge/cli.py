@@ -50,6 +50,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             module = importlib.import_module(module_name)
             module.add_arguments(command_parser)
     args = full.parse_args(args_list)
+    args.argv = args_list  # what a supervisor starts its workers with
     module = importlib.import_module(COMMANDS[args.command][0])
     result: int = module.run(args)
     return result

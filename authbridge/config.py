@@ -8,6 +8,7 @@ and the key, and the old configuration keeps serving.
 from __future__ import annotations
 
 import ipaddress
+import os
 import re
 import tomllib
 from collections.abc import Callable, Mapping
@@ -46,6 +47,10 @@ class ServerConfig:
     idle_timeout: float = 900.0
     #: Seconds an abandoned request lives before it is forgotten silently.
     request_timeout: float = 150.0
+    #: Serving processes sharing the listening sockets; 1 = a single process, no supervisor.
+    workers: int = 1
+    #: Seconds a worker may go without a keep-alive before the supervisor replaces it.
+    worker_watchdog: float = 30.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -201,6 +206,34 @@ def _not_negative(value: float) -> str | None:
     return None if value >= 0 else "must not be negative"
 
 
+#: More serving processes than this is a typo, not a tuning.
+MAX_WORKERS = 64
+
+
+def parse_workers(value: int | str) -> int:
+    """``workers``: a count, or ``"auto"`` for one per core; ValueError says what is wrong."""
+    if value == "auto":
+        return max(1, os.cpu_count() or 1)
+    if isinstance(value, str):
+        if not value.isdigit():
+            raise ValueError('expected a number of processes or "auto"')
+        value = int(value)
+    if not 1 <= value <= MAX_WORKERS:
+        raise ValueError(f"must be between 1 and {MAX_WORKERS}")
+    return value
+
+
+def _workers(srv: _Reader) -> int:
+    srv.used.add("workers")
+    value = srv.table.get("workers", _DEF.workers)
+    if isinstance(value, bool) or not isinstance(value, int | str):
+        raise srv.error("workers", f'expected a number or "auto", got {type(value).__name__}')
+    try:
+        return parse_workers(value)
+    except ValueError as exc:
+        raise srv.error("workers", str(exc)) from None
+
+
 def _mode(value: str) -> str | None:
     return None if re.fullmatch(r"0?[0-7]{3,4}", value) else 'must be an octal mode like "0660"'
 
@@ -242,6 +275,8 @@ def parse_config(text: str, source: str = "<string>", base_dir: Path | None = No
         ),
         idle_timeout=srv.get("idle_timeout", float, _DEF.idle_timeout, _positive),
         request_timeout=srv.get("request_timeout", float, _DEF.request_timeout, _positive),
+        workers=_workers(srv),
+        worker_watchdog=srv.get("worker_watchdog", float, _DEF.worker_watchdog, _positive),
     )
     srv.finish()
 

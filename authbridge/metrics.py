@@ -9,18 +9,21 @@ times in ``_timestamp_seconds``, and the version in ``authbridge_build_info``.
 
 from __future__ import annotations
 
+import os
 import platform
 import socket
 import threading
 import time
 from collections.abc import Callable, Iterable
-from typing import Any
+from typing import Any, Protocol
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 import prometheus_client
+import trio
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info, make_wsgi_app
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.exposition import ThreadingWSGIServer
+from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.registry import Collector
 
 from authbridge import __version__
@@ -90,9 +93,30 @@ def result_label(verdict: Verdict) -> str:
     return "fail"
 
 
+def multiprocess_dir() -> str | None:
+    """The shared metrics directory when this process is one of several workers.
+
+    prometheus-client picks file-backed values at import time when
+    ``PROMETHEUS_MULTIPROC_DIR`` is set; the supervisor sets it for its workers only.
+    """
+    return os.environ.get("PROMETHEUS_MULTIPROC_DIR") or None
+
+
 class Metrics:
-    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+    """Every metric of one serving process.
+
+    As a worker of a supervisor (``multiprocess``), values live in files the supervisor
+    sums at scrape time, so a few things change: gauges say how workers combine
+    (``livesum``: a dead worker's connections are gone), values read from callbacks are
+    copied into the files by :meth:`sample` once a second, and ``authbridge_ready`` and
+    ``authbridge_build_info`` are the supervisor's to export.
+    """
+
+    def __init__(
+        self, registry: CollectorRegistry | None = None, multiprocess: bool | None = None
+    ) -> None:
         self.registry = registry if registry is not None else CollectorRegistry()
+        self.multiprocess = multiprocess_dir() is not None if multiprocess is None else multiprocess
         self._auth_children = {}
         self._duration_children = {}
         r = self.registry
@@ -117,7 +141,10 @@ class Metrics:
             registry=r,
         )
         self.connections_active = Gauge(
-            "authbridge_connections_active", "Client connections open now.", registry=r
+            "authbridge_connections_active",
+            "Client connections open now.",
+            registry=r,
+            multiprocess_mode="livesum",
         )
         self.connections = Counter(
             "authbridge_connections", "Client connections accepted.", registry=r
@@ -134,6 +161,7 @@ class Metrics:
             "authbridge_delayed_failures",
             "FAIL replies waiting for the failure delay.",
             registry=r,
+            multiprocess_mode="livesum",
         )
         self.reloads = Counter(
             "authbridge_store_reloads", "Store (re)loads by result.", ["result"], registry=r
@@ -142,23 +170,62 @@ class Metrics:
             "authbridge_store_last_reload_success_timestamp_seconds",
             "Unix time of the last successful store load.",
             registry=r,
+            multiprocess_mode="livemax",
         )
         self.hash_queue = Gauge(
             "authbridge_hash_queue_depth",
             "Password verifications waiting for or running in the worker pool.",
             registry=r,
+            multiprocess_mode="livesum",
         )
-        self.ready = Gauge(
-            "authbridge_ready",
-            "1 while listeners are bound and stores loaded (what /healthz answers).",
-            registry=r,
-        )
-        self.build_info = Info("authbridge_build", "authbridge version.", registry=r)
-        self.build_info.info({"version": __version__, "python": platform.python_version()})
+        self.ready: Gauge | None = None
+        if not self.multiprocess:
+            self.ready = ready_gauge(r)
+            build_info(r)
         for result in ("success", "failure"):
             self.reloads.labels(result=result)
         self._cache_source: Callable[[], tuple[int, int, int]] = lambda: (0, 0, 0)
-        r.register(_CacheCollector(lambda: self._cache_source()))
+        self._gauge_sources: list[tuple[Gauge, Callable[[], float]]] = []
+        if self.multiprocess:
+            self._cache_hits = Counter("authbridge_cache_hits", "Auth cache hits.", registry=r)
+            self._cache_misses = Counter(
+                "authbridge_cache_misses", "Auth cache misses.", registry=r
+            )
+            self._cache_entries = Gauge(
+                "authbridge_cache_entries",
+                "Entries in the auth cache now.",
+                registry=r,
+                multiprocess_mode="livesum",
+            )
+            self._cache_seen = (0, 0)
+        else:
+            r.register(_CacheCollector(lambda: self._cache_source()))
+
+    def watch(self, gauge: Gauge, source: Callable[[], float]) -> None:
+        """Report ``source()`` as ``gauge``: read at every scrape, or by :meth:`sample`."""
+        if self.multiprocess:
+            self._gauge_sources.append((gauge, source))
+        else:
+            gauge.set_function(source)
+
+    def sample(self) -> None:
+        """Copy callback values into the shared files (workers only; a no-op otherwise)."""
+        if not self.multiprocess:
+            return
+        for gauge, source in self._gauge_sources:
+            gauge.set(source())
+        hits, misses, entries = self._cache_source()
+        seen_hits, seen_misses = self._cache_seen
+        # The cache's own counters restart at 0 when it is rebuilt; never count backwards.
+        self._cache_hits.inc(hits - seen_hits if hits >= seen_hits else hits)
+        self._cache_misses.inc(misses - seen_misses if misses >= seen_misses else misses)
+        self._cache_seen = (hits, misses)
+        self._cache_entries.set(entries)
+
+    async def sample_forever(self, interval: float = 1.0) -> None:
+        while True:
+            self.sample()
+            await trio.sleep(interval)
 
     def watch_cache(self, source: Callable[[], tuple[int, int, int]]) -> None:
         """Report (hits, misses, entries) from ``source`` at every scrape."""
@@ -166,7 +233,8 @@ class Metrics:
 
     def watch_ready(self, source: Callable[[], bool]) -> None:
         """Report ``source()`` as ``authbridge_ready`` at every scrape."""
-        self.ready.set_function(lambda: 1.0 if source() else 0.0)
+        if self.ready is not None:
+            self.ready.set_function(lambda: 1.0 if source() else 0.0)
 
     # Labelled children are looked up once per (mechanism, result) and kept: labels()
     # costs a lock and a dict walk on every authentication otherwise.
@@ -218,6 +286,19 @@ class Metrics:
         self.lookup_duration.labels(store=store, result=result).observe(seconds)
 
 
+def ready_gauge(registry: CollectorRegistry) -> Gauge:
+    return Gauge(
+        "authbridge_ready",
+        "1 while listeners are bound and stores loaded (what /healthz answers).",
+        registry=registry,
+    )
+
+
+def build_info(registry: CollectorRegistry) -> None:
+    info = Info("authbridge_build", "authbridge version.", registry=registry)
+    info.info({"version": __version__, "python": platform.python_version()})
+
+
 class _CacheCollector(Collector):
     """Cache counters read from the cache itself at scrape time (no double bookkeeping)."""
 
@@ -239,6 +320,43 @@ class _CacheCollector(Collector):
                 "authbridge_cache_entries", "Entries in the auth cache now.", value=entries
             ),
         ]
+
+
+class SupervisorMetrics:
+    """What a supervisor exports: its workers' metrics summed from their files, plus its own.
+
+    prometheus-client's multiprocess collector does the summing (counters and histograms
+    add up, gauges combine as each one's ``multiprocess_mode`` says); the supervisor adds
+    readiness, the build and how many workers it keeps.
+    """
+
+    def __init__(self, path: str) -> None:
+        self.registry = CollectorRegistry()
+        MultiProcessCollector(self.registry, path=path)  # type: ignore[no-untyped-call]
+        self.ready = ready_gauge(self.registry)
+        build_info(self.registry)
+        self.workers = Gauge(
+            "authbridge_workers",
+            "Serving processes by state (starting, ready).",
+            ["state"],
+            registry=self.registry,
+        )
+        self.worker_restarts = Counter(
+            "authbridge_worker_restarts",
+            "Workers that exited unexpectedly or stopped answering, and were replaced.",
+            registry=self.registry,
+        )
+
+    def watch_ready(self, source: Callable[[], bool]) -> None:
+        self.ready.set_function(lambda: 1.0 if source() else 0.0)
+
+
+class Exported(Protocol):
+    """What :class:`MetricsHTTP` serves: a registry and a readiness hook."""
+
+    registry: CollectorRegistry
+
+    def watch_ready(self, source: Callable[[], bool]) -> None: ...
 
 
 class MetricsListenError(Exception):
@@ -281,7 +399,7 @@ class MetricsHTTP:
     exported as ``authbridge_ready`` so an alert can see it too.
     """
 
-    def __init__(self, metrics: Metrics, listen: str, ready: Callable[[], bool]) -> None:
+    def __init__(self, metrics: Exported, listen: str, ready: Callable[[], bool]) -> None:
         host, port = parse_listen(listen)
         self._metrics_app = make_wsgi_app(metrics.registry)
         self._ready = ready

@@ -177,9 +177,9 @@ class AuthServer:
             self.metrics.finished
         ]
         self.metrics.prime(m.name for m in self.mechanisms)
-        self.metrics.delayed_failures.set_function(lambda: len(self.delay_queue))
-        self.metrics.connections_active.set_function(lambda: len(self.connections))
-        self.metrics.hash_queue.set_function(lambda: authenticator.hasher.queued)
+        self.metrics.watch(self.metrics.delayed_failures, lambda: len(self.delay_queue))
+        self.metrics.watch(self.metrics.connections_active, lambda: len(self.connections))
+        self.metrics.watch(self.metrics.hash_queue, lambda: authenticator.hasher.queued)
 
     def apply_config(self, config: Config) -> None:
         """Swap in a reloaded config (policy, delays, timeouts) for new requests."""

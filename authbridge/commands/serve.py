@@ -9,17 +9,19 @@ import resource
 import signal
 import socket
 import sys
+from collections.abc import Sequence
 from dataclasses import replace
 from functools import partial
 from importlib import resources
 from pathlib import Path
 
+import structlog
 import trio
 
-from authbridge import __version__, systemd
+from authbridge import __version__, supervisor, systemd
 from authbridge.authenticator import Authenticator
 from authbridge.cache import AuthCache
-from authbridge.config import Config, ConfigError, StoreConfig, load_config
+from authbridge.config import Config, ConfigError, StoreConfig, load_config, parse_workers
 from authbridge.hashing import Hasher
 from authbridge.listeners import Listener, ListenerError, tcp_listener, unix_listener
 from authbridge.logs import configure, get_logger
@@ -86,6 +88,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="HOST:PORT",
         help="serve /metrics and /healthz there (default: off)",
     )
+    parser.add_argument(
+        "--workers",
+        metavar="N",
+        help='serving processes sharing the sockets: a number or "auto" (one per core)',
+    )
     parser.add_argument("--log-format", choices=("auto", "json", "console"))
     parser.add_argument("--log-level", choices=("debug", "info", "warning", "error"))
     parser.add_argument(
@@ -120,6 +127,11 @@ def build_config(args: argparse.Namespace) -> Config:
         server = replace(server, socket_owner=args.socket_owner)
     if args.socket_group:
         server = replace(server, socket_group=args.socket_group)
+    if getattr(args, "workers", None):
+        try:
+            server = replace(server, workers=parse_workers(args.workers))
+        except ValueError as exc:
+            raise ConfigError(f"--workers: {exc}") from None
     if args.mechanisms:
         names = tuple(m.strip().lower() for m in args.mechanisms.split(",") if m.strip())
         try:
@@ -185,11 +197,14 @@ async def close_stores(stores: list[Passdb]) -> None:
 
 
 def open_listeners(
-    config: Config, inherited: list[tuple[str, socket.socket]] | None = None
+    config: Config,
+    inherited: list[tuple[str, socket.socket]] | None = None,
+    prefix: str = "systemd:",
 ) -> list[Listener]:
-    """Sockets handed over by systemd (see run()), or our own bound ones."""
+    """Sockets handed over by systemd or a supervisor (see run()), or our own bound ones."""
     if inherited:
-        # systemd owns these socket files: unix_path stays None so we never unlink them.
+        # Whoever handed them over owns the socket files: unix_path stays None so we
+        # never unlink them.
         # TCP sockets still get the client allow-list.
         networks = tuple(
             ipaddress.ip_network(n, strict=False) for n in config.server.tcp_allowed_networks
@@ -197,7 +212,7 @@ def open_listeners(
         return [
             Listener(
                 sock,
-                f"systemd:{name}",
+                f"{prefix}{name}",
                 allowed=networks if sock.family in (socket.AF_INET, socket.AF_INET6) else (),
             )
             for name, sock in inherited
@@ -231,8 +246,10 @@ class Daemon:
         config: Config,
         stores: list[Passdb],
         listeners: list[Listener],
+        worker: bool = False,
     ) -> None:
         self.args = args
+        self.worker = worker
         self.config = config
         self.stores = stores
         self.listeners = listeners
@@ -247,9 +264,10 @@ class Daemon:
         self.authenticator.on_lookup = self.metrics.observe_lookup
         self.metrics.prime_stores(store.name for store in stores)
         # Bound here, before the event loop, so a taken port is a clean start-up error.
+        # A worker's metrics are served by its supervisor.
         self.http = (
             MetricsHTTP(self.metrics, config.metrics.listen, lambda: self.ready)
-            if config.metrics.listen
+            if config.metrics.listen and not worker
             else None
         )
         self.server = AuthServer(config, self.authenticator, self.metrics)
@@ -290,6 +308,8 @@ class Daemon:
                     if interval:
                         acceptors.start_soon(_watchdog, self.notifier, interval)
                     acceptors.start_soon(self._watch_stores)
+                    if self.metrics.multiprocess:
+                        acceptors.start_soon(self.metrics.sample_forever)
                     await self._handle_signals()
                     accepting.cancel()
             self.ready = False
@@ -303,6 +323,7 @@ class Daemon:
                 while any(c.outbox for c in server.connections):
                     await trio.sleep(0.01)
             connections.cancel_scope.cancel()
+        self.metrics.sample()
         await close_stores(self.stores)
         log.info("stopped")
 
@@ -414,7 +435,67 @@ def run(args: argparse.Namespace) -> int:
         print(f"authbridge: {exc}", file=sys.stderr)
         return 2
     configure(config.log.format, config.log.level)
+    slot = os.environ.get(supervisor.WORKER_ENV)
+    if slot is not None:
+        return _serve(args, config, worker=int(slot))
+    if config.server.workers > 1:
+        return _supervise(args, config)
+    return _serve(args, config)
+
+
+def _demo_hint(args: argparse.Namespace, config: Config) -> None:
+    if args.demo:
+        print(
+            f"authbridge demo: socket {config.server.socket_path}, users from "
+            f"{config.stores[0].path}\n  try: doveadm auth test -a "
+            f"{config.server.socket_path} -x secured demo demopass",
+            file=sys.stderr,
+        )
+
+
+def _startup_error(exc: Exception, listeners: Sequence[Listener] = ()) -> int:
+    for listener in listeners:
+        listener.remove()
+    log.error("cannot start", error=str(exc))
+    print(f"authbridge: {exc}", file=sys.stderr)
+    return 1
+
+
+def _supervise(args: argparse.Namespace, config: Config) -> int:
+    """Bind the sockets here and let ``workers`` processes serve on them."""
+    log.info(
+        "starting",
+        version=__version__,
+        config=config.source,
+        pid=os.getpid(),
+        workers=config.server.workers,
+    )
+    try:
+        inherited = systemd.inherited_sockets()
+        signal.pthread_sigmask(signal.SIG_BLOCK, HANDLED_SIGNALS)
+        listeners = open_listeners(config, inherited)
+    except (ListenerError, systemd.SocketActivationError) as exc:
+        return _startup_error(exc)
+    try:
+        boss = supervisor.Supervisor(getattr(args, "argv", sys.argv[1:]), config, listeners)
+    except (MetricsListenError, OSError) as exc:
+        return _startup_error(exc, listeners)
+    _demo_hint(args, config)
+    try:
+        return trio.run(boss.run)
+    except KeyboardInterrupt:
+        return 0
+    finally:
+        for listener in listeners:
+            listener.remove()
+
+
+def _serve(args: argparse.Namespace, config: Config, worker: int | None = None) -> int:
+    """One serving process: on its own, or as worker ``worker`` of a supervisor."""
     fd_limit = raise_fd_limit(config.server.max_connections + 256)
+    if worker is not None:
+        structlog.contextvars.bind_contextvars(worker=worker)
+        supervisor.die_with_supervisor()
     log.info(
         "starting",
         version=__version__,
@@ -425,36 +506,28 @@ def run(args: argparse.Namespace) -> int:
     try:
         # Adopt systemd's sockets first, before anything else opens a file descriptor
         # that could be mistaken for fd 3 and up.
-        inherited = systemd.inherited_sockets()
+        if worker is None:
+            inherited, prefix = systemd.inherited_sockets(), "systemd:"
+        else:
+            inherited, prefix = supervisor.inherited_listeners(), ""
         stores = open_stores(config)
         # Signals wait (blocked) until the event loop listens for them: a SIGTERM
         # that arrives between bind() and then still means "drain and exit 0".
         signal.pthread_sigmask(signal.SIG_BLOCK, HANDLED_SIGNALS)
-        listeners = open_listeners(config, inherited)
+        listeners = open_listeners(config, inherited, prefix)
     except (
         StoreFormatError,
         StoreUnavailable,
         ListenerError,
         systemd.SocketActivationError,
     ) as exc:
-        log.error("cannot start", error=str(exc))
-        print(f"authbridge: {exc}", file=sys.stderr)
-        return 1
-    if args.demo:
-        print(
-            f"authbridge demo: socket {config.server.socket_path}, users from "
-            f"{config.stores[0].path}\n  try: doveadm auth test -a "
-            f"{config.server.socket_path} -x secured demo demopass",
-            file=sys.stderr,
-        )
+        return _startup_error(exc)
+    if worker is None:
+        _demo_hint(args, config)
     try:
-        daemon = Daemon(args, config, stores, listeners)
+        daemon = Daemon(args, config, stores, listeners, worker=worker is not None)
     except MetricsListenError as exc:
-        for listener in listeners:
-            listener.remove()
-        log.error("cannot start", error=str(exc))
-        print(f"authbridge: {exc}", file=sys.stderr)
-        return 1
+        return _startup_error(exc, listeners)
     try:
         trio.run(daemon.run)
     except KeyboardInterrupt:

@@ -1,0 +1,388 @@
+"""Several serving processes on the same listening sockets, kept running by one supervisor.
+
+One Python event loop uses one core. With ``workers = N`` the supervisor binds (or adopts
+from systemd) the listening sockets, starts N ordinary ``authbridge serve`` processes that
+accept on those same sockets, and stays out of the data path: the kernel hands each new
+connection to one of the processes waiting in ``accept``.
+
+The supervisor speaks sd_notify to its workers as systemd speaks it to a service: each
+worker gets ``NOTIFY_SOCKET`` pointing at the supervisor and ``WATCHDOG_USEC``, so the
+worker code is the single-process code, and the kernel's ``SCM_CREDENTIALS`` tell which
+worker sent what. From there the supervisor
+
+- reports READY to systemd once every worker is serving, and fails the start (exit 1) if
+  a worker exits before that, so a bad store is still a clean start-up error;
+- replaces a worker that exits, or that stops sending its keep-alive (a stuck event loop),
+  after a pause that grows while replacements keep failing;
+- forwards SIGHUP (reload) and SIGUSR2 (cache flush), and on SIGTERM closes the sockets
+  first and then lets every worker drain;
+- serves ``/metrics`` for all of them from prometheus-client's multiprocess files.
+
+Each worker keeps its own auth cache, per-IP penalty and failure-delay queue. An
+attacker's connections are spread over the workers, so the penalty counts per worker.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import json
+import os
+import shutil
+import signal
+import socket
+import struct
+import subprocess
+import sys
+import tempfile
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import trio
+
+from authbridge import systemd
+from authbridge.config import Config
+from authbridge.listeners import Listener
+from authbridge.logs import get_logger
+
+log = get_logger("authbridge.supervisor")
+
+#: Set in a worker's environment: its slot number (0 .. workers-1).
+WORKER_ENV = "AUTHBRIDGE_WORKER"
+#: Set in a worker's environment: JSON list of [fd, label] for the inherited listeners.
+WORKER_FDS_ENV = "AUTHBRIDGE_WORKER_FDS"
+#: Set in a worker's environment: the supervisor's pid (the worker exits if it changes).
+WORKER_PARENT_ENV = "AUTHBRIDGE_SUPERVISOR_PID"
+
+FORWARDED_SIGNALS = (signal.SIGHUP, signal.SIGUSR2)
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+#: How long workers get to drain on shutdown before they are killed.
+STOP_TIMEOUT = 15.0
+#: How long a reload may take before the supervisor reports ready anyway.
+RELOAD_TIMEOUT = 60.0
+#: A worker that ran this long before exiting resets the replacement back-off.
+STABLE_AFTER = 10.0
+MAX_BACKOFF = 30.0
+_CREDENTIALS = struct.Struct("iII")  # struct ucred: pid, uid, gid
+_PR_SET_PDEATHSIG = 1
+
+#: Variables a worker must not inherit: they describe the supervisor's own situation.
+_NOT_INHERITED = (
+    "NOTIFY_SOCKET",
+    "WATCHDOG_USEC",
+    "WATCHDOG_PID",
+    "LISTEN_PID",
+    "LISTEN_FDS",
+    "LISTEN_FDNAMES",
+    "PROMETHEUS_MULTIPROC_DIR",
+)
+
+
+@dataclass
+class Worker:
+    slot: int
+    process: trio.Process | None = None
+    ready: bool = False
+    reloading: bool = False
+    last_ping: float = 0.0
+    restarts: int = 0
+
+
+class Supervisor:
+    def __init__(
+        self,
+        argv: Sequence[str],
+        config: Config,
+        listeners: list[Listener],
+        python: str = sys.executable,
+    ) -> None:
+        self.command = [python, "-m", "authbridge", *argv]
+        self.config = config
+        self.listeners = listeners
+        self.notifier = systemd.Notifier()
+        self.workers = [Worker(slot) for slot in range(config.server.workers)]
+        self.state_dir = tempfile.mkdtemp(
+            prefix="authbridge-", dir=os.environ.get("RUNTIME_DIRECTORY") or None
+        )
+        self.metrics_dir = os.path.join(self.state_dir, "metrics")
+        os.mkdir(self.metrics_dir, 0o700)
+        self.notify_path = os.path.join(self.state_dir, "notify")
+        self._notify_sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC)
+        self._notify_sock.bind(self.notify_path)
+        self._notify_sock.setsockopt(socket.SOL_SOCKET, socket.SO_PASSCRED, 1)
+        self.metrics = None
+        self.http = None
+        if config.metrics.listen:
+            from authbridge.metrics import MetricsHTTP, SupervisorMetrics
+
+            self.metrics = SupervisorMetrics(self.metrics_dir)
+            self.http = MetricsHTTP(self.metrics, config.metrics.listen, self.any_ready)
+            self.metrics.workers.labels(state="starting").set_function(
+                lambda: sum(1 for w in self.workers if w.process and not w.ready)
+            )
+            self.metrics.workers.labels(state="ready").set_function(
+                lambda: sum(1 for w in self.workers if w.ready)
+            )
+        self.serving = False
+        self.stopping = False
+        self.failure: str | None = None
+        self._stop = trio.Event()
+        self._changed = trio.Event()
+
+    # ------------------------------------------------------------------ queries
+
+    def any_ready(self) -> bool:
+        """Healthy while at least one worker serves (a replacement may be starting)."""
+        return self.serving and not self.stopping and any(w.ready for w in self.workers)
+
+    def worker_pids(self) -> list[int]:
+        return [w.process.pid for w in self.workers if w.process is not None]
+
+    def _by_pid(self, pid: int) -> Worker | None:
+        for worker in self.workers:
+            if worker.process is not None and worker.process.pid == pid:
+                return worker
+        return None
+
+    def _worker_env(self, worker: Worker) -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items() if k not in _NOT_INHERITED}
+        env["NOTIFY_SOCKET"] = self.notify_path
+        env["WATCHDOG_USEC"] = str(int(self.config.server.worker_watchdog * 1_000_000))
+        env[WORKER_ENV] = str(worker.slot)
+        env[WORKER_PARENT_ENV] = str(os.getpid())
+        env[WORKER_FDS_ENV] = json.dumps([[li.sock.fileno(), li.label] for li in self.listeners])
+        if self.metrics is not None:
+            env["PROMETHEUS_MULTIPROC_DIR"] = self.metrics_dir
+        return env
+
+    def _changed_now(self) -> None:
+        self._changed.set()
+        self._changed = trio.Event()
+
+    # ------------------------------------------------------------------ running
+
+    async def run(self) -> int:
+        """Serve until SIGTERM/SIGINT; 0 after a clean stop, 1 if the start failed."""
+        if self.http is not None:
+            self.http.start()
+            log.info("metrics listening", address=self.config.metrics.listen)
+        try:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(self._signals)
+                nursery.start_soon(self._notifications)
+                for worker in self.workers:
+                    nursery.start_soon(self._keep, worker)
+                nursery.start_soon(self._startup)
+                await self._stop.wait()
+                await self._shutdown()
+                nursery.cancel_scope.cancel()
+        finally:
+            if self.http is not None:
+                self.http.stop()
+            self._notify_sock.close()
+            shutil.rmtree(self.state_dir, ignore_errors=True)
+        if self.failure is not None:
+            return 1
+        log.info("stopped")
+        return 0
+
+    async def _startup(self) -> None:
+        while not all(w.ready for w in self.workers):
+            if self.failure is not None or self.stopping:
+                return
+            await self._changed.wait()
+        self.serving = True
+        labels = ", ".join(listener.label for listener in self.listeners)
+        log.info("all workers serving", workers=len(self.workers), pids=self.worker_pids())
+        self.notifier.ready(f"serving on {labels} with {len(self.workers)} workers")
+        interval = self.notifier.watchdog_interval()
+        async with trio.open_nursery() as nursery:
+            if interval:
+                nursery.start_soon(self._ping_systemd, interval)
+            nursery.start_soon(self._watch_workers)
+
+    def _fail(self, reason: str) -> None:
+        if self.failure is None:
+            self.failure = reason
+            log.error("cannot start", error=reason)
+            print(f"authbridge: {reason}", file=sys.stderr)
+        self._stop.set()
+
+    async def _keep(self, worker: Worker) -> None:
+        """Run one worker slot: start it, and replace it whenever it goes away."""
+        fds = [listener.sock.fileno() for listener in self.listeners]
+        backoff = 0.5
+        while not self.stopping:
+            try:
+                process = await trio.lowlevel.open_process(
+                    self.command,
+                    env=self._worker_env(worker),
+                    pass_fds=fds,
+                    stdin=subprocess.DEVNULL,
+                    start_new_session=True,
+                )
+            except OSError as exc:
+                if not self.serving:
+                    self._fail(f"cannot start worker {worker.slot}: {exc}")
+                    return
+                log.error("cannot start a worker", worker=worker.slot, error=str(exc))
+                await trio.sleep(backoff)
+                backoff = min(MAX_BACKOFF, backoff * 2)
+                continue
+            worker.process, worker.ready, worker.reloading = process, False, False
+            worker.last_ping = trio.current_time()
+            started = trio.current_time()
+            log.info("worker started", worker=worker.slot, worker_pid=process.pid)
+            self._changed_now()
+            status = await process.wait()
+            worker.process, worker.ready = None, False
+            self._forget(process.pid)
+            self._changed_now()
+            if self.stopping:
+                return
+            if not self.serving:
+                self._fail(f"worker {worker.slot} exited with status {status} before serving")
+                return
+            if trio.current_time() - started > STABLE_AFTER:
+                backoff = 0.5
+            # A SIGTERM sent to the whole group (systemd's default KillMode) reaches the
+            # workers too: give our own signal handler the chance to see it first.
+            await trio.sleep(backoff)
+            if self.stopping:
+                return
+            worker.restarts += 1
+            if self.metrics is not None:
+                self.metrics.worker_restarts.inc()
+            log.error(
+                "worker exited; starting a replacement",
+                worker=worker.slot,
+                worker_pid=process.pid,
+                status=status,
+            )
+            backoff = min(MAX_BACKOFF, backoff * 2)
+
+    def _forget(self, pid: int) -> None:
+        """Drop a dead worker's live gauges (its counters keep counting in the totals)."""
+        if self.metrics is not None:
+            from prometheus_client import multiprocess
+
+            multiprocess.mark_process_dead(pid, self.metrics_dir)  # type: ignore[no-untyped-call]
+
+    async def _notifications(self) -> None:
+        sock = trio.socket.from_stdlib_socket(self._notify_sock)
+        ancillary = socket.CMSG_SPACE(_CREDENTIALS.size)
+        while True:
+            data, ancdata, _flags, _address = await sock.recvmsg(4096, ancillary)
+            pid = _sender_pid(ancdata)
+            worker = self._by_pid(pid) if pid is not None else None
+            if worker is None:
+                continue  # not one of ours: ignore
+            for field in data.decode("utf-8", "replace").split("\n"):
+                self._note(worker, field)
+
+    def _note(self, worker: Worker, field: str) -> None:
+        now = trio.current_time()
+        worker.last_ping = now
+        if field == "READY=1":
+            worker.ready, worker.reloading = True, False
+            self._changed_now()
+        elif field == "RELOADING=1":
+            worker.reloading = True
+        elif field == "STOPPING=1":
+            worker.ready = False
+            self._changed_now()
+
+    async def _watch_workers(self) -> None:
+        """Kill a worker whose keep-alives stopped; :meth:`_keep` replaces it."""
+        limit = self.config.server.worker_watchdog
+        while True:
+            await trio.sleep(min(1.0, limit / 4))
+            now = trio.current_time()
+            for worker in self.workers:
+                process = worker.process
+                if process is None or not worker.ready or self.stopping:
+                    continue
+                if now - worker.last_ping > limit:
+                    log.error(
+                        "worker stopped answering; killing it",
+                        worker=worker.slot,
+                        worker_pid=process.pid,
+                        silent_seconds=round(now - worker.last_ping, 1),
+                    )
+                    worker.ready = False
+                    process.kill()
+
+    async def _ping_systemd(self, interval: float) -> None:
+        while True:
+            self.notifier.watchdog()
+            await trio.sleep(interval)
+
+    async def _signals(self) -> None:
+        with trio.open_signal_receiver(*STOP_SIGNALS, *FORWARDED_SIGNALS) as signals:
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, (*STOP_SIGNALS, *FORWARDED_SIGNALS))
+            async for signum in signals:
+                name = signal.Signals(signum).name
+                log.info("signal received", signal=name)
+                if signum in STOP_SIGNALS:
+                    self._stop.set()
+                    return
+                for worker in self.workers:
+                    if worker.process is not None:
+                        if signum == signal.SIGHUP:
+                            worker.reloading = True
+                        worker.process.send_signal(signum)
+                if signum == signal.SIGHUP:
+                    await self._reloaded()
+
+    async def _reloaded(self) -> None:
+        """Tell systemd the reload is over once every worker has answered it."""
+        self.notifier.reloading("reloading")
+        with trio.move_on_after(RELOAD_TIMEOUT):
+            while any(w.reloading and w.process is not None for w in self.workers):
+                await self._changed.wait()
+        self.notifier.ready("reloaded")
+
+    async def _shutdown(self) -> None:
+        self.stopping = True
+        self.notifier.stopping()
+        log.info("shutting down", workers=self.worker_pids())
+        # No new connections from here on; the workers finish what they hold.
+        for listener in self.listeners:
+            listener.remove()
+            listener.sock.close()
+        for worker in self.workers:
+            if worker.process is not None:
+                worker.process.send_signal(signal.SIGTERM)
+        with trio.move_on_after(STOP_TIMEOUT):
+            while any(w.process is not None for w in self.workers):
+                await self._changed.wait()
+        for worker in self.workers:
+            if worker.process is not None:
+                log.error("worker did not stop in time; killing it", worker_pid=worker.process.pid)
+                worker.process.kill()
+
+
+def inherited_listeners() -> list[tuple[str, socket.socket]]:
+    """In a worker: the listening sockets the supervisor passed, as ``(label, socket)``."""
+    sockets = []
+    for fd, label in json.loads(os.environ.pop(WORKER_FDS_ENV, "[]")):
+        os.set_inheritable(fd, False)
+        sockets.append((str(label), socket.socket(fileno=int(fd))))
+    return sockets
+
+
+def die_with_supervisor() -> None:
+    """In a worker: get SIGTERM (and drain) when the supervisor dies, however it dies."""
+    parent = int(os.environ.get(WORKER_PARENT_ENV, "0"))
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+    if parent and os.getppid() != parent:  # it died before prctl took effect
+        os.kill(os.getpid(), signal.SIGTERM)
+
+
+def _sender_pid(ancdata: list[tuple[int, int, bytes]]) -> int | None:
+    for level, kind, data in ancdata:
+        credentials = level == socket.SOL_SOCKET and kind == socket.SCM_CREDENTIALS
+        if credentials and len(data) >= _CREDENTIALS.size:
+            pid, _uid, _gid = _CREDENTIALS.unpack_from(data)
+            return int(pid)
+    return None
