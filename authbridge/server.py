@@ -9,6 +9,7 @@ so no producer ever blocks on a slow reader. Delayed FAILs wait in one shared
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import heapq
 import itertools
@@ -70,7 +71,11 @@ class Connection:
         self.closing = False
         self.gone = False
         self.tracing = False
-        self.check_slots = trio.Semaphore(CHECKS_PER_CONNECTION)
+        #: Checks running in their own task, and the ones waiting for one of them to
+        #: finish (a queue, not parked tasks: an attacker's thousands of queued checks
+        #: cost a few small objects each instead of a task, which keeps GC pauses short).
+        self.checkers = 0
+        self.queued: collections.deque[tuple[Check, float]] = collections.deque()
 
     def push(self, data: bytes) -> None:
         if self.gone or self.closing:
@@ -323,7 +328,11 @@ class AuthServer:
                         continue
                 self._checks_in_flight += 1
                 self._idle = trio.Event() if self._checks_in_flight == 1 else self._idle
-                nursery.start_soon(self._check, conn, action, nursery, trio.current_time())
+                if conn.checkers < CHECKS_PER_CONNECTION:
+                    conn.checkers += 1
+                    nursery.start_soon(self._checker, conn, action, nursery, trio.current_time())
+                else:
+                    conn.queued.append((action, trio.current_time()))
             elif isinstance(action, Finished):
                 self._finished(conn, action.info, action.verdict, 0.0)
             elif isinstance(action, Close):
@@ -334,24 +343,47 @@ class AuthServer:
                     log.info("closing connection", cuid=conn.cuid, reason=action.reason)
                 conn.close_after_flush()
 
-    async def _check(
+    async def _checker(
         self, conn: Connection, action: Check, nursery: trio.Nursery, started: float
     ) -> None:
+        """Run ``action``, then the connection's queued checks, one after the other.
+
+        A connection gets a few of these at once, the rest of its checks wait in its
+        queue (in order): one client pipelining thousands of requests cannot crowd out
+        the others.
+        """
+        item: tuple[Check, float] | None = (action, started)
         try:
-            # A connection gets a few checks running at once, the rest queue here: one
-            # client pipelining thousands of requests cannot crowd out the others.
-            async with conn.check_slots:
-                verdict: Verdict | KeysFound = await self._verdict(action)
-        except Exception:
-            log.exception(
-                "internal error while checking a credential", cuid=conn.cuid, request=action.info.id
-            )
-            verdict = Verdict(Outcome.TEMPFAIL, None, Reason.STORE_ERROR)
+            while item is not None:
+                action, started = item
+                try:
+                    verdict: Verdict | KeysFound = await self._verdict(action)
+                except Exception:
+                    log.exception(
+                        "internal error while checking a credential",
+                        cuid=conn.cuid,
+                        request=action.info.id,
+                    )
+                    verdict = Verdict(Outcome.TEMPFAIL, None, Reason.STORE_ERROR)
+                item = None
+                self._check_done(1)
+                self._complete(conn, action, verdict, nursery, started)
+                if conn.queued:
+                    item = conn.queued.popleft()
+                    # Let everyone else run before the next queued check of this client.
+                    await trio.lowlevel.checkpoint()
         finally:
-            self._checks_in_flight -= 1
-            if self._checks_in_flight == 0:
-                self._idle.set()
-        self._complete(conn, action, verdict, nursery, started)
+            conn.checkers -= 1
+            if item is not None:
+                self._check_done(1)  # cancelled: the current check never finished
+            if conn.checkers == 0 and conn.queued:
+                self._check_done(len(conn.queued))
+                conn.queued.clear()
+
+    def _check_done(self, count: int) -> None:
+        self._checks_in_flight -= count
+        if self._checks_in_flight == 0:
+            self._idle.set()
 
     def _complete(
         self,
