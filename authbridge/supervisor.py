@@ -24,7 +24,6 @@ attacker's connections are spread over the workers, so the penalty counts per wo
 
 from __future__ import annotations
 
-import ctypes
 import json
 import os
 import shutil
@@ -63,7 +62,6 @@ RELOAD_TIMEOUT = 60.0
 STABLE_AFTER = 10.0
 MAX_BACKOFF = 30.0
 _CREDENTIALS = struct.Struct("iII")  # struct ucred: pid, uid, gid
-_PR_SET_PDEATHSIG = 1
 
 #: Variables a worker must not inherit: they describe the supervisor's own situation.
 _NOT_INHERITED = (
@@ -370,13 +368,19 @@ def inherited_listeners() -> list[tuple[str, socket.socket]]:
     return sockets
 
 
-def die_with_supervisor() -> None:
-    """In a worker: get SIGTERM (and drain) when the supervisor dies, however it dies."""
+async def watch_supervisor(interval: float = 1.0) -> None:
+    """In a worker: drain and exit (as on SIGTERM) once the supervisor is gone.
+
+    Polling the parent pid is used instead of ``PR_SET_PDEATHSIG``, which fires when the
+    *thread* that started us ends, and trio starts processes from short-lived threads.
+    """
     parent = int(os.environ.get(WORKER_PARENT_ENV, "0"))
-    libc = ctypes.CDLL(None, use_errno=True)
-    libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
-    if parent and os.getppid() != parent:  # it died before prctl took effect
-        os.kill(os.getpid(), signal.SIGTERM)
+    while True:
+        if parent and os.getppid() != parent:
+            log.error("the supervisor is gone; stopping")
+            os.kill(os.getpid(), signal.SIGTERM)
+            return
+        await trio.sleep(interval)
 
 
 def _sender_pid(ancdata: list[tuple[int, int, bytes]]) -> int | None:

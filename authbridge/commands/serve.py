@@ -310,6 +310,8 @@ class Daemon:
                     acceptors.start_soon(self._watch_stores)
                     if self.metrics.multiprocess:
                         acceptors.start_soon(self.metrics.sample_forever)
+                    if self.worker:
+                        acceptors.start_soon(supervisor.watch_supervisor)
                     await self._handle_signals()
                     accepting.cancel()
             self.ready = False
@@ -495,7 +497,6 @@ def _serve(args: argparse.Namespace, config: Config, worker: int | None = None) 
     fd_limit = raise_fd_limit(config.server.max_connections + 256)
     if worker is not None:
         structlog.contextvars.bind_contextvars(worker=worker)
-        supervisor.die_with_supervisor()
     log.info(
         "starting",
         version=__version__,

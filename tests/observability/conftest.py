@@ -41,6 +41,7 @@ class Observed:
     metrics_port: int
     users_file: Path
     base: Path
+    workers: int = 1
 
     @property
     def socket_path(self) -> Path:
@@ -72,7 +73,7 @@ def users_text() -> str:
     return users_file_text()
 
 
-def _start(base: Path, users_text: str, args: list[str]) -> Observed:
+def _start(base: Path, users_text: str, args: list[str], workers: int = 1) -> Observed:
     users = base / "users.passwd"
     users.write_text(users_text)
     users.chmod(0o644)
@@ -89,7 +90,7 @@ def _start(base: Path, users_text: str, args: list[str]) -> Observed:
     if not wait_for(lambda: _healthy(port), timeout=20):
         server.kill()
         raise AssertionError(f"/healthz never became 200\n{server.stderr_text()}")
-    return Observed(server, port, users, base)
+    return Observed(server, port, users, base, workers)
 
 
 def _healthy(port: int) -> bool:
@@ -99,13 +100,18 @@ def _healthy(port: int) -> bool:
         return False
 
 
-@pytest.fixture(scope="module")
-def compat(obs_dir: Path, users_text: str) -> Iterator[Observed]:
-    base = runtime_dir(obs_dir, "compat")
+@pytest.fixture(scope="module", params=[1, 2], ids=["one-process", "two-workers"])
+def compat(obs_dir: Path, users_text: str, request: pytest.FixtureRequest) -> Iterator[Observed]:
+    """Run twice: as one process, and as a supervisor with two workers whose metrics it
+    sums (every count a test expects must come out the same)."""
+    workers: int = request.param
+    base = runtime_dir(obs_dir, f"compat-{workers}")
     observed = _start(
         base,
         users_text,
         [
+            "--workers",
+            str(workers),
             "--dovecot-compat",
             "--failure-delay",
             "0",
@@ -114,6 +120,7 @@ def compat(obs_dir: Path, users_text: str) -> Iterator[Observed]:
             "--log-level",
             "debug",
         ],
+        workers,
     )
     try:
         yield observed

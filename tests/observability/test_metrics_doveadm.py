@@ -71,7 +71,7 @@ def test_no_user_or_address_in_metrics(compat: Observed) -> None:
     text = compat.scrape().text
     for secret in [RIP, *(u for u, _ in GOOD + BAD + UNKNOWN), *(p for _, p in GOOD + BAD)]:
         assert secret not in text
-    allowed = {"mechanism", "result", "store", "le", "version", "python"}
+    allowed = {"mechanism", "result", "store", "le", "version", "python", "state"}
     for _name, labels in compat.scrape().samples:
         assert {key for key, _ in labels} <= allowed, labels
 
@@ -104,7 +104,8 @@ def test_one_authentication_event_each(compat: Observed) -> None:
         *[(u, "fail", "password_mismatch") for u, _ in BAD],
         *[(u, "fail", "user_unknown") for u, _ in UNKNOWN],
     ]
-    assert len({e["cuid"] for e in auth_events}) == len(auth_events)
+    # Connection ids count per serving process, as Dovecot's CUID does per auth process.
+    assert len({(e.get("worker"), e["cuid"]) for e in auth_events}) == len(auth_events)
 
 
 def test_store_lookups_are_timed(compat: Observed) -> None:

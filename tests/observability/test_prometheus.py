@@ -138,6 +138,8 @@ def test_documented_metric_list_is_exactly_what_is_served(compat: Observed) -> N
     served = {name for name, _ in compat.scrape().samples}
     served_families = {_family(n) for n in served | set(compat.scrape().families)}
     documented_families = {_family(n) for n in documented}
+    if compat.workers == 1:  # a single process has no supervisor series
+        documented_families -= {"authbridge_workers", "authbridge_worker_restarts"}
     assert documented_families == served_families
 
 

@@ -1,0 +1,337 @@
+"""``workers = N``: a supervisor and N real ``authbridge serve`` processes on one socket.
+
+Everything here runs the real daemon and authenticates with Dovecot's own
+``doveadm auth test``; worker processes are found through ``/proc``, and crashes, hangs
+and supervisor deaths are real signals sent to those PIDs.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+from collections.abc import Callable, Iterator
+from functools import partial
+from pathlib import Path
+
+import pytest
+
+from authbridge.config import ConfigError, parse_config
+from tests.observability.helpers import http_get, parse_exposition, wait_for
+from tests.support import free_tcp_port, require_binary, runtime_dir
+from tests.support.authbridge_proc import AuthbridgeServer
+
+pytestmark = pytest.mark.interop
+
+USERS = "demo:{PLAIN}demopass::::::\n"
+
+
+def _children(pid: int) -> list[int]:
+    """Child processes, whichever thread started them (trio starts them from threads)."""
+    found: list[int] = []
+    for children in Path(f"/proc/{pid}/task").glob("*/children"):
+        try:
+            found += [int(p) for p in children.read_text().split()]
+        except FileNotFoundError:
+            continue
+    return sorted(found)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (FileNotFoundError, IndexError):
+        return False
+    return state != "Z"
+
+
+def _all_gone(pids: list[int]) -> bool:
+    return not any(_alive(p) for p in pids)
+
+
+def doveadm(sock: Path, user: str = "demo", password: str = "demopass", *extra: str) -> int:
+    cmd = [require_binary("doveadm"), "auth", "test", "-a", str(sock)]
+    for item in ("service=smtp", *extra):
+        cmd += ["-x", item]
+    proc = subprocess.run(
+        [*cmd, user, password], capture_output=True, text=True, timeout=30, check=False
+    )
+    return proc.returncode
+
+
+class Running:
+    """A supervisor under test: its socket, metrics port, log and worker PIDs."""
+
+    def __init__(self, server: AuthbridgeServer, port: int, base: Path) -> None:
+        self.server, self.port, self.base = server, port, base
+
+    @property
+    def pid(self) -> int:
+        assert self.server.proc is not None
+        return self.server.proc.pid
+
+    @property
+    def sock(self) -> Path:
+        return self.server.socket_path
+
+    def workers(self) -> list[int]:
+        return _children(self.pid)
+
+    def metric(self, name: str, **labels: str) -> float:
+        status, text = http_get(self.port, "/metrics")
+        assert status == 200, text
+        return parse_exposition(text).value(name, **labels)
+
+    def events(self, event: str) -> list[dict[str, object]]:
+        out = []
+        for line in self.server.stderr_text().splitlines():
+            if line.startswith("{"):
+                record = json.loads(line)
+                if record.get("event") == event:
+                    out.append(record)
+        return out
+
+    def wait_serving(self, workers: int, timeout: float = 30) -> list[int]:
+        def serving() -> bool:
+            try:
+                ready = self.metric("authbridge_workers", state="ready")
+            except OSError:
+                return False
+            return ready == workers and len(self.workers()) == workers
+
+        assert wait_for(serving, timeout), self.server.stderr_text()[-3000:]
+        return self.workers()
+
+
+def _config(base: Path, extra: str = "") -> Path:
+    path = base / "authbridge.toml"
+    path.write_text(
+        "[server]\nworkers = 2\nworker_watchdog = 1.5\n"
+        '[policy]\nfailure_delay = 0\n[log]\nformat = "json"\n' + extra
+    )
+    return path
+
+
+@pytest.fixture
+def start(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable[..., Running]]:
+    started: list[AuthbridgeServer] = []
+
+    def _start(extra: str = "", users: str = USERS) -> Running:
+        base = runtime_dir(tmp_path_factory, "workers")
+        (base / "users").write_text(users)
+        port = free_tcp_port()
+        server = AuthbridgeServer(
+            base / "users",
+            base / "auth-client",
+            extra_args=["--config", str(_config(base, extra)), "--metrics-listen", f"{port}"],
+        ).start()
+        started.append(server)
+        running = Running(server, port, base)
+        running.wait_serving(2)
+        return running
+
+    yield _start
+    for server in started:
+        if server.proc is not None:
+            pids = _children(server.proc.pid)
+            server.stop(timeout=30)
+            assert wait_for(partial(_all_gone, pids), 10), "workers outlived the supervisor"
+
+
+def _spid(sock: Path) -> int:
+    """The SPID line of the handshake: which process accepted this connection."""
+    with socket.socket(socket.AF_UNIX) as conn:
+        conn.settimeout(10)
+        conn.connect(str(sock))
+        conn.sendall(b"VERSION\t1\t2\nCPID\t1\n")
+        data = b""
+        while b"\nDONE\n" not in data:
+            chunk = conn.recv(4096)
+            assert chunk, data
+            data += chunk
+    (line,) = [x for x in data.split(b"\n") if x.startswith(b"SPID\t")]
+    return int(line.split(b"\t")[1])
+
+
+def test_both_workers_accept_on_the_one_socket(start: Callable[..., Running]) -> None:
+    running = start()
+    workers = set(running.workers())
+    assert len(workers) == 2 and running.pid not in workers
+    seen: set[int] = set()
+    for _ in range(400):
+        seen.add(_spid(running.sock))
+        if seen == workers:
+            break
+    assert seen == workers
+
+
+def test_counts_are_summed_and_survive_a_crashed_worker(start: Callable[..., Running]) -> None:
+    running = start()
+    for _ in range(6):
+        assert doveadm(running.sock, "demo", "demopass", "secured") == 0
+    for _ in range(3):
+        assert doveadm(running.sock, "demo", "wrong", "secured") == 77
+    ok = {"mechanism": "PLAIN", "result": "ok"}
+    fail = {"mechanism": "PLAIN", "result": "fail"}
+    assert running.metric("authbridge_authentications_total", **ok) == 6
+    assert running.metric("authbridge_authentications_total", **fail) == 3
+
+    victim = running.workers()[0]
+    os.kill(victim, signal.SIGKILL)
+    replaced = running.wait_serving(2)
+    assert victim not in replaced
+    assert running.metric("authbridge_worker_restarts_total") == 1
+    # The dead worker's counts stay in the totals; the replacement adds to them.
+    assert running.metric("authbridge_authentications_total", **ok) == 6
+    assert doveadm(running.sock, "demo", "demopass", "secured") == 0
+    assert running.metric("authbridge_authentications_total", **ok) == 7
+    assert wait_for(lambda: running.metric("authbridge_connections_active") == 0)
+    (event,) = running.events("worker exited; starting a replacement")
+    assert event["worker_pid"] == victim and event["status"] == -signal.SIGKILL
+
+
+def test_a_worker_that_stops_answering_is_replaced(start: Callable[..., Running]) -> None:
+    running = start()
+    frozen = running.workers()[1]
+    os.kill(frozen, signal.SIGSTOP)
+    try:
+        assert wait_for(lambda: frozen not in running.workers(), 30)
+        running.wait_serving(2)
+    finally:
+        if _alive(frozen):
+            os.kill(frozen, signal.SIGCONT)
+    assert [e["worker_pid"] for e in running.events("worker stopped answering; killing it")] == [
+        frozen
+    ]
+    for _ in range(4):
+        assert doveadm(running.sock, "demo", "demopass", "secured") == 0
+
+
+def test_sighup_reloads_every_worker(start: Callable[..., Running]) -> None:
+    running = start()
+    # Defaults: plaintext only on secured sessions.
+    assert doveadm(running.sock, "demo", "demopass") == 77
+    config = running.base / "authbridge.toml"
+    text = config.read_text().replace("[policy]\n", "[policy]\nrequire_secured = false\n")
+    config.write_text(text)
+    os.kill(running.pid, signal.SIGHUP)
+    assert wait_for(lambda: len(running.events("reloaded")) == 2, 20)
+    assert {e["worker"] for e in running.events("reloaded")} == {0, 1}
+    for _ in range(10):  # whichever worker accepts, it has the new policy
+        assert doveadm(running.sock, "demo", "demopass") == 0
+
+
+def test_supervisor_death_takes_the_workers_down(start: Callable[..., Running]) -> None:
+    running = start()
+    workers = running.workers()
+    assert running.server.proc is not None
+    running.server.kill()  # SIGKILL: no chance to stop them itself
+    assert wait_for(partial(_all_gone, workers), 15)
+
+
+def test_a_worker_that_cannot_start_fails_the_start(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    base = runtime_dir(tmp_path_factory, "workers-bad")
+    sock = base / "auth-client"
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "authbridge",
+            "serve",
+            "--socket",
+            str(sock),
+            "--workers",
+            "2",
+            "--passwd-file",
+            str(base / "missing.passwd"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])},
+        check=False,
+    )
+    assert proc.returncode == 1, proc.stderr
+    assert "missing.passwd" in proc.stderr
+    assert "before serving" in proc.stderr
+    assert not sock.exists()
+
+
+def test_systemd_socket_activation_with_workers(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    activate = require_binary("systemd-socket-activate")
+    base = runtime_dir(tmp_path_factory, "workers-activated")
+    (base / "users").write_text(USERS)
+    sock = base / "auth-client"
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    proc = subprocess.Popen(
+        [
+            activate,
+            "-l",
+            str(sock),
+            sys.executable,
+            "-m",
+            "authbridge",
+            "serve",
+            "--workers",
+            "2",
+            "--passwd-file",
+            str(base / "users"),
+            "--failure-delay",
+            "0",
+        ],
+        env=env,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        assert wait_for(sock.exists, 10)
+        for _ in range(5):
+            assert doveadm(sock, "demo", "demopass", "secured") == 0
+        assert len(_children(proc.pid)) == 2
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=30)
+        assert proc.returncode == 0, err
+        assert "systemd:" in err  # the workers served the socket systemd handed over
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [("1", 1), ("4", 4), ('"auto"', os.cpu_count() or 1), ('"3"', 3)],
+)
+def test_workers_setting(value: str, expected: int) -> None:
+    config = parse_config(f"[server]\nworkers = {value}\n", "t.toml")
+    assert config.server.workers == expected
+
+
+@pytest.mark.parametrize(
+    ("value", "problem"),
+    [
+        ("0", "must be between 1 and 64"),
+        ("65", "must be between 1 and 64"),
+        ('"many"', 'expected a number of processes or "auto"'),
+        ("true", 'expected a number or "auto", got bool'),
+        ("1.5", 'expected a number or "auto", got float'),
+    ],
+)
+def test_bad_workers_setting_names_file_line_and_key(value: str, problem: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        parse_config(f"[server]\n\nworkers = {value}\n", "t.toml")
+    assert str(info.value) == f"t.toml:3: server.workers: {problem}"
+
+
+def test_worker_watchdog_must_be_positive() -> None:
+    with pytest.raises(ConfigError) as info:
+        parse_config("[server]\nworker_watchdog = 0\n", "t.toml")
+    assert str(info.value) == "t.toml:2: server.worker_watchdog: must be greater than 0"
