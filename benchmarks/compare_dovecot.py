@@ -126,6 +126,9 @@ def credentials(workdir: Path, group: str) -> list[Credential]:
 
 
 class Authbridge:
+    #: ``--workers``: serving processes (one supervisor more when above 1).
+    workers = 1
+
     def __init__(self, users: Path, sock: Path, log: Path) -> None:
         self.users, self.socket_path, self.log = users, sock, log
         self.proc: subprocess.Popen[bytes] | None = None
@@ -135,7 +138,7 @@ class Authbridge:
             sys.executable, "-m", "authbridge", "serve", "--dovecot-compat",
             "--failure-delay", "0", "--passwd-file", str(self.users),
             "--socket", str(self.socket_path), "--socket-mode", "0666",
-            "--log-level", "warning",
+            "--log-level", "warning", "--workers", str(self.workers),
         ]  # fmt: skip
 
     def start(self) -> Authbridge:
@@ -448,6 +451,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--client-processes", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--only", help="comma-separated substrings of workload labels")
     parser.add_argument("--skip-big", action="store_true", help="no 100k-user RSS/start-up")
+    parser.add_argument(
+        "--workers", type=int, default=1, help="authbridge serving processes (default 1)"
+    )
     parser.add_argument("--workdir", type=Path, help="keep stores here (reused when present)")
     parser.add_argument("--json", type=Path, help="also write every number to this file")
     parser.add_argument(
@@ -458,6 +464,7 @@ def main(argv: list[str] | None = None) -> int:
         "(summarise with benchmarks/stack_summary.py)",
     )
     args = parser.parse_args(argv)
+    Authbridge.workers = args.workers
     duration = args.duration or (2.0 if args.quick else 8.0)
     warmup = args.warmup if args.warmup is not None else (0.5 if args.quick else 1.0)
     made_tmp = args.workdir is None
@@ -470,7 +477,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"stores ready in {workdir} ({time.monotonic() - started:.1f} s)", flush=True)
         load = os.getloadavg()
         state = code_state()
-        print(f"authbridge measured: {state}")
+        print(f"authbridge measured: {state}, workers = {args.workers}")
         print(f"load average before the run: {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}")
         workloads = [
             w
