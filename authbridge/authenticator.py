@@ -17,7 +17,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from authbridge import schemes
+from authbridge import addresses, schemes
 from authbridge.cache import AuthCache
 from authbridge.expand import ExpansionError, expand, variables
 from authbridge.hashing import Hasher, HasherUnavailable
@@ -71,7 +71,7 @@ class _Applied:
 
 def _networks_allow(spec: str, rip: str | None) -> bool:
     """Dovecot's allow_nets: CIDRs separated by commas/spaces; ``local`` = no rip."""
-    address = ipaddress.ip_address(rip) if rip else None
+    address = addresses.parse(rip) if rip else None
     for token in spec.replace(",", " ").split():
         if token == "local":
             if address is None:

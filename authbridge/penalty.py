@@ -16,6 +16,8 @@ from dataclasses import dataclass, field
 
 #: How many recent (user, password) checksums per address do not raise the penalty.
 RECENT_CHECKSUMS = 10
+#: Address texts whose bucket is remembered (the cache starts over when full).
+KEY_CACHE_SIZE = 4096
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,6 +48,7 @@ class PenaltyTracker:
             ipaddress.ip_network(n, strict=False) for n in self.settings.trusted_networks
         )
         self._records: OrderedDict[str, _Record] = OrderedDict()
+        self._keys: dict[str, str | None] = {}
 
     def __len__(self) -> int:
         return len(self._records)
@@ -54,6 +57,19 @@ class PenaltyTracker:
         """The bucket an address falls in, or ``None`` when it is never penalised."""
         if not self.settings.enabled or rip is None:
             return None
+        # Asked two or three times per request (delay, then failed or succeeded):
+        # remembered per address text, since parsing is the costly part.
+        try:
+            return self._keys[rip]
+        except KeyError:
+            pass
+        key = self._key(rip)
+        if len(self._keys) >= KEY_CACHE_SIZE:
+            self._keys.clear()
+        self._keys[rip] = key
+        return key
+
+    def _key(self, rip: str) -> str | None:
         address = ipaddress.ip_address(rip)
         if any(address in net for net in self._trusted):
             return None

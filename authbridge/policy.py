@@ -9,6 +9,7 @@ from __future__ import annotations
 import ipaddress
 from functools import cached_property
 
+from authbridge import addresses
 from authbridge.config import PolicyConfig
 from authbridge.session import RequestInfo
 
@@ -30,7 +31,7 @@ class PolicyGate:
                 if not self.config.allow_no_rip:
                     return "request without rip"
             else:
-                address = ipaddress.ip_address(info.rip)
+                address = addresses.parse(info.rip)
                 if not any(address in net for net in self._networks):
                     return "client address outside the allowed networks"
         return None

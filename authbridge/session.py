@@ -10,11 +10,10 @@ caller passes ``now`` in.
 
 from __future__ import annotations
 
-import ipaddress
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
-from authbridge import wire
+from authbridge import addresses, wire
 from authbridge.mechanisms.base import (
     Challenge,
     Failure,
@@ -470,12 +469,7 @@ def _command_word(line: str) -> str:
 
 
 def _parse_ip(value: str | None) -> str | None:
-    if not value:
-        return None
-    try:
-        return str(ipaddress.ip_address(value))
-    except ValueError:
-        return None
+    return addresses.normalise(value) if value else None
 
 
 def _parse_port(value: str | None) -> int | None:
