@@ -50,6 +50,8 @@ def sanitise(name: str | None, limit: int = 128) -> str | None:
     """A user name fit for a log line: control characters replaced, length capped."""
     if name is None:
         return None
+    if name.isprintable():
+        return name[:limit]  # the usual case, without a generator step per character
     return "".join(ch if ch.isprintable() else "?" for ch in name[:limit])
 
 
