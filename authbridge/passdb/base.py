@@ -54,12 +54,18 @@ def read_store_file(path: Path) -> tuple[str, FileSignature | None]:
     The signature is taken before reading, so a change racing the read still shows up
     as a change at the next check. An unreadable file is StoreUnavailable.
     """
+    data, signature = read_store_bytes(path)
+    return data.decode("utf-8", "surrogateescape"), signature
+
+
+def read_store_bytes(path: Path) -> tuple[bytes, FileSignature | None]:
+    """:func:`read_store_file` without decoding: the file as one bytes object."""
     signature = file_signature(path)
     try:
-        text = path.read_bytes().decode("utf-8", "surrogateescape")
+        data = path.read_bytes()
     except OSError as exc:
         raise StoreUnavailable(f"cannot read {path}: {exc.strerror}") from None
-    return text, signature
+    return data, signature
 
 
 def pick_dummy_password(entries: Iterable[PassdbEntry]) -> StoredPassword | None:

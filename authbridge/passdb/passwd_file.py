@@ -1,7 +1,7 @@
 """Dovecot's passwd-file: ``user:password:uid:gid:gecos:home:shell:extra fields``.
 
-The file is indexed once into a dict of user -> rest of the line (and again on reload);
-a lookup is a dict hit plus parsing that one line. Only the fields that matter on the
+The file is kept as bytes with an index of line offsets (see line_index), rebuilt on
+reload; a lookup is a hash probe plus parsing that one line. Only the fields that matter on the
 authentication path are used: the username, the password and the extra fields (field 8
 onwards, space separated).
 """
@@ -18,13 +18,12 @@ from authbridge.passdb.base import (
     PassdbEntry,
     StoreFormatError,
     pick_dummy_password,
-    read_store_file,
+    read_store_bytes,
 )
+from authbridge.passdb.line_index import LineIndex
 from authbridge.schemes import StoredPassword, apply_compat_suffix, parse_stored
 
 log = logging.getLogger(__name__)
-
-_MISSING = "\x00missing"  # a value no indexed line can hold (NUL bytes are refused)
 
 
 def _extra_fields(parts: list[str]) -> tuple[tuple[str, str | None], ...]:
@@ -40,28 +39,38 @@ def _extra_fields(parts: list[str]) -> tuple[tuple[str, str | None], ...]:
     return tuple(fields)
 
 
-def index_passwd_file(text: str, path: str = "<string>") -> dict[str, str | None]:
-    """Map each user to the rest of its line (``None``: no password field at all).
+def find_nul(data: bytes, path: str = "<string>") -> None:
+    """Refuse a file with a NUL byte in a line that counts (binary data, not a passwd-file).
 
-    Only what every line needs is done here (comments, CR, duplicates, NUL bytes): a
-    100k-user file is indexed in a fraction of a second and kept as compact strings;
-    each line is fully parsed when its user logs in.
+    Comment lines, and lines starting with a colon, are skipped unread, as before.
     """
-    index: dict[str, str | None] = {}
-    for lineno, raw in enumerate(text.split("\n"), start=1):
-        if not raw or raw[0] in "#:":
-            continue
-        line = raw[:-1] if raw[-1] == "\r" else raw
-        if "\x00" in line:
+    pos = data.find(b"\0")
+    while pos >= 0:
+        start = data.rfind(b"\n", 0, pos) + 1
+        if data[start] not in b"#:":
+            lineno = data.count(b"\n", 0, pos) + 1
             raise StoreFormatError(f"{path}:{lineno}: NUL byte in line (not a passwd-file?)")
-        user, sep, rest = line.partition(":")
-        if user in index:
-            log.warning(
-                "%s:%d: user %r exists more than once; the first entry wins", path, lineno, user
-            )
-            continue
-        index[user] = rest if sep else None
-    return index
+        end = data.find(b"\n", pos)
+        pos = -1 if end < 0 else data.find(b"\0", end)
+
+
+def index_passwd_file(data: bytes, path: str = "<string>") -> LineIndex:
+    """Index each user's line; only what every line needs is done here (comments, CR,
+    duplicates, NUL bytes), and each line is fully parsed when its user logs in."""
+    find_nul(data, path)
+
+    def duplicate(user: str, lineno: int) -> None:
+        log.warning(
+            "%s:%d: user %r exists more than once; the first entry wins", path, lineno, user
+        )
+
+    return LineIndex(data, duplicate)
+
+
+def _rest(line: str) -> str | None:
+    """The part after ``user:`` (``None``: no password field at all)."""
+    _user, sep, rest = line.partition(":")
+    return rest if sep else None
 
 
 def parse_entry(
@@ -85,8 +94,10 @@ def parse_passwd_file(
 ) -> dict[str, PassdbEntry]:
     """Parse every line of passwd-file text (reports and tests; the store is lazy)."""
     entries: dict[str, PassdbEntry] = {}
-    for user, rest in index_passwd_file(text, path).items():
-        entry = parse_entry(user, rest, default_scheme, path)
+    index = index_passwd_file(text.encode("utf-8", "surrogateescape"), path)
+    for user in index.users():
+        line = index.line(user)
+        entry = parse_entry(user, None if line is None else _rest(line), default_scheme, path)
         if entry is not None:
             entries[user] = entry
     return entries
@@ -100,7 +111,7 @@ class PasswdFileStore:
     default_scheme: str = "CRYPT"
 
     def __post_init__(self) -> None:
-        self._index: dict[str, str | None] = {}
+        self._index = LineIndex(b"")
         self.loaded_signature: FileSignature | None = None
 
     @property
@@ -109,8 +120,8 @@ class PasswdFileStore:
 
     def load(self) -> int:
         """Read and index the file; the old copy stays if this raises."""
-        text, signature = read_store_file(self.path)
-        self._index = index_passwd_file(text, str(self.path))
+        data, signature = read_store_bytes(self.path)
+        self._index = index_passwd_file(data, str(self.path))
         self.loaded_signature = signature
         return len(self._index)
 
@@ -118,20 +129,20 @@ class PasswdFileStore:
         return len(self._index)
 
     def get(self, user: str) -> PassdbEntry | None:
-        rest = self._index.get(user, _MISSING)
-        if rest is _MISSING:
+        line = self._index.line(user)
+        if line is None:
             return None
-        return parse_entry(user, rest, self.default_scheme, str(self.path))
+        return parse_entry(user, _rest(line), self.default_scheme, str(self.path))
 
     def entries(self) -> list[PassdbEntry]:
         """Every user, in file order (reports, not the lookup path)."""
-        parsed = (self.get(user) for user in self._index)
+        parsed = (self.get(user) for user in self._index.users())
         return [entry for entry in parsed if entry is not None]
 
     def sample_password(self, scan: int = 200) -> StoredPassword | None:
         """The hash unknown users are checked against (see pick_dummy_password); only
         the first ``scan`` users are looked at, so start-up stays fast."""
-        users = itertools.islice(self._index, scan)
+        users = itertools.islice(self._index.users(), scan)
         return pick_dummy_password(e for e in map(self.get, users) if e is not None)
 
     async def lookup(self, user: str, info: object = None) -> PassdbEntry | None:
