@@ -1,8 +1,10 @@
 """Fixtures that start the real peers on loopback for the interop tests.
 
-Every auth-server-facing fixture is parametrised over ``authbridge`` and ``dovecot``:
-the same test, run against the real Dovecot 2.3 auth service, shows that the asserted
-SMTP outcome is what Dovecot produces, and against authbridge that we produce it too.
+Every auth-server-facing fixture is parametrised over ``authbridge``,
+``authbridge-workers`` (a supervisor with two serving processes on the socket) and
+``dovecot``: the same test, run against the real Dovecot 2.3 auth service, shows that
+the asserted SMTP outcome is what Dovecot produces, and against authbridge that we
+produce it too, in either process model.
 The auth server is module-scoped, so each test module starts each server once.
 """
 
@@ -23,7 +25,7 @@ from tests.support.exim import EximConfig, EximDaemon, write_exim_config
 from tests.support.postfix import PostfixConfig, PostfixMaster, write_postfix_config
 from tests.support.tls import TlsFiles, make_self_signed
 
-AUTH_SERVERS = ("authbridge", "dovecot")
+AUTH_SERVERS = ("authbridge", "authbridge-workers", "dovecot")
 
 
 @pytest.fixture(scope="session")
@@ -63,7 +65,8 @@ def auth_server(
         with DovecotAuth(users_file, socket_path, workdir=base / "dovecot") as dovecot:
             yield AuthServer(kind, socket_path, dovecot.log_text)
     else:
-        with AuthbridgeServer(users_file, socket_path, extra_args=AUTHBRIDGE_ARGS) as bridge:
+        args = [*AUTHBRIDGE_ARGS, "--workers", "2" if kind == "authbridge-workers" else "1"]
+        with AuthbridgeServer(users_file, socket_path, extra_args=args) as bridge:
             yield AuthServer(kind, socket_path, bridge.stderr_text)
 
 
