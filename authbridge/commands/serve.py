@@ -18,7 +18,7 @@ from pathlib import Path
 import structlog
 import trio
 
-from authbridge import __version__, supervisor, systemd
+from authbridge import __version__, gctune, supervisor, systemd
 from authbridge.authenticator import Authenticator
 from authbridge.cache import AuthCache
 from authbridge.config import Config, ConfigError, StoreConfig, load_config, parse_workers
@@ -529,6 +529,7 @@ def _serve(args: argparse.Namespace, config: Config, worker: int | None = None) 
         daemon = Daemon(args, config, stores, listeners, worker=worker is not None)
     except MetricsListenError as exc:
         return _startup_error(exc, listeners)
+    gctune.tune_after_startup()
     try:
         trio.run(daemon.run)
     except KeyboardInterrupt:
