@@ -71,9 +71,11 @@ class Connection:
         #: The writer task holds data it has not finished sending: writing directly now
         #: would reorder replies.
         self.sending = False
-        #: Replies go straight to the socket when nothing is queued (see push); other
+        #: Replies go straight to the socket when the writer is idle (see flush); other
         #: streams (tests) always go through the writer task.
         self._socket = stream.socket if isinstance(stream, trio.SocketStream) else None
+        #: While the replies to one read are being made: flush once, after all of them.
+        self.holding = False
         self.closing = False
         self.gone = False
         self.tracing = False
@@ -88,22 +90,31 @@ class Connection:
             return
         if self.tracing:
             events.trace(self.cuid, "out", data)
-        if not self.outbox and not self.sending and self._socket is not None:
-            # The common case of one reply at a time: a non-blocking write right away
-            # instead of waking the writer task (one task step and a scheduler round
-            # trip per reply). Whatever does not fit, and every error, goes to the
-            # writer, which handles it as before.
-            try:
-                sent = os.write(self._socket.fileno(), data)
-            except OSError:
-                sent = 0
-            if sent == len(data):
-                return
-            data = data[sent:]
         self.outbox += data
         if len(self.outbox) > MAX_OUTBOX:
             log.warning("client does not read its replies; disconnecting", cuid=self.cuid)
             self.gone = True
+            self.wakeup.set()
+        elif not self.holding:
+            self.flush()
+
+    def flush(self) -> None:
+        """Send what is queued, straight to the socket when the writer task is idle.
+
+        The common case of one reply at a time becomes one non-blocking write instead of
+        waking the writer (a task step and a scheduler round trip per reply). Whatever
+        does not fit, and every error, is left to the writer, which handles it as before.
+        """
+        if not self.outbox:
+            return
+        if not self.sending and self._socket is not None and not self.gone:
+            try:
+                sent = os.write(self._socket.fileno(), self.outbox)
+            except OSError:
+                sent = 0
+            del self.outbox[:sent]
+            if not self.outbox:
+                return
         self.wakeup.set()
 
     def close_after_flush(self) -> None:
@@ -316,7 +327,13 @@ class AuthServer:
                     if conn.tracing:
                         events.trace(conn.cuid, "in", bytes(data))
                     lines_before = conn.session.lines_received
-                    self._dispatch(conn, conn.session.receive(data, trio.current_time()), nursery)
+                    conn.holding = True
+                    try:
+                        actions = conn.session.receive(data, trio.current_time())
+                        self._dispatch(conn, actions, nursery)
+                    finally:
+                        conn.holding = False
+                    conn.flush()
                     if conn.session.lines_received != lines_before:
                         # Only complete lines count as activity: trickled bytes do not.
                         deadline = scope.deadline = trio.current_time() + idle_timeout
