@@ -119,6 +119,7 @@ class Metrics:
         self.multiprocess = multiprocess_dir() is not None if multiprocess is None else multiprocess
         self._auth_children = {}
         self._duration_children = {}
+        self._lookup_children: dict[tuple[str, str], Any] = {}
         r = self.registry
         self.authentications = Counter(
             "authbridge_authentications",
@@ -281,9 +282,13 @@ class Metrics:
         The authenticator calls this (as its ``on_lookup`` hook) around every
         ``store.lookup()``.
         """
-        if result not in LOOKUP_RESULTS:
-            raise ValueError(f"lookup result {result!r} is not one of {LOOKUP_RESULTS}")
-        self.lookup_duration.labels(store=store, result=result).observe(seconds)
+        child = self._lookup_children.get((store, result))
+        if child is None:
+            if result not in LOOKUP_RESULTS:
+                raise ValueError(f"lookup result {result!r} is not one of {LOOKUP_RESULTS}")
+            child = self.lookup_duration.labels(store=store, result=result)
+            self._lookup_children[(store, result)] = child
+        child.observe(seconds)
 
 
 def ready_gauge(registry: CollectorRegistry) -> Gauge:
