@@ -33,7 +33,8 @@ _SECRET_TEXT = re.compile(
 
 
 def _scrub(text: str) -> str:
-    if "resp=" not in text.lower() and "cont" not in text.lower():
+    low = text.lower()
+    if "resp=" not in low and "cont" not in low:
         return text
     return _SECRET_TEXT.sub(lambda m: m.group("keep") + "<redacted>", text)
 
@@ -49,10 +50,15 @@ def _drop_secrets(_logger: Any, _method: str, event_dict: dict[str, Any]) -> dic
 
 
 def configure(fmt: str = "auto", level: str = "info", stream: Any = None) -> None:
-    """Set up logging for the whole process; safe to call again on reload.
+    """Set up logging for the whole process; safe to call again.
 
     ``auto`` means JSON unless ``stream`` is a terminal: under systemd or in a pipe,
     journald and log shippers get one JSON object a line; a person gets columns.
+
+    Our own events (``get_logger``) go straight from structlog's processors to the
+    stream: no ``LogRecord``, handler or formatter per event, which matters on the
+    per-authentication path. Standard-library loggers (``logging.getLogger``) pass
+    through the same processors in a formatter, so every line has one shape.
     """
     stream = stream or sys.stderr
     tty = bool(getattr(stream, "isatty", lambda: False)())
@@ -62,8 +68,7 @@ def configure(fmt: str = "auto", level: str = "info", stream: Any = None) -> Non
         raise ValueError(f"log format {fmt!r}: expected auto, json or console")
     shared: list[Any] = [
         structlog.contextvars.merge_contextvars,
-        structlog.stdlib.add_log_level,
-        structlog.stdlib.add_logger_name,
+        structlog.processors.add_log_level,
         structlog.processors.TimeStamper(fmt="iso", utc=True),
         _drop_secrets,
     ]
@@ -78,12 +83,11 @@ def configure(fmt: str = "auto", level: str = "info", stream: Any = None) -> Non
             )
         ]
     formatter = structlog.stdlib.ProcessorFormatter(
-        foreign_pre_chain=shared,
+        foreign_pre_chain=[structlog.stdlib.add_logger_name, *shared],
         processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, *final],
     )
-    # No renderer here shows where a call was made, or from which thread or process:
-    # do not collect it for every record (the logging HOWTO's "Optimization" section);
-    # finding the caller alone walks the stack once per event.
+    # Nothing rendered shows where a call was made, or from which thread or process:
+    # do not collect it for every record (the logging HOWTO's "Optimization" section).
     logging._srcfile = None
     logging.logThreads = False
     logging.logProcesses = False
@@ -93,20 +97,44 @@ def configure(fmt: str = "auto", level: str = "info", stream: Any = None) -> Non
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(_LEVELS[level])
+    # One writer for the stream; the handler's lock also serialises its lines with the
+    # standard-library ones (a worker thread may log while the event loop does).
+    writers: dict[str, _LockedWriter] = {}
+
+    def writer(name: str = "", *_args: Any) -> _LockedWriter:
+        found = writers.get(name)
+        if found is None:
+            found = writers[name] = _LockedWriter(stream, handler, name)
+        return found
+
     structlog.configure(
-        processors=[
-            structlog.stdlib.filter_by_level,
-            *shared,
-            structlog.stdlib.ProcessorFormatter.wrap_for_formatter,
-        ],
-        logger_factory=structlog.stdlib.LoggerFactory(),
-        wrapper_class=structlog.stdlib.BoundLogger,
-        # The processors do not depend on the format or level (the handler and the
-        # stdlib level do), so caching each logger's chain on first use is safe across
-        # reconfiguration, and saves a bind per event on the per-authentication path.
-        cache_logger_on_first_use=True,
+        processors=[structlog.stdlib.add_logger_name, *shared, *final],
+        logger_factory=writer,
+        wrapper_class=structlog.make_filtering_bound_logger(_LEVELS[level]),
+        # Not cached: a later configure() (tests, a new format) takes effect everywhere.
+        cache_logger_on_first_use=False,
     )
 
 
+class _LockedWriter:
+    """structlog's output end: one rendered line, written under the handler's lock."""
+
+    def __init__(self, stream: Any, handler: logging.Handler, name: str) -> None:
+        self._stream = stream
+        self._handler = handler
+        self.name = name  # for add_logger_name
+
+    def msg(self, message: str) -> None:
+        self._handler.acquire()
+        try:
+            self._stream.write(message + "\n")
+            self._stream.flush()
+        finally:
+            self._handler.release()
+
+    log = debug = info = warn = warning = error = critical = exception = fatal = msg
+
+
 def get_logger(name: str) -> Any:
+    """A logger whose lines carry ``logger=name``."""
     return structlog.get_logger(name)
