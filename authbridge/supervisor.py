@@ -38,7 +38,8 @@ from dataclasses import dataclass
 
 import trio
 
-from authbridge import systemd
+from authbridge import balance, systemd
+from authbridge.balance import Balance
 from authbridge.config import Config
 from authbridge.listeners import Listener
 from authbridge.logs import get_logger
@@ -51,6 +52,8 @@ WORKER_ENV = "AUTHBRIDGE_WORKER"
 WORKER_FDS_ENV = "AUTHBRIDGE_WORKER_FDS"
 #: Set in a worker's environment: the supervisor's pid (the worker exits if it changes).
 WORKER_PARENT_ENV = "AUTHBRIDGE_SUPERVISOR_PID"
+#: Set in a worker's environment: the shared file of connection counts (see balance).
+BALANCE_ENV = "AUTHBRIDGE_BALANCE"
 
 FORWARDED_SIGNALS = (signal.SIGHUP, signal.SIGUSR2)
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
@@ -104,6 +107,8 @@ class Supervisor:
         self.metrics_dir = os.path.join(self.state_dir, "metrics")
         os.mkdir(self.metrics_dir, 0o700)
         self.notify_path = os.path.join(self.state_dir, "notify")
+        self.balance_path = os.path.join(self.state_dir, "balance")
+        balance.create_board(self.balance_path, config.server.workers)
         self._notify_sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC)
         self._notify_sock.bind(self.notify_path)
         self._notify_sock.setsockopt(socket.SOL_SOCKET, socket.SO_PASSCRED, 1)
@@ -148,6 +153,7 @@ class Supervisor:
         env[WORKER_ENV] = str(worker.slot)
         env[WORKER_PARENT_ENV] = str(os.getpid())
         env[WORKER_FDS_ENV] = json.dumps([[li.sock.fileno(), li.label] for li in self.listeners])
+        env[BALANCE_ENV] = self.balance_path
         if self.metrics is not None:
             env["PROMETHEUS_MULTIPROC_DIR"] = self.metrics_dir
         return env
@@ -233,6 +239,7 @@ class Supervisor:
             self._changed_now()
             status = await process.wait()
             worker.process, worker.ready = None, False
+            balance.mark_absent(self.balance_path, worker.slot)
             self._forget(process.pid)
             self._changed_now()
             if self.stopping:
@@ -366,6 +373,12 @@ def inherited_listeners() -> list[tuple[str, socket.socket]]:
         os.set_inheritable(fd, False)
         sockets.append((str(label), socket.socket(fileno=int(fd))))
     return sockets
+
+
+def worker_balance(slot: int) -> Balance | None:
+    """In a worker: its place on the supervisor's connection board, if there is one."""
+    path = os.environ.get(BALANCE_ENV)
+    return Balance(path, slot) if path else None
 
 
 async def watch_supervisor(interval: float = 1.0) -> None:

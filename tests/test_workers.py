@@ -18,7 +18,10 @@ from functools import partial
 from pathlib import Path
 
 import pytest
+import trio
+from trio.testing import MockClock
 
+from authbridge import balance
 from authbridge.config import ConfigError, parse_config
 from tests.observability.helpers import http_get, parse_exposition, wait_for
 from tests.support import free_tcp_port, require_binary, runtime_dir
@@ -335,3 +338,51 @@ def test_worker_watchdog_must_be_positive() -> None:
     with pytest.raises(ConfigError) as info:
         parse_config("[server]\nworker_watchdog = 0\n", "t.toml")
     assert str(info.value) == "t.toml:2: server.worker_watchdog: must be greater than 0"
+
+
+def test_a_burst_of_connections_is_spread_over_the_workers(start: Callable[..., Running]) -> None:
+    """Eight MTA processes connecting at once must not all land on one worker."""
+    running = start()
+    conns = []
+    try:
+        for _ in range(8):
+            conn = socket.socket(socket.AF_UNIX)
+            conn.settimeout(10)
+            conn.connect(str(running.sock))
+            conns.append(conn)
+        spids = []
+        for conn in conns:
+            conn.sendall(b"VERSION\t1\t2\nCPID\t1\n")
+            data = b""
+            while b"\nDONE\n" not in data:
+                data += conn.recv(4096)
+            (line,) = [x for x in data.split(b"\n") if x.startswith(b"SPID\t")]
+            spids.append(int(line.split(b"\t")[1]))
+    finally:
+        for conn in conns:
+            conn.close()
+    per_worker = [spids.count(pid) for pid in running.workers()]
+    assert sum(per_worker) == 8
+    assert max(per_worker) - min(per_worker) <= 2, per_worker
+
+
+async def test_balance_takes_turns(tmp_path: Path, autojump_clock: MockClock) -> None:
+    """The accept turn: at once when not busier than the least busy peer (plus one), after
+    a bounded wait otherwise, and never held up by an absent worker."""
+    board = str(tmp_path / "balance")
+    balance.create_board(board, 2)
+    me, peer = balance.Balance(board, 0), balance.Balance(board, 1)
+    me.open, peer.open = 2, 0
+    peer.publish()
+    started = trio.current_time()
+    await me.my_turn()
+    assert trio.current_time() - started >= balance.MAX_WAIT  # waited for the peer
+    me.open = 1
+    started = trio.current_time()
+    await me.my_turn()
+    assert trio.current_time() - started == 0
+    balance.mark_absent(board, 1)  # the peer died: nobody to wait for
+    me.open = 50
+    started = trio.current_time()
+    await me.my_turn()
+    assert trio.current_time() - started == 0

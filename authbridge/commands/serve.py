@@ -20,6 +20,7 @@ import trio
 
 from authbridge import __version__, gctune, supervisor, systemd
 from authbridge.authenticator import Authenticator
+from authbridge.balance import Balance
 from authbridge.cache import AuthCache
 from authbridge.config import Config, ConfigError, StoreConfig, load_config, parse_workers
 from authbridge.hashing import Hasher
@@ -247,9 +248,11 @@ class Daemon:
         stores: list[Passdb],
         listeners: list[Listener],
         worker: bool = False,
+        balance: Balance | None = None,
     ) -> None:
         self.args = args
         self.worker = worker
+        self.balance = balance
         self.config = config
         self.stores = stores
         self.listeners = listeners
@@ -292,14 +295,20 @@ class Daemon:
             with trio.CancelScope() as accepting:
                 async with trio.open_nursery() as acceptors:
                     for listener in self.listeners:
-                        acceptors.start_soon(
-                            partial(
-                                trio.serve_listeners,
-                                partial(_handle, server, listener),
-                                [listener.trio_listener()],
-                                handler_nursery=connections,
+                        handler = partial(_handle, server, listener)
+                        if self.balance is not None:
+                            acceptors.start_soon(
+                                self.balance.serve, listener.trio_listener(), handler, connections
                             )
-                        )
+                        else:
+                            acceptors.start_soon(
+                                partial(
+                                    trio.serve_listeners,
+                                    handler,
+                                    [listener.trio_listener()],
+                                    handler_nursery=connections,
+                                )
+                            )
                         log.info("listener bound", listener=listener.label)
                     self.ready = True
                     labels = ", ".join(item.label for item in self.listeners)
@@ -526,7 +535,8 @@ def _serve(args: argparse.Namespace, config: Config, worker: int | None = None) 
     if worker is None:
         _demo_hint(args, config)
     try:
-        daemon = Daemon(args, config, stores, listeners, worker=worker is not None)
+        balance = supervisor.worker_balance(worker) if worker is not None else None
+        daemon = Daemon(args, config, stores, listeners, worker=worker is not None, balance=balance)
     except MetricsListenError as exc:
         return _startup_error(exc, listeners)
     gctune.tune_after_startup()

@@ -1,0 +1,116 @@
+"""Spread connections over the workers: the least busy one takes the next.
+
+All workers wait in ``accept`` on the same socket and the kernel wakes them all; the one
+already running usually wins, so a burst of connections (eight Postfix smtpd processes
+connecting at start, say) can all land on one worker while the other idles. Each
+worker publishes its open connections in a small shared file (one 32-bit slot per
+worker), and before accepting, a worker that holds more than the least busy live one
+gives it a moment to take the connection first. The wait is bounded: a busy or stuck
+peer only delays an accept by :data:`MAX_WAIT`, never stops it.
+"""
+
+from __future__ import annotations
+
+import errno
+import mmap
+import os
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import trio
+
+from authbridge.logs import get_logger
+
+log = get_logger("authbridge.balance")
+
+#: A slot with no live worker behind it (never the least busy).
+ABSENT = 2**31 - 1
+#: Connections a worker may hold above the least busy one and still accept at once.
+SLACK = 1
+POLL = 0.001
+MAX_WAIT = 0.010
+SLOT = 4
+#: accept(2) errors that mean "overloaded, try again", as trio.serve_listeners treats them.
+_CAPACITY_ERRNOS = {errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.ENOBUFS}
+
+
+def create_board(path: str, workers: int) -> None:
+    """The supervisor's part: a file of ``workers`` slots, all :data:`ABSENT`."""
+    with open(path, "wb") as board:
+        board.write(ABSENT.to_bytes(SLOT, "little") * workers)
+
+
+def mark_absent(path: str, slot: int) -> None:
+    """The supervisor's part when a worker is gone: others stop waiting for it."""
+    with open(path, "r+b") as board:
+        board.seek(slot * SLOT)
+        board.write(ABSENT.to_bytes(SLOT, "little"))
+
+
+class Balance:
+    """A worker's view of the board: its own slot and the others'."""
+
+    def __init__(self, path: str, slot: int) -> None:
+        fd = os.open(path, os.O_RDWR | os.O_CLOEXEC)
+        try:
+            self._map = mmap.mmap(fd, 0)
+        finally:
+            os.close(fd)
+        self._slots = memoryview(self._map).cast("i")
+        self.slot = slot
+        #: Connections accepted here and not yet closed (counted from the accept, so a
+        #: burst sees its own earlier accepts before their handlers have even started).
+        self.open = 0
+        self.publish()
+
+    def publish(self) -> int:
+        self._slots[self.slot] = self.open
+        return self.open
+
+    def least_busy_other(self) -> int:
+        slots = self._slots
+        return min(
+            (slots[i] for i in range(len(slots)) if i != self.slot),
+            default=ABSENT,
+        )
+
+    async def my_turn(self) -> None:
+        """Return when this worker should accept the next connection."""
+        waited = 0.0
+        while self.publish() > self.least_busy_other() + SLACK and waited < MAX_WAIT:
+            await trio.sleep(POLL)
+            waited += POLL
+
+    async def serve(
+        self,
+        listener: trio.SocketListener,
+        handler: Callable[[trio.SocketStream], Awaitable[Any]],
+        nursery: trio.Nursery,
+    ) -> None:
+        """trio.serve_listeners' accept loop, taking turns with the other workers."""
+        async with listener:
+            while True:
+                await self.my_turn()
+                try:
+                    stream = await listener.accept()
+                except OSError as exc:
+                    if exc.errno not in _CAPACITY_ERRNOS:
+                        raise
+                    log.error("accept failed; retrying", error=os.strerror(exc.errno))
+                    await trio.sleep(0.1)
+                    continue
+                self.open += 1
+                self.publish()
+                nursery.start_soon(self._run_handler, stream, handler)
+
+    async def _run_handler(
+        self,
+        stream: trio.SocketStream,
+        handler: Callable[[trio.SocketStream], Awaitable[Any]],
+    ) -> None:
+        try:
+            await handler(stream)
+        finally:
+            self.open -= 1
+            self.publish()
+            await trio.aclose_forcefully(stream)
