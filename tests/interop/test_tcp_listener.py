@@ -32,12 +32,23 @@ failure_delay = 0
 """
 
 
-def _start(base: Path, users: Path, allowed: str) -> tuple[AuthbridgeServer, int]:
+def _start(base: Path, users: Path, allowed: str, workers: int) -> tuple[AuthbridgeServer, int]:
     port = free_tcp_port()
     config = base / f"tcp-{port}.toml"
     config.write_text(CONFIG.format(port=port, allowed=allowed))
-    server = AuthbridgeServer(users, base / f"unix-{port}", extra_args=["--config", str(config)])
+    server = AuthbridgeServer(
+        users,
+        base / f"unix-{port}",
+        extra_args=["--config", str(config), "--workers", str(workers)],
+    )
     return server, port
+
+
+@pytest.fixture(scope="module", params=[1, 2], ids=["one-process", "two-workers"])
+def workers(request: pytest.FixtureRequest) -> int:
+    """The TCP listener and its allow-list work the same when workers inherit them."""
+    value: int = request.param
+    return value
 
 
 @pytest.fixture(scope="module")
@@ -53,8 +64,8 @@ def users(base: Path) -> Path:
 
 
 @pytest.fixture(scope="module")
-def tcp_server(base: Path, users: Path) -> Iterator[tuple[AuthbridgeServer, int]]:
-    server, port = _start(base, users, '"127.0.0.0/8"')
+def tcp_server(base: Path, users: Path, workers: int) -> Iterator[tuple[AuthbridgeServer, int]]:
+    server, port = _start(base, users, '"127.0.0.0/8"', workers)
     with server:
         yield server, port
 
@@ -65,7 +76,7 @@ def test_postfix_authenticates_over_inet(
     require_binary("swaks")
     _server, port = tcp_server
     # A dead UNIX socket file: if Postfix used it instead of inet:, AUTH would say 454.
-    dead = base / "dead-socket"
+    dead = base / f"dead-socket-{port}"
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as holder:
         holder.bind(str(dead))
     config = write_postfix_config(
@@ -86,9 +97,9 @@ def test_postfix_authenticates_over_inet(
 
 
 def test_a_client_outside_the_allowed_networks_is_refused_and_logged(
-    base: Path, users: Path
+    base: Path, users: Path, workers: int
 ) -> None:
-    server, port = _start(base, users, '"192.0.2.0/24"')
+    server, port = _start(base, users, '"192.0.2.0/24"', workers)
     with server:
         with socket.create_connection(("127.0.0.1", port), timeout=5) as conn:
             try:
