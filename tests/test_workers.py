@@ -386,3 +386,27 @@ async def test_balance_takes_turns(tmp_path: Path, autojump_clock: MockClock) ->
     started = trio.current_time()
     await me.my_turn()
     assert trio.current_time() - started == 0
+
+
+def test_a_replacement_that_cannot_load_the_store_keeps_being_retried(
+    start: Callable[..., Running],
+) -> None:
+    """A broken store file must not take the service down with a crashed worker: the
+    live worker keeps its last good copy and serves, the replacement is retried (with a
+    growing pause) until the file is fixed."""
+    running = start()
+    users = running.base / "users"
+    good = users.read_text()
+    users.write_text(good + "mallory:\0broken\n")  # a NUL byte: the whole file is refused
+    victim, survivor = running.workers()
+    os.kill(victim, signal.SIGKILL)
+    assert wait_for(lambda: len(running.events("worker exited; starting a replacement")) >= 2, 30)
+    assert survivor in running.workers()
+    refused = "store reload failed; the last good copy keeps serving"
+    assert wait_for(lambda: len(running.events(refused)) >= 1, 10)
+    for _ in range(4):  # the survivor serves from its last good copy all along
+        assert doveadm(running.sock, "demo", "demopass", "secured") == 0
+    users.write_text(good)
+    replaced = running.wait_serving(2, timeout=60)
+    assert survivor in replaced and victim not in replaced
+    assert doveadm(running.sock, "demo", "demopass", "secured") == 0
