@@ -25,6 +25,7 @@ from authbridge.mechanisms.base import (
     VerifyCramMd5,
     VerifyPlain,
 )
+from authbridge.records import record
 from authbridge.usernames import InvalidUsername, UsernamePolicy
 from authbridge.verdict import Outcome, Reason, Verdict
 
@@ -36,7 +37,7 @@ REQUEST_TIMEOUT = 150.0
 Credential = VerifyPlain | VerifyCramMd5 | NeedScramKeys
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class KeysFound:
     """The answer to a :class:`NeedScramKeys` check: keys, and the OK to send at the end."""
 
@@ -44,7 +45,7 @@ class KeysFound:
     verdict: Verdict
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class RequestInfo:
     """What the client told us about one AUTH request, parsed once."""
 
@@ -63,12 +64,12 @@ class RequestInfo:
     client_minor: int = 0
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class Send:
     data: bytes
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class SendDelayed:
     """A FAIL reply to hold back for the failure delay (the id is already free)."""
 
@@ -76,7 +77,7 @@ class SendDelayed:
     info: RequestInfo
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class Check:
     """Ask the shell to check a credential; answer with :meth:`Session.complete`."""
 
@@ -85,7 +86,7 @@ class Check:
     credential: Credential
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class Finished:
     """A request ended; logs and metrics subscribe to this."""
 
@@ -93,7 +94,7 @@ class Finished:
     verdict: Verdict
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class Close:
     """Close the connection; ``reason`` is for the log only."""
 

@@ -8,7 +8,8 @@ disagree about what happened.
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass
+
+from authbridge.records import record
 
 
 class Outcome(enum.Enum):
@@ -34,7 +35,7 @@ class Reason(enum.Enum):
     BROKEN_HASH = "broken_hash"
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class Verdict:
     outcome: Outcome
     #: The normalised user name; ``None`` when none could be established (then the

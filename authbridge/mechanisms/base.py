@@ -8,11 +8,13 @@ authenticator must check (:class:`VerifyPlain`, :class:`VerifyCramMd5`, ...).
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from dataclasses import dataclass, field
+from dataclasses import field
 from typing import ClassVar
 
+from authbridge.records import record
 
-@dataclass(frozen=True, slots=True)
+
+@record
 class Challenge:
     """Send ``CONT`` with this data and wait for exactly one client answer.
 
@@ -24,7 +26,7 @@ class Challenge:
     username: str | None = None
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class Failure:
     """The exchange failed inside the mechanism.
 
@@ -35,14 +37,14 @@ class Failure:
     password_mismatch: bool = False
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class Success:
     """The client proved itself; send this final server data, then reply OK."""
 
     data: bytes
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class NeedScramKeys:
     """Look up the SCRAM keys of ``username``, then call the mechanism's ``resume``."""
 
@@ -50,7 +52,7 @@ class NeedScramKeys:
     algorithm: str
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class ScramKeys:
     iterations: int
     salt: bytes
@@ -58,7 +60,7 @@ class ScramKeys:
     server_key: bytes = field(repr=False)
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class VerifyPlain:
     """Check a plaintext password for ``authcid``; ``authzid`` is empty when not asked for."""
 
@@ -67,7 +69,7 @@ class VerifyPlain:
     password: bytes = field(repr=False)
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class VerifyCramMd5:
     """Check a CRAM-MD5 response (hex digest) against the challenge we sent."""
 

@@ -3,17 +3,18 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import field
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
     from authbridge.session import RequestInfo
 
+from authbridge.records import record
 from authbridge.schemes import StoredPassword, is_expensive
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class PassdbEntry:
     """One user as the store knows it.
 
