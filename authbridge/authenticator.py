@@ -89,6 +89,16 @@ def _networks_allow(spec: str, rip: str | None) -> bool:
 
 def _apply_fields(entry: PassdbEntry, user: str, info: RequestInfo) -> _Applied:
     """Interpret the entry's extra fields; raises ExpansionError for an unknown %var."""
+    if not entry.fields:  # most users: nothing to expand, nothing to look for
+        return _Applied(
+            user=user,
+            visible=(),
+            has_fields=False,
+            nopassword=False,
+            forced_fail=False,
+            nets_denied=False,
+            client_specific=False,
+        )
     visible: list[tuple[str, str | None]] = []
     nets_denied = False
     values = variables(user, info.service, info.rip, info.lip)

@@ -21,8 +21,10 @@ def to_text(raw: bytes) -> str:
 
 def b64decode(scheme: str, text: str) -> bytes:
     """Strict base64 (padding required) that skips whitespace, as Dovecot's decoder does."""
+    if " " in text or "\t" in text or "\r" in text or "\n" in text:
+        text = text.translate(_WHITESPACE)  # rare; translate costs ten times the test
     try:
-        return binascii.a2b_base64(text.translate(_WHITESPACE).encode("ascii"), strict_mode=True)
+        return binascii.a2b_base64(text.encode("ascii"), strict_mode=True)
     except (binascii.Error, UnicodeEncodeError):
         raise SchemeError(f"{scheme}: stored data is not valid base64") from None
 
