@@ -66,18 +66,13 @@ def authentication_finished(
     """One event per finished request, with everything an operator asks about."""
     typed = verdict.original_user if verdict.original_user is not None else verdict.user
     if _info_enabled():
-        log.info(
-            "authentication",
-            cuid=cuid,
-            request=info.id,
-            mechanism=info.mechanism,
-            service=info.service,
-            rip=info.rip,
-            lip=info.lip,
-            user=sanitise(typed),
-            result=result_label(verdict),
-            reason=verdict.reason.value,
-            duration=round(duration, 6),
+        _authentication_event(
+            cuid,
+            info,
+            sanitise(typed),
+            result_label(verdict),
+            verdict.reason.value,
+            round(duration, 6),
         )
     words = FAIL2BAN_WORDS.get(verdict.reason)
     if words is not None and verdict.outcome is Outcome.FAIL:
@@ -90,6 +85,18 @@ def authentication_finished(
 
 def authentication_aborted(cuid: int, info: RequestInfo, why: str) -> None:
     """A request that ended without a verdict (client gone, expired): still one event."""
+    _authentication_event(cuid, info, None, "aborted", why, None)
+
+
+def _authentication_event(
+    cuid: int,
+    info: RequestInfo,
+    user: str | None,
+    result: str,
+    reason: str,
+    duration: float | None,
+) -> None:
+    """The one shape of the ``authentication`` event, finished or aborted."""
     log.info(
         "authentication",
         cuid=cuid,
@@ -98,10 +105,10 @@ def authentication_aborted(cuid: int, info: RequestInfo, why: str) -> None:
         service=info.service,
         rip=info.rip,
         lip=info.lip,
-        user=None,
-        result="aborted",
-        reason=why,
-        duration=None,
+        user=user,
+        result=result,
+        reason=reason,
+        duration=duration,
     )
 
 

@@ -216,10 +216,9 @@ class Metrics:
         for gauge, source in self._gauge_sources:
             gauge.set(source())
         hits, misses, entries = self._cache_source()
-        seen_hits, seen_misses = self._cache_seen
-        # The cache's own counters restart at 0 when it is rebuilt; never count backwards.
-        self._cache_hits.inc(hits - seen_hits if hits >= seen_hits else hits)
-        self._cache_misses.inc(misses - seen_misses if misses >= seen_misses else misses)
+        seen_hits, seen_misses = self._cache_seen  # the cache's counters only grow
+        self._cache_hits.inc(hits - seen_hits)
+        self._cache_misses.inc(misses - seen_misses)
         self._cache_seen = (hits, misses)
         self._cache_entries.set(entries)
 

@@ -85,7 +85,6 @@ class Worker:
     ready: bool = False
     reloading: bool = False
     last_ping: float = 0.0
-    restarts: int = 0
 
 
 class Supervisor:
@@ -254,7 +253,6 @@ class Supervisor:
             await trio.sleep(backoff)
             if self.stopping:
                 return
-            worker.restarts += 1
             if self.metrics is not None:
                 self.metrics.worker_restarts.inc()
             log.error(

@@ -26,6 +26,7 @@ from authbridge.config import ConfigError, parse_config
 from tests.observability.helpers import http_get, parse_exposition, wait_for
 from tests.support import free_tcp_port, require_binary, runtime_dir
 from tests.support.authbridge_proc import AuthbridgeServer
+from tests.support.dovecot import doveadm_auth
 
 pytestmark = pytest.mark.interop
 
@@ -56,13 +57,7 @@ def _all_gone(pids: list[int]) -> bool:
 
 
 def doveadm(sock: Path, user: str = "demo", password: str = "demopass", *extra: str) -> int:
-    cmd = [require_binary("doveadm"), "auth", "test", "-a", str(sock)]
-    for item in ("service=smtp", *extra):
-        cmd += ["-x", item]
-    proc = subprocess.run(
-        [*cmd, user, password], capture_output=True, text=True, timeout=30, check=False
-    )
-    return proc.returncode
+    return doveadm_auth(sock, user, password, "service=smtp", *extra).returncode
 
 
 class Running:
@@ -144,19 +139,23 @@ def start(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable[..., Ru
             assert wait_for(partial(_all_gone, pids), 10), "workers outlived the supervisor"
 
 
-def _spid(sock: Path) -> int:
+def _spid_of(conn: socket.socket) -> int:
     """The SPID line of the handshake: which process accepted this connection."""
+    conn.sendall(b"VERSION\t1\t2\nCPID\t1\n")
+    data = b""
+    while b"\nDONE\n" not in data:
+        chunk = conn.recv(4096)
+        assert chunk, data
+        data += chunk
+    (line,) = [x for x in data.split(b"\n") if x.startswith(b"SPID\t")]
+    return int(line.split(b"\t")[1])
+
+
+def _spid(sock: Path) -> int:
     with socket.socket(socket.AF_UNIX) as conn:
         conn.settimeout(10)
         conn.connect(str(sock))
-        conn.sendall(b"VERSION\t1\t2\nCPID\t1\n")
-        data = b""
-        while b"\nDONE\n" not in data:
-            chunk = conn.recv(4096)
-            assert chunk, data
-            data += chunk
-    (line,) = [x for x in data.split(b"\n") if x.startswith(b"SPID\t")]
-    return int(line.split(b"\t")[1])
+        return _spid_of(conn)
 
 
 def test_both_workers_accept_on_the_one_socket(start: Callable[..., Running]) -> None:
@@ -350,14 +349,7 @@ def test_a_burst_of_connections_is_spread_over_the_workers(start: Callable[..., 
             conn.settimeout(10)
             conn.connect(str(running.sock))
             conns.append(conn)
-        spids = []
-        for conn in conns:
-            conn.sendall(b"VERSION\t1\t2\nCPID\t1\n")
-            data = b""
-            while b"\nDONE\n" not in data:
-                data += conn.recv(4096)
-            (line,) = [x for x in data.split(b"\n") if x.startswith(b"SPID\t")]
-            spids.append(int(line.split(b"\t")[1]))
+        spids = [_spid_of(conn) for conn in conns]
     finally:
         for conn in conns:
             conn.close()

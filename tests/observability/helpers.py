@@ -164,19 +164,6 @@ class LogCursor:
 # ---------------------------------------------------------------------- clients
 
 
-def doveadm_auth(
-    socket_path: Path, user: str, password: str, *info: str
-) -> subprocess.CompletedProcess[str]:
-    """The real ``doveadm auth test`` (PLAIN) with ``-x key=value`` request fields."""
-    cmd = [require_binary("doveadm"), "auth", "test", "-a", str(socket_path)]
-    for item in info:
-        cmd += ["-x", item]
-    cmd += [user, password]
-    return subprocess.run(
-        cmd, stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=30, check=False
-    )
-
-
 def b64(data: str | bytes) -> str:
     raw = data.encode() if isinstance(data, str) else data
     return base64.b64encode(raw).decode()

@@ -20,10 +20,10 @@ from tests.observability.helpers import (
     DOVEADM_AUTH_FAILED,
     RIP,
     USERS,
-    doveadm_auth,
     json_events,
 )
 from tests.support import require_binary, runtime_dir
+from tests.support.dovecot import doveadm_auth
 
 pytestmark = pytest.mark.interop
 

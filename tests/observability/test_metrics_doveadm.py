@@ -16,9 +16,9 @@ from tests.observability.helpers import (
     USERS,
     by_mech_result,
     deltas,
-    doveadm_auth,
     wait_for,
 )
+from tests.support.dovecot import doveadm_auth
 
 pytestmark = pytest.mark.interop
 

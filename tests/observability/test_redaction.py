@@ -22,10 +22,10 @@ from tests.observability.helpers import (
     RawAuthClient,
     b64,
     base64_forms,
-    doveadm_auth,
     json_events,
 )
 from tests.support import free_tcp_port, require_binary, runtime_dir
+from tests.support.dovecot import doveadm_auth
 from tests.support.exim import EximDaemon, write_exim_config
 from tests.support.swaks import run_swaks
 from tests.support.tls import make_self_signed

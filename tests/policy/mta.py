@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import subprocess
 from pathlib import Path
 
 from tests.policy.users import PASSWORDS
@@ -63,16 +62,3 @@ def postfix_session(
 ) -> SwaksResult:
     secret = password_of(user) if password is None else password
     return run_swaks(server=server, auth=mech, user=user, password=secret, tls=tls, timeout=timeout)
-
-
-def doveadm_auth(
-    socket_path: Path, user: str, password: str, *info: str
-) -> subprocess.CompletedProcess[str]:
-    """``doveadm auth test`` (always PLAIN); ``info`` items go to ``-x``."""
-    cmd = [require_binary("doveadm"), "auth", "test", "-a", str(socket_path)]
-    for item in info:
-        cmd += ["-x", item]
-    cmd += [user, password]
-    return subprocess.run(
-        cmd, stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=30, check=False
-    )

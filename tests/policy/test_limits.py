@@ -19,8 +19,8 @@ from authbridge.config import ServerConfig
 from tests.policy.authclient import AuthClient, plain_resp
 from tests.policy.conftest import StartBridge
 from tests.policy.daemon import open_files_soft_limit, pid_of
-from tests.policy.mta import doveadm_auth
 from tests.policy.users import PASSWORDS
+from tests.support.dovecot import doveadm_auth
 
 NO_PENALTY = "[penalty]\nenabled = false\n"
 

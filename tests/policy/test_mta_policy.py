@@ -19,7 +19,6 @@ from tests.interop.common import BROKEN_HASH_USER
 from tests.policy.conftest import start_bridge
 from tests.policy.mta import (
     DOVEADM_AUTH_FAILED,
-    doveadm_auth,
     exim_for,
     exim_session,
     postfix_for,
@@ -27,6 +26,7 @@ from tests.policy.mta import (
 )
 from tests.policy.users import LOCAL_PASSWORD, LOCAL_USER, NET_USER, PASSWORDS
 from tests.support.authbridge_proc import AuthbridgeServer
+from tests.support.dovecot import doveadm_auth
 from tests.support.exim import EximConfig
 from tests.support.postfix import PostfixMaster
 from tests.support.tls import TlsFiles

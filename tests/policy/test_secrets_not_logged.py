@@ -22,8 +22,9 @@ from authbridge import wire
 from tests.policy.authclient import AuthClient, plain_resp
 from tests.policy.conftest import StartBridge
 from tests.policy.daemon import metrics_args, scrape_text, wait_for_metrics
-from tests.policy.mta import doveadm_auth, exim_for, exim_session
+from tests.policy.mta import exim_for, exim_session
 from tests.policy.users import PASSWORDS
+from tests.support.dovecot import doveadm_auth
 from tests.support.tls import TlsFiles
 
 pytestmark = pytest.mark.interop

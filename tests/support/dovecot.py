@@ -220,3 +220,16 @@ def dovecot_fixture(
             yield server
 
     return _fixture
+
+
+def doveadm_auth(
+    socket_path: Path, user: str, password: str, *info: str
+) -> subprocess.CompletedProcess[str]:
+    """The real ``doveadm auth test`` (always PLAIN); ``info`` items go to ``-x``."""
+    cmd = [require_binary("doveadm"), "auth", "test", "-a", str(socket_path)]
+    for item in info:
+        cmd += ["-x", item]
+    cmd += [user, password]
+    return subprocess.run(
+        cmd, stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=30, check=False
+    )
