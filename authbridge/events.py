@@ -13,12 +13,13 @@ import re
 from collections import OrderedDict
 
 from authbridge import wire
-from authbridge.logs import get_logger
+from authbridge.logs import get_logger, info_event
 from authbridge.metrics import result_label
 from authbridge.session import RequestInfo
 from authbridge.verdict import Outcome, Reason, Verdict
 
-log = get_logger("authbridge.auth")
+AUTH_LOGGER = "authbridge.auth"
+log = get_logger(AUTH_LOGGER)
 trace_log = get_logger("authbridge.trace")
 
 REDACTED = "<redacted>"
@@ -41,9 +42,12 @@ _KEYED_COMMANDS = frozenset({"AUTH", "OK", "FAIL"})
 _FAIL2BAN_UNSAFE = re.compile(r"[(),:\"\\\s]")
 
 
+_auth_stdlib_logger = logging.getLogger(AUTH_LOGGER)
+
+
 def _info_enabled() -> bool:
     """Whether INFO events would be written at all (checked before building one)."""
-    return logging.getLogger("authbridge.auth").isEnabledFor(logging.INFO)
+    return _auth_stdlib_logger.isEnabledFor(logging.INFO)
 
 
 def sanitise(name: str | None, limit: int = 128) -> str | None:
@@ -85,7 +89,8 @@ def authentication_finished(
 
 def authentication_aborted(cuid: int, info: RequestInfo, why: str) -> None:
     """A request that ended without a verdict (client gone, expired): still one event."""
-    _authentication_event(cuid, info, None, "aborted", why, None)
+    if _info_enabled():
+        _authentication_event(cuid, info, None, "aborted", why, None)
 
 
 def _authentication_event(
@@ -97,7 +102,9 @@ def _authentication_event(
     duration: float | None,
 ) -> None:
     """The one shape of the ``authentication`` event, finished or aborted."""
-    log.info(
+    info_event(
+        log,
+        AUTH_LOGGER,
         "authentication",
         cuid=cuid,
         request=info.id,

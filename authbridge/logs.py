@@ -6,9 +6,12 @@ processors, so every line has one shape whichever API emitted it.
 
 from __future__ import annotations
 
+import datetime
+import json
 import logging
 import re
 import sys
+from collections.abc import Callable
 from typing import Any
 
 import structlog
@@ -107,6 +110,8 @@ def configure(fmt: str = "auto", level: str = "info", stream: Any = None) -> Non
             found = writers[name] = _LockedWriter(stream, handler, name)
         return found
 
+    global _direct
+    _direct = _DirectJson(writer) if fmt == "json" else None
     structlog.configure(
         processors=[structlog.stdlib.add_logger_name, *shared, *final],
         logger_factory=writer,
@@ -133,6 +138,59 @@ class _LockedWriter:
             self._handler.release()
 
     log = debug = info = warn = warning = error = critical = exception = fatal = msg
+
+
+class _DirectJson:
+    """Renders an INFO event exactly as the JSON processor chain does, without the chain.
+
+    The per-authentication event is written for every request; through structlog's
+    bound logger and processors it cost more CPU than the credential check on a quiet
+    server (each processor is a call on a cold cache). This builds the same dict in the
+    same key order (fields, event, logger, context variables, level, timestamp), applies
+    the same redaction and serialises it with the same ``json.dumps``; a test compares
+    both renderings line for line.
+    """
+
+    def __init__(self, writer: Callable[[str], _LockedWriter]) -> None:
+        self._writer = writer
+
+    def info(self, logger_name: str, event: str, fields: dict[str, Any]) -> None:
+        event_dict = fields
+        event_dict["event"] = event
+        event_dict["logger"] = logger_name
+        for key, value in structlog.contextvars.get_contextvars().items():
+            event_dict.setdefault(key, value)
+        event_dict["level"] = "info"
+        event_dict["timestamp"] = (
+            datetime.datetime.now(tz=datetime.UTC).isoformat().replace("+00:00", "Z")
+        )
+        _drop_secrets(None, "info", event_dict)
+        self._writer(logger_name).msg(_ENCODER.encode(event_dict))
+
+
+def _json_fallback(value: Any) -> Any:
+    """What structlog's JSONRenderer does with a value JSON cannot hold."""
+    structlog_repr = getattr(value, "__structlog__", None)
+    return structlog_repr() if structlog_repr is not None else repr(value)
+
+
+#: What ``json.dumps(..., default=_json_fallback)`` builds on every call, built once.
+_ENCODER = json.JSONEncoder(default=_json_fallback)
+
+#: Set by :func:`configure` when lines are JSON; the console format keeps the chain.
+_direct: _DirectJson | None = None
+
+
+def info_event(logger: Any, logger_name: str, event: str, **fields: Any) -> None:
+    """An INFO event of ``logger`` (named ``logger_name``) on the per-request path.
+
+    The caller checks that INFO is enabled. JSON lines skip the processor chain (see
+    :class:`_DirectJson`); the console format goes through ``logger`` as usual.
+    """
+    if _direct is not None:
+        _direct.info(logger_name, event, fields)
+    else:
+        logger.info(event, **fields)
 
 
 def get_logger(name: str) -> Any:

@@ -1,0 +1,145 @@
+"""The direct JSON path of the per-request event writes what structlog's chain writes.
+
+``logs.info_event`` skips the processor chain for speed; an operator's log shipper,
+fail2ban and the tests elsewhere read one line shape, so both paths are run on the same
+events and compared key for key, value for value, in order.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import re
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import structlog
+from hypothesis import given
+from hypothesis import strategies as st
+
+from authbridge import events, logs
+from authbridge.session import RequestInfo
+from authbridge.verdict import Outcome, Reason, Verdict
+
+TIMESTAMP = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z$")
+
+values = st.one_of(
+    st.none(),
+    st.integers(-(2**40), 2**40),
+    st.floats(allow_nan=False),
+    st.text(max_size=40),
+    st.sampled_from(["resp=aHVudGVyMg==", "CONT\t7\tc2VjcmV0", "pässwörd€", "a\tb\nc"]),
+)
+field_names = st.sampled_from(
+    ["cuid", "request", "user", "rip", "service", "password", "resp", "note", "secret"]
+)
+
+
+@pytest.fixture
+def json_stream() -> Iterator[io.StringIO]:
+    stream = io.StringIO()
+    root = logging.getLogger()
+    saved = (root.handlers[:], root.level)
+    logs.configure("json", "info", stream)
+    try:
+        yield stream
+    finally:
+        root.handlers[:], root.level = saved
+        structlog.contextvars.clear_contextvars()
+
+
+def _both(stream: io.StringIO, fields: dict[str, Any]) -> tuple[str, str]:
+    """The line of the processor chain and the line of the direct path, in that order."""
+    stream.seek(0)
+    stream.truncate()
+    logs.get_logger("authbridge.parity").info("authentication", **fields)
+    logs.info_event(None, "authbridge.parity", "authentication", **dict(fields))
+    chain, direct = stream.getvalue().splitlines()
+    return chain, direct
+
+
+def _same_but_time(chain: str, direct: str) -> None:
+    chain_items = list(json.loads(chain).items())
+    direct_items = list(json.loads(direct).items())
+    assert [k for k, _ in chain_items] == [k for k, _ in direct_items]
+    for (key, a), (_, b) in zip(chain_items, direct_items, strict=True):
+        if key == "timestamp":
+            assert TIMESTAMP.match(a) and TIMESTAMP.match(b)
+        else:
+            assert a == b, key
+    # Byte for byte too, once the two clocks are made equal.
+    stamp = json.loads(chain)["timestamp"]
+    assert direct.replace(json.loads(direct)["timestamp"], stamp) == chain
+
+
+@given(st.dictionaries(field_names, values, max_size=6))
+def test_direct_json_matches_the_chain(fields: dict[str, Any]) -> None:
+    stream = io.StringIO()
+    root = logging.getLogger()
+    saved = (root.handlers[:], root.level)
+    logs.configure("json", "info", stream)
+    try:
+        _same_but_time(*_both(stream, fields))
+    finally:
+        root.handlers[:], root.level = saved
+
+
+def test_context_variables_land_where_the_chain_puts_them(json_stream: io.StringIO) -> None:
+    structlog.contextvars.bind_contextvars(worker=3, user="from-context")
+    chain, direct = _both(json_stream, {"cuid": 1, "user": "joe"})
+    _same_but_time(chain, direct)
+    assert json.loads(direct)["worker"] == 3 and json.loads(direct)["user"] == "joe"
+
+
+def test_secrets_are_redacted_on_the_direct_path(json_stream: io.StringIO) -> None:
+    chain, direct = _both(json_stream, {"password": "hunter2", "user": "resp=aHVudGVyMg=="})
+    _same_but_time(chain, direct)
+    assert "hunter2" not in direct and "aHVudGVyMg" not in direct
+
+
+def test_authentication_event_takes_the_direct_path_for_json(json_stream: io.StringIO) -> None:
+    """The server's event really goes through the direct path (and still reads right)."""
+    calls: list[str] = []
+    direct = logs._direct
+    assert direct is not None
+    real = direct
+
+    class Spy:
+        def info(self, name: str, event: str, fields: dict[str, Any]) -> None:
+            calls.append(event)
+            real.info(name, event, fields)
+
+    logs._direct = Spy()  # type: ignore[assignment]
+    try:
+        info = RequestInfo(4, "PLAIN", "smtp", rip="192.0.2.9")
+        events.authentication_finished(2, info, Verdict(Outcome.OK, "joe", Reason.NONE), 0.5)
+    finally:
+        logs._direct = direct
+    assert calls == ["authentication"]
+    (line,) = json_stream.getvalue().splitlines()
+    assert json.loads(line)["user"] == "joe" and json.loads(line)["result"] == "ok"
+
+
+def test_console_format_keeps_the_chain() -> None:
+    root = logging.getLogger()
+    saved = (root.handlers[:], root.level)
+    stream = io.StringIO()
+    try:
+        logs.configure("console", "info", stream)
+        assert logs._direct is None
+        info = RequestInfo(4, "PLAIN", "smtp", rip="192.0.2.9")
+        events.authentication_finished(2, info, Verdict(Outcome.OK, "joe", Reason.NONE), 0.5)
+        text = stream.getvalue()
+        assert "authentication" in text and not text.lstrip().startswith("{")
+    finally:
+        root.handlers[:], root.level = saved
+
+
+def test_nothing_is_written_below_the_level(json_stream: io.StringIO) -> None:
+    logs.configure("json", "warning", json_stream)
+    info = RequestInfo(4, "PLAIN", "smtp", rip="192.0.2.9")
+    events.authentication_finished(2, info, Verdict(Outcome.OK, "joe", Reason.NONE), 0.5)
+    events.authentication_aborted(2, info, "client_disconnected")
+    assert json_stream.getvalue() == ""
