@@ -124,6 +124,7 @@ def test_postfix_cram_md5_without_tls_is_accepted(strict_postfix: PostfixMaster)
 
 # ---- internal failures: authbridge closes the connection so the MTA defers (4xx) -----
 
+
 def test_exim_defers_on_unusable_stored_hash(strict_exim: EximConfig) -> None:
     pipe = exim_pipe_command(strict_exim, client_ip=LAN_CLIENT, tls=True)
     result = run_swaks(
