@@ -13,7 +13,7 @@ import re
 from collections import OrderedDict
 
 from authbridge import wire
-from authbridge.logs import get_logger, info_event
+from authbridge.logs import get_logger, request_event
 from authbridge.metrics import result_label
 from authbridge.session import RequestInfo
 from authbridge.verdict import Outcome, Reason, Verdict
@@ -79,12 +79,23 @@ def authentication_finished(
             round(duration, 6),
         )
     words = FAIL2BAN_WORDS.get(verdict.reason)
-    if words is not None and verdict.outcome is Outcome.FAIL:
+    if (
+        words is not None
+        and verdict.outcome is Outcome.FAIL
+        and _auth_stdlib_logger.isEnabledFor(logging.WARNING)
+    ):
         # fail2ban: Dovecot's passdb shape, user first, the client's address second.
         where = _fail2ban_user(verdict.user or typed)
         if info.rip:
             where += f",{info.rip}"
-        log.warning(f"passwd-file({where}): {words}", cuid=cuid, request=info.id)
+        request_event(
+            log,
+            AUTH_LOGGER,
+            "warning",
+            f"passwd-file({where}): {words}",
+            cuid=cuid,
+            request=info.id,
+        )
 
 
 def authentication_aborted(cuid: int, info: RequestInfo, why: str) -> None:
@@ -102,9 +113,10 @@ def _authentication_event(
     duration: float | None,
 ) -> None:
     """The one shape of the ``authentication`` event, finished or aborted."""
-    info_event(
+    request_event(
         log,
         AUTH_LOGGER,
+        "info",
         "authentication",
         cuid=cuid,
         request=info.id,

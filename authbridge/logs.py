@@ -141,7 +141,7 @@ class _LockedWriter:
 
 
 class _DirectJson:
-    """Renders an INFO event exactly as the JSON processor chain does, without the chain.
+    """Renders an event exactly as the JSON processor chain does, without the chain.
 
     The per-authentication event is written for every request; through structlog's
     bound logger and processors it cost more CPU than the credential check on a quiet
@@ -154,17 +154,17 @@ class _DirectJson:
     def __init__(self, writer: Callable[[str], _LockedWriter]) -> None:
         self._writer = writer
 
-    def info(self, logger_name: str, event: str, fields: dict[str, Any]) -> None:
+    def emit(self, logger_name: str, level: str, event: str, fields: dict[str, Any]) -> None:
         event_dict = fields
         event_dict["event"] = event
         event_dict["logger"] = logger_name
         for key, value in structlog.contextvars.get_contextvars().items():
             event_dict.setdefault(key, value)
-        event_dict["level"] = "info"
+        event_dict["level"] = level
         event_dict["timestamp"] = (
             datetime.datetime.now(tz=datetime.UTC).isoformat().replace("+00:00", "Z")
         )
-        _drop_secrets(None, "info", event_dict)
+        _drop_secrets(None, level, event_dict)
         self._writer(logger_name).msg(_ENCODER.encode(event_dict))
 
 
@@ -181,16 +181,16 @@ _ENCODER = json.JSONEncoder(default=_json_fallback)
 _direct: _DirectJson | None = None
 
 
-def info_event(logger: Any, logger_name: str, event: str, **fields: Any) -> None:
-    """An INFO event of ``logger`` (named ``logger_name``) on the per-request path.
+def request_event(logger: Any, logger_name: str, level: str, event: str, **fields: Any) -> None:
+    """An event of ``logger`` (named ``logger_name``) on the per-request path.
 
-    The caller checks that INFO is enabled. JSON lines skip the processor chain (see
-    :class:`_DirectJson`); the console format goes through ``logger`` as usual.
+    The caller checks that ``level`` is enabled. JSON lines skip the processor chain
+    (see :class:`_DirectJson`); the console format goes through ``logger`` as usual.
     """
     if _direct is not None:
-        _direct.info(logger_name, event, fields)
+        _direct.emit(logger_name, level, event, fields)
     else:
-        logger.info(event, **fields)
+        getattr(logger, level)(event, **fields)
 
 
 def get_logger(name: str) -> Any:

@@ -23,7 +23,8 @@ from authbridge import events, logs
 from authbridge.session import RequestInfo
 from authbridge.verdict import Outcome, Reason, Verdict
 
-TIMESTAMP = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z$")
+#: isoformat() leaves the fraction out when it is exactly zero, on both paths.
+TIMESTAMP = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d{6})?Z$")
 
 values = st.one_of(
     st.none(),
@@ -50,12 +51,12 @@ def json_stream() -> Iterator[io.StringIO]:
         structlog.contextvars.clear_contextvars()
 
 
-def _both(stream: io.StringIO, fields: dict[str, Any]) -> tuple[str, str]:
+def _both(stream: io.StringIO, fields: dict[str, Any], level: str = "info") -> tuple[str, str]:
     """The line of the processor chain and the line of the direct path, in that order."""
     stream.seek(0)
     stream.truncate()
-    logs.get_logger("authbridge.parity").info("authentication", **fields)
-    logs.info_event(None, "authbridge.parity", "authentication", **dict(fields))
+    getattr(logs.get_logger("authbridge.parity"), level)("authentication", **fields)
+    logs.request_event(None, "authbridge.parity", level, "authentication", **dict(fields))
     chain, direct = stream.getvalue().splitlines()
     return chain, direct
 
@@ -86,6 +87,12 @@ def test_direct_json_matches_the_chain(fields: dict[str, Any]) -> None:
         root.handlers[:], root.level = saved
 
 
+def test_warning_lines_match_too(json_stream: io.StringIO) -> None:
+    chain, direct = _both(json_stream, {"cuid": 1, "request": 2}, "warning")
+    _same_but_time(chain, direct)
+    assert json.loads(direct)["level"] == "warning"
+
+
 def test_context_variables_land_where_the_chain_puts_them(json_stream: io.StringIO) -> None:
     structlog.contextvars.bind_contextvars(worker=3, user="from-context")
     chain, direct = _both(json_stream, {"cuid": 1, "user": "joe"})
@@ -107,19 +114,27 @@ def test_authentication_event_takes_the_direct_path_for_json(json_stream: io.Str
     real = direct
 
     class Spy:
-        def info(self, name: str, event: str, fields: dict[str, Any]) -> None:
+        def emit(self, name: str, level: str, event: str, fields: dict[str, Any]) -> None:
             calls.append(event)
-            real.info(name, event, fields)
+            real.emit(name, level, event, fields)
 
     logs._direct = Spy()  # type: ignore[assignment]
     try:
         info = RequestInfo(4, "PLAIN", "smtp", rip="192.0.2.9")
         events.authentication_finished(2, info, Verdict(Outcome.OK, "joe", Reason.NONE), 0.5)
+        events.authentication_finished(
+            3, info, Verdict(Outcome.FAIL, "joe", Reason.PASSWORD_MISMATCH), 0.5
+        )
     finally:
         logs._direct = direct
-    assert calls == ["authentication"]
-    (line,) = json_stream.getvalue().splitlines()
-    assert json.loads(line)["user"] == "joe" and json.loads(line)["result"] == "ok"
+    assert calls == [
+        "authentication",
+        "authentication",
+        "passwd-file(joe,192.0.2.9): Password mismatch",
+    ]
+    ok, fail, fail2ban = (json.loads(line) for line in json_stream.getvalue().splitlines())
+    assert ok["user"] == "joe" and ok["result"] == "ok" and fail["result"] == "fail"
+    assert fail2ban["level"] == "warning" and fail2ban["logger"] == "authbridge.auth"
 
 
 def test_console_format_keeps_the_chain() -> None:
