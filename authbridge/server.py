@@ -101,11 +101,14 @@ class Connection:
         """
         if self._socket is None:
             return await self.stream.receive_some(READ_SIZE)
-        try:
+        while True:
             await trio.lowlevel.wait_readable(self._socket)
-            return os.read(self._socket.fileno(), READ_SIZE)
-        except OSError as exc:
-            raise trio.BrokenResourceError(str(exc)) from exc
+            try:
+                return os.read(self._socket.fileno(), READ_SIZE)
+            except BlockingIOError:
+                continue  # a spurious wake-up: wait again
+            except OSError as exc:
+                raise trio.BrokenResourceError(str(exc)) from exc
 
     def push(self, data: bytes) -> None:
         if self.gone or self.closing:
