@@ -9,7 +9,6 @@ import struct
 import pytest
 import trio
 
-from authbridge import server as server_module
 from authbridge.server import READ_SIZE, Connection
 from authbridge.session import Session, SessionSettings
 
@@ -60,7 +59,7 @@ async def test_a_spurious_wake_up_waits_again(monkeypatch: pytest.MonkeyPatch) -
         return real_read(fd, size)
 
     theirs.sendall(b"CPID\t7\n")
-    monkeypatch.setattr(server_module.os, "read", read_once_too_early)
+    monkeypatch.setattr(os, "read", read_once_too_early)
     assert await conn.receive() == b"CPID\t7\n"
     assert calls == 2
 
