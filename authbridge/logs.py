@@ -43,12 +43,23 @@ def _scrub(text: str) -> str:
 
 
 def _drop_secrets(_logger: Any, _method: str, event_dict: dict[str, Any]) -> dict[str, Any]:
-    """Last line of defence: secret keys and credential-shaped text never get out."""
+    """Last line of defence: secret keys and credential-shaped text never get out.
+
+    Runs for every line, so the common case (no credential-shaped text anywhere) is
+    one look at all the text values together, not one per value.
+    """
+    texts: list[str] = []
     for key, value in event_dict.items():
         if key in SECRET_KEYS:
             event_dict[key] = "<redacted>"
         elif isinstance(value, str):
-            event_dict[key] = _scrub(value)
+            texts.append(value)
+    if texts:
+        low = "\0".join(texts).lower()
+        if "resp=" in low or "cont" in low:
+            for key, value in event_dict.items():
+                if key not in SECRET_KEYS and isinstance(value, str):
+                    event_dict[key] = _scrub(value)
     return event_dict
 
 

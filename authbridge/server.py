@@ -382,8 +382,9 @@ class AuthServer:
                     lines_before = conn.session.lines_received
                     conn.holding = True
                     try:
-                        actions = conn.session.receive(data, trio.current_time())
-                        self._dispatch(conn, actions, nursery)
+                        now = trio.current_time()
+                        actions = conn.session.receive(data, now)
+                        self._dispatch(conn, actions, nursery, now)
                     finally:
                         conn.holding = False
                     conn.flush()
@@ -405,7 +406,10 @@ class AuthServer:
             # up; give it a bounded time to do so.
             await trio.sleep(5)
 
-    def _dispatch(self, conn: Connection, actions: list[Any], nursery: trio.Nursery) -> None:
+    def _dispatch(
+        self, conn: Connection, actions: list[Any], nursery: trio.Nursery, now: float
+    ) -> None:
+        """Carry out a session's actions; ``now`` is when they were decided."""
         inline_budget = INLINE_CHECKS_PER_READ
         for action in actions:
             if isinstance(action, Send):
@@ -418,18 +422,18 @@ class AuthServer:
                     conn.push(action.data)
             elif isinstance(action, Check):
                 if inline_budget > 0:
-                    verdict = self._check_now(action)
+                    verdict = self._check_now(action, now)
                     if verdict is not None:
                         inline_budget -= 1
-                        self._complete(conn, action, verdict, nursery, trio.current_time())
+                        self._complete(conn, action, verdict, nursery, now)
                         continue
                 self._checks_in_flight += 1
                 self._idle = trio.Event() if self._checks_in_flight == 1 else self._idle
                 if conn.checkers < CHECKS_PER_CONNECTION:
                     conn.checkers += 1
-                    nursery.start_soon(self._checker, conn, action, nursery, trio.current_time())
+                    nursery.start_soon(self._checker, conn, action, nursery, now)
                 else:
-                    conn.queued.append((action, trio.current_time()))
+                    conn.queued.append((action, now))
             elif isinstance(action, Finished):
                 self._finished(conn, action.info, action.verdict, 0.0)
             elif isinstance(action, Close):
@@ -490,11 +494,12 @@ class AuthServer:
         nursery: trio.Nursery,
         started: float,
     ) -> None:
-        actions = conn.session.complete(action.ticket, action.info.id, verdict, trio.current_time())
+        now = trio.current_time()
+        actions = conn.session.complete(action.ticket, action.info.id, verdict, now)
         for item in actions:
             if isinstance(item, Finished):
-                self._finished(conn, item.info, item.verdict, trio.current_time() - started)
-        self._dispatch(conn, [a for a in actions if not isinstance(a, Finished)], nursery)
+                self._finished(conn, item.info, item.verdict, now - started)
+        self._dispatch(conn, [a for a in actions if not isinstance(a, Finished)], nursery, now)
 
     @staticmethod
     def _typed_and_secret(action: Check) -> tuple[str, bytes]:
@@ -520,7 +525,7 @@ class AuthServer:
         elif verdict.outcome is Outcome.FAIL:
             self.penalty.failed(info.rip, verdict.user or "", secret, trio.current_time())
 
-    def _check_now(self, action: Check) -> Verdict | None:
+    def _check_now(self, action: Check, now: float) -> Verdict | None:
         """The verdict without a task when nothing must wait (see Authenticator.check_now):
         no penalty wait for this address, an in-memory store, a cheap scheme."""
         typed, secret = self._typed_and_secret(action)
@@ -528,7 +533,7 @@ class AuthServer:
         if refused is not None:
             return refused
         info = action.info
-        if not info.no_penalty and self.penalty.delay(info.rip, trio.current_time()) > 0:
+        if not info.no_penalty and self.penalty.delay(info.rip, now) > 0:
             return None
         verdict = self.authenticator.check_now(info, action.credential)
         if verdict is not None:

@@ -28,7 +28,9 @@ class LineTooLong(Exception):
 
 def tabescape(value: str) -> str:
     """Escape a value so it can travel inside one TAB-separated field."""
-    if not any(ch in value for ch in _ESCAPES):
+    # Every character that needs escaping is unprintable: the usual value is returned
+    # after one C-level scan.
+    if value.isprintable() or not any(ch in value for ch in _ESCAPES):
         return value
     return "".join(_ESCAPES.get(ch, ch) for ch in value)
 
@@ -51,6 +53,8 @@ def tabunescape(value: str) -> str:
 
 def split_fields(line: str) -> list[str]:
     """Split a line on TAB and unescape every field."""
+    if "\x01" not in line:
+        return line.split("\t")  # nothing escaped anywhere: the usual line
     return [tabunescape(part) for part in line.split("\t")]
 
 
