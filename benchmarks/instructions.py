@@ -1,0 +1,143 @@
+#!/usr/bin/env python3
+"""Instructions per request, counted by valgrind: a yardstick this VM's clock cannot spoil.
+
+    python benchmarks/instructions.py                  # info level (the default)
+    python benchmarks/instructions.py --log-level warning
+    python benchmarks/instructions.py --repo /path/to/other/checkout   # compare trees
+
+Timings on a shared VM move by 15 % between identical runs, which hides changes of a
+few percent. ``valgrind --tool=callgrind`` counts the instructions the process executes
+instead, the same on every run. The script runs an in-process server (the real
+``AuthServer`` on a socketpair, a passwd-file user stored as ``{SSHA512}``) and a client
+thread that sends one PLAIN request at a time and waits for the OK, under callgrind,
+for two request counts; the difference divided by the extra requests is the cost of
+one request (server and client thread together), free of start-up costs.
+
+Needs valgrind (``apt-get install valgrind``); slow (about a minute per run).
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import os
+import re
+import shutil
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+SMALL, LARGE = 200, 1000
+
+
+def serve_requests(count: int, level: str) -> None:
+    """The measured workload (run inside valgrind)."""
+    import trio
+
+    from authbridge import logs
+    from authbridge.authenticator import Authenticator
+    from authbridge.config import Config
+    from authbridge.hashing import Hasher
+    from authbridge.passdb.passwd_file import parse_passwd_file
+    from authbridge.schemes import generate
+    from authbridge.server import AuthServer
+
+    logs.configure("json", level, open(os.devnull, "w"))  # noqa: SIM115 - for the whole run
+
+    class Store:
+        name = "memory"
+
+        def __init__(self) -> None:
+            stored = generate("SSHA512", b"pw", "joe")
+            self.entries = parse_passwd_file(f"joe:{stored}\n", "memory")
+
+        async def lookup(self, user: str, info: object = None) -> object:
+            return self.entries.get(user)
+
+        def get(self, user: str) -> object:
+            return self.entries.get(user)
+
+    resp = base64.b64encode(b"\0joe\0pw").decode()
+
+    async def main() -> None:
+        server = AuthServer(Config(), Authenticator([Store()], Hasher()))  # type: ignore[list-item]
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        ours.setblocking(False)
+
+        def client() -> None:
+            theirs.sendall(b"VERSION\t1\t2\nCPID\t1\n")
+            greeting = b""
+            while b"DONE\n" not in greeting:
+                greeting += theirs.recv(65536)
+            for n in range(1, count + 1):
+                theirs.sendall(
+                    f"AUTH\t{n}\tPLAIN\tservice=smtp\tsecured\trip=10.0.0.1\tresp={resp}\n".encode()
+                )
+                reply = theirs.recv(65536)
+                if not reply.startswith(b"OK"):
+                    raise SystemExit(f"unexpected reply {reply!r}")
+            theirs.close()
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(server.run_background)
+            stream = trio.SocketStream(trio.socket.from_stdlib_socket(ours))
+            nursery.start_soon(server.handle, stream)
+            await trio.to_thread.run_sync(client)
+            nursery.cancel_scope.cancel()
+
+    trio.run(main)
+
+
+def counted(repo: Path, count: int, level: str) -> int:
+    """Instructions of one run of the workload under callgrind."""
+    valgrind = shutil.which("valgrind")
+    if valgrind is None:
+        raise SystemExit("valgrind is not installed (apt-get install valgrind)")
+    env = dict(os.environ, PYTHONPATH=str(repo))
+    result = subprocess.run(
+        [
+            valgrind,
+            "--tool=callgrind",
+            "--callgrind-out-file=/dev/null",
+            os.path.realpath(sys.executable),
+            __file__,
+            "--run",
+            str(count),
+            "--log-level",
+            level,
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    found = re.search(r"Collected\s*:\s*(\d+)", result.stderr)
+    if result.returncode != 0 or found is None:
+        raise SystemExit(f"the measured run failed:\n{result.stderr[-2000:]}")
+    return int(found.group(1))
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--log-level", default="info", choices=("info", "warning"))
+    parser.add_argument("--repo", type=Path, default=REPO, help="checkout to measure")
+    parser.add_argument("--run", type=int, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.run:
+        serve_requests(args.run, args.log_level)
+        return 0
+    small = counted(args.repo, SMALL, args.log_level)
+    large = counted(args.repo, LARGE, args.log_level)
+    per_request = (large - small) / (LARGE - SMALL)
+    print(
+        f"{args.repo}: {per_request / 1000:.0f}k instructions per request "
+        f"(PLAIN {{SSHA512}}, one connection, log level {args.log_level}; "
+        f"{small:,} for {SMALL} requests, {large:,} for {LARGE})"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
