@@ -74,6 +74,11 @@ def b64decode_strict(text: str) -> bytes:
     Raises ``ValueError`` for anything that is not valid base64.
     """
     cleaned = "".join(text.split())
+    data_chars = len(cleaned.rstrip("="))
+    if len(cleaned) - data_chars > -data_chars % 4:
+        # "=" beyond what completes the last group ("AAAA="): Python's strict mode lets
+        # it pass, Dovecot does not. Unused low bits ("AB==") pass in both.
+        raise ValueError("invalid base64")
     try:
         return base64.b64decode(cleaned.encode("ascii"), validate=True)
     except (binascii.Error, UnicodeEncodeError) as exc:
