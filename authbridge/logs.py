@@ -58,7 +58,7 @@ def _drop_secrets(_logger: Any, _method: str, event_dict: dict[str, Any]) -> dic
         low = "\0".join(texts).lower()
         if "resp=" in low or "cont" in low:
             for key, value in event_dict.items():
-                if key not in SECRET_KEYS and isinstance(value, str):
+                if isinstance(value, str):
                     event_dict[key] = _scrub(value)
     return event_dict
 

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import base64
 import io
-import logging
 import socket
 from typing import Any
 
@@ -26,6 +25,7 @@ from authbridge.hashing import Hasher
 from authbridge.passdb.passwd_file import parse_passwd_file
 from authbridge.penalty import PenaltySettings
 from authbridge.server import ABORTED_EVENTS_PER_STEP, AuthServer
+from tests.support import root_logging_restored
 
 BURST = 3000
 #: Lines one step of a connection's task may parse: a read is at most 4 KiB, and the
@@ -118,10 +118,8 @@ async def test_hanging_up_with_thousands_pending_is_reported_in_slices() -> None
     """Every abandoned request gets its event and its count, a slice per step."""
     pending = 1000
     stream = io.StringIO()
-    root = logging.getLogger()
-    saved = (root.handlers[:], root.level)
-    logs.configure("json", "info", stream)
-    try:
+    with root_logging_restored():
+        logs.configure("json", "info", stream)
         server = AuthServer(Config(), Authenticator([_Store()], Hasher()))
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         ours.setblocking(False)
@@ -152,5 +150,3 @@ async def test_hanging_up_with_thousands_pending_is_reported_in_slices() -> None
         assert aborted == pending
         assert stream.getvalue().count('"reason": "client_disconnected"') == pending
         assert 0 < instrument.most <= ABORTED_EVENTS_PER_STEP + 1, instrument.most
-    finally:
-        root.handlers[:], root.level = saved

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import io
 import json
-import logging
 import re
 from collections.abc import Iterator
 from typing import Any
@@ -22,6 +21,7 @@ from hypothesis import strategies as st
 from authbridge import events, logs
 from authbridge.session import RequestInfo
 from authbridge.verdict import Outcome, Reason, Verdict
+from tests.support import root_logging_restored
 
 #: isoformat() leaves the fraction out when it is exactly zero, on both paths.
 TIMESTAMP = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d{6})?Z$")
@@ -41,13 +41,11 @@ field_names = st.sampled_from(
 @pytest.fixture
 def json_stream() -> Iterator[io.StringIO]:
     stream = io.StringIO()
-    root = logging.getLogger()
-    saved = (root.handlers[:], root.level)
-    logs.configure("json", "info", stream)
     try:
-        yield stream
+        with root_logging_restored():
+            logs.configure("json", "info", stream)
+            yield stream
     finally:
-        root.handlers[:], root.level = saved
         structlog.contextvars.clear_contextvars()
 
 
@@ -78,13 +76,9 @@ def _same_but_time(chain: str, direct: str) -> None:
 @given(st.dictionaries(field_names, values, max_size=6))
 def test_direct_json_matches_the_chain(fields: dict[str, Any]) -> None:
     stream = io.StringIO()
-    root = logging.getLogger()
-    saved = (root.handlers[:], root.level)
-    logs.configure("json", "info", stream)
-    try:
+    with root_logging_restored():
+        logs.configure("json", "info", stream)
         _same_but_time(*_both(stream, fields))
-    finally:
-        root.handlers[:], root.level = saved
 
 
 def test_warning_lines_match_too(json_stream: io.StringIO) -> None:
@@ -138,18 +132,14 @@ def test_authentication_event_takes_the_direct_path_for_json(json_stream: io.Str
 
 
 def test_console_format_keeps_the_chain() -> None:
-    root = logging.getLogger()
-    saved = (root.handlers[:], root.level)
     stream = io.StringIO()
-    try:
+    with root_logging_restored():
         logs.configure("console", "info", stream)
         assert logs._direct is None
         info = RequestInfo(4, "PLAIN", "smtp", rip="192.0.2.9")
         events.authentication_finished(2, info, Verdict(Outcome.OK, "joe", Reason.NONE), 0.5)
         text = stream.getvalue()
         assert "authentication" in text and not text.lstrip().startswith("{")
-    finally:
-        root.handlers[:], root.level = saved
 
 
 def test_nothing_is_written_below_the_level(json_stream: io.StringIO) -> None:

@@ -25,6 +25,7 @@ from authbridge.metrics import (
 from authbridge.session import RequestInfo
 from authbridge.verdict import Outcome, Reason, Verdict
 from tests.observability.helpers import RESULTS_SET, http_get, parse_exposition
+from tests.support import root_logging_restored
 
 # ---------------------------------------------------------------------- metrics
 
@@ -262,13 +263,9 @@ def test_tracer_drops_overlong_tails() -> None:
 @pytest.fixture
 def json_log() -> Iterator[io.StringIO]:
     stream = io.StringIO()
-    root = logging.getLogger()
-    saved = (root.handlers[:], root.level)
-    logs.configure("json", "debug", stream)
-    try:
+    with root_logging_restored():
+        logs.configure("json", "debug", stream)
         yield stream
-    finally:
-        root.handlers[:], root.level = saved
 
 
 def _lines(stream: io.StringIO) -> list[dict[str, object]]:
@@ -361,30 +358,26 @@ def test_debug_off_hides_the_trace(json_log: io.StringIO) -> None:
 
 
 def test_auto_format_is_console_on_a_tty_and_json_otherwise() -> None:
-    root = logging.getLogger()
-    saved = (root.handlers[:], root.level)
     master, slave = os.openpty()
     try:
-        with open(slave, "w", closefd=True) as tty:
-            logs.configure("auto", "info", tty)
+        with root_logging_restored():
+            with open(slave, "w", closefd=True) as tty:
+                logs.configure("auto", "info", tty)
+                logs.get_logger("t").info("hello", n=1)
+                tty.flush()
+                text = os.read(master, 4096).decode()
+            assert "hello" in text and not text.lstrip().startswith("{")
+            pipe = io.StringIO()
+            logs.configure("auto", "info", pipe)
             logs.get_logger("t").info("hello", n=1)
-            tty.flush()
-            text = os.read(master, 4096).decode()
-        assert "hello" in text and not text.lstrip().startswith("{")
-        pipe = io.StringIO()
-        logs.configure("auto", "info", pipe)
-        logs.get_logger("t").info("hello", n=1)
-        assert json.loads(pipe.getvalue())["n"] == 1
+            assert json.loads(pipe.getvalue())["n"] == 1
     finally:
         os.close(master)
-        root.handlers[:], root.level = saved
 
 
 def test_console_traceback_shows_no_locals() -> None:
-    root = logging.getLogger()
-    saved = (root.handlers[:], root.level)
     stream = io.StringIO()
-    try:
+    with root_logging_restored():
         logs.configure("console", "info", stream)
         secret_local = "hunter2-local"  # noqa: F841 - must not appear in the output
         try:
@@ -393,8 +386,6 @@ def test_console_traceback_shows_no_locals() -> None:
             logs.get_logger("t").exception("failed")
         text = stream.getvalue()
         assert "RuntimeError: boom" in text and "hunter2-local" not in text
-    finally:
-        root.handlers[:], root.level = saved
 
 
 @pytest.mark.parametrize(

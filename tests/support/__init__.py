@@ -8,13 +8,14 @@ helpers running at the same time, and "ready" means a socket that really accepts
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import shutil
 import socket
 import subprocess
 import tempfile
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import pytest
@@ -22,9 +23,21 @@ import pytest
 __all__ = [
     "free_tcp_port",
     "require_binary",
+    "root_logging_restored",
     "runtime_dir",
     "wait_for_unix_socket",
 ]
+
+
+@contextlib.contextmanager
+def root_logging_restored() -> Iterator[None]:
+    """Give the root logger its handlers and level back after a test ran logs.configure."""
+    root = logging.getLogger()
+    saved = (root.handlers[:], root.level)
+    try:
+        yield
+    finally:
+        root.handlers[:], root.level = saved
 
 
 def require_binary(name: str) -> str:
