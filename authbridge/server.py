@@ -22,6 +22,7 @@ from typing import Any
 import trio
 
 from authbridge import events
+from authbridge.after_batch import AfterBatch
 from authbridge.authenticator import Authenticator
 from authbridge.config import Config
 from authbridge.logs import get_logger
@@ -240,6 +241,9 @@ class AuthServer:
         self.on_finished: list[Callable[[RequestInfo, Verdict, float], None]] = [
             self.metrics.finished
         ]
+        #: Metrics and the authentication event of each request, after the replies of
+        #: the scheduler batch went out (while run_background runs; inline otherwise).
+        self.after_batch = AfterBatch()
         self.metrics.prime(m.name for m in self.mechanisms)
         self.metrics.watch(self.metrics.delayed_failures, lambda: len(self.delay_queue))
         self.metrics.watch(self.metrics.connections_active, lambda: len(self.connections))
@@ -256,6 +260,7 @@ class AuthServer:
 
     async def run_background(self, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
         """Server-wide tasks: the failure delay queue and the request expiry sweep."""
+        self.after_batch.install()
         try:
             async with trio.open_nursery() as nursery:
                 self._background = nursery
@@ -264,6 +269,7 @@ class AuthServer:
                 task_status.started()
         finally:
             self._background = None
+            self.after_batch.uninstall()
 
     async def _sweep(self) -> None:
         while True:
@@ -585,12 +591,16 @@ class AuthServer:
     def _finished(
         self, conn: Connection, info: RequestInfo, verdict: Verdict, duration: float
     ) -> None:
-        for callback in self.on_finished:
-            callback(info, verdict, duration)
         if info.mechanism.startswith("SCRAM-") and not info.no_penalty:
             # SCRAM proofs are checked inside the mechanism, after the key lookup.
             if verdict.ok:
                 self.penalty.succeeded(info.rip)
             elif verdict.reason is Reason.PASSWORD_MISMATCH:
                 self.penalty.failed(info.rip, verdict.user or "", b"", trio.current_time())
-        events.authentication_finished(conn.cuid, info, verdict, duration)
+        self.after_batch.defer(self._account, conn.cuid, info, verdict, duration)
+
+    def _account(self, cuid: int, info: RequestInfo, verdict: Verdict, duration: float) -> None:
+        """Metrics and the authentication event of one finished request."""
+        for callback in self.on_finished:
+            callback(info, verdict, duration)
+        events.authentication_finished(cuid, info, verdict, duration)

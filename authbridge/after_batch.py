@@ -1,0 +1,78 @@
+"""Per-request bookkeeping done after the replies of a scheduler batch have gone out.
+
+A reply is ready as soon as its verdict is known; the authentication event and the
+metric updates that go with it cost about as much CPU again. Done inline, every client
+whose request became ready in the same batch waited for the bookkeeping of all those
+served before it, which is what a short machine stall turns into a tail of slow
+logins. Deferred here, it runs once the batch is over: trio calls the instrument after
+the batch and before it waits for I/O again. Nothing a client does in response to a
+reply can be seen before that (an in-process peer runs only after that wait), so the
+event and the counters are still complete by the time anyone can look.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable
+from typing import Any
+
+import trio
+
+from authbridge.logs import get_logger
+
+log = get_logger("authbridge.server")
+
+#: Beyond this many pending items the queue runs at once: bounded memory whatever a
+#: batch holds (a batch normally completes a few dozen requests at most).
+MAX_PENDING = 4096
+
+
+class AfterBatch(trio.abc.Instrument):
+    """Runs deferred calls at the end of each scheduler batch (or at once if not installed)."""
+
+    def __init__(self) -> None:
+        self._pending: list[tuple[Callable[..., None], tuple[Any, ...]]] = []
+        self._installed = False
+
+    def defer(self, fn: Callable[..., None], *args: Any) -> None:
+        if not self._installed:
+            self._call(fn, args)
+            return
+        self._pending.append((fn, args))
+        if len(self._pending) >= MAX_PENDING:
+            self.run_pending()
+
+    def run_pending(self) -> None:
+        """Everything deferred so far, in order; an error in one does not lose the rest."""
+        while self._pending:
+            pending, self._pending = self._pending, []
+            for fn, args in pending:
+                self._call(fn, args)
+
+    @staticmethod
+    def _call(fn: Callable[..., None], args: tuple[Any, ...]) -> None:
+        try:
+            fn(*args)
+        except Exception:
+            log.exception("per-request bookkeeping failed")
+
+    def install(self) -> None:
+        """Hook into the current trio run (from inside it)."""
+        trio.lowlevel.add_instrument(self)
+        self._installed = True
+
+    def uninstall(self) -> None:
+        """Unhook and run what is still pending (shutdown)."""
+        self._installed = False
+        with contextlib.suppress(KeyError):  # already gone
+            trio.lowlevel.remove_instrument(self)
+        self.run_pending()
+
+    # trio.abc.Instrument hooks
+    def before_io_wait(self, timeout: float) -> None:
+        if self._pending:
+            self.run_pending()
+
+    def after_run(self) -> None:
+        self._installed = False
+        self.run_pending()
