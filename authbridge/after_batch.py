@@ -47,7 +47,10 @@ class AfterBatch(trio.abc.Instrument):
         while self._pending:
             pending, self._pending = self._pending, []
             for fn, args in pending:
-                self._call(fn, args)
+                try:
+                    fn(*args)
+                except Exception:
+                    log.exception("per-request bookkeeping failed")
 
     @staticmethod
     def _call(fn: Callable[..., None], args: tuple[Any, ...]) -> None:
