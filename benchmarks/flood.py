@@ -9,7 +9,8 @@ authbridge runs with its defaults (failure delay 2 s, per-IP penalty on). One at
 process (its own OS process, so its client work does not distort the measurement) sends
 wrong passwords from one ``rip`` over ``--attack-connections`` connections, keeping
 ``--in-flight`` requests outstanding on each; 50 legitimate users, each on its own
-connection and ``rip``, log in again and again with their right password. Printed:
+connection and ``rip`` and all driven by one lean selector loop (see ``run_legit``),
+log in again and again with their right password. Printed:
 legitimate p50/p99/max latency (from the write of the AUTH line to its OK), legitimate
 failures, and how many attack requests were sent and answered.
 
