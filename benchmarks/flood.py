@@ -4,6 +4,7 @@
     python benchmarks/flood.py                       # authbridge, 20 s
     python benchmarks/flood.py --dovecot             # then real Dovecot 2.3, same load
     python benchmarks/flood.py --in-flight 50 --duration 10
+    python benchmarks/flood.py --dovecot --think 0.25,0.1,0.05   # ~200, 500, 1,000 logins/s
 
 authbridge runs with its defaults (failure delay 2 s, per-IP penalty on). One attacker
 process (its own OS process, so its client work does not distort the measurement) sends
@@ -346,15 +347,19 @@ class Result:
         return "\n".join(lines)
 
 
-def run_baseline(server: str, path: str, args: argparse.Namespace, password: str) -> Result:
+def run_baseline(
+    server: str, path: str, args: argparse.Namespace, password: str, think: float
+) -> Result:
     """The legitimate users alone, for the same time, with the probe."""
     probe = start_probe(args.duration)
-    legit = run_legit(path, password, args.duration, args.think)
+    legit = run_legit(path, password, args.duration, think)
     out, _ = probe.communicate(timeout=60)
     return Result(server, "legitimate users alone", legit, Stalls.parse(out), None)
 
 
-def run_once(server: str, path: str, args: argparse.Namespace, password: str) -> Result:
+def run_once(
+    server: str, path: str, args: argparse.Namespace, password: str, think: float
+) -> Result:
     attacker = subprocess.Popen(
         [
             sys.executable,
@@ -373,23 +378,54 @@ def run_once(server: str, path: str, args: argparse.Namespace, password: str) ->
     )
     time.sleep(1.0)  # let the flood build up before measuring
     probe = start_probe(args.duration)
-    legit = run_legit(path, password, args.duration, args.think)
+    legit = run_legit(path, password, args.duration, think)
     stalls = Stalls.parse(probe.communicate(timeout=60)[0])
     out, _ = attacker.communicate(timeout=args.duration + 60)
     sent, answered, closed = (int(x) for x in out.split())
     return Result(server, "under the flood", legit, stalls, (sent, answered, closed))
 
 
-def run_phases(server: str, path: str, args: argparse.Namespace, password: str) -> None:
-    results = []
-    if not args.no_baseline:
-        results.append(run_baseline(server, path, args, password))
-        print(results[-1].report(), flush=True)
-    results.append(run_once(server, path, args, password))
-    print(results[-1].report(), flush=True)
-    if len(results) == 2:
-        (_, base, _), (_, flood, _) = (r.percentiles() for r in results)
-        print(f"  the flood added {flood - base:+.2f} ms to the legitimate p99", flush=True)
+#: One row of the closing summary: the think time, then each phase's result.
+Row = tuple[float, Result | None, Result]
+
+
+def run_phases(server: str, path: str, args: argparse.Namespace, password: str) -> list[Row]:
+    """Every think time of ``--think``: the baseline (unless skipped), then the flood."""
+    rows: list[Row] = []
+    for think in args.think:
+        if len(args.think) > 1:
+            print(f"-- {server}, think {think} s", flush=True)
+        base = None
+        if not args.no_baseline:
+            base = run_baseline(server, path, args, password, think)
+            print(base.report(), flush=True)
+        flood = run_once(server, path, args, password, think)
+        print(flood.report(), flush=True)
+        if base is not None:
+            added = flood.percentiles()[1] - base.percentiles()[1]
+            print(f"  the flood added {added:+.2f} ms to the legitimate p99", flush=True)
+        rows.append((think, base, flood))
+    return rows
+
+
+def summary(duration: float, servers: dict[str, list[Row]]) -> str:
+    """Legitimate p99 per server and load, alone / under the flood, in one table."""
+    names = list(servers)
+    lines = [
+        "summary: legitimate p99 in ms, alone / under the flood "
+        f"(target under the flood: 0 failures, p99 < {TARGET_P99_MS:.0f} ms)",
+        "  think    logins/s  " + "".join(f"{name.split(' (')[0]:>30}" for name in names),
+    ]
+    for index, row in enumerate(next(iter(servers.values()), [])):
+        rate = len(row[2].legit.latencies) / duration
+        cells = []
+        for name in names:
+            _, base, flood = servers[name][index]
+            alone = f"{base.percentiles()[1]:.2f}" if base is not None else "-"
+            failed = " FAILURES" if flood.legit.failures else ""
+            cells.append(f"{alone} / {flood.percentiles()[1]:.2f}{failed}")
+        lines.append(f"  {row[0]:<7}  {rate:8.0f}  " + "".join(f"{c:>30}" for c in cells))
+    return "\n".join(lines)
 
 
 def write_users(path: Path, scheme: str, password: str) -> None:
@@ -401,13 +437,28 @@ def write_users(path: Path, scheme: str, password: str) -> None:
     path.chmod(0o644)
 
 
+def _thinks(text: str) -> list[float]:
+    try:
+        values = [float(part) for part in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a list of seconds: {text!r}") from None
+    if not values or any(v <= 0 for v in values):
+        raise argparse.ArgumentTypeError("think times must be positive")
+    return values
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--duration", type=float, default=20.0)
     parser.add_argument("--attack-connections", type=int, default=4)
     parser.add_argument("--in-flight", type=int, default=2000, help="per attack connection")
     parser.add_argument(
-        "--think", type=float, default=0.05, help="mean legit pause between logins (exponential)"
+        "--think",
+        type=_thinks,
+        default=[0.05],
+        metavar="SECONDS[,SECONDS...]",
+        help="mean legit pause between logins (exponential); several: one run each, "
+        "e.g. 0.25,0.1,0.05 for about 200, 500 and 1,000 logins/s",
     )
     parser.add_argument("--scheme", default="SSHA512", help="how the users are stored")
     parser.add_argument("--dovecot", action="store_true", help="also run real Dovecot")
@@ -441,13 +492,14 @@ def main() -> int:
         f"({args.scheme}); load average {os.getloadavg()[0]:.2f}",
         flush=True,
     )
+    servers: dict[str, list[Row]] = {}
     try:
         if not args.no_authbridge:
             extra = ["--config", args.authbridge_config] if args.authbridge_config else []
             label = "authbridge" + (f" ({args.authbridge_config})" if extra else " (defaults)")
             bridge = AuthbridgeServer(users, base / "authbridge.sock", extra_args=extra).start()
             try:
-                run_phases(label, str(bridge.socket_path), args, password)
+                servers[label] = run_phases(label, str(bridge.socket_path), args, password)
             finally:
                 try:
                     bridge.stop(timeout=30)
@@ -460,9 +512,12 @@ def main() -> int:
             with DovecotAuth(
                 users, base / "dovecot.sock", extra_settings=settings, workdir=workdir
             ) as dc:
-                run_phases("dovecot 2.3 (failure delay 2 s)", str(dc.socket_path), args, password)
+                label = "dovecot 2.3 (failure delay 2 s)"
+                servers[label] = run_phases(label, str(dc.socket_path), args, password)
     finally:
         shutil.rmtree(base, ignore_errors=True)
+    if servers:
+        print(summary(args.duration, servers), flush=True)
     return 0
 
 
