@@ -35,11 +35,8 @@ class AfterBatch(trio.abc.Instrument):
         self._installed = False
 
     def defer(self, fn: Callable[..., None], *args: Any) -> None:
-        if not self._installed:
-            self._call(fn, args)
-            return
         self._pending.append((fn, args))
-        if len(self._pending) >= MAX_PENDING:
+        if not self._installed or len(self._pending) >= MAX_PENDING:
             self.run_pending()
 
     def run_pending(self) -> None:
@@ -51,13 +48,6 @@ class AfterBatch(trio.abc.Instrument):
                     fn(*args)
                 except Exception:
                     log.exception("per-request bookkeeping failed")
-
-    @staticmethod
-    def _call(fn: Callable[..., None], args: tuple[Any, ...]) -> None:
-        try:
-            fn(*args)
-        except Exception:
-            log.exception("per-request bookkeeping failed")
 
     def install(self) -> None:
         """Hook into the current trio run (from inside it)."""

@@ -12,7 +12,6 @@ from __future__ import annotations
 import base64
 import io
 import socket
-from typing import Any
 
 import pytest
 import trio
@@ -22,24 +21,15 @@ from authbridge.after_batch import AfterBatch
 from authbridge.authenticator import Authenticator
 from authbridge.config import Config, PolicyConfig
 from authbridge.hashing import Hasher
-from authbridge.passdb.passwd_file import parse_passwd_file
 from authbridge.penalty import PenaltySettings
 from authbridge.server import AuthServer
 from authbridge.session import RequestInfo
 from authbridge.verdict import Verdict
 from tests.support import root_logging_restored
+from tests.support.memory_store import MemoryStore
 
 HANDSHAKE = b"VERSION\t1\t2\nCPID\t1\n"
-
-
-class _Store:
-    name = "memory"
-
-    def __init__(self) -> None:
-        self.entries = parse_passwd_file("joe:{PLAIN}right\nann:{PLAIN}other\n", "memory")
-
-    async def lookup(self, user: str, info: object = None) -> Any:
-        return self.entries.get(user)
+USERS = "joe:{PLAIN}right\nann:{PLAIN}other\n"
 
 
 def _auth(n: int, user: str, password: str) -> bytes:
@@ -49,7 +39,7 @@ def _auth(n: int, user: str, password: str) -> bytes:
 
 def _server() -> AuthServer:
     config = Config(policy=PolicyConfig(failure_delay=0.0), penalty=PenaltySettings(enabled=False))
-    return AuthServer(config, Authenticator([_Store()], Hasher()))
+    return AuthServer(config, Authenticator([MemoryStore(USERS)], Hasher()))
 
 
 def _peek(sock: socket.socket) -> bytes:

@@ -10,9 +10,9 @@ import pytest
 from authbridge.authenticator import Authenticator
 from authbridge.hashing import Hasher
 from authbridge.mechanisms.base import VerifyCramMd5, VerifyPlain
-from authbridge.passdb.passwd_file import parse_passwd_file
 from authbridge.session import RequestInfo
 from authbridge.verdict import Outcome, Reason
+from tests.support.memory_store import MemoryStore
 
 USERS = """\
 userx:{PLAIN}secret
@@ -28,23 +28,13 @@ broken:{NOSUCHSCHEME}xyz
 """
 
 
-class _Store:
-    name = "memory"
-
-    def __init__(self) -> None:
-        self.entries = parse_passwd_file(USERS, "memory")
-
-    async def lookup(self, user: str, info: object = None):  # type: ignore[no-untyped-def]
-        return self.entries.get(user)
-
-
 def info(rip: str | None = None) -> RequestInfo:
     return RequestInfo(id=1, mechanism="PLAIN", service="smtp", rip=rip, secured=True)
 
 
 @pytest.fixture
 def auth() -> Authenticator:
-    return Authenticator([_Store()], Hasher())
+    return Authenticator([MemoryStore(USERS)], Hasher())
 
 
 async def test_right_password(auth: Authenticator) -> None:

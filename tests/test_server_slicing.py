@@ -14,7 +14,6 @@ from __future__ import annotations
 import base64
 import io
 import socket
-from typing import Any
 
 import trio
 
@@ -22,25 +21,16 @@ from authbridge import logs
 from authbridge.authenticator import Authenticator
 from authbridge.config import Config, PolicyConfig
 from authbridge.hashing import Hasher
-from authbridge.passdb.passwd_file import parse_passwd_file
 from authbridge.penalty import PenaltySettings
 from authbridge.server import ABORTED_EVENTS_PER_STEP, AuthServer
 from tests.support import root_logging_restored
+from tests.support.memory_store import MemoryStore
 
 BURST = 3000
+USERS = "joe:{PLAIN}right\n"
 #: Lines one step of a connection's task may parse: a read is at most 4 KiB, and the
 #: burst's lines are about 85 bytes (48 a read); 64 KiB reads gave 700-900.
 MAX_LINES_PER_STEP = 64
-
-
-class _Store:
-    name = "memory"
-
-    def __init__(self) -> None:
-        self.entries = parse_passwd_file("joe:{PLAIN}right\n", "memory")
-
-    async def lookup(self, user: str, info: object = None) -> Any:
-        return self.entries.get(user)
 
 
 class _LinesPerStep(trio.abc.Instrument):
@@ -68,7 +58,7 @@ def _auth_line(n: int, password: str) -> bytes:
 
 async def test_pipelined_burst_is_parsed_a_slice_per_step() -> None:
     config = Config(policy=PolicyConfig(failure_delay=0.0), penalty=PenaltySettings(enabled=False))
-    server = AuthServer(config, Authenticator([_Store()], Hasher()))
+    server = AuthServer(config, Authenticator([MemoryStore(USERS)], Hasher()))
     instrument = _LinesPerStep(server)
     ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
     ours.setblocking(False)
@@ -120,7 +110,7 @@ async def test_hanging_up_with_thousands_pending_is_reported_in_slices() -> None
     stream = io.StringIO()
     with root_logging_restored():
         logs.configure("json", "info", stream)
-        server = AuthServer(Config(), Authenticator([_Store()], Hasher()))
+        server = AuthServer(Config(), Authenticator([MemoryStore(USERS)], Hasher()))
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         ours.setblocking(False)
         # PLAIN without an initial response: each request waits for its CONT.
