@@ -36,6 +36,17 @@ prometheus_client.disable_created_metrics()  # type: ignore[no-untyped-call]
 #: The closed set of ``result`` label values of ``authbridge_authentications_total``.
 RESULTS = ("ok", "fail", "tempfail", "aborted", "protocol_error", "rejected_policy")
 
+#: The closed set of ``where`` label values of ``authbridge_internal_errors_total``.
+INTERNAL_ERROR_PLACES = (
+    "connection",
+    "check",
+    "bookkeeping",
+    "metrics_http",
+    "reload",
+    "store",
+    "worker",
+)
+
 #: The closed set of ``result`` label values of the store lookup histogram.
 LOOKUP_RESULTS = ("found", "not_found", "error")
 
@@ -155,6 +166,15 @@ class Metrics:
             "Connections closed for a protocol violation.",
             registry=r,
         )
+        self.internal_errors = Counter(
+            "authbridge_internal_errors",
+            "Unexpected exceptions contained where they happened (one connection, one "
+            "scrape, one reload, ...), by where: the daemon kept serving.",
+            ["where"],
+            registry=r,
+        )
+        for where in INTERNAL_ERROR_PLACES:
+            self.internal_errors.labels(where=where)
         self.penalties = Counter(
             "authbridge_penalties", "Requests held back by the per-IP penalty.", registry=r
         )
