@@ -89,6 +89,8 @@ class PolicyConfig:
 class LogConfig:
     format: str = "auto"
     level: str = "info"
+    #: Login names no store recognised: ``fingerprint`` (may be passwords) or ``typed``.
+    unknown_users: str = "fingerprint"
 
 
 @dataclass(frozen=True, slots=True)
@@ -358,6 +360,12 @@ def parse_config(text: str, source: str = "<string>", base_dir: Path | None = No
                 if v in ("debug", "info", "warning", "error")
                 else "must be debug, info, warning or error"
             ),
+        ),
+        unknown_users=lg.get(
+            "unknown_users",
+            str,
+            "fingerprint",
+            lambda v: None if v in ("fingerprint", "typed") else "must be fingerprint or typed",
         ),
     )
     lg.finish()
