@@ -26,7 +26,7 @@ from authbridge.passdb.base import Passdb, PassdbEntry, StoreUnavailable
 from authbridge.schemes import StoredPassword
 from authbridge.session import Credential, KeysFound, RequestInfo
 from authbridge.usernames import InvalidUsername, UsernamePolicy
-from authbridge.verdict import Outcome, Reason, Verdict
+from authbridge.verdict import Outcome, Reason, Verdict, refuse_nologin
 
 log = logging.getLogger(__name__)
 
@@ -178,6 +178,9 @@ class Authenticator:
         #: A stored hash that cannot be used is our problem, not a wrong password:
         #: an internal failure. Dovecot 2.3 answers a plain FAIL; compat mode does too.
         self.broken_hash_is_tempfail = True
+        #: An OK whose fields carry ``nologin`` is answered as a FAIL (see
+        #: :func:`authbridge.verdict.refuse_nologin`); Dovecot 2.3, and compat mode, say OK.
+        self.nologin_refuses = True
         #: Called with (store name, "found" | "not_found" | "error", seconds) per lookup.
         self.on_lookup: Callable[[str, str, float], None] | None = None
         self._inline_lookups: list[tuple[str, str, float]] = []
@@ -188,10 +191,24 @@ class Authenticator:
 
     async def check(self, info: RequestInfo, credential: Credential) -> Verdict | KeysFound:
         if isinstance(credential, VerifyPlain):
-            return await self._check_plain_cached(info, credential)
-        if isinstance(credential, VerifyCramMd5):
-            return await self._check_cram_md5(info, credential)
-        return await self._scram_keys(info, credential)
+            verdict = await self._check_plain_cached(info, credential)
+        elif isinstance(credential, VerifyCramMd5):
+            verdict = await self._check_cram_md5(info, credential)
+        else:
+            found = await self._scram_keys(info, credential)
+            if isinstance(found, Verdict):
+                return self._policy(found)
+            # The proof is checked later, by the mechanism: a wrong one still fails as a
+            # mismatch, the right one gets this (refused) verdict instead of the OK.
+            return KeysFound(found.keys, self._policy(found.verdict))
+        return self._policy(verdict)
+
+    def _policy(self, verdict: Verdict) -> Verdict:
+        """authbridge's own rules on top of Dovecot's verdict (off in compat mode).
+
+        Applied after the cache, which keeps Dovecot's verdict as it is.
+        """
+        return refuse_nologin(verdict) if self.nologin_refuses else verdict
 
     async def _check_plain_cached(self, info: RequestInfo, cred: VerifyPlain) -> Verdict:
         # A store whose query depends on the client (%s, %r, %l) answers per request,
@@ -336,10 +353,12 @@ class Authenticator:
             return None
         self._inline_lookups.clear()
         verdict = self._check_now(info, credential)
-        if verdict is not None and self.on_lookup is not None:
+        if verdict is None:
+            return None
+        if self.on_lookup is not None:
             for store, result, seconds in self._inline_lookups:
                 self.on_lookup(store, result, seconds)
-        return verdict
+        return self._policy(verdict)
 
     def _check_now(self, info: RequestInfo, credential: Credential) -> Verdict | None:
         if isinstance(credential, VerifyPlain):

@@ -83,6 +83,8 @@ class PolicyConfig:
     tempfail_disconnects: bool = True
     #: An unusable stored hash is an internal failure (Dovecot 2.3: a plain FAIL).
     broken_hash_is_tempfail: bool = True
+    #: An OK carrying ``nologin`` becomes a FAIL (Exim and Postfix would accept it).
+    nologin_refuses: bool = True
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,6 +122,7 @@ class Config:
                 allow_no_rip=True,
                 tempfail_disconnects=False,
                 broken_hash_is_tempfail=False,
+                nologin_refuses=False,
             ),
             penalty=replace(self.penalty, enabled=False),
         )
@@ -340,6 +343,7 @@ def parse_config(text: str, source: str = "<string>", base_dir: Path | None = No
         failure_delay=pol.get("failure_delay", float, 2.0, _not_negative),
         tempfail_disconnects=pol.get("tempfail_disconnects", bool, True),
         broken_hash_is_tempfail=pol.get("broken_hash_is_tempfail", bool, True),
+        nologin_refuses=pol.get("nologin_refuses", bool, True),
     )
     pol.finish()
 

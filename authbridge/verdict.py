@@ -7,6 +7,7 @@ disagree about what happened.
 
 from __future__ import annotations
 
+import dataclasses
 import enum
 
 from authbridge.records import record
@@ -33,6 +34,8 @@ class Reason(enum.Enum):
     POLICY = "policy"
     STORE_ERROR = "store_error"
     BROKEN_HASH = "broken_hash"
+    #: The right credential, but the store marks the user ``nologin`` (default mode).
+    NOLOGIN = "nologin"
 
 
 @record
@@ -65,3 +68,29 @@ def fail(user: str | None, reason: Reason, original_user: str | None = None) -> 
 
 def tempfail(user: str | None, reason: Reason = Reason.STORE_ERROR) -> Verdict:
     return Verdict(Outcome.TEMPFAIL, user, reason)
+
+
+def refuse_nologin(verdict: Verdict) -> Verdict:
+    """An OK whose fields carry ``nologin`` as the FAIL a login must see.
+
+    Dovecot 2.3 answers such an OK on the auth-client socket and leaves refusing to the
+    client (its own login processes do); Exim and Postfix ignore the field and would let
+    a disabled user send mail. The FAIL keeps the user's ``reason=`` text (Postfix shows
+    it in its 535 reply) and nothing else of the fields, like any FAIL. Anything that is
+    not such an OK (a wrong password above all) is returned unchanged, so nothing here
+    tells an account's state to someone who does not know its password.
+    """
+    fields = verdict.fields
+    if not fields or verdict.outcome is not Outcome.OK:
+        return verdict
+    if not any(key == "nologin" for key, _ in fields):
+        return verdict
+    kept = tuple((key, value) for key, value in fields if key == "reason" and value)[:1]
+    return dataclasses.replace(
+        verdict,
+        outcome=Outcome.FAIL,
+        reason=Reason.NOLOGIN,
+        fields=kept,
+        had_store_fields=bool(kept),
+        nodelay=False,
+    )

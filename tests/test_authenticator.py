@@ -89,6 +89,7 @@ async def test_nopassword_accepts_anything(auth: Authenticator) -> None:
 async def test_visible_fields_on_success_and_none_on_a_wrong_password(
     auth: Authenticator,
 ) -> None:
+    auth.nologin_refuses = False  # Dovecot's own verdict (tests/policy/test_nologin.py)
     ok = await auth.check(info(), VerifyPlain("marked", "", b"pw"))
     bad = await auth.check(info(), VerifyPlain("marked", "", b"no"))
     assert ok.fields == (("nologin", None), ("reason", "Moved"))

@@ -269,6 +269,7 @@ class Daemon:
         # Bound here, before the event loop, so a taken port is a clean start-up error.
         # A worker's metrics are served by its supervisor.
         self.http = (
+        self.authenticator.nologin_refuses = config.policy.nologin_refuses
             MetricsHTTP(self.metrics, config.metrics.listen, lambda: self.ready)
             if config.metrics.listen and not worker
             else None
@@ -378,6 +379,7 @@ class Daemon:
         self.metrics.prime_stores(store.name for store in stores)
         self.metrics.reloaded(True)
         await close_stores(old_stores)
+        self.authenticator.nologin_refuses = config.policy.nologin_refuses
         log.info("reloaded", config=config.source, stores=len(stores))
         self.notifier.ready("reloaded")
         return True
