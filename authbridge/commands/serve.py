@@ -263,13 +263,13 @@ class Daemon:
         self.authenticator = Authenticator(list(stores), self.hasher, cache=self.cache)
         self.authenticator.dummy_password = _sample_password(stores)
         self.authenticator.broken_hash_is_tempfail = config.policy.broken_hash_is_tempfail
+        self.authenticator.nologin_refuses = config.policy.nologin_refuses
         self.metrics.watch_cache(lambda: (self.cache.hits, self.cache.misses, len(self.cache)))
         self.authenticator.on_lookup = self.metrics.observe_lookup
         self.metrics.prime_stores(store.name for store in stores)
         # Bound here, before the event loop, so a taken port is a clean start-up error.
         # A worker's metrics are served by its supervisor.
         self.http = (
-        self.authenticator.nologin_refuses = config.policy.nologin_refuses
             MetricsHTTP(self.metrics, config.metrics.listen, lambda: self.ready)
             if config.metrics.listen and not worker
             else None
@@ -373,13 +373,13 @@ class Daemon:
         self.authenticator.stores = list(stores)
         self.authenticator.dummy_password = _sample_password(stores)
         self.authenticator.broken_hash_is_tempfail = config.policy.broken_hash_is_tempfail
+        self.authenticator.nologin_refuses = config.policy.nologin_refuses
         self.cache.settings = config.cache
         self.cache.flush()
         self.server.apply_config(config)
         self.metrics.prime_stores(store.name for store in stores)
         self.metrics.reloaded(True)
         await close_stores(old_stores)
-        self.authenticator.nologin_refuses = config.policy.nologin_refuses
         log.info("reloaded", config=config.source, stores=len(stores))
         self.notifier.ready("reloaded")
         return True
