@@ -9,9 +9,11 @@ times in ``_timestamp_seconds``, and the version in ``authbridge_build_info``.
 
 from __future__ import annotations
 
+import math
 import os
 import platform
 import socket
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -25,8 +27,10 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.exposition import ThreadingWSGIServer
 from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.registry import Collector
+from prometheus_client.samples import Sample
 
 from authbridge import __version__
+from authbridge.contained import Streak, report
 from authbridge.session import RequestInfo
 from authbridge.verdict import Outcome, Reason, Verdict
 
@@ -45,6 +49,11 @@ INTERNAL_ERROR_PLACES = (
     "reload",
     "store",
     "worker",
+)
+
+INTERNAL_ERRORS_HELP = (
+    "Unexpected exceptions contained where they happened (one connection, one "
+    "scrape, one reload, ...), by where: the daemon kept serving."
 )
 
 #: The closed set of ``result`` label values of the store lookup histogram.
@@ -113,6 +122,26 @@ def multiprocess_dir() -> str | None:
     return os.environ.get("PROMETHEUS_MULTIPROC_DIR") or None
 
 
+def guarded(
+    source: Callable[[], Any], fallback: Any, count: Callable[[str], None] | None
+) -> Callable[[], Any]:
+    """``source`` made safe to call from a scrape: ``fallback`` when it raises.
+
+    A watched value is read inside the HTTP thread's scrape (or the worker's sampling
+    loop); a callback that raises skips that one value (``fallback``, NaN for a gauge)
+    instead of failing the scrape, and is logged and counted (``where=metrics_http``).
+    """
+
+    def read() -> Any:
+        try:
+            return source()
+        except Exception as exc:
+            report("metrics_http", exc, "metric callback failed; value skipped", count)
+            return fallback
+
+    return read
+
+
 class Metrics:
     """Every metric of one serving process.
 
@@ -168,13 +197,13 @@ class Metrics:
         )
         self.internal_errors = Counter(
             "authbridge_internal_errors",
-            "Unexpected exceptions contained where they happened (one connection, one "
-            "scrape, one reload, ...), by where: the daemon kept serving.",
+            INTERNAL_ERRORS_HELP,
             ["where"],
             registry=r,
         )
-        for where in INTERNAL_ERROR_PLACES:
-            self.internal_errors.labels(where=where)
+        self._internal_children = {
+            where: self.internal_errors.labels(where=where) for where in INTERNAL_ERROR_PLACES
+        }
         self.penalties = Counter(
             "authbridge_penalties", "Requests held back by the per-IP penalty.", registry=r
         )
@@ -220,17 +249,31 @@ class Metrics:
             )
             self._cache_seen = (0, 0)
         else:
-            r.register(_CacheCollector(lambda: self._cache_source()))
+            r.register(_CacheCollector(lambda: self._cache_source(), self.internal_error))
+
+    def internal_error(self, where: str) -> None:
+        """Count one unexpected exception contained at ``where`` (see contained.report)."""
+        child = self._internal_children.get(where)
+        if child is None:
+            raise ValueError(f"where {where!r} is not one of {INTERNAL_ERROR_PLACES}")
+        child.inc()
 
     def watch(self, gauge: Gauge, source: Callable[[], float]) -> None:
-        """Report ``source()`` as ``gauge``: read at every scrape, or by :meth:`sample`."""
+        """Report ``source()`` as ``gauge``: read at every scrape, or by :meth:`sample`.
+
+        A source that raises gives NaN for that scrape (or keeps the last sampled
+        value in a worker), and is counted.
+        """
         if self.multiprocess:
             self._gauge_sources.append((gauge, source))
         else:
-            gauge.set_function(source)
+            gauge.set_function(guarded(source, math.nan, self.internal_error))
 
     def sample(self) -> None:
-        """Copy callback values into the shared files (workers only; a no-op otherwise)."""
+        """Copy callback values into the shared files (workers only; a no-op otherwise).
+
+        Raises what a callback raises; :meth:`sample_forever` contains it.
+        """
         if not self.multiprocess:
             return
         for gauge, source in self._gauge_sources:
@@ -243,8 +286,17 @@ class Metrics:
         self._cache_entries.set(entries)
 
     async def sample_forever(self, interval: float = 1.0) -> None:
+        """Sample once every ``interval``; a sample that raises is skipped, not fatal."""
+        streak = Streak(
+            "metrics_http", "metrics sampling failed; the last values stay", self.internal_error
+        )
         while True:
-            self.sample()
+            try:
+                self.sample()
+            except Exception as exc:
+                streak.failed(exc)
+            else:
+                streak.ok()
             await trio.sleep(interval)
 
     def watch_cache(self, source: Callable[[], tuple[int, int, int]]) -> None:
@@ -254,7 +306,9 @@ class Metrics:
     def watch_ready(self, source: Callable[[], bool]) -> None:
         """Report ``source()`` as ``authbridge_ready`` at every scrape."""
         if self.ready is not None:
-            self.ready.set_function(lambda: 1.0 if source() else 0.0)
+            self.ready.set_function(
+                guarded(lambda: 1.0 if source() else 0.0, 0.0, self.internal_error)
+            )
 
     # Labelled children are looked up once per (mechanism, result) and kept: labels()
     # costs a lock and a dict walk on every authentication otherwise.
@@ -326,14 +380,24 @@ def build_info(registry: CollectorRegistry) -> None:
 class _CacheCollector(Collector):
     """Cache counters read from the cache itself at scrape time (no double bookkeeping)."""
 
-    def __init__(self, source: Callable[[], tuple[int, int, int]]) -> None:
+    def __init__(
+        self,
+        source: Callable[[], tuple[int, int, int]],
+        count: Callable[[str], None] | None = None,
+    ) -> None:
         self._source = source
+        self._count = count
 
     def describe(self) -> Iterable[Any]:
         return self._families(0, 0, 0)
 
     def collect(self) -> Iterable[Any]:
-        return self._families(*self._source())
+        try:
+            values = self._source()
+        except Exception as exc:  # skip the cache series for this scrape, serve the rest
+            report("metrics_http", exc, "cache metrics failed; skipped this scrape", self._count)
+            return []
+        return self._families(*values)
 
     @staticmethod
     def _families(hits: int, misses: int, entries: int) -> list[Any]:
@@ -356,7 +420,11 @@ class SupervisorMetrics:
 
     def __init__(self, path: str) -> None:
         self.registry = CollectorRegistry()
-        MultiProcessCollector(self.registry, path=path)  # type: ignore[no-untyped-call]
+        #: The supervisor's own contained exceptions, added to the workers' at scrape time
+        #: (one ``authbridge_internal_errors_total`` family, whoever counted).
+        self.own_internal_errors = dict.fromkeys(INTERNAL_ERROR_PLACES, 0)
+        self._lock = threading.Lock()
+        self.registry.register(_WorkersPlusOwn(path, self._own_internal_counts))
         self.ready = ready_gauge(self.registry)
         build_info(self.registry)
         self.workers = Gauge(
@@ -372,15 +440,73 @@ class SupervisorMetrics:
         )
 
     def watch_ready(self, source: Callable[[], bool]) -> None:
-        self.ready.set_function(lambda: 1.0 if source() else 0.0)
+        self.ready.set_function(guarded(lambda: 1.0 if source() else 0.0, 0.0, self.internal_error))
+
+    def watch_workers(self, state: str, source: Callable[[], float]) -> None:
+        """Report ``source()`` as ``authbridge_workers{state}``; NaN if it raises."""
+        self.workers.labels(state=state).set_function(
+            guarded(source, math.nan, self.internal_error)
+        )
+
+    def internal_error(self, where: str) -> None:
+        if where not in self.own_internal_errors:
+            raise ValueError(f"where {where!r} is not one of {INTERNAL_ERROR_PLACES}")
+        with self._lock:
+            self.own_internal_errors[where] += 1
+
+    def _own_internal_counts(self) -> dict[str, int]:
+        with self._lock:
+            return dict(self.own_internal_errors)
+
+
+class _WorkersPlusOwn(Collector):
+    """The workers' files summed, with the supervisor's own internal errors added in."""
+
+    def __init__(self, path: str, own: Callable[[], dict[str, int]]) -> None:
+        self._files = MultiProcessCollector(None, path=path)  # type: ignore[no-untyped-call]
+        self._own = own
+
+    def collect(self) -> Iterable[Any]:
+        own = self._own()
+        merged = False
+        for family in self._files.collect():  # type: ignore[no-untyped-call]
+            if family.name == "authbridge_internal_errors":
+                family.samples = _add_counts(family.samples, own)
+                merged = True
+            yield family
+        if not merged:
+            family = CounterMetricFamily(
+                "authbridge_internal_errors",
+                INTERNAL_ERRORS_HELP,
+                labels=["where"],
+            )
+            for where, value in own.items():
+                family.add_metric([where], value)
+            yield family
+
+
+def _add_counts(samples: list[Any], own: dict[str, int]) -> list[Any]:
+    """``own`` added to the ``_total`` samples of a counter family, by ``where``."""
+    left = dict(own)
+    out = []
+    for sample in samples:
+        where = sample.labels.get("where")
+        if sample.name.endswith("_total") and where in left:
+            sample = sample._replace(value=sample.value + left.pop(where))
+        out.append(sample)
+    for where, value in left.items():
+        out.append(Sample("authbridge_internal_errors_total", {"where": where}, value))
+    return out
 
 
 class Exported(Protocol):
-    """What :class:`MetricsHTTP` serves: a registry and a readiness hook."""
+    """What :class:`MetricsHTTP` serves: a registry, a readiness hook, an error count."""
 
     registry: CollectorRegistry
 
     def watch_ready(self, source: Callable[[], bool]) -> None: ...
+
+    def internal_error(self, where: str) -> None: ...
 
 
 class MetricsListenError(Exception):
@@ -405,10 +531,26 @@ class _QuietHandler(WSGIRequestHandler):
         """Scrapes are not worth a log line each."""
 
 
-def _server_class(host: str) -> type[ThreadingWSGIServer]:
+class _ContainedServer(ThreadingWSGIServer):
+    """A request that fails outside the app (a broken request, say) ends that request.
+
+    socketserver would print the traceback (message included) to stderr; this logs the
+    type and location and counts it, and the server thread goes on.
+    """
+
+    count: Callable[[str], None] | None = None
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        exc = sys.exc_info()[1]
+        if exc is None or isinstance(exc, ConnectionError | TimeoutError):
+            return  # the scraper went away: nothing of ours broke
+        report("metrics_http", exc, "metrics request failed", self.count)
+
+
+def _server_class(host: str) -> type[_ContainedServer]:
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
 
-    class _Server(ThreadingWSGIServer):
+    class _Server(_ContainedServer):
         address_family = family
 
     return _Server
@@ -427,13 +569,17 @@ class MetricsHTTP:
         host, port = parse_listen(listen)
         self._metrics_app = make_wsgi_app(metrics.registry)
         self._ready = ready
+        self._count = metrics.internal_error
+        self._stopping = threading.Event()
         metrics.watch_ready(ready)
+        server_class = _server_class(host)
+        server_class.count = metrics.internal_error
         try:
             self.server: WSGIServer = make_server(
                 host,
                 port,
                 self._app,
-                server_class=_server_class(host),
+                server_class=server_class,
                 handler_class=_QuietHandler,
             )
         except OSError as exc:
@@ -441,11 +587,36 @@ class MetricsHTTP:
                 f"cannot serve metrics on {listen}: {exc.strerror or exc}"
             ) from None
         self.address: tuple[str, int] = self.server.server_address[:2]  # type: ignore[assignment]
-        self._thread = threading.Thread(
-            target=self.server.serve_forever, daemon=True, name="metrics-http"
-        )
+        self._thread = threading.Thread(target=self._serve, daemon=True, name="metrics-http")
+
+    def _serve(self) -> None:
+        """serve_forever, started again if it ever raises: the thread outlives any error."""
+        while not self._stopping.is_set():
+            try:
+                self.server.serve_forever()
+                return  # shutdown() asked for it
+            except Exception as exc:
+                report(
+                    "metrics_http", exc, "metrics server loop failed; restarting it", self._count
+                )
+                self._stopping.wait(1.0)  # no busy loop if the failure repeats
 
     def _app(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+        """Route a request; anything that raises gives this request a 500, nothing more."""
+        try:
+            return list(self._route(environ, start_response))
+        except Exception as exc:
+            report("metrics_http", exc, "metrics request failed; answered 500", self._count)
+            start_response(
+                "500 Internal Server Error",
+                [("Content-Type", "text/plain; charset=utf-8")],
+                sys.exc_info(),
+            )
+            return [b"authbridge: internal error, see the log\n"]
+
+    def _route(
+        self, environ: dict[str, Any], start_response: Callable[..., Any]
+    ) -> Iterable[bytes]:
         path = environ.get("PATH_INFO") or "/"
         if path == "/healthz":
             ok = self._ready()
@@ -464,5 +635,6 @@ class MetricsHTTP:
         self._thread.start()
 
     def stop(self) -> None:
+        self._stopping.set()
         self.server.shutdown()
         self.server.server_close()
