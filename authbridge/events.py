@@ -4,6 +4,11 @@ The server calls these functions; they decide what is logged and how. Nothing th
 carry a credential is ever logged: passwords never reach this module, and the trace
 redacts every payload that may hold one (``resp=``, ``CONT`` data in both directions,
 password-like extra fields) and whatever line it does not recognise.
+
+A login name no store recognised may be a password typed into the wrong field: it is
+logged as a keyed fingerprint (:mod:`authbridge.userlog`), in the authentication event,
+the fail2ban line and the ``user=`` of ``FAIL`` replies in the trace. Names a store
+found are logged as typed.
 """
 
 from __future__ import annotations
@@ -12,7 +17,7 @@ import logging
 import re
 from collections import OrderedDict
 
-from authbridge import wire
+from authbridge import userlog, wire
 from authbridge.logs import get_logger, request_event
 from authbridge.metrics import result_label
 from authbridge.session import RequestInfo
@@ -32,12 +37,28 @@ FAIL2BAN_WORDS = {
     Reason.INVALID_USERNAME: "invalid user name",
 }
 
+#: Failures that come after a store found the user: its name is a real login name.
+#: Everything else (unknown, invalid, refused or failed before the lookup) may be a
+#: password typed into the user field.
+_STORE_FOUND = frozenset(
+    {
+        Reason.PASSWORD_MISMATCH,
+        Reason.SCHEME_NOT_AVAILABLE,
+        Reason.FORCED_FAIL,
+        Reason.BROKEN_HASH,
+        Reason.NETWORK_DENIED,
+    }
+)
+#: Name fields of a ``FAIL`` reply: the trace cannot tell a known name there.
+_FAIL_NAME_KEYS = frozenset({"user", "original_user"})
+
 #: Parameter names whose value may carry a credential or a secret of the server.
 _SECRET_KEY = re.compile(r"^(?:resp|.*pass.*|.*secret.*|.*token.*|forward_.*|cookie)$", re.I)
 #: Commands whose fields are all plain protocol data (no credential can be in them).
 _PLAIN_COMMANDS = frozenset({"VERSION", "CPID", "CANCEL", "MECH", "SPID", "CUID", "DONE"})
-#: Commands whose ``key=value`` fields are passed through, secrets redacted.
-_KEYED_COMMANDS = frozenset({"AUTH", "OK", "FAIL"})
+#: Commands whose ``key=value`` fields are passed through, secrets redacted (``FAIL``
+#: too, its user names fingerprinted: see :func:`_redact_fail`).
+_KEYED_COMMANDS = frozenset({"AUTH", "OK"})
 #: Characters that could forge or break the fail2ban line if a user name carried them.
 _FAIL2BAN_UNSAFE = re.compile(r"[(),:\"\\\s]")
 
@@ -59,6 +80,18 @@ def sanitise(name: str | None, limit: int = 128) -> str | None:
     return "".join(ch if ch.isprintable() else "?" for ch in name[:limit])
 
 
+def known_user(verdict: Verdict) -> bool:
+    """Whether a store found the user of ``verdict`` (then its name is logged as typed)."""
+    return verdict.outcome is Outcome.OK or verdict.reason in _STORE_FOUND
+
+
+def shown_user(name: str | None, known: bool) -> str | None:
+    """A login name as it may appear in a log line: typed if known, else fingerprinted."""
+    if name is None:
+        return None
+    return sanitise(name if known else userlog.unknown_name(name))
+
+
 def _fail2ban_user(name: str | None) -> str:
     """The user for the fail2ban line: nothing that could fake the ``,rip)`` part."""
     return _FAIL2BAN_UNSAFE.sub("?", sanitise(name, 64) or "")
@@ -69,11 +102,12 @@ def authentication_finished(
 ) -> None:
     """One event per finished request, with everything an operator asks about."""
     typed = verdict.original_user if verdict.original_user is not None else verdict.user
+    known = known_user(verdict)
     if _info_enabled():
         _authentication_event(
             cuid,
             info,
-            sanitise(typed),
+            shown_user(typed, known),
             result_label(verdict),
             verdict.reason.value,
             round(duration, 6),
@@ -85,7 +119,8 @@ def authentication_finished(
         and _auth_stdlib_logger.isEnabledFor(logging.WARNING)
     ):
         # fail2ban: Dovecot's passdb shape, user first, the client's address second.
-        where = _fail2ban_user(verdict.user or typed)
+        # An unknown name becomes its fingerprint, which the filter's user part matches.
+        where = _fail2ban_user((verdict.user or typed) if known else shown_user(typed, False))
         if info.rip:
             where += f",{info.rip}"
         request_event(
@@ -146,6 +181,14 @@ def _redact_keyed(field: str) -> str:
     return field
 
 
+def _redact_fail(field: str) -> str:
+    """A ``FAIL`` field: secrets redacted, the (maybe unknown) user name fingerprinted."""
+    key, sep, value = field.partition("=")
+    if sep and key in _FAIL_NAME_KEYS:
+        return f"{key}={userlog.unknown_name(wire.tabunescape(value))}"
+    return _redact_keyed(field)
+
+
 def redact_line(line: str) -> str:
     """A protocol line with every value that may carry a credential replaced.
 
@@ -161,6 +204,8 @@ def redact_line(line: str) -> str:
         return _clean(line)
     if command == "COOKIE":
         return f"COOKIE\t{REDACTED}"
+    if command == "FAIL":
+        return _clean("\t".join([command, *(_redact_fail(f) for f in fields[1:])]))
     if command in _KEYED_COMMANDS:
         return _clean("\t".join([command, *(_redact_keyed(f) for f in fields[1:])]))
     return f"<unrecognised line, {len(line)} characters redacted>" if line else ""

@@ -16,6 +16,8 @@ from typing import Any
 
 import structlog
 
+from authbridge import userlog
+
 _LEVELS = {
     "debug": logging.DEBUG,
     "info": logging.INFO,
@@ -63,8 +65,16 @@ def _drop_secrets(_logger: Any, _method: str, event_dict: dict[str, Any]) -> dic
     return event_dict
 
 
-def configure(fmt: str = "auto", level: str = "info", stream: Any = None) -> None:
+def configure(
+    fmt: str = "auto",
+    level: str = "info",
+    stream: Any = None,
+    unknown_users: str = userlog.FINGERPRINT,
+) -> None:
     """Set up logging for the whole process; safe to call again.
+
+    ``unknown_users`` says how login names no store recognised appear (see
+    :mod:`authbridge.userlog`): as a fingerprint unless the operator asks for ``typed``.
 
     ``auto`` means JSON unless ``stream`` is a terminal: under systemd or in a pipe,
     journald and log shippers get one JSON object a line; a person gets columns.
@@ -80,6 +90,7 @@ def configure(fmt: str = "auto", level: str = "info", stream: Any = None) -> Non
         fmt = "console" if tty else "json"
     if fmt not in ("json", "console"):
         raise ValueError(f"log format {fmt!r}: expected auto, json or console")
+    userlog.set_unknown_users(unknown_users)
     shared: list[Any] = [
         structlog.contextvars.merge_contextvars,
         structlog.processors.add_log_level,

@@ -12,7 +12,7 @@ from collections.abc import Iterator
 import pytest
 from prometheus_client import generate_latest
 
-from authbridge import events, logs
+from authbridge import events, logs, userlog
 from authbridge.metrics import (
     LOOKUP_RESULTS,
     RESULTS,
@@ -220,7 +220,11 @@ def test_ipv6_loopback() -> None:
         ("CONT\t2\t", "CONT\t2\t"),
         ("CONT\t2\ta\tb", "CONT\t2\t<redacted>"),
         ("OK\t1\tuser=alice\tpass=secret", "OK\t1\tuser=alice\tpass=<redacted>"),
-        ("FAIL\t1\tuser=alice\tcode=temp_fail", "FAIL\t1\tuser=alice\tcode=temp_fail"),
+        (
+            # A FAIL's user may be a password typed as the name: fingerprinted.
+            "FAIL\t1\tuser=alice\tcode=temp_fail",
+            f"FAIL\t1\tuser={userlog.fingerprint('alice')}\tcode=temp_fail",
+        ),
         ("COOKIE\t0123456789abcdef", "COOKIE\t<redacted>"),
         ("VERSION\t1\t2", "VERSION\t1\t2"),
         ("CPID\t42", "CPID\t42"),
@@ -263,9 +267,12 @@ def test_tracer_drops_overlong_tails() -> None:
 @pytest.fixture
 def json_log() -> Iterator[io.StringIO]:
     stream = io.StringIO()
-    with root_logging_restored():
-        logs.configure("json", "debug", stream)
-        yield stream
+    try:
+        with root_logging_restored():
+            logs.configure("json", "debug", stream)
+            yield stream
+    finally:
+        userlog.set_unknown_users(userlog.FINGERPRINT)
 
 
 def _lines(stream: io.StringIO) -> list[dict[str, object]]:
@@ -301,8 +308,12 @@ def test_authentication_event_fields(json_log: io.StringIO) -> None:
     ("reason", "line"),
     [
         (Reason.PASSWORD_MISMATCH, "passwd-file(u,192.0.2.9): Password mismatch"),
-        (Reason.USER_UNKNOWN, "passwd-file(u,192.0.2.9): unknown user"),
-        (Reason.INVALID_USERNAME, "passwd-file(u,192.0.2.9): invalid user name"),
+        # Names no store knows are logged as their fingerprint (they may be passwords).
+        (Reason.USER_UNKNOWN, f"passwd-file({userlog.fingerprint('u')},192.0.2.9): unknown user"),
+        (
+            Reason.INVALID_USERNAME,
+            f"passwd-file({userlog.fingerprint('u')},192.0.2.9): invalid user name",
+        ),
         (Reason.POLICY, None),
         (Reason.NETWORK_DENIED, None),
         (Reason.MALFORMED, None),
@@ -319,6 +330,8 @@ def test_fail2ban_line_only_for_guesses(
 
 
 def test_fail2ban_user_cannot_forge_the_address(json_log: io.StringIO) -> None:
+    """With unknown names logged as typed (the setting), the name is sanitised."""
+    logs.configure("json", "debug", json_log, unknown_users="typed")
     info = RequestInfo(1, "PLAIN", "smtp", rip="192.0.2.9")
     forged = 'x,203.0.113.1): Password mismatch" "a\\b c'
     verdict = Verdict(Outcome.FAIL, None, Reason.USER_UNKNOWN, original_user=forged)
@@ -332,7 +345,8 @@ def test_fail2ban_user_cannot_forge_the_address(json_log: io.StringIO) -> None:
 def test_no_rip_means_no_address_in_the_fail2ban_line(json_log: io.StringIO) -> None:
     info = RequestInfo(1, "PLAIN", "smtp")
     events.authentication_finished(1, info, Verdict(Outcome.FAIL, "u", Reason.USER_UNKNOWN), 0)
-    assert "passwd-file(u): unknown user" in [e["event"] for e in _lines(json_log)]
+    line = f"passwd-file({userlog.fingerprint('u')}): unknown user"
+    assert line in [e["event"] for e in _lines(json_log)]
 
 
 def test_secret_keys_never_logged(json_log: io.StringIO) -> None:
