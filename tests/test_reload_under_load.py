@@ -12,11 +12,10 @@ import os
 import signal
 import socket
 import threading
-import time
 from pathlib import Path
 
 from authbridge import wire
-from tests.support import runtime_dir
+from tests.support import runtime_dir, wait_for_text, wait_until
 from tests.support.authbridge_proc import AuthbridgeServer
 
 CONFIG = """\
@@ -53,7 +52,7 @@ class _LoadClient(threading.Thread):
             sock.connect(str(self.path))
             sock.sendall(b"VERSION\t1\t0\nCPID\t9\n")
             buf = wire.LineBuffer()
-            next_id, outstanding = 1, set()
+            next_id, outstanding = 1, set[int]()
             while not self.stop_event.is_set() or outstanding:
                 while not self.stop_event.is_set() and len(outstanding) < self.depth:
                     line = f"AUTH\t{next_id}\tPLAIN\tservice=smtp\tresp={PLAIN_IR}\n"
@@ -94,7 +93,7 @@ class _ChurnClient(threading.Thread):
                 sock.settimeout(10)
                 sock.connect(str(self.path))
                 sock.sendall(b"VERSION\t1\t0\nCPID\t8\n" + LOGIN_AUTH)
-                buf, lines = wire.LineBuffer(), []
+                buf, lines = wire.LineBuffer(), list[str]()
                 while not any(line.startswith("CONT") for line in lines):
                     data = sock.recv(65536)
                     assert data, "closed before CONT"
@@ -112,6 +111,19 @@ class _ChurnClient(threading.Thread):
                 sock.close()
             except Exception as exc:  # every failure of the client counts as an error
                 self.errors.append(f"{type(exc).__name__}: {exc}")
+
+
+def _wait_for_progress(clients: list[_LoadClient | _ChurnClient], when: str) -> None:
+    """Every client completes a few more authentications (or one fails: stop waiting)."""
+    start = [c.ok for c in clients]
+    wait_until(
+        lambda: (
+            any(c.errors for c in clients)
+            or all(c.ok >= s + 3 for c, s in zip(clients, start, strict=True))
+        ),
+        timeout=30,
+        what=f"every client served {when}",
+    )
 
 
 def test_sighup_under_load_drops_nothing(tmp_path_factory) -> None:  # type: ignore[no-untyped-def]
@@ -135,7 +147,7 @@ def test_sighup_under_load_drops_nothing(tmp_path_factory) -> None:  # type: ign
         clients += [_ChurnClient(server.socket_path, stop) for _ in range(2)]
         for client in clients:
             client.start()
-        time.sleep(0.5)
+        _wait_for_progress(clients, "before the first reload")
         for round_number in range(6):
             if round_number == 3:
                 config.write_text("[policy]\nfailure_delay = 'broken'\n")  # refused
@@ -143,8 +155,18 @@ def test_sighup_under_load_drops_nothing(tmp_path_factory) -> None:  # type: ign
                 users.write_text(f"userx:{{PLAIN}}secret\nnew{round_number}:{{PLAIN}}pw\n")
                 config.write_text(CONFIG.format(users=users, delay=round_number * 0.1))
             os.kill(server.proc.pid, signal.SIGHUP)
-            time.sleep(0.4)
-        time.sleep(0.5)
+            # The reload has happened (or was refused) once the log says so ...
+            reloads = round_number + 1 if round_number < 3 else round_number
+            wait_for_text(server.stderr_text, '"reloaded"', count=reloads)
+            if round_number >= 3:
+                wait_for_text(server.stderr_text, "reload refused")
+            # ... and every client kept being served across it.
+            _wait_for_progress(clients, f"after reload {round_number}")
+        wait_until(
+            lambda: all(c.ok > 20 for c in clients) and sum(c.ok for c in clients) > 200,
+            timeout=60,
+            what="enough load to prove anything",
+        )
         stop.set()
         for client in clients:
             client.join(timeout=20)

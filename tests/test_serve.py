@@ -20,7 +20,7 @@ import bcrypt
 import pytest
 
 from authbridge import wire
-from tests.support import require_binary, runtime_dir, wait_for_unix_socket
+from tests.support import require_binary, runtime_dir, wait_for_text, wait_for_unix_socket
 from tests.support.authbridge_proc import AuthbridgeServer
 
 HELLO = b"VERSION\t1\t2\nCPID\t1\n"
@@ -153,15 +153,24 @@ def test_an_unparsable_store_at_start_is_a_clear_error(rundir: Path) -> None:
     assert f"{users}:2" in result.stderr
 
 
+def _received(server: AuthbridgeServer, request_id: int) -> None:
+    """Wait until the daemon's debug trace shows it has read AUTH ``request_id``.
+
+    The request is dispatched to the hash pool in the same step that reads it, so from
+    then on its check is in flight.
+    """
+    wait_for_text(server.stderr_text, f'"line": "AUTH\\t{request_id}\\t')
+
+
 def test_sigterm_finishes_in_flight_requests_then_removes_the_socket(rundir: Path) -> None:
-    server = _serve(rundir)
+    server = _serve(rundir, "--log-level", "debug")
     server.start()
     client = Client(rundir / "auth-client")
     client.send(
         HELLO + f"AUTH\t7\tPLAIN\tservice=smtp\tresp={_plain('slow', 'slowpass')}\n".encode()
     )
     client.until("DONE")
-    time.sleep(0.2)  # the bcrypt check (cost 13, ~0.5 s) is now running
+    _received(server, 7)  # the bcrypt check (cost 13, ~0.5 s) is now running
     assert server.proc is not None
     os.kill(server.proc.pid, signal.SIGTERM)
     assert client.until("OK") == "OK\t7\tuser=slow"
@@ -172,7 +181,7 @@ def test_sigterm_finishes_in_flight_requests_then_removes_the_socket(rundir: Pat
 
 
 def test_a_slow_hash_does_not_stall_other_connections(rundir: Path) -> None:
-    with _serve(rundir):
+    with _serve(rundir, "--log-level", "debug") as server:
         busy = Client(rundir / "auth-client")
         busy.send(HELLO)
         busy.until("DONE")
@@ -181,7 +190,8 @@ def test_a_slow_hash_does_not_stall_other_connections(rundir: Path) -> None:
                 f"AUTH\t{request_id}\tPLAIN\tservice=smtp\t"
                 f"resp={_plain('slow', 'slowpass')}\n".encode()
             )
-        time.sleep(0.1)
+        for request_id in range(1, 5):
+            _received(server, request_id)
         fresh = Client(rundir / "auth-client")
         fresh.send(
             HELLO + f"AUTH\t1\tPLAIN\tservice=smtp\tresp={_plain('userx', 'secret')}\n".encode()
@@ -219,15 +229,14 @@ def test_store_file_changes_are_picked_up_and_a_broken_one_keeps_the_old(rundir:
         else:
             pytest.fail("the changed store was never picked up")
         users.write_text("userx:{PLAIN}changed\nbroken:\x00binary garbage\n")
-        time.sleep(2.5)
+        log = wait_for_text(server.stderr_text, "store reload failed", timeout=15)
         client = Client(rundir / "auth-client")
         client.send(
             HELLO + f"AUTH\t1\tPLAIN\tservice=smtp\tresp={_plain('userx', 'changed')}\n".encode()
         )
         assert client.until("OK") == "OK\t1\tuser=userx"
         client.close()
-        log = server.stderr_text()
-        assert "store reload failed" in log and f"{users}:2" in log
+        assert f"{users}:2" in log
 
 
 def test_a_broken_stored_hash_fails_that_user_only_and_logs_user_and_scheme(rundir: Path) -> None:

@@ -24,7 +24,7 @@ from trio.testing import MockClock
 from authbridge import balance
 from authbridge.config import ConfigError, parse_config
 from tests.observability.helpers import http_get, parse_exposition, wait_for
-from tests.support import free_tcp_port, require_binary, runtime_dir
+from tests.support import free_tcp_port, require_binary, runtime_dir, wait_for_value
 from tests.support.authbridge_proc import AuthbridgeServer
 from tests.support.dovecot import doveadm_auth
 
@@ -82,6 +82,15 @@ class Running:
         status, text = http_get(self.port, "/metrics")
         assert status == 200, text
         return parse_exposition(text).value(name, **labels)
+
+    def wait_metric(self, name: str, value: float, **labels: str) -> None:
+        """Wait until the summed scrape shows ``value`` for the series (TimeoutError if not)."""
+        wait_for_value(
+            lambda: self.metric(name, **labels),
+            lambda seen: seen == value,
+            timeout=10,
+            what=f"{name}{labels} == {value}",
+        )
 
     def events(self, event: str) -> list[dict[str, object]]:
         out = []
@@ -178,8 +187,9 @@ def test_counts_are_summed_and_survive_a_crashed_worker(start: Callable[..., Run
         assert doveadm(running.sock, "demo", "wrong", "secured") == 77
     ok = {"mechanism": "PLAIN", "result": "ok"}
     fail = {"mechanism": "PLAIN", "result": "fail"}
-    assert running.metric("authbridge_authentications_total", **ok) == 6
-    assert running.metric("authbridge_authentications_total", **fail) == 3
+    # A worker counts a request just after its reply has gone out: wait for the scrape.
+    running.wait_metric("authbridge_authentications_total", 6, **ok)
+    running.wait_metric("authbridge_authentications_total", 3, **fail)
 
     victim = running.workers()[0]
     os.kill(victim, signal.SIGKILL)
@@ -189,7 +199,7 @@ def test_counts_are_summed_and_survive_a_crashed_worker(start: Callable[..., Run
     # The dead worker's counts stay in the totals; the replacement adds to them.
     assert running.metric("authbridge_authentications_total", **ok) == 6
     assert doveadm(running.sock, "demo", "demopass", "secured") == 0
-    assert running.metric("authbridge_authentications_total", **ok) == 7
+    running.wait_metric("authbridge_authentications_total", 7, **ok)
     assert wait_for(lambda: running.metric("authbridge_connections_active") == 0)
     (event,) = running.events("worker exited; starting a replacement")
     assert event["worker_pid"] == victim and event["status"] == -signal.SIGKILL

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 import signal
-import time
 from pathlib import Path
 
 from authbridge.authenticator import Authenticator
@@ -200,8 +199,12 @@ def test_daemon_cache_counts_and_flushes(bridge: StartBridge, policy_dir: Path) 
             assert c.plain(n + 1, "cached", "first-pass", "secured").startswith("OK")
         assert c.plain(9, "other", "nope", "secured").startswith("FAIL")
         assert c.plain(10, "other", "nope", "secured").startswith("FAIL")
-    values = scrape(url)
-    assert values["authbridge_cache_hits_total"] == 3  # two successes, one failure
+    # Counters move just after the reply has gone out: wait for the scrape to show them.
+    wait_until(
+        lambda: scrape(url)["authbridge_cache_hits_total"] == 3,  # two successes, one failure
+        10,
+        "three cache hits in /metrics",
+    )
     assert entries() == 2
 
     os.kill(pid, signal.SIGUSR2)
@@ -217,7 +220,7 @@ def test_daemon_cache_counts_and_flushes(bridge: StartBridge, policy_dir: Path) 
     with AuthClient(server.socket_path) as c:
         assert c.plain(1, "cached", "first-pass", "secured").startswith("OK")
     assert entries() == 1
-    time.sleep(0.05)
+    # A new password of another length: a changed size, whatever the mtime granularity.
     _users(users, "second-pass")
     wait_until(lambda: entries() == 0, 10, "the store change to flush the cache")
     with AuthClient(server.socket_path) as c:

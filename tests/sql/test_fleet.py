@@ -17,6 +17,7 @@ from authbridge.schemes import generate
 from tests.sql.conftest import QUERY
 from tests.sql.daemon import SqlBridge, auth, bridge_config, start_bridge
 from tests.sql.pgcluster import PgCluster
+from tests.support import wait_for_value
 
 TTL = 1.0
 USER = "fleet@example.org"
@@ -48,6 +49,23 @@ def both(fleet: tuple[SqlBridge, SqlBridge], password: str) -> list[str]:
     return [auth(bridge, USER, password) for bridge in fleet]
 
 
+#: What a loaded machine may add to the TTL: scheduling, a new connection, one query.
+SLACK = 1.5
+
+
+def honoured_within_ttl(fleet: tuple[SqlBridge, SqlBridge], password: str, expected: str) -> None:
+    """Ask both daemons again and again until both answer ``expected``.
+
+    Fails (TimeoutError) unless that happens within the cache TTL plus :data:`SLACK`.
+    """
+    wait_for_value(
+        lambda: both(fleet, password),
+        lambda replies: replies == [expected, expected],
+        timeout=TTL + SLACK,
+        what=f"both daemons answering {expected} within the {TTL} s cache TTL",
+    )
+
+
 def test_password_change_is_honoured_by_both_within_the_ttl(
     pg: PgCluster, fleet: tuple[SqlBridge, SqlBridge]
 ) -> None:
@@ -58,8 +76,7 @@ def test_password_change_is_honoured_by_both_within_the_ttl(
             "UPDATE mail_users SET password = %s WHERE username = %s",
             (generate("SSHA512", b"second-pass", USER), USER),
         )
-    time.sleep(TTL + 0.3)
-    assert both(fleet, "second-pass") == ["OK", "OK"]
+    honoured_within_ttl(fleet, "second-pass", "OK")
     assert both(fleet, "first-pass") == ["FAIL", "FAIL"]
 
 
@@ -69,12 +86,10 @@ def test_disabled_user_is_refused_by_both(
     assert both(fleet, "first-pass") == ["OK", "OK"]
     with pg.admin() as conn:
         conn.execute("UPDATE mail_users SET active = false WHERE username = %s", (USER,))
-    time.sleep(TTL + 0.3)
-    assert both(fleet, "first-pass") == ["FAIL", "FAIL"]
+    honoured_within_ttl(fleet, "first-pass", "FAIL")
     with pg.admin() as conn:
         conn.execute("UPDATE mail_users SET active = true WHERE username = %s", (USER,))
-    time.sleep(TTL + 0.3)
-    assert both(fleet, "first-pass") == ["OK", "OK"]
+    honoured_within_ttl(fleet, "first-pass", "OK")
 
 
 HOSTILE = [

@@ -15,8 +15,9 @@ import socket
 import subprocess
 import tempfile
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
+from typing import TypeVar
 
 import pytest
 
@@ -25,8 +26,13 @@ __all__ = [
     "require_binary",
     "root_logging_restored",
     "runtime_dir",
+    "wait_for_text",
     "wait_for_unix_socket",
+    "wait_for_value",
+    "wait_until",
 ]
+
+T = TypeVar("T")
 
 
 @contextlib.contextmanager
@@ -143,3 +149,61 @@ def wait_for_unix_socket(
         if time.monotonic() >= deadline:
             raise TimeoutError(f"UNIX socket {path} not accepting after {timeout}s: {last_error}")
         time.sleep(0.05)
+
+
+def wait_for_value(
+    produce: Callable[[], T],
+    accept: Callable[[T], bool],
+    timeout: float = 10.0,
+    what: str = "the condition",
+    interval: float = 0.02,
+) -> T:
+    """Poll ``produce()`` until ``accept`` takes its value; return that value.
+
+    This is how a test waits for something another process does (a counter moving, a
+    log line, a reload): the condition itself, with a deadline, never a fixed sleep.
+    Raises TimeoutError naming ``what`` and the last value seen once ``timeout``
+    seconds have passed.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        value = produce()
+        if accept(value):
+            return value
+        if time.monotonic() >= deadline:
+            raise TimeoutError(f"{what} not reached within {timeout}s; last seen: {value!r}")
+        time.sleep(interval)
+
+
+def wait_until(
+    predicate: Callable[[], object],
+    timeout: float = 10.0,
+    what: str = "the condition",
+    interval: float = 0.02,
+) -> None:
+    """Return once ``predicate()`` is true; TimeoutError naming ``what`` after ``timeout``."""
+    wait_for_value(predicate, bool, timeout, what, interval)
+
+
+def wait_for_text(
+    read: Callable[[], str],
+    needle: str,
+    count: int = 1,
+    timeout: float = 10.0,
+    interval: float = 0.02,
+) -> str:
+    """Wait until ``read()`` (a growing log) holds ``needle`` at least ``count`` times.
+
+    Returns the text read; on timeout the TimeoutError carries its last 2,000 characters.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        text = read()
+        if text.count(needle) >= count:
+            return text
+        if time.monotonic() >= deadline:
+            raise TimeoutError(
+                f"{needle!r} seen {text.count(needle)} of {count} times within {timeout}s; "
+                f"log tail:\n{text[-2000:]}"
+            )
+        time.sleep(interval)
