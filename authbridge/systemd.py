@@ -133,7 +133,8 @@ class Notifier:
         """Send ``fields`` (``"READY=1"``, ``"STATUS=..."``) in one datagram; True if sent."""
         if self._address is None or not fields:
             return False
-        payload = "\n".join(fields).encode("utf-8")
+        # "replace": a status naming an odd path must not make the notification raise.
+        payload = "\n".join(fields).encode("utf-8", "replace")
         try:
             with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC) as sock:
                 sock.setblocking(False)

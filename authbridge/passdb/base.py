@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import field
 from pathlib import Path
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 if TYPE_CHECKING:
     from authbridge.session import RequestInfo
@@ -102,3 +102,14 @@ class Passdb(Protocol):
         ``info`` is the request (service, addresses) for stores whose query uses them.
         """
         ...
+
+
+@runtime_checkable
+class CountsInternalErrors(Protocol):
+    """A store that contains its own unexpected exceptions (as outages) and counts them.
+
+    The daemon sets ``on_internal_error`` to ``Metrics.internal_error``; the store calls
+    it with ``"store"`` for each exception it turned into :class:`StoreUnavailable`.
+    """
+
+    on_internal_error: Callable[[str], None] | None

@@ -6,7 +6,10 @@ password; every other non-NULL column is an extra field named after the column, 
 Dovecot. Database drivers block, so each query runs in a worker thread and the event
 loop waits at most ``timeout`` seconds for it; anything that goes wrong on the
 database side (down, refusing, slow, a broken query) is :class:`StoreUnavailable`,
-which the authenticator answers with an internal failure.
+which the authenticator answers with an internal failure. So is an exception nobody
+expected, from the driver or in reading the row: that request gets a temporary
+failure, the exception is logged by type and place only and counted
+(``authbridge_internal_errors_total{where="store"}``), and the pool serves on.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from typing import Any, Protocol, cast, runtime_checkable
 import trio
 
 from authbridge.config import ConfigError, StoreConfig
+from authbridge.contained import report
 from authbridge.passdb.base import PassdbEntry, StoreFormatError, StoreUnavailable
 from authbridge.passdb.sql_query import (
     Paramstyle,
@@ -159,6 +163,8 @@ class SqlStore:
         # so a hung database can never pile up more than ``concurrency`` threads.
         self._limiter = trio.CapacityLimiter(max(1, concurrency))
         self.errors = 0
+        #: ``count("store")`` for each unexpected exception turned into an outage.
+        self.on_internal_error: Callable[[str], None] | None = None
 
     @property
     def name(self) -> str:
@@ -170,8 +176,29 @@ class SqlStore:
         return self.query.uses_request
 
     async def lookup(self, user: str, info: RequestContext | None = None) -> PassdbEntry | None:
-        params = self.query.parameters(user, info)
+        """The entry for ``user``; raises SqlStoreError (a StoreUnavailable) on any failure."""
         started = time.monotonic()
+        try:
+            return await self._lookup(user, info, started)
+        except SqlStoreError:
+            raise
+        except Exception as exc:
+            self.errors += 1
+            self._observe("error", started)
+            report(
+                "store",
+                exc,
+                "sql lookup failed unexpectedly; answered as a temporary failure",
+                self.on_internal_error,
+                store=self.name,
+            )
+            # Neither the message nor the row: a driver's text can quote either.
+            raise SqlStoreError(f"{self.name}: internal error ({type(exc).__name__})") from None
+
+    async def _lookup(
+        self, user: str, info: RequestContext | None, started: float
+    ) -> PassdbEntry | None:
+        params = self.query.parameters(user, info)
         if not all(_storable(p) for p in params):
             # No database can hold such a name: unknown, without asking (and without
             # letting a client turn odd bytes into outage errors).
@@ -208,8 +235,9 @@ class SqlStore:
         if not rows:
             self._observe("not_found", started)
             return None
+        entry = entry_from_row(user, columns, rows[0], self.default_scheme)
         self._observe("found", started)
-        return entry_from_row(user, columns, rows[0], self.default_scheme)
+        return entry
 
     def _observe(self, result: str, started: float) -> None:
         if self.observe is not None:

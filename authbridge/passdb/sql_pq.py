@@ -122,20 +122,28 @@ class PqBackend:
     paramstyle: Paramstyle = "numeric"
 
     def __init__(self, dsn: str, pool_size: int = 4, timeout: float = 5.0) -> None:
+        from authbridge.passdb.sql import SqlConfigError
+
         self.description = describe(dsn)
         self.timeout = timeout
-        # statement_timeout: the server cancels a slow query itself; libpq's own
-        # connect_timeout bounds a connect in whole seconds (at least 2).
-        options = conninfo_to_dict(dsn).get("options") or ""
-        options = f"{options} -c statement_timeout={max(1, int(timeout * 1000))}".strip()
-        # client_encoding: parameters go out and values come back as UTF-8 whatever
-        # the database's own encoding.
-        self._conninfo = make_conninfo(
-            dsn,
-            connect_timeout=max(2, math.ceil(timeout)),
-            options=options,
-            client_encoding="UTF8",
-        ).encode()
+        try:
+            # statement_timeout: the server cancels a slow query itself; libpq's own
+            # connect_timeout bounds a connect in whole seconds (at least 2).
+            options = conninfo_to_dict(dsn).get("options") or ""
+            options = f"{options} -c statement_timeout={max(1, int(timeout * 1000))}".strip()
+            # client_encoding: parameters go out and values come back as UTF-8 whatever
+            # the database's own encoding.
+            self._conninfo = make_conninfo(
+                dsn,
+                connect_timeout=max(2, math.ceil(timeout)),
+                options=options,
+                client_encoding="UTF8",
+            ).encode()
+        except psycopg.Error:
+            # psycopg's message quotes the text around the fault, which may be the password.
+            raise SqlConfigError(
+                "postgresql store: the dsn does not parse (not shown: it may hold a password)"
+            ) from None
         self._slots = trio.Semaphore(max(1, pool_size))
         self._connect_limiter = trio.CapacityLimiter(max(1, pool_size))
         self._idle: list[_Conn] = []

@@ -55,6 +55,12 @@ class SqliteBackend:
             if conn is not None:
                 conn.close()
             raise SqlStoreError(f"{self.description}: {exc}") from None
+        except BaseException:
+            # Unexpected (the store contains and counts it): never pool a connection
+            # left in an unknown state.
+            if conn is not None:
+                conn.close()
+            raise
         with self._lock:
             if self._closed or len(self._idle) >= self.keep:
                 conn.close()
