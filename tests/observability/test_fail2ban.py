@@ -2,11 +2,14 @@
 
 doveadm authenticates with ``rip`` set, as an MTA would; ``fail2ban-regex`` with the
 shipped filter must find exactly the failed guesses, each with its client address, and
-never an address a user name tried to smuggle in.
+never an address a user name tried to smuggle in. Names no store knows (maybe passwords)
+are fingerprinted (``#<8 hex>/<length>``) and the filter still matches them; with
+``--log-unknown-users typed`` they are typed again, sanitised.
 """
 
 from __future__ import annotations
 
+import re
 import shutil
 import subprocess
 from collections import Counter
@@ -62,6 +65,20 @@ def _expected_hosts() -> Counter[str]:
     return Counter(rip for _, _, rip, failed in ATTEMPTS if failed and rip)
 
 
+def _expected_users() -> Counter[str]:
+    """Known users by name; unknown ones by the shape of their fingerprint (the key is the
+    daemon's own, so the digits cannot be known here)."""
+    return Counter(
+        user if user in USERS else f"#/{len(user)}"
+        for user, _, rip, failed in ATTEMPTS
+        if failed and rip
+    )
+
+
+def _user_shapes(users: list[str]) -> Counter[str]:
+    return Counter(re.sub(r"^#[0-9a-f]{8}/(?=\d+$)", "#/", user) for user in users)
+
+
 @pytest.fixture(scope="module")
 def console(obs_dir: Path, users_text: str) -> Iterator[Observed]:
     base = runtime_dir(obs_dir, "console")
@@ -73,10 +90,24 @@ def console(obs_dir: Path, users_text: str) -> Iterator[Observed]:
         observed.server.stop()
 
 
-def fail2ban_regex(log: Path) -> list[str]:
-    """The address of every line the shipped filter matches, as fail2ban reports it."""
+@pytest.fixture(scope="module")
+def typed(obs_dir: Path, users_text: str) -> Iterator[Observed]:
+    """Unknown user names logged as typed (the operator's opt-in), debug trace on."""
+    base = runtime_dir(obs_dir, "typed-names")
+    args = ["--dovecot-compat", "--failure-delay", "0", "--log-format", "json"]
+    observed = _start(
+        base, users_text, [*args, "--log-level", "debug", "--log-unknown-users", "typed"]
+    )
+    try:
+        yield observed
+    finally:
+        observed.server.stop()
+
+
+def fail2ban_regex(log: Path, out: str = "ip") -> list[str]:
+    """The address (or ``out``: another tag) of every line the shipped filter matches."""
     proc = subprocess.run(
-        [require_binary("fail2ban-regex"), "--out", "ip", str(log), str(FILTER)],
+        [require_binary("fail2ban-regex"), "--out", out, str(log), str(FILTER)],
         capture_output=True,
         text=True,
         timeout=60,
@@ -92,18 +123,44 @@ def test_json_log_matches_each_failure_with_its_rip(compat: Observed, tmp_path: 
     auths = [e for e in json_events(log.read_text()) if e["event"] == "authentication"]
     assert len(auths) == len(ATTEMPTS)
     assert Counter(fail2ban_regex(log)) == _expected_hosts()
+    # Unknown names (root, admin@..., the forgery) are matched as their fingerprints.
+    assert _user_shapes(fail2ban_regex(log, "user")) == _expected_users()
 
 
 def test_console_log_matches_each_failure_with_its_rip(console: Observed, tmp_path: Path) -> None:
     log = _make_log(console, tmp_path / "authbridge.console.log")
     assert not log.read_text().startswith("{")
     assert Counter(fail2ban_regex(log)) == _expected_hosts()
+    assert _user_shapes(fail2ban_regex(log, "user")) == _expected_users()
 
 
-def test_forged_address_in_user_name_is_never_matched(compat: Observed, tmp_path: Path) -> None:
-    log = _make_log(compat, tmp_path / "forged.log")
+def test_unknown_names_never_reach_the_log(compat: Observed, tmp_path: Path) -> None:
+    """Fingerprinted, an unknown name (the forgery included) is not in the log at all,
+    not even in the debug trace; the same name gives the same fingerprint each time."""
+    log = _make_log(compat, tmp_path / "fingerprinted.log")
+    text = log.read_text()
+    for user, _, _, _ in ATTEMPTS:
+        if user not in USERS:
+            assert user not in text
+    assert FORGED_RIP not in text and FORGED_RIP not in fail2ban_regex(log)
+    # Each unknown name is matched once per attempt, each attempt with one fingerprint.
+    users = [u for u in fail2ban_regex(log, "user") if u.startswith("#")]
+    assert len(users) == len(set(users)) == 3
+    again = _make_log(compat, tmp_path / "again.log")
+    if compat.workers == 1:  # each worker has its own key
+        assert sorted(u for u in fail2ban_regex(again, "user") if u.startswith("#")) == sorted(
+            users
+        )
+
+
+def test_forged_address_in_user_name_is_never_matched(typed: Observed, tmp_path: Path) -> None:
+    log = _make_log(typed, tmp_path / "forged.log")
     assert FORGED_RIP in log.read_text()  # it is in the log, as part of a user name...
     assert FORGED_RIP not in fail2ban_regex(log)  # ...and fail2ban never takes it
+    assert Counter(fail2ban_regex(log)) == _expected_hosts()
+    users = fail2ban_regex(log, "user")
+    assert "root" in users and "admin@example.org" in users  # typed, as asked
+    assert not any(u.startswith("#") for u in users)
 
 
 def test_jail_example_passes_fail2ban_config_test(tmp_path: Path) -> None:
