@@ -76,7 +76,7 @@ def refuse_nologin(verdict: Verdict) -> Verdict:
     Dovecot 2.3 answers such an OK on the auth-client socket and leaves refusing to the
     client (its own login processes do); Exim and Postfix ignore the field and would let
     a disabled user send mail. The FAIL keeps the user's ``reason=`` text (Postfix shows
-    it in its 535 reply) and nothing else of the fields, like any FAIL. Anything that is
+    it in its 535 reply) and no other field, like any FAIL. Anything that is
     not such an OK (a wrong password above all) is returned unchanged, so nothing here
     tells an account's state to someone who does not know its password.
     """
@@ -92,5 +92,6 @@ def refuse_nologin(verdict: Verdict) -> Verdict:
         reason=Reason.NOLOGIN,
         fields=kept,
         had_store_fields=bool(kept),
-        nodelay=False,
+        # The entry's own nodelay: Dovecot's meaning for a FAIL (sent at once, flagged).
+        nodelay=any(key == "nodelay" for key, _ in fields),
     )
