@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import ipaddress
 import os
 import resource
@@ -23,6 +24,7 @@ from authbridge.authenticator import Authenticator
 from authbridge.balance import Balance
 from authbridge.cache import AuthCache
 from authbridge.config import Config, ConfigError, StoreConfig, load_config, parse_workers
+from authbridge.contained import Streak, report
 from authbridge.hashing import Hasher
 from authbridge.listeners import Listener, ListenerError, tcp_listener, unix_listener
 from authbridge.logs import configure, get_logger
@@ -36,6 +38,7 @@ from authbridge.passdb import (
     open_file_store,
 )
 from authbridge.passdb.base import (
+    CountsInternalErrors,
     FileSignature,
     PassdbEntry,
     StoreFormatError,
@@ -273,6 +276,7 @@ class Daemon:
         self.metrics.watch_cache(lambda: (self.cache.hits, self.cache.misses, len(self.cache)))
         self.authenticator.on_lookup = self.metrics.observe_lookup
         self.metrics.prime_stores(store.name for store in stores)
+        self._wire_stores(stores)
         # Bound here, before the event loop, so a taken port is a clean start-up error.
         # A worker's metrics are served by its supervisor.
         self.http = (
@@ -354,13 +358,48 @@ class Daemon:
                 if signum == signal.SIGHUP:
                     await self.reload()
                 elif signum == signal.SIGUSR2:
-                    log.info("auth cache flushed", entries=self.cache.flush())
+                    self._flush_cache()
                 else:
                     return
 
+    def _flush_cache(self) -> None:
+        """SIGUSR2: empty the auth cache; a failure is contained (the cache stays as it is)."""
+        try:
+            log.info("auth cache flushed", entries=self.cache.flush())
+        except Exception as exc:
+            report(
+                "reload", exc, "cache flush failed; the cache stays", self.metrics.internal_error
+            )
+
+    def _wire_stores(self, stores: list[Passdb]) -> None:
+        """Let stores that contain their own surprises (sql) count them here."""
+        for store in stores:
+            if isinstance(store, CountsInternalErrors):
+                store.on_internal_error = self.metrics.internal_error
+
     async def reload(self) -> bool:
-        """Re-read config and stores; swap them in whole, or keep the old ones."""
+        """Re-read config and stores; swap them in whole, or keep the old ones.
+
+        A new config or store that does not load is refused with its message; any other
+        exception is contained the same way (logged by type and place, counted under
+        ``where=reload``): the previous configuration keeps serving and the next SIGHUP
+        tries again.
+        """
         self.notifier.reloading("reloading")
+        try:
+            return await self._reload()
+        except Exception as exc:
+            report(
+                "reload",
+                exc,
+                "reload failed; the previous configuration keeps serving",
+                self.metrics.internal_error,
+            )
+            self.metrics.reloaded(False)
+            self.notifier.ready("reload failed")
+            return False
+
+    async def _reload(self) -> bool:
         try:
             config = build_config(self.args)
             stores = await trio.to_thread.run_sync(open_stores, config)
@@ -373,7 +412,27 @@ class Daemon:
             config.server.mechanisms != self.config.server.mechanisms
         ):
             log.warning("socket and mechanism changes take effect at the next restart")
-        old_stores = self.stores
+        old_config, old_stores = self.config, self.stores
+        try:
+            self._apply(config, stores)
+        except BaseException:
+            # Half applied: put the previous configuration back whole, drop the new stores.
+            with contextlib.suppress(Exception):
+                self._apply(old_config, old_stores)
+            with contextlib.suppress(Exception):
+                await close_stores(stores)
+            raise
+        self.metrics.reloaded(True)
+        try:
+            await close_stores(old_stores)
+        except Exception as exc:  # the new configuration serves; only the old one leaked
+            report("reload", exc, "closing the previous stores failed", self.metrics.internal_error)
+        log.info("reloaded", config=config.source, stores=len(stores))
+        self.notifier.ready("reloaded")
+        return True
+
+    def _apply(self, config: Config, stores: list[Passdb]) -> None:
+        """Put ``config`` and ``stores`` in service (the cache is emptied: users changed)."""
         self.config = config
         self.stores = stores
         self.authenticator.stores = list(stores)
@@ -383,40 +442,63 @@ class Daemon:
         self.cache.settings = config.cache
         self.cache.flush()
         self.server.apply_config(config)
+        self._wire_stores(stores)
         self.metrics.prime_stores(store.name for store in stores)
-        self.metrics.reloaded(True)
-        await close_stores(old_stores)
-        log.info("reloaded", config=config.source, stores=len(stores))
-        self.notifier.ready("reloaded")
-        return True
 
     async def _watch_stores(self) -> None:
-        """Re-read a store file when it changes (checked once a second, like Dovecot)."""
+        """Re-read a store file when it changes (checked once a second, like Dovecot).
+
+        Nothing a check meets ends the watching: a file that does not load keeps the
+        last good copy serving, and an unexpected exception is contained and counted
+        (``where=reload``); the next change is picked up as usual.
+        """
         failed: dict[Path, FileSignature] = {}  # versions that did not load: not retried
+        streak = Streak(
+            "reload",
+            "store file check failed; the last good copies keep serving",
+            self.metrics.internal_error,
+        )
         while True:
             await trio.sleep(1)
-            for store in _file_stores(self.stores):
-                signature = file_signature(store.path)
-                if signature is None or signature in (
-                    store.loaded_signature,
-                    failed.get(store.path),
-                ):
-                    continue
-                try:
-                    count = await trio.to_thread.run_sync(store.load)
-                except (StoreFormatError, StoreUnavailable) as exc:
-                    failed[store.path] = signature
-                    log.error(
-                        "store reload failed; the last good copy keeps serving",
-                        store=store.name,
-                        error=str(exc),
-                    )
-                    self.metrics.reloaded(False)
-                else:
-                    failed.pop(store.path, None)
-                    log.info("store reloaded", store=store.name, users=count)
-                    self.cache.flush()
-                    self.metrics.reloaded(True)
+            try:
+                for store in _file_stores(self.stores):
+                    await self._check_store(store, failed)
+            except Exception as exc:
+                streak.failed(exc)
+            else:
+                streak.ok()
+
+    async def _check_store(self, store: FileStore, failed: dict[Path, FileSignature]) -> None:
+        signature = file_signature(store.path)
+        if signature is None or signature in (store.loaded_signature, failed.get(store.path)):
+            return
+        try:
+            count = await trio.to_thread.run_sync(store.load)
+        except (StoreFormatError, StoreUnavailable) as exc:
+            failed[store.path] = signature
+            log.error(
+                "store reload failed; the last good copy keeps serving",
+                store=store.name,
+                error=str(exc),
+            )
+            self.metrics.reloaded(False)
+            return
+        except Exception as exc:
+            # load() swaps only a fully parsed copy in, so the old one still serves.
+            failed[store.path] = signature
+            report(
+                "reload",
+                exc,
+                "store reload failed; the last good copy keeps serving",
+                self.metrics.internal_error,
+                store=store.name,
+            )
+            self.metrics.reloaded(False)
+            return
+        failed.pop(store.path, None)
+        log.info("store reloaded", store=store.name, users=count)
+        self.cache.flush()
+        self.metrics.reloaded(True)
 
 
 def _sample_password(stores: list[Passdb]) -> StoredPassword | None:
@@ -552,6 +634,17 @@ def _serve(args: argparse.Namespace, config: Config, worker: int | None = None) 
         trio.run(daemon.run)
     except KeyboardInterrupt:
         pass
+    except Exception as exc:
+        # Only a bug that got past every containment reaches here. Logged without its
+        # message, counted (a worker's count survives it in the shared files), and a
+        # non-zero exit so the supervisor or systemd starts a fresh process.
+        report(
+            "worker",
+            exc,
+            "serving process failed; exiting for a restart",
+            daemon.metrics.internal_error,
+        )
+        return 1
     finally:
         for listener in listeners:
             listener.remove()
