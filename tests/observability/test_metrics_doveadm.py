@@ -7,6 +7,8 @@ that should move by exactly so much, and all the others by nothing.
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from tests.observability.conftest import Observed
@@ -98,11 +100,15 @@ def test_one_authentication_event_each(compat: Observed) -> None:
         } <= set(event)
         assert event["rip"] == RIP and event["service"] == "smtp"
         assert event["mechanism"] == "PLAIN" and event["request"] == 1
-    typed = [(e["user"], e["result"], e["reason"]) for e in auth_events]
+    # Unknown names may be passwords: logged as a fingerprint, "#<8 hex>/<length>".
+    typed = [
+        (re.sub(r"^#[0-9a-f]{8}/(?=\d+$)", "#/", str(e["user"])), e["result"], e["reason"])
+        for e in auth_events
+    ]
     assert typed == [
         *[(u, "ok", "none") for u, _ in GOOD],
         *[(u, "fail", "password_mismatch") for u, _ in BAD],
-        *[(u, "fail", "user_unknown") for u, _ in UNKNOWN],
+        *[(f"#/{len(u)}", "fail", "user_unknown") for u, _ in UNKNOWN],
     ]
     # Connection ids count per serving process, as Dovecot's CUID does per auth process.
     assert len({(e.get("worker"), e["cuid"]) for e in auth_events}) == len(auth_events)
