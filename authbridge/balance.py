@@ -6,7 +6,8 @@ connecting at start, say) can all land on one worker while the other idles. Each
 worker publishes its open connections in a small shared file (one 32-bit slot per
 worker), and before accepting, a worker that holds more than the least busy live one
 gives it a moment to take the connection first. The wait is bounded: a busy or stuck
-peer only delays an accept by :data:`MAX_WAIT`, never stops it.
+peer only delays an accept by :data:`MAX_WAIT`, never stops it, and a board that cannot
+be read (an unexpected exception) means accepting at once, logged and counted.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from typing import Any
 
 import trio
 
+from authbridge.contained import Streak
 from authbridge.logs import get_logger
 
 log = get_logger("authbridge.balance")
@@ -61,6 +63,9 @@ class Balance:
         #: Connections accepted here and not yet closed (counted from the accept, so a
         #: burst sees its own earlier accepts before their handlers have even started).
         self.open = 0
+        #: ``count(where)`` for contained exceptions; the daemon sets it to its metrics'.
+        self.on_internal_error: Callable[[str], None] | None = None
+        self._streak: Streak | None = None
         self.publish()
 
     def publish(self) -> int:
@@ -77,9 +82,27 @@ class Balance:
     async def my_turn(self) -> None:
         """Return when this worker should accept the next connection."""
         waited = 0.0
-        while self.publish() > self.least_busy_other() + SLACK and waited < MAX_WAIT:
+        while self._should_wait() and waited < MAX_WAIT:
             await trio.sleep(POLL)
             waited += POLL
+
+    def _should_wait(self) -> bool:
+        """True while a less busy worker should take the next connection; False if unsure."""
+        try:
+            wait = self.publish() > self.least_busy_other() + SLACK
+        except Exception as exc:
+            if self._streak is None:
+                self._streak = Streak(
+                    "worker",
+                    "connection balancing failed; accepting at once",
+                    self.on_internal_error,
+                )
+            self._streak.failed(exc, slot=self.slot)
+            return False
+        if self._streak is not None:
+            self._streak.ok()
+            self._streak = None
+        return wait
 
     async def serve(
         self,

@@ -18,12 +18,18 @@ worker sent what. From there the supervisor
   first and then lets every worker drain;
 - serves ``/metrics`` for all of them from prometheus-client's multiprocess files.
 
+None of its own loops may end it: an unexpected exception in one (a notification, a
+signal to forward, a health check, a worker slot's bookkeeping) is logged by type and
+place, counted (``authbridge_internal_errors_total{where="worker"}``), and the loop
+goes on; the workers never notice.
+
 Each worker keeps its own auth cache, per-IP penalty and failure-delay queue. An
 attacker's connections are spread over the workers, so the penalty counts per worker.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -33,14 +39,16 @@ import struct
 import subprocess
 import sys
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import trio
 
 from authbridge import balance, systemd
 from authbridge.balance import Balance
 from authbridge.config import Config
+from authbridge.contained import Streak, report
 from authbridge.listeners import Listener
 from authbridge.logs import get_logger
 
@@ -113,17 +121,18 @@ class Supervisor:
         self._notify_sock.setsockopt(socket.SOL_SOCKET, socket.SO_PASSCRED, 1)
         self.metrics = None
         self.http = None
+        #: ``count(where)`` for contained exceptions (a no-op without metrics).
+        self.count_internal_error: Callable[[str], None] | None = None
         if config.metrics.listen:
             from authbridge.metrics import MetricsHTTP, SupervisorMetrics
 
             self.metrics = SupervisorMetrics(self.metrics_dir)
+            self.count_internal_error = self.metrics.internal_error
             self.http = MetricsHTTP(self.metrics, config.metrics.listen, self.any_ready)
-            self.metrics.workers.labels(state="starting").set_function(
-                lambda: sum(1 for w in self.workers if w.process and not w.ready)
+            self.metrics.watch_workers(
+                "starting", lambda: sum(1 for w in self.workers if w.process and not w.ready)
             )
-            self.metrics.workers.labels(state="ready").set_function(
-                lambda: sum(1 for w in self.workers if w.ready)
-            )
+            self.metrics.watch_workers("ready", lambda: sum(1 for w in self.workers if w.ready))
         self.serving = False
         self.stopping = False
         self.failure: str | None = None
@@ -160,6 +169,12 @@ class Supervisor:
     def _changed_now(self) -> None:
         self._changed.set()
         self._changed = trio.Event()
+
+    def _contained(self, exc: BaseException, event: str, **context: Any) -> None:
+        report("worker", exc, event, self.count_internal_error, **context)
+
+    def _streak(self, event: str) -> Streak:
+        return Streak("worker", event, self.count_internal_error)
 
     # ------------------------------------------------------------------ running
 
@@ -212,56 +227,89 @@ class Supervisor:
 
     async def _keep(self, worker: Worker) -> None:
         """Run one worker slot: start it, and replace it whenever it goes away."""
-        fds = [listener.sock.fileno() for listener in self.listeners]
         backoff = 0.5
         while not self.stopping:
             try:
-                process = await trio.lowlevel.open_process(
-                    self.command,
-                    env=self._worker_env(worker),
-                    pass_fds=fds,
-                    stdin=subprocess.DEVNULL,
-                    start_new_session=True,
+                next_backoff = await self._keep_once(worker, backoff)
+            except Exception as exc:
+                self._contained(
+                    exc, "keeping a worker failed; starting it again", worker=worker.slot
                 )
-            except OSError as exc:
-                if not self.serving:
-                    self._fail(f"cannot start worker {worker.slot}: {exc}")
-                    return
-                log.error("cannot start a worker", worker=worker.slot, error=str(exc))
+                await self._reap(worker)
                 await trio.sleep(backoff)
-                backoff = min(MAX_BACKOFF, backoff * 2)
-                continue
-            worker.process, worker.ready, worker.reloading = process, False, False
-            worker.last_ping = trio.current_time()
-            started = trio.current_time()
-            log.info("worker started", worker=worker.slot, worker_pid=process.pid)
-            self._changed_now()
-            status = await process.wait()
-            worker.process, worker.ready = None, False
-            balance.mark_absent(self.balance_path, worker.slot)
-            self._forget(process.pid)
-            self._changed_now()
-            if self.stopping:
+                next_backoff = min(MAX_BACKOFF, backoff * 2)
+            if next_backoff is None:
                 return
-            if not self.serving:
-                self._fail(f"worker {worker.slot} exited with status {status} before serving")
-                return
-            if trio.current_time() - started > STABLE_AFTER:
-                backoff = 0.5
-            # A SIGTERM sent to the whole group (systemd's default KillMode) reaches the
-            # workers too: give our own signal handler the chance to see it first.
-            await trio.sleep(backoff)
-            if self.stopping:
-                return
-            if self.metrics is not None:
-                self.metrics.worker_restarts.inc()
-            log.error(
-                "worker exited; starting a replacement",
-                worker=worker.slot,
-                worker_pid=process.pid,
-                status=status,
+            backoff = next_backoff
+
+    async def _keep_once(self, worker: Worker, backoff: float) -> float | None:
+        """Start the slot's worker and wait for it to go; the next back-off, or None to stop."""
+        fds = [listener.sock.fileno() for listener in self.listeners]
+        try:
+            process = await trio.lowlevel.open_process(
+                self.command,
+                env=self._worker_env(worker),
+                pass_fds=fds,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
             )
-            backoff = min(MAX_BACKOFF, backoff * 2)
+        except OSError as exc:
+            if not self.serving:
+                self._fail(f"cannot start worker {worker.slot}: {exc}")
+                return None
+            log.error("cannot start a worker", worker=worker.slot, error=str(exc))
+            await trio.sleep(backoff)
+            return min(MAX_BACKOFF, backoff * 2)
+        worker.process, worker.ready, worker.reloading = process, False, False
+        worker.last_ping = trio.current_time()
+        started = trio.current_time()
+        log.info("worker started", worker=worker.slot, worker_pid=process.pid)
+        self._changed_now()
+        status = await process.wait()
+        worker.process, worker.ready = None, False
+        # The worker is gone whatever happens next: a failure in this bookkeeping must
+        # not keep its slot from being filled again.
+        try:
+            balance.mark_absent(self.balance_path, worker.slot)
+        except Exception as exc:
+            self._contained(exc, "clearing a worker's balance slot failed", worker=worker.slot)
+        try:
+            self._forget(process.pid)
+        except Exception as exc:
+            self._contained(exc, "dropping a worker's live gauges failed", worker=worker.slot)
+        self._changed_now()
+        if self.stopping:
+            return None
+        if not self.serving:
+            self._fail(f"worker {worker.slot} exited with status {status} before serving")
+            return None
+        if trio.current_time() - started > STABLE_AFTER:
+            backoff = 0.5
+        # A SIGTERM sent to the whole group (systemd's default KillMode) reaches the
+        # workers too: give our own signal handler the chance to see it first.
+        await trio.sleep(backoff)
+        if self.stopping:
+            return None
+        if self.metrics is not None:
+            self.metrics.worker_restarts.inc()
+        log.error(
+            "worker exited; starting a replacement",
+            worker=worker.slot,
+            worker_pid=process.pid,
+            status=status,
+        )
+        return min(MAX_BACKOFF, backoff * 2)
+
+    async def _reap(self, worker: Worker) -> None:
+        """After a failure in :meth:`_keep_once`: no process left unwatched in the slot."""
+        process = worker.process
+        worker.process, worker.ready = None, False
+        if process is not None and process.returncode is None:
+            with contextlib.suppress(OSError):
+                process.kill()
+            with trio.move_on_after(STOP_TIMEOUT):
+                await process.wait()
+        self._changed_now()
 
     def _forget(self, pid: int) -> None:
         """Drop a dead worker's live gauges (its counters keep counting in the totals)."""
@@ -273,14 +321,21 @@ class Supervisor:
     async def _notifications(self) -> None:
         sock = trio.socket.from_stdlib_socket(self._notify_sock)
         ancillary = socket.CMSG_SPACE(_CREDENTIALS.size)
+        streak = self._streak("reading a worker notification failed; skipped")
         while True:
-            data, ancdata, _flags, _address = await sock.recvmsg(4096, ancillary)
-            pid = _sender_pid(ancdata)
-            worker = self._by_pid(pid) if pid is not None else None
-            if worker is None:
-                continue  # not one of ours: ignore
-            for field in data.decode("utf-8", "replace").split("\n"):
-                self._note(worker, field)
+            try:
+                data, ancdata, _flags, _address = await sock.recvmsg(4096, ancillary)
+                pid = _sender_pid(ancdata)
+                worker = self._by_pid(pid) if pid is not None else None
+                if worker is None:
+                    continue  # not one of ours: ignore
+                for field in data.decode("utf-8", "replace").split("\n"):
+                    self._note(worker, field)
+            except Exception as exc:
+                streak.failed(exc)
+                await trio.sleep(0.1)  # a socket that keeps failing must not spin
+            else:
+                streak.ok()
 
     def _note(self, worker: Worker, field: str) -> None:
         now = trio.current_time()
@@ -297,21 +352,31 @@ class Supervisor:
     async def _watch_workers(self) -> None:
         """Kill a worker whose keep-alives stopped; :meth:`_keep` replaces it."""
         limit = self.config.server.worker_watchdog
+        streak = self._streak("checking on the workers failed; checking again")
         while True:
             await trio.sleep(min(1.0, limit / 4))
-            now = trio.current_time()
-            for worker in self.workers:
-                process = worker.process
-                if process is None or not worker.ready or self.stopping:
-                    continue
-                if now - worker.last_ping > limit:
-                    log.error(
-                        "worker stopped answering; killing it",
-                        worker=worker.slot,
-                        worker_pid=process.pid,
-                        silent_seconds=round(now - worker.last_ping, 1),
-                    )
-                    worker.ready = False
+            try:
+                self._check_workers(limit)
+            except Exception as exc:
+                streak.failed(exc)
+            else:
+                streak.ok()
+
+    def _check_workers(self, limit: float) -> None:
+        now = trio.current_time()
+        for worker in self.workers:
+            process = worker.process
+            if process is None or not worker.ready or self.stopping:
+                continue
+            if now - worker.last_ping > limit:
+                log.error(
+                    "worker stopped answering; killing it",
+                    worker=worker.slot,
+                    worker_pid=process.pid,
+                    silent_seconds=round(now - worker.last_ping, 1),
+                )
+                worker.ready = False
+                with contextlib.suppress(ProcessLookupError):
                     process.kill()
 
     async def _ping_systemd(self, interval: float) -> None:
@@ -328,13 +393,33 @@ class Supervisor:
                 if signum in STOP_SIGNALS:
                     self._stop.set()
                     return
-                for worker in self.workers:
-                    if worker.process is not None:
-                        if signum == signal.SIGHUP:
-                            worker.reloading = True
-                        worker.process.send_signal(signum)
+                try:
+                    self._forward(signum)
+                    if signum == signal.SIGHUP:
+                        await self._reloaded()
+                except Exception as exc:
+                    self._contained(exc, "forwarding a signal failed", signal=name)
+
+    def _forward(self, signum: int) -> None:
+        """Send ``signum`` to every worker; one that cannot get it does not stop the rest."""
+        for worker in self.workers:
+            process = worker.process
+            if process is None:
+                continue
+            try:
                 if signum == signal.SIGHUP:
-                    await self._reloaded()
+                    worker.reloading = True
+                process.send_signal(signum)
+            except ProcessLookupError:
+                worker.reloading = False  # it just exited; _keep replaces it
+            except Exception as exc:
+                worker.reloading = False
+                self._contained(
+                    exc,
+                    "forwarding a signal to a worker failed",
+                    signal=signal.Signals(signum).name,
+                    worker=worker.slot,
+                )
 
     async def _reloaded(self) -> None:
         """Tell systemd the reload is over once every worker has answered it."""
@@ -350,18 +435,20 @@ class Supervisor:
         log.info("shutting down", workers=self.worker_pids())
         # No new connections from here on; the workers finish what they hold.
         for listener in self.listeners:
-            listener.remove()
-            listener.sock.close()
-        for worker in self.workers:
-            if worker.process is not None:
-                worker.process.send_signal(signal.SIGTERM)
+            try:
+                listener.remove()
+                listener.sock.close()
+            except Exception as exc:  # the workers must still be told to stop
+                self._contained(exc, "closing a listener failed", listener=listener.label)
+        self._forward(signal.SIGTERM)
         with trio.move_on_after(STOP_TIMEOUT):
             while any(w.process is not None for w in self.workers):
                 await self._changed.wait()
         for worker in self.workers:
             if worker.process is not None:
                 log.error("worker did not stop in time; killing it", worker_pid=worker.process.pid)
-                worker.process.kill()
+                with contextlib.suppress(ProcessLookupError):
+                    worker.process.kill()
 
 
 def inherited_listeners() -> list[tuple[str, socket.socket]]:

@@ -238,7 +238,19 @@ def open_listeners(
 
 
 async def _handle(server: AuthServer, listener: Listener, stream: trio.SocketStream) -> None:
-    if not listener.peer_allowed(stream):
+    """One accepted connection; never raises (the server's handle contains the session)."""
+    try:
+        allowed = listener.peer_allowed(stream)
+    except Exception as exc:  # an exception here would end every connection with it
+        report(
+            "connection",
+            exc,
+            "checking a peer's address failed; connection closed",
+            server.metrics.internal_error,
+        )
+        await trio.aclose_forcefully(stream)
+        return
+    if not allowed:
         log.warning(
             "refused connection from a client outside tcp_allowed_networks", listener=listener.label
         )
@@ -277,6 +289,8 @@ class Daemon:
         self.authenticator.on_lookup = self.metrics.observe_lookup
         self.metrics.prime_stores(store.name for store in stores)
         self._wire_stores(stores)
+        if balance is not None:
+            balance.on_internal_error = self.metrics.internal_error
         # Bound here, before the event loop, so a taken port is a clean start-up error.
         # A worker's metrics are served by its supervisor.
         self.http = (
