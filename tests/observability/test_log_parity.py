@@ -18,7 +18,7 @@ import structlog
 from hypothesis import given
 from hypothesis import strategies as st
 
-from authbridge import events, logs
+from authbridge import events, logs, userlog
 from authbridge.session import RequestInfo
 from authbridge.verdict import Outcome, Reason, Verdict
 from tests.support import root_logging_restored
@@ -148,3 +148,26 @@ def test_nothing_is_written_below_the_level(json_stream: io.StringIO) -> None:
     events.authentication_finished(2, info, Verdict(Outcome.OK, "joe", Reason.NONE), 0.5)
     events.authentication_aborted(2, info, "client_disconnected")
     assert json_stream.getvalue() == ""
+
+
+def test_fingerprinted_names_are_the_same_on_both_paths(json_stream: io.StringIO) -> None:
+    """An unknown name (maybe a password) becomes one fingerprint, whichever path writes it."""
+    info = RequestInfo(4, "LOGIN", "smtp", rip="192.0.2.9")
+    verdict = Verdict(Outcome.FAIL, None, Reason.INVALID_USERNAME, original_user="hunter2 pw")
+    events.authentication_finished(3, info, verdict, 0.5)
+    direct = logs._direct
+    logs._direct = None  # the processor chain, as for the console format
+    try:
+        events.authentication_finished(3, info, verdict, 0.5)
+    finally:
+        logs._direct = direct
+    lines = json_stream.getvalue().splitlines()
+    assert len(lines) == 4
+    for fast, chain in zip(lines[:2], lines[2:], strict=True):
+        _same_but_time(chain, fast)
+    assert "hunter2" not in json_stream.getvalue()
+    fingerprint = userlog.fingerprint("hunter2 pw")
+    assert json.loads(lines[0])["user"] == fingerprint
+    assert (
+        json.loads(lines[1])["event"] == f"passwd-file({fingerprint},192.0.2.9): invalid user name"
+    )
