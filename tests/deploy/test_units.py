@@ -166,3 +166,87 @@ def test_security_score_reacts_to_weakening(root: Path) -> None:
     service.write_text("\n".join(kept) + "\n")
     result = _analyze(root, "security", "--offline=yes", "--no-pager", "authbridge.service")
     assert _exposure(result.stdout) > MAX_EXPOSURE + 3
+
+
+# ------------------------------------------------------------------ restarts (issue 15)
+
+
+def _unit_settings(path: Path) -> dict[str, dict[str, str]]:
+    """``[Section] Key=value`` of a unit file as written (the last value of a key wins)."""
+    sections: dict[str, dict[str, str]] = {}
+    current: dict[str, str] | None = None
+    for raw in path.read_text().splitlines():
+        line = raw.strip()
+        if not line or line.startswith(("#", ";")):
+            continue
+        if line.startswith("[") and line.endswith("]"):
+            current = sections.setdefault(line[1:-1], {})
+        else:
+            assert current is not None, f"{path}: {line!r} before any section"
+            key, _, value = line.partition("=")
+            current[key.strip()] = value.strip()
+    return sections
+
+
+def _seconds(value: str) -> float:
+    match = re.fullmatch(r"([0-9.]+)\s*(ms|s|min)?", value)
+    assert match, f"unexpected time span {value!r}"
+    return float(match.group(1)) * {"ms": 0.001, "s": 1.0, "min": 60.0, None: 1.0}[match.group(2)]
+
+
+def _service_settings(root: Path) -> dict[str, list[str]]:
+    """The service as systemd loaded it, from verify's debug dump."""
+    result = _analyze(root, "verify", "--man=no", "authbridge.service", level="debug")
+    assert result.returncode == 0, result.stderr
+    dump = result.stdout + result.stderr
+    block = dump.split("-> Unit authbridge.service:", 1)[1].split("-> Unit ", 1)[0]
+    settings: dict[str, list[str]] = {}
+    for match in re.finditer(r"^\t\t(\w+): (.*)$", block, re.MULTILINE):
+        settings.setdefault(match.group(1), []).append(match.group(2))
+    return settings
+
+
+def test_a_crash_loop_never_stops_the_service() -> None:
+    """Chosen values: restart always, after 1 s, with no start rate limit to run into."""
+    service = _unit_settings(UNITS / "authbridge.service")
+    assert service["Unit"]["StartLimitIntervalSec"] == "0"  # no start limit at all
+    assert "StartLimitBurst" not in service["Unit"]  # meaningless once the limit is off
+    assert "StartLimitIntervalSec" not in service["Service"]  # the [Unit] key is the one read
+    assert service["Service"]["Restart"] == "always"
+    assert _seconds(service["Service"]["RestartSec"]) == 1.0
+    # A failing start must count as a failure, so that it is restarted too.
+    assert service["Service"]["Type"] == "notify"
+
+
+def test_a_crash_loop_cannot_trip_the_socket_trigger_limit() -> None:
+    """The socket fails with trigger-limit-hit past Burst activations per Interval; a
+    crash loop activates at most once per restart, so restarts must be slower."""
+    service = _unit_settings(UNITS / "authbridge.service")["Service"]
+    socket_unit = _unit_settings(UNITS / "authbridge.socket")["Socket"]
+    restart_every = _seconds(service["RestartSec"])
+    interval = _seconds(socket_unit["TriggerLimitIntervalSec"])
+    burst = int(socket_unit["TriggerLimitBurst"])
+    assert interval > 0 and burst > 0  # the busy-loop guard itself stays on
+    most_activations = interval / restart_every + 1
+    assert most_activations * 2 <= burst, (most_activations, burst)
+
+
+def test_systemd_loads_the_restart_settings(root: Path) -> None:
+    """What systemd itself made of them (catches a key in the wrong section or misspelt)."""
+    settings = _service_settings(root)
+    assert settings["Restart"] == ["always"]
+    assert settings["RestartSec"] == ["1s"]
+    socket_settings = _socket_settings(root)
+    assert socket_settings["TriggerLimitIntervalSec"] == ["2s"]
+    assert socket_settings["TriggerLimitBurst"] == ["20"]
+
+
+def test_verify_notices_a_misplaced_start_limit(root: Path) -> None:
+    """StartLimitIntervalSec= belongs in [Unit]; in [Service] systemd 252 warns (and the
+    clean verify above would fail), so the setting cannot silently be ignored."""
+    service = root / "etc/systemd/system/authbridge.service"
+    text = service.read_text().replace("StartLimitIntervalSec=0\n", "")
+    misplaced = "Restart=always\nStartLimitIntervalSec=0\n"
+    service.write_text(text.replace("Restart=always\n", misplaced))
+    result = _verify(root, "authbridge.service")
+    assert "Unknown key 'StartLimitIntervalSec' in section [Service]" in result.stderr
