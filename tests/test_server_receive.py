@@ -8,6 +8,7 @@ import struct
 
 import pytest
 import trio
+import trio.testing
 
 from authbridge.server import READ_SIZE, Connection
 from authbridge.session import Session, SessionSettings
@@ -33,7 +34,8 @@ async def test_waits_for_data_then_reads_it() -> None:
     async with trio.open_nursery() as nursery:
 
         async def later() -> None:
-            await trio.sleep(0.05)
+            # Send only once receive() below is parked waiting for the socket.
+            await trio.testing.wait_all_tasks_blocked()
             theirs.sendall(b"VERSION\t1\t2\n")
 
         nursery.start_soon(later)

@@ -8,7 +8,6 @@ The fixture runs a single smtpd process so both are observable.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -16,7 +15,7 @@ import pytest
 
 from tests.interop.common import AUTHBRIDGE_ARGS, BROKEN_HASH_USER, USERS
 from tests.interop.smtp_dialogue import SmtpDialogue, b64, plain_response
-from tests.support import free_tcp_port, runtime_dir
+from tests.support import free_tcp_port, runtime_dir, wait_for_text
 from tests.support.authbridge_proc import AuthbridgeServer
 from tests.support.postfix import PostfixMaster, write_postfix_config
 from tests.support.swaks import run_swaks
@@ -81,12 +80,10 @@ def test_sasl_username_is_the_normalised_login(postfix: PostfixMaster) -> None:
     log_before = len(postfix.config.maillog_text())
     failed = run_swaks(server=postfix.server, auth="PLAIN", user="SHA512User", password="wrong")
     assert failed.auth_code == 535, failed.transcript
-    # postlogd writes asynchronously: give it a moment.
-    deadline = time.monotonic() + 5
-    new_log = postfix.config.maillog_text()[log_before:]
-    while "SASL PLAIN authentication failed" not in new_log and time.monotonic() < deadline:
-        time.sleep(0.05)
-        new_log = postfix.config.maillog_text()[log_before:]
+    # postlogd writes asynchronously: wait for smtpd's line about the failure.
+    new_log = wait_for_text(
+        lambda: postfix.config.maillog_text()[log_before:], "SASL PLAIN authentication failed"
+    )
     assert "sasl_username=sha512user" in new_log, new_log
 
 

@@ -123,6 +123,29 @@ def by_mech_result(changes: dict[Labels, float]) -> dict[tuple[str, str], float]
     return {(dict(k)["mechanism"], dict(k)["result"]): v for k, v in changes.items()}
 
 
+def settled(
+    scrape_now: Callable[[], Scrape],
+    before: Scrape,
+    name: str,
+    total: float,
+    timeout: float = 10.0,
+) -> Scrape:
+    """The first scrape in which the series of ``name`` moved by ``total`` in all since
+    ``before``; after ``timeout`` seconds, the last scrape taken.
+
+    The daemon counts a request just after its reply has gone out (after_batch), and
+    /metrics is served by another thread, so a scrape taken the moment a client has
+    its reply can miss it. Waiting for the total (not the split) lets the test's own
+    assertions report a wrong split, or a total that never arrived, with the values.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        after = scrape_now()
+        if sum(deltas(before, after, name).values()) == total or time.monotonic() >= deadline:
+            return after
+        time.sleep(0.02)
+
+
 def wait_for(predicate: Callable[[], bool], timeout: float = 10.0) -> bool:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -159,6 +182,21 @@ class LogCursor:
 
     def events(self) -> list[dict[str, Any]]:
         return json_events(self.text())
+
+    def events_once(self, event: str, count: int, timeout: float = 10.0) -> list[dict[str, Any]]:
+        """All events since :meth:`mark`, read once ``count`` of kind ``event`` are there.
+
+        The authentication event is written just after the reply (after_batch), so a
+        client can have its reply before the line is in the log. After ``timeout``
+        seconds the events so far are returned for the test's assertions to report.
+        """
+        deadline = time.monotonic() + timeout
+        while True:
+            events = self.events()
+            seen = sum(1 for e in events if e.get("event") == event)
+            if seen >= count or time.monotonic() >= deadline:
+                return events
+            time.sleep(0.02)
 
 
 # ---------------------------------------------------------------------- clients

@@ -18,6 +18,7 @@ from tests.observability.helpers import (
     USERS,
     by_mech_result,
     deltas,
+    settled,
     wait_for,
 )
 from tests.support.dovecot import doveadm_auth
@@ -27,6 +28,8 @@ pytestmark = pytest.mark.interop
 GOOD = [("alice", USERS["alice"].password), ("bob", USERS["bob"].password)] * 2  # N = 4
 BAD = [("alice", "wrong-1"), ("bob", "wrong-2"), ("carol", "wrong-3")]  # M = 3
 UNKNOWN = [("nobody", "x"), ("ghost@example.org", "y")]  # K = 2
+TOTAL = len(GOOD) + len(BAD) + len(UNKNOWN)
+AUTHS = "authbridge_authentications_total"
 
 
 def _run_all(observed: Observed) -> None:
@@ -41,10 +44,10 @@ def _run_all(observed: Observed) -> None:
 def test_authentication_counters_move_exactly(compat: Observed) -> None:
     before = compat.scrape()
     _run_all(compat)
-    after = compat.scrape()
+    after = settled(compat.scrape, before, AUTHS, TOTAL)
     n, failed = len(GOOD), len(BAD) + len(UNKNOWN)
 
-    moved = by_mech_result(deltas(before, after, "authbridge_authentications_total"))
+    moved = by_mech_result(deltas(before, after, AUTHS))
     assert moved == {("PLAIN", "ok"): n, ("PLAIN", "fail"): failed}
 
     count = deltas(before, after, "authbridge_authentication_duration_seconds_count")
@@ -60,17 +63,17 @@ def test_connection_counters(compat: Observed) -> None:
     _run_all(compat)
     # doveadm opens one connection per run and closes it; the gauge returns to 0.
     assert wait_for(lambda: compat.scrape().value("authbridge_connections_active") == 0)
-    after = compat.scrape()
-    total = len(GOOD) + len(BAD) + len(UNKNOWN)
-    assert deltas(before, after, "authbridge_connections_total") == {(): total}
+    after = settled(compat.scrape, before, AUTHS, TOTAL)
+    assert deltas(before, after, "authbridge_connections_total") == {(): TOTAL}
     assert deltas(before, after, "authbridge_protocol_errors_total") == {}
     assert deltas(before, after, "authbridge_penalties_total") == {}  # compat: no penalty
     assert deltas(before, after, "authbridge_store_reloads_total") == {}
 
 
 def test_no_user_or_address_in_metrics(compat: Observed) -> None:
+    before = compat.scrape()
     _run_all(compat)
-    text = compat.scrape().text
+    text = settled(compat.scrape, before, AUTHS, TOTAL).text
     for secret in [RIP, *(u for u, _ in GOOD + BAD + UNKNOWN), *(p for _, p in GOOD + BAD)]:
         assert secret not in text
     allowed = {"mechanism", "result", "store", "le", "version", "python", "state"}
@@ -81,8 +84,9 @@ def test_no_user_or_address_in_metrics(compat: Observed) -> None:
 def test_one_authentication_event_each(compat: Observed) -> None:
     cursor = compat.cursor()
     _run_all(compat)
-    auth_events = [e for e in cursor.events() if e["event"] == "authentication"]
-    assert len(auth_events) == len(GOOD) + len(BAD) + len(UNKNOWN)
+    events = cursor.events_once("authentication", TOTAL)
+    auth_events = [e for e in events if e["event"] == "authentication"]
+    assert len(auth_events) == TOTAL
     for event in auth_events:
         assert {
             "cuid",
@@ -117,7 +121,7 @@ def test_one_authentication_event_each(compat: Observed) -> None:
 def test_store_lookups_are_timed(compat: Observed) -> None:
     before = compat.scrape()
     _run_all(compat)
-    after = compat.scrape()
+    after = settled(compat.scrape, before, AUTHS, TOTAL)
     counts = deltas(before, after, "authbridge_store_lookup_duration_seconds_count")
     by_result: dict[str, float] = {}
     for labels, value in counts.items():

@@ -14,7 +14,7 @@ import pytest
 
 from tests.interop.smtp_dialogue import SmtpDialogue
 from tests.observability.conftest import Observed
-from tests.observability.helpers import USERS, by_mech_result, deltas, wait_for
+from tests.observability.helpers import USERS, by_mech_result, deltas, settled, wait_for
 from tests.support import free_tcp_port, require_binary, runtime_dir
 from tests.support.exim import EximDaemon, write_exim_config
 from tests.support.swaks import run_swaks
@@ -58,7 +58,7 @@ def test_counters_match_exim_logins(compat: Observed, exim: EximDaemon) -> None:
         result = run_swaks(server=exim.server, auth=mech, user=user, password=password)
         assert result.auth_code == code, result.transcript
         expected[(mech, "ok" if code == 235 else "fail")] += 1
-    after = compat.scrape()
+    after = settled(compat.scrape, before, AUTHS, len(LOGINS))
     assert by_mech_result(deltas(before, after, AUTHS)) == dict(expected)
     counts = {
         dict(k)["mechanism"]: v
@@ -76,12 +76,13 @@ def test_exim_client_ip_reaches_the_log_not_the_metrics(compat: Observed, exim: 
     cursor = compat.cursor()
     result = run_swaks(server=exim.server, auth="LOGIN", user="alice", password="bad-guess")
     assert result.auth_code == 535, result.transcript
-    events = [e for e in cursor.events() if e["event"] == "authentication"]
+    logged = cursor.events_once("authentication", 1)
+    events = [e for e in logged if e["event"] == "authentication"]
     assert [(e["mechanism"], e["result"], e["rip"], e["user"]) for e in events] == [
         ("LOGIN", "fail", "127.0.0.1", "alice")
     ]
     assert events[0]["service"] == "smtp"
-    fail2ban = [e for e in cursor.events() if str(e["event"]).startswith("passwd-file(")]
+    fail2ban = [e for e in logged if str(e["event"]).startswith("passwd-file(")]
     assert [e["event"] for e in fail2ban] == ["passwd-file(alice,127.0.0.1): Password mismatch"]
 
 
@@ -97,7 +98,7 @@ def test_exim_client_cancelling_mid_login_is_aborted(compat: Observed, exim: Exi
     before = compat.scrape()
     _cancel_mid_login(exim)
     assert wait_for(lambda: compat.scrape().value("authbridge_connections_active") == 0)
-    after = compat.scrape()
+    after = settled(compat.scrape, before, AUTHS, 1)
     assert by_mech_result(deltas(before, after, AUTHS)) == {("LOGIN", "aborted"): 1}
     assert deltas(before, after, "authbridge_authentication_duration_seconds_count") == {}
 
@@ -106,5 +107,6 @@ def test_aborted_request_has_its_event(compat: Observed, exim: EximDaemon) -> No
     cursor = compat.cursor()
     _cancel_mid_login(exim)
     assert wait_for(lambda: compat.scrape().value("authbridge_connections_active") == 0)
-    events = [e for e in cursor.events() if e["event"] == "authentication"]
+    logged = cursor.events_once("authentication", 1)
+    events = [e for e in logged if e["event"] == "authentication"]
     assert [(e["mechanism"], e["result"]) for e in events] == [("LOGIN", "aborted")]

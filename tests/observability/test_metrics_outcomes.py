@@ -22,6 +22,7 @@ from tests.observability.helpers import (
     b64,
     by_mech_result,
     deltas,
+    settled,
     wait_for,
 )
 from tests.support.dovecot import doveadm_auth
@@ -43,7 +44,7 @@ def test_policy_refusal_is_rejected_policy(strict: Observed) -> None:
     # Plaintext outside a secured (TLS) session: refused by policy, not a wrong password.
     proc = doveadm_auth(strict.socket_path, "alice", USERS["alice"].password, "rip=192.0.2.10")
     assert proc.returncode == DOVEADM_AUTH_FAILED, proc.stdout + proc.stderr
-    after = strict.scrape()
+    after = settled(strict.scrape, before, AUTHS, 1)
     assert by_mech_result(deltas(before, after, AUTHS)) == {("PLAIN", "rejected_policy"): 1}
     assert deltas(before, after, "authbridge_penalties_total") == {}
 
@@ -58,7 +59,7 @@ def test_internal_failure_is_tempfail(strict: Observed) -> None:
         assert client.reply() is None
     finally:
         client.close()
-    after = strict.scrape()
+    after = settled(strict.scrape, before, AUTHS, 1)
     assert by_mech_result(deltas(before, after, AUTHS)) == {("PLAIN", "tempfail"): 1}
 
 
@@ -68,13 +69,7 @@ def test_client_gone_mid_exchange_is_aborted(strict: Observed) -> None:
     client.send("AUTH\t7\tLOGIN\tservice=smtp\tsecured")
     assert client.reply() == f"CONT\t7\t{b64('Username:')}"
     client.close()
-    assert wait_for(
-        lambda: (
-            strict.scrape().value(AUTHS, mechanism="LOGIN", result="aborted")
-            == before.value(AUTHS, mechanism="LOGIN", result="aborted") + 1
-        )
-    )
-    after = strict.scrape()
+    after = settled(strict.scrape, before, AUTHS, 1)
     assert by_mech_result(deltas(before, after, AUTHS)) == {("LOGIN", "aborted"): 1}
 
 
@@ -87,7 +82,8 @@ def test_malformed_response_is_protocol_error(strict: Observed) -> None:
         assert reply is not None and reply.startswith("FAIL\t3\t"), reply
     finally:
         client.close()
-    after = strict.scrape()
+    # The FAIL went out before the request was counted: wait for the scrape to show it.
+    after = settled(strict.scrape, before, AUTHS, 1)
     assert by_mech_result(deltas(before, after, AUTHS)) == {("PLAIN", "protocol_error"): 1}
     # The request failed; the connection itself broke no rule.
     assert deltas(before, after, "authbridge_protocol_errors_total") == {}
@@ -101,7 +97,7 @@ def test_protocol_violation_counts_once(strict: Observed) -> None:
         assert client.reply() is None  # Dovecot's rule: disconnect
     finally:
         client.close()
-    after = strict.scrape()
+    after = settled(strict.scrape, before, "authbridge_protocol_errors_total", 1)
     assert deltas(before, after, "authbridge_protocol_errors_total") == {(): 1}
     assert deltas(before, after, AUTHS) == {}
 
@@ -115,7 +111,7 @@ def test_penalty_counted_and_in_the_duration_histogram(strict: Observed) -> None
         proc = doveadm_auth(strict.socket_path, "alice", password, "secured", f"rip={rip}")
         assert proc.returncode == DOVEADM_AUTH_FAILED, proc.stdout + proc.stderr
     assert time.monotonic() - started >= 1.0
-    after = strict.scrape()
+    after = settled(strict.scrape, before, AUTHS, 2)
     assert deltas(before, after, "authbridge_penalties_total") == {(): 1}
     assert by_mech_result(deltas(before, after, AUTHS)) == {("PLAIN", "fail"): 2}
     buckets = {
@@ -134,7 +130,7 @@ def test_cache_hits_misses_and_entries(strict: Observed) -> None:
     for _ in range(3):
         proc = doveadm_auth(strict.socket_path, "bob", USERS["bob"].password, "secured")
         assert proc.returncode == 0, proc.stdout + proc.stderr
-    after = strict.scrape()
+    after = settled(strict.scrape, before, AUTHS, 3)
     assert deltas(before, after, "authbridge_cache_misses_total") == {(): 1}
     assert deltas(before, after, "authbridge_cache_hits_total") == {(): 2}
     assert after.value("authbridge_cache_entries") >= 1
