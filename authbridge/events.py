@@ -47,6 +47,7 @@ _STORE_FOUND = frozenset(
         Reason.FORCED_FAIL,
         Reason.BROKEN_HASH,
         Reason.NETWORK_DENIED,
+        Reason.NOLOGIN,
     }
 )
 #: Name fields of a ``FAIL`` reply: the trace cannot tell a known name there.

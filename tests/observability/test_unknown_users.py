@@ -34,6 +34,7 @@ STORE_FOUND = {
     Reason.FORCED_FAIL,
     Reason.BROKEN_HASH,
     Reason.NETWORK_DENIED,
+    Reason.NOLOGIN,
 }
 
 

@@ -170,11 +170,6 @@ def test_refusal_is_logged_as_nologin_and_never_for_fail2ban(wire_dir: Path) -> 
     assert "logged-pw" not in text
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="authbridge/events.py _STORE_FOUND (helper C's file) lacks Reason.NOLOGIN, so "
-    "the refused user, whom the store found, is logged as a fingerprint",
-)
 def test_refused_user_is_logged_by_name(wire_dir: Path) -> None:
     server = start(wire_dir, "log-name", "--failure-delay", "0")
     try:
