@@ -18,9 +18,7 @@ from typing import Any
 
 import trio
 
-from authbridge.logs import get_logger
-
-log = get_logger("authbridge.server")
+from authbridge import internal_errors
 
 #: Beyond this many pending items the queue runs at once: bounded memory whatever a
 #: batch holds (a batch normally completes a few dozen requests at most).
@@ -30,9 +28,12 @@ MAX_PENDING = 4096
 class AfterBatch(trio.abc.Instrument):
     """Runs deferred calls at the end of each scheduler batch (or at once if not installed)."""
 
-    def __init__(self) -> None:
+    def __init__(self, on_error: Callable[[BaseException], None] | None = None) -> None:
         self._pending: list[tuple[Callable[..., None], tuple[Any, ...]]] = []
         self._installed = False
+        #: Told about an exception a deferred call raised (counted and logged there);
+        #: without it the type and location are logged here. Never the message.
+        self._on_error = on_error
 
     def defer(self, fn: Callable[..., None], *args: Any) -> None:
         self._pending.append((fn, args))
@@ -46,8 +47,19 @@ class AfterBatch(trio.abc.Instrument):
             for fn, args in pending:
                 try:
                     fn(*args)
-                except Exception:
-                    log.exception("per-request bookkeeping failed")
+                except Exception as exc:
+                    self._failed(exc)
+
+    def _failed(self, exc: BaseException) -> None:
+        # Runs inside trio's instrument hooks: raising here would get this instrument
+        # removed (and the bookkeeping of every later request silently lost).
+        try:
+            if self._on_error is not None:
+                self._on_error(exc)
+            else:
+                internal_errors.report(exc, "bookkeeping", None)
+        except Exception:  # reporting must never raise in an instrument hook
+            pass
 
     def install(self) -> None:
         """Hook into the current trio run (from inside it)."""

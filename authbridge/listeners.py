@@ -133,11 +133,13 @@ class Listener:
     def peer_allowed(self, stream: trio.abc.Stream) -> bool:
         if not self.allowed or not isinstance(stream, trio.SocketStream):
             return True
+        # Runs in the connections' shared nursery, before the connection's own error
+        # containment: anything unexpected refuses this client instead of raising.
         try:
             peer = stream.socket.getpeername()
-        except OSError:
+            address = ipaddress.ip_address(peer[0])
+        except (OSError, ValueError, TypeError, IndexError):
             return False
-        address = ipaddress.ip_address(peer[0])
         return any(address in net for net in self.allowed)
 
     def remove(self) -> None:

@@ -21,7 +21,7 @@ from typing import Any
 
 import trio
 
-from authbridge import events
+from authbridge import events, internal_errors
 from authbridge.after_batch import AfterBatch
 from authbridge.authenticator import Authenticator
 from authbridge.config import Config
@@ -147,6 +147,11 @@ class Connection:
         self.closing = True
         self.wakeup.set()
 
+    def abort(self) -> None:
+        """End the connection now, dropping unsent replies (after an internal error)."""
+        self.gone = True
+        self.wakeup.set()
+
     async def writer(self) -> None:
         """Drain the outbox until the connection is closing and everything is sent."""
         while True:
@@ -178,13 +183,22 @@ class _Delayed:
 
 
 class FailureDelayQueue:
-    """Holds FAIL replies until their time, in one task for the whole server."""
+    """Holds FAIL replies until their time, in one task for the whole server.
 
-    def __init__(self, clock: Callable[[], float] = trio.current_time) -> None:
+    That task is shared: an error while sending one connection's reply ends that
+    connection (reported through ``on_error``), never the queue.
+    """
+
+    def __init__(
+        self,
+        clock: Callable[[], float] = trio.current_time,
+        on_error: Callable[[BaseException, Connection], None] | None = None,
+    ) -> None:
         self._heap: list[_Delayed] = []
         self._seq = itertools.count()
         self._changed = trio.Event()
         self._clock = clock
+        self._on_error = on_error
 
     def __len__(self) -> int:
         return len(self._heap)
@@ -196,8 +210,15 @@ class FailureDelayQueue:
     def flush_all(self) -> None:
         """Send everything now (shutdown)."""
         while self._heap:
-            item = heapq.heappop(self._heap)
+            self._send(heapq.heappop(self._heap))
+
+    def _send(self, item: _Delayed) -> None:
+        try:
             item.conn.push(item.data)
+        except Exception as exc:
+            item.conn.abort()
+            if self._on_error is not None:
+                self._on_error(exc, item.conn)
 
     async def run(self) -> None:
         while True:
@@ -212,8 +233,7 @@ class FailureDelayQueue:
                 continue
             now = self._clock()
             while self._heap and self._heap[0].due <= now:
-                item = heapq.heappop(self._heap)
-                item.conn.push(item.data)
+                self._send(heapq.heappop(self._heap))
 
 
 class AuthServer:
@@ -231,7 +251,7 @@ class AuthServer:
         self._penalty_locks: dict[str, trio.Lock] = {}
         self.spid = os.getpid()
         self._cuids = itertools.count(1)
-        self.delay_queue = FailureDelayQueue()
+        self.delay_queue = FailureDelayQueue(on_error=self._delayed_reply_failed)
         self.connections: set[Connection] = set()
         self._checks_in_flight = 0
         self._idle = trio.Event()
@@ -243,7 +263,7 @@ class AuthServer:
         ]
         #: Metrics and the authentication event of each request, after the replies of
         #: the scheduler batch went out (while run_background runs; inline otherwise).
-        self.after_batch = AfterBatch()
+        self.after_batch = AfterBatch(on_error=self._bookkeeping_failed)
         self.metrics.prime(m.name for m in self.mechanisms)
         self.metrics.watch(self.metrics.delayed_failures, lambda: len(self.delay_queue))
         self.metrics.watch(self.metrics.connections_active, lambda: len(self.connections))
@@ -255,6 +275,17 @@ class AuthServer:
         self.policy = PolicyGate(config.policy)
         if config.penalty != self.penalty.settings:
             self.penalty = PenaltyTracker(config.penalty)
+
+    # ------------------------------------------------------------------ contained errors
+
+    def _internal_error(self, exc: BaseException, where: str, **context: Any) -> None:
+        internal_errors.report(exc, where, self.metrics, **context)
+
+    def _delayed_reply_failed(self, exc: BaseException, conn: Connection) -> None:
+        self._internal_error(exc, "connection", cuid=conn.cuid)
+
+    def _bookkeeping_failed(self, exc: BaseException) -> None:
+        self._internal_error(exc, "bookkeeping")
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -276,7 +307,14 @@ class AuthServer:
             await trio.sleep(5)
             now = trio.current_time()
             for conn in list(self.connections):
-                expired = conn.session.expire(now)
+                try:
+                    expired = conn.session.expire(now)
+                except Exception as exc:
+                    # This task serves every connection: one broken session ends
+                    # its own connection, not the sweep.
+                    conn.abort()
+                    self._internal_error(exc, "connection", cuid=conn.cuid)
+                    continue
                 if expired:
                     log.info(
                         "requests abandoned by the client expired",
@@ -287,8 +325,11 @@ class AuthServer:
 
     def _report_aborted_now(self, cuid: int, infos: list[RequestInfo], why: str) -> None:
         for info in infos:
-            self.metrics.aborted(info)
-            events.authentication_aborted(cuid, info, why)
+            try:
+                self.metrics.aborted(info)
+                events.authentication_aborted(cuid, info, why)
+            except Exception as exc:
+                self._internal_error(exc, "bookkeeping", cuid=cuid, request=info.id)
 
     async def _report_aborted(self, cuid: int, infos: list[RequestInfo], why: str) -> None:
         """Metrics and one event per aborted request, a slice per scheduler turn.
@@ -313,14 +354,28 @@ class AuthServer:
     # ------------------------------------------------------------------ connections
 
     async def handle(self, stream: trio.abc.Stream) -> None:
-        if len(self.connections) >= self.config.server.max_connections:
-            log.warning(
-                "connection limit reached; refusing a new connection",
-                limit=self.config.server.max_connections,
-            )
-            await stream.aclose()
-            return
-        cuid = next(self._cuids)
+        """Serve one client until it or we hang up; never raises (but Cancelled).
+
+        Connections run in a nursery shared with the listener: an exception escaping
+        here would end the whole server. Whatever one connection's work raises ends
+        that connection (the client sees the socket close) and is reported once.
+        """
+        cuid = 0
+        try:
+            if len(self.connections) >= self.config.server.max_connections:
+                log.warning(
+                    "connection limit reached; refusing a new connection",
+                    limit=self.config.server.max_connections,
+                )
+                return
+            cuid = next(self._cuids)
+            await self._serve(stream, cuid)
+        except* Exception as group:
+            self._internal_error(group, "connection", cuid=cuid)
+        finally:
+            await trio.aclose_forcefully(stream)
+
+    async def _serve(self, stream: trio.abc.Stream, cuid: int) -> None:
         settings = SessionSettings(
             mechanisms=self.mechanisms,
             spid=self.spid,
@@ -352,21 +407,29 @@ class AuthServer:
         finally:
             self.connections.discard(conn)
             conn.gone = True
+            self._after_connection(conn)
+
+    def _after_connection(self, conn: Connection) -> None:
+        """Account for the requests a closed connection left pending."""
+        cuid = conn.cuid
+        try:
             pending = conn.session.abandon_all()
-            if len(pending) <= ABORTED_EVENTS_PER_STEP or self._background is None:
-                self._report_aborted_now(cuid, pending, "client_disconnected")
-            else:
-                # An attacker that hangs up with thousands of requests pending must
-                # not stall everyone else while their events are written.
-                self._background.start_soon(
-                    self._report_aborted, cuid, pending, "client_disconnected"
-                )
+        except Exception as exc:
+            self._internal_error(exc, "bookkeeping", cuid=cuid)
+            return
+        if len(pending) <= ABORTED_EVENTS_PER_STEP or self._background is None:
+            self._report_aborted_now(cuid, pending, "client_disconnected")
+        else:
+            # An attacker that hangs up with thousands of requests pending must
+            # not stall everyone else while their events are written.
+            self._background.start_soon(self._report_aborted, cuid, pending, "client_disconnected")
+        try:
             if conn.tracing:
                 events.trace_closed(cuid)
-            if pending:
-                log.info(
-                    "client disconnected with requests pending", cuid=cuid, pending=len(pending)
-                )
+        except Exception as exc:
+            self._internal_error(exc, "bookkeeping", cuid=cuid)
+        if pending:
+            log.info("client disconnected with requests pending", cuid=cuid, pending=len(pending))
 
     async def _read_loop(self, conn: Connection, nursery: trio.Nursery) -> None:
         idle_timeout = self.config.server.idle_timeout
@@ -428,7 +491,7 @@ class AuthServer:
                     conn.push(action.data)
             elif isinstance(action, Check):
                 if inline_budget > 0:
-                    verdict = self._check_now(action, now)
+                    verdict = self._check_now_contained(conn, action, now)
                     if verdict is not None:
                         inline_budget -= 1
                         self._complete(conn, action, verdict, nursery, now)
@@ -465,13 +528,8 @@ class AuthServer:
                 action, started = item
                 try:
                     verdict: Verdict | KeysFound = await self._verdict(action)
-                except Exception:
-                    log.exception(
-                        "internal error while checking a credential",
-                        cuid=conn.cuid,
-                        request=action.info.id,
-                    )
-                    verdict = Verdict(Outcome.TEMPFAIL, None, Reason.STORE_ERROR)
+                except Exception as exc:
+                    verdict = self._check_failed(exc, conn, action)
                 item = None
                 self._check_done(1)
                 self._complete(conn, action, verdict, nursery, started)
@@ -507,13 +565,30 @@ class AuthServer:
                 self._finished(conn, item.info, item.verdict, now - started)
         self._dispatch(conn, [a for a in actions if not isinstance(a, Finished)], nursery, now)
 
+    def _check_failed(self, exc: BaseException, conn: Connection, action: Check) -> Verdict:
+        """A check that raised is an internal failure of that request only: TEMPFAIL."""
+        self._internal_error(exc, "check", cuid=conn.cuid, request=action.info.id)
+        return Verdict(Outcome.TEMPFAIL, None, Reason.STORE_ERROR)
+
+    def _check_now_contained(self, conn: Connection, action: Check, now: float) -> Verdict | None:
+        """:meth:`_check_now`, with an exception answered as the check task would."""
+        try:
+            return self._check_now(action, now)
+        except Exception as exc:
+            return self._check_failed(exc, conn, action)
+
     @staticmethod
     def _typed_and_secret(action: Check) -> tuple[str, bytes]:
+        """The name as typed, and the bytes the penalty tracker fingerprints.
+
+        Client text holds undecodable bytes as surrogates (``decode_text``): they are
+        turned back into those bytes, never refused (``.encode()`` would raise).
+        """
         credential = action.credential
         if isinstance(credential, VerifyPlain):
             return credential.authcid, credential.password
         if isinstance(credential, VerifyCramMd5):
-            return credential.username, credential.response_hex.encode()
+            return credential.username, credential.response_hex.encode("utf-8", "surrogateescape")
         return credential.username, b""
 
     def _refused(self, action: Check, typed: str) -> Verdict | None:
@@ -600,7 +675,16 @@ class AuthServer:
         self.after_batch.defer(self._account, conn.cuid, info, verdict, duration)
 
     def _account(self, cuid: int, info: RequestInfo, verdict: Verdict, duration: float) -> None:
-        """Metrics and the authentication event of one finished request."""
+        """Metrics and the authentication event of one finished request.
+
+        Each part on its own: a failing metric must not lose the event, nor the reverse.
+        """
         for callback in self.on_finished:
-            callback(info, verdict, duration)
-        events.authentication_finished(cuid, info, verdict, duration)
+            try:
+                callback(info, verdict, duration)
+            except Exception as exc:
+                self._internal_error(exc, "bookkeeping", cuid=cuid, request=info.id)
+        try:
+            events.authentication_finished(cuid, info, verdict, duration)
+        except Exception as exc:
+            self._internal_error(exc, "bookkeeping", cuid=cuid, request=info.id)
