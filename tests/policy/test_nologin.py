@@ -18,8 +18,10 @@ import pytest
 from authbridge.authenticator import Authenticator
 from authbridge.cache import AuthCache, CacheSettings
 from authbridge.config import parse_config
+from authbridge.events import FAIL2BAN_WORDS
 from authbridge.hashing import Hasher
 from authbridge.mechanisms.base import NeedScramKeys, VerifyCramMd5, VerifyPlain
+from authbridge.metrics import result_label
 from authbridge.passdb.passwd_file import PasswdFileStore
 from authbridge.passdb.sql import SqlStore
 from authbridge.passdb.sql_sqlite import SqliteBackend
@@ -217,3 +219,9 @@ async def test_sql_nologin_in_compat_mode_is_dovecots_ok(sql_auth: Authenticator
     moved = await verdict_of(sql_auth, VerifyPlain("moved@example.org", "", b"moved-pw"))
     assert moved.ok
     assert moved.fields == (("nologin", "1"), ("reason", "Moved to example.net"))
+
+
+def test_counted_as_fail_and_never_as_a_guess_for_fail2ban() -> None:
+    refused = refuse_nologin(Verdict(Outcome.OK, "u", fields=(("nologin", None),)))
+    assert result_label(refused) == "fail"  # like a store entry marked "fail"
+    assert Reason.NOLOGIN not in FAIL2BAN_WORDS
