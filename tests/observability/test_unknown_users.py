@@ -18,7 +18,11 @@ from collections.abc import Iterator
 import pytest
 
 from authbridge import events, logs, userlog
+from authbridge.authenticator import Authenticator
 from authbridge.config import ConfigError, parse_config
+from authbridge.hashing import Hasher
+from authbridge.mechanisms.base import VerifyPlain
+from authbridge.passdb.base import StoreUnavailable
 from authbridge.session import RequestInfo
 from authbridge.verdict import Outcome, Reason, Verdict
 from tests.support import root_logging_restored
@@ -231,3 +235,30 @@ def test_config_key() -> None:
     assert typed.log.unknown_users == "typed"
     with pytest.raises(ConfigError, match="unknown_users"):
         parse_config('[log]\nunknown_users = "clear"\n')
+
+
+# ---------------------------------------------------------------------- gaps in other files
+
+
+class _DownStore:
+    """A store whose backend is down (an SQL server gone): no name is confirmed."""
+
+    name = "down"
+
+    async def lookup(self, user: str, info: object = None) -> object:
+        raise StoreUnavailable("down: connection refused")
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="authbridge/authenticator.py (not helper C's file) logs 'store unavailable "
+    "while authenticating %s' with the name as typed, though no store confirmed it; it "
+    "should log events.shown_user(user, False) or no name",
+)
+async def test_store_outage_does_not_log_the_typed_name(json_log: io.StringIO) -> None:
+    name = "hunter2-typed-as-the-name"
+    auth = Authenticator([_DownStore()], Hasher())  # type: ignore[list-item]
+    verdict = await auth.check(INFO, VerifyPlain(name, "", b"x"))
+    assert isinstance(verdict, Verdict) and verdict.outcome is Outcome.TEMPFAIL
+    assert "store unavailable" in json_log.getvalue()  # the line exists...
+    assert name not in json_log.getvalue()  # ...without the name
