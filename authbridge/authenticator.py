@@ -17,7 +17,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from authbridge import addresses, schemes
+from authbridge import addresses, schemes, userlog
 from authbridge.cache import AuthCache
 from authbridge.expand import ExpansionError, expand, variables
 from authbridge.hashing import Hasher, HasherUnavailable
@@ -307,7 +307,9 @@ class Authenticator:
         try:
             entry = await self._lookup(user, info)
         except StoreUnavailable as exc:
-            log.error("store unavailable while authenticating %s: %s", user, exc)
+            # No store confirmed the name: it may be a password typed as a user name.
+            shown = userlog.unknown_name(user)
+            log.error("store unavailable while authenticating %s: %s", shown, exc)
             return Verdict(Outcome.TEMPFAIL, user, Reason.STORE_ERROR, original_user=typed)
         if entry is None:
             if dummy is not None:

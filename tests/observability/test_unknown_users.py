@@ -249,12 +249,6 @@ class _DownStore:
         raise StoreUnavailable("down: connection refused")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="authbridge/authenticator.py (not helper C's file) logs 'store unavailable "
-    "while authenticating %s' with the name as typed, though no store confirmed it; it "
-    "should log events.shown_user(user, False) or no name",
-)
 async def test_store_outage_does_not_log_the_typed_name(json_log: io.StringIO) -> None:
     name = "hunter2-typed-as-the-name"
     auth = Authenticator([_DownStore()], Hasher())  # type: ignore[list-item]
