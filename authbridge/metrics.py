@@ -13,6 +13,7 @@ import math
 import os
 import platform
 import socket
+import struct
 import sys
 import threading
 import time
@@ -459,6 +460,10 @@ class SupervisorMetrics:
             return dict(self.own_internal_errors)
 
 
+#: Reads of the workers' metrics files before a scrape gives up (see _read_files).
+_READ_ATTEMPTS = 5
+
+
 class _WorkersPlusOwn(Collector):
     """The workers' files summed, with the supervisor's own internal errors added in."""
 
@@ -466,10 +471,26 @@ class _WorkersPlusOwn(Collector):
         self._files = MultiProcessCollector(None, path=path)  # type: ignore[no-untyped-call]
         self._own = own
 
+    def _read_files(self) -> list[Any]:
+        """The workers' files summed; retried when a new worker's file is caught mid-creation.
+
+        A worker (re)starting creates its file and then sizes it; a scrape between the two
+        reads an empty file (``struct.error``). That is not worth a failed scrape: the
+        file is complete a moment later.
+        """
+        for attempt in range(_READ_ATTEMPTS):
+            try:
+                return list(self._files.collect())  # type: ignore[no-untyped-call]
+            except (struct.error, RuntimeError, OSError):
+                if attempt == _READ_ATTEMPTS - 1:
+                    raise
+                time.sleep(0.01 * (attempt + 1))
+        return []
+
     def collect(self) -> Iterable[Any]:
         own = self._own()
         merged = False
-        for family in self._files.collect():  # type: ignore[no-untyped-call]
+        for family in self._read_files():
             if family.name == "authbridge_internal_errors":
                 family.samples = _add_counts(family.samples, own)
                 merged = True
