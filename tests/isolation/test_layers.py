@@ -1,0 +1,206 @@
+"""An exception in any layer of one client's request costs that client, nobody else.
+
+For each layer a request passes through (wire parsing, session, mechanism,
+authenticator, store lookup, scheme verification, authentication event, metrics) an
+exception is injected that fires only for the victim's request, and whose message
+carries the victim's password (as a real one could quote client data). Meanwhile a
+bystander connection has a check in flight, held inside the store. Each test proves:
+
+* the victim's connection ends (or, for bookkeeping after the reply, its reply is
+  intact), and nothing else does: the bystander's held check completes with OK and a
+  new connection logs in with OK;
+* ``authbridge_internal_errors_total{where}`` moved by exactly one;
+* exactly one log line reports it, by type and place, and no log line holds the
+  password (plain or base64).
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+import trio
+
+from authbridge import events, logs, schemes, wire
+from authbridge.authenticator import Authenticator
+from authbridge.mechanisms.plain import Plain
+from authbridge.metrics import Metrics
+from authbridge.session import Session
+from tests.isolation.harness import (
+    DEADLINE,
+    PASSWORD,
+    PLAIN_USER,
+    USERS,
+    internal_errors,
+    make_config,
+    plain_auth,
+    running_server,
+)
+from tests.support import root_logging_restored
+from tests.support.memory_store import MemoryStore
+
+VICTIM = "victim@example.org"
+VICTIM_PASSWORD = b"Victim-Secret-8472"
+BYSTANDER = "bystander@example.org"
+
+LAYER_USERS = USERS + f"{VICTIM}:{{PLAIN}}{VICTIM_PASSWORD.decode()}\n{BYSTANDER}:{{PLAIN}}secret\n"
+VICTIM_LINE = plain_auth(1, VICTIM, VICTIM_PASSWORD)
+VICTIM_RESP = VICTIM_LINE.split(b"resp=")[1].strip()
+
+
+class InjectedFault(RuntimeError):
+    """The exception the tests inject; its message quotes the victim's password."""
+
+    def __init__(self) -> None:
+        super().__init__(f"injected, quoting client data: {VICTIM_PASSWORD.decode()}")
+
+
+class HeldStore(MemoryStore):
+    """Holds the bystander's lookup until released: a check in flight elsewhere."""
+
+    def __init__(self) -> None:
+        super().__init__(LAYER_USERS)
+        self.entered = trio.Event()
+        self.release = trio.Event()
+
+    async def lookup(self, user: str, info: object = None) -> Any:
+        if user == BYSTANDER:
+            self.entered.set()
+            await self.release.wait()
+        return await super().lookup(user, info)
+
+
+def _is_victim(value: object) -> bool:
+    """Whether an argument is the victim's data, in any of the shapes layers see."""
+    if isinstance(value, bytes | bytearray):
+        return VICTIM.encode() in value or VICTIM_PASSWORD in value or VICTIM_RESP in value
+    if isinstance(value, str):
+        return value in (VICTIM, VICTIM_RESP.decode())
+    user = getattr(value, "user", None) or getattr(value, "authcid", None)
+    return user == VICTIM
+
+
+def _faulty(original: Callable[..., Any]) -> Callable[..., Any]:
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        if any(_is_victim(a) for a in (*args, *kwargs.values())):
+            raise InjectedFault()
+        return original(*args, **kwargs)
+
+    return wrapper
+
+
+def _faulty_async(original: Callable[..., Any]) -> Callable[..., Any]:
+    async def wrapper(*args: Any, **kwargs: Any) -> Any:
+        if any(_is_victim(a) for a in (*args, *kwargs.values())):
+            raise InjectedFault()
+        return await original(*args, **kwargs)
+
+    return wrapper
+
+
+@dataclass(frozen=True)
+class Layer:
+    name: str
+    #: The ``where`` label the failure is counted under.
+    where: str
+    inject: Callable[[pytest.MonkeyPatch], None]
+
+
+def _patch(target: Any, attribute: str, asynchronous: bool = False) -> Callable[..., None]:
+    def inject(monkeypatch: pytest.MonkeyPatch) -> None:
+        original = getattr(target, attribute)
+        wrap = _faulty_async if asynchronous else _faulty
+        monkeypatch.setattr(target, attribute, wrap(original))
+
+    return inject
+
+
+LAYERS = [
+    Layer("wire", "connection", _patch(wire, "b64decode_strict")),
+    Layer("session", "connection", _patch(Session, "receive")),
+    Layer("mechanism", "connection", _patch(Plain, "_step")),
+    Layer("authenticator", "check", _patch(Authenticator, "check", asynchronous=True)),
+    Layer("store", "check", _patch(MemoryStore, "lookup", asynchronous=True)),
+    Layer("scheme", "check", _patch(schemes, "verify_password")),
+    Layer("event", "bookkeeping", _patch(events, "authentication_finished")),
+    Layer("metric", "bookkeeping", _patch(Metrics, "finished")),
+]
+
+
+@pytest.fixture
+def log_stream() -> Iterator[io.StringIO]:
+    stream = io.StringIO()
+    with root_logging_restored():
+        logs.configure("json", "info", stream)
+        yield stream
+
+
+def _lines(stream: io.StringIO) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in stream.getvalue().splitlines() if line.strip()]
+
+
+@pytest.mark.parametrize("layer", LAYERS, ids=[layer.name for layer in LAYERS])
+async def test_an_exception_in_one_layer_costs_only_that_client(
+    layer: Layer, monkeypatch: pytest.MonkeyPatch, log_stream: io.StringIO
+) -> None:
+    layer.inject(monkeypatch)
+    store = HeldStore()
+    async with running_server(store=store) as running:
+        bystander = await running.connect()
+        await bystander.send(plain_auth(5, BYSTANDER, PASSWORD))
+        with trio.fail_after(DEADLINE):
+            await store.entered.wait()
+
+        victim = await running.connect()
+        await victim.send(VICTIM_LINE)
+        reply = await victim.reply_to(1)
+        if layer.where in ("connection", "check"):
+            # A failed check is a TEMPFAIL, which in the default mode closes the
+            # connection too (so the MTA answers 4xx): no answer either way.
+            assert reply is None, "the victim's connection must end without an answer"
+        else:  # bookkeeping runs after the reply went out: the reply is intact
+            assert reply == b"OK\t1\tuser=" + VICTIM.encode()
+        await victim.aclose()
+
+        store.release.set()
+        assert await bystander.reply_to(5) == b"OK\t5\tuser=" + BYSTANDER.encode()
+        assert await running.good_login() == b"OK\t77\tuser=" + PLAIN_USER.encode()
+        await bystander.aclose()
+
+        counts = internal_errors(running.metrics)
+        assert counts == {**dict.fromkeys(counts, 0), layer.where: 1}
+
+    reported = [line for line in _lines(log_stream) if line.get("where") == layer.where]
+    assert len(reported) == 1, reported
+    assert reported[0]["level"] == "error"
+    assert "InjectedFault" in json.dumps(reported[0])
+    assert "test_layers.py:" in reported[0]["location"]
+    text = log_stream.getvalue()
+    for secret in (VICTIM_PASSWORD, base64.b64encode(VICTIM_PASSWORD), VICTIM_RESP):
+        assert secret.decode() not in text
+    assert "Traceback" not in text
+
+
+async def test_a_failed_check_in_compat_mode_is_dovecots_temp_fail_and_the_connection_stays(
+    monkeypatch: pytest.MonkeyPatch, log_stream: io.StringIO
+) -> None:
+    """``--dovecot-compat`` (no disconnect on TEMPFAIL): the answer Dovecot gives for an
+    internal failure, and the same connection goes on serving."""
+    _patch(MemoryStore, "lookup", asynchronous=True)(monkeypatch)
+    config = make_config(tempfail_disconnects=False)
+    async with running_server(config, HeldStore()) as running:
+        client = await running.connect()
+        await client.send(VICTIM_LINE)
+        reply = await client.reply_to(1)
+        assert reply is not None and reply.startswith(b"FAIL\t1\t"), reply
+        assert b"code=temp_fail" in reply.split(b"\t")
+        await client.send(plain_auth(2, PLAIN_USER, PASSWORD))
+        assert await client.reply_to(2) == b"OK\t2\tuser=" + PLAIN_USER.encode()
+        await client.aclose()
+        assert internal_errors(running.metrics)["check"] == 1
+    assert VICTIM_PASSWORD.decode() not in log_stream.getvalue()
