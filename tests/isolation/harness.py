@@ -37,11 +37,14 @@ DEADLINE = 10.0
 
 PLAIN_USER = "plainuser@example.org"
 CRAM_USER = "cramuser@example.org"
+#: Its extra fields expand client text (service, addresses, session) into the OK line.
+FIELDS_USER = "fielduser@example.org"
 PASSWORD = b"secret"
 
 USERS = (
     f"{PLAIN_USER}:{{PLAIN}}secret\n"
     f"{CRAM_USER}:{{CRAM-MD5}}{cram_md5.context_from_password(PASSWORD).hex()}\n"
+    f"{FIELDS_USER}:{{PLAIN}}secret::::::svc=%s rip=%r lip=%l who=%u\n"
 )
 
 ALL_MECHANISMS = ("plain", "login", "cram-md5", "scram-sha-1", "scram-sha-256")

@@ -16,15 +16,18 @@ import base64
 import hashlib
 import hmac
 from collections.abc import Awaitable, Callable
+from dataclasses import replace
 
 import pytest
 import trio
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from authbridge.config import Config, LogConfig
 from tests.fuzz.settings import EXAMPLES, FUZZ
 from tests.isolation.harness import (
     CRAM_USER,
+    FIELDS_USER,
     PASSWORD,
     PLAIN_USER,
     USERS,
@@ -33,6 +36,7 @@ from tests.isolation.harness import (
     RunningServer,
     cram_md5_answer,
     internal_errors,
+    make_config,
     running_server,
 )
 from tests.support.memory_store import MemoryStore
@@ -86,11 +90,13 @@ async def _still_serving(running: RunningServer) -> None:
     assert reply is not None and reply.startswith(b"OK\t77\tuser=" + PLAIN_USER.encode()), reply
 
 
-def _run(store: str, conversation: Callable[[Client], Awaitable[object]]) -> None:
+def _run(
+    store: str, conversation: Callable[[Client], Awaitable[object]], config: Config | None = None
+) -> None:
     """Run ``conversation`` on one connection, then prove the server is unharmed."""
 
     async def main() -> None:
-        async with running_server(store=STORES[store]()) as running:
+        async with running_server(config, STORES[store]()) as running:
             client = await running.connect()
             try:
                 await conversation(client)
@@ -143,14 +149,24 @@ RESP = st.one_of(
     st.none(),
     field_bytes(b64(b"\0" + PLAIN_USER.encode() + b"\0secret")),
     field_bytes(b"\0" + PLAIN_USER.encode() + b"\0secret").map(b64),
+    field_bytes(b"\0" + FIELDS_USER.encode() + b"\0secret").map(b64),
 )
 
 
-@pytest.mark.parametrize("store", STORES)
+#: At debug level every line in and out is traced too: client bytes reach the log code.
+TRACED = replace(make_config(), log=LogConfig(level="debug"))
+
+
+@pytest.mark.parametrize(("store", "traced"), [("inline", False), ("task", False), ("task", True)])
 @HOSTILE
 @given(mechanism=MECHANISM, service=field_bytes(b"smtp", b"imap"), params=PARAMS, resp=RESP)
 def test_any_bytes_in_the_fields_of_an_auth_line(
-    store: str, mechanism: bytes, service: bytes, params: list[bytes], resp: bytes | None
+    store: str,
+    traced: bool,
+    mechanism: bytes,
+    service: bytes,
+    params: list[bytes],
+    resp: bytes | None,
 ) -> None:
     line = [b"AUTH", b"1", mechanism, b"service=" + service, *params]
     if resp is not None:
@@ -160,7 +176,7 @@ def test_any_bytes_in_the_fields_of_an_auth_line(
         await client.send(no_newline(b"\t".join(line)) + b"\n")
         await client.reply_to(1)  # an answer, or the server hung up (a violation)
 
-    _run(store, conversation)
+    _run(store, conversation, TRACED if traced else None)
 
 
 @HOSTILE
@@ -191,7 +207,7 @@ async def _exchange(client: Client, mechanism: bytes, payloads: list[bytes]) -> 
     await client.reply_to(3)
 
 
-USER = field_bytes(PLAIN_USER.encode(), CRAM_USER.encode())
+USER = field_bytes(PLAIN_USER.encode(), CRAM_USER.encode(), FIELDS_USER.encode())
 SECRET = field_bytes(PASSWORD)
 
 
