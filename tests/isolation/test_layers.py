@@ -30,6 +30,7 @@ from authbridge import events, logs, schemes, wire
 from authbridge.authenticator import Authenticator
 from authbridge.mechanisms.plain import Plain
 from authbridge.metrics import Metrics
+from authbridge.server import Connection
 from authbridge.session import Session
 from tests.isolation.harness import (
     DEADLINE,
@@ -203,4 +204,33 @@ async def test_a_failed_check_in_compat_mode_is_dovecots_temp_fail_and_the_conne
         assert await client.reply_to(2) == b"OK\t2\tuser=" + PLAIN_USER.encode()
         await client.aclose()
         assert internal_errors(running.metrics)["check"] == 1
+    assert VICTIM_PASSWORD.decode() not in log_stream.getvalue()
+
+
+async def test_a_delayed_fail_that_cannot_be_sent_ends_only_its_connection(
+    monkeypatch: pytest.MonkeyPatch, log_stream: io.StringIO
+) -> None:
+    """Delayed FAILs of every connection go out from one shared task: an exception while
+    sending one ends that connection, and the others' delayed FAILs still go out."""
+    original = Connection.push
+
+    def push(self: Connection, data: bytes) -> None:
+        if VICTIM.encode() in data:
+            raise InjectedFault()
+        original(self, data)
+
+    monkeypatch.setattr(Connection, "push", push)
+    async with running_server(make_config(failure_delay=0.05), HeldStore()) as running:
+        victim = await running.connect()
+        await victim.send(plain_auth(1, VICTIM, b"wrong"))
+        assert await victim.reply_to(1) is None
+        other = await running.connect()
+        await other.send(plain_auth(2, PLAIN_USER, b"wrong"))
+        assert await other.reply_to(2) == b"FAIL\t2\tuser=" + PLAIN_USER.encode()
+        await other.aclose()
+        await victim.aclose()
+        assert await running.good_login() == b"OK\t77\tuser=" + PLAIN_USER.encode()
+        assert internal_errors(running.metrics)["connection"] == 1
+    reported = [line for line in _lines(log_stream) if line.get("where") == "connection"]
+    assert len(reported) == 1, reported
     assert VICTIM_PASSWORD.decode() not in log_stream.getvalue()
