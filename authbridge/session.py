@@ -10,6 +10,7 @@ caller passes ``now`` in.
 
 from __future__ import annotations
 
+import collections
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
@@ -33,6 +34,9 @@ PROTOCOL_MAJOR = 1
 PROTOCOL_MINOR = 2
 #: Dovecot forgets a request that saw no progress for this long, without a reply.
 REQUEST_TIMEOUT = 150.0
+#: After this many held lines were released without new input, lines stop waiting for
+#: checks: each release may run the next check inline, one stack level deeper.
+MAX_UNBLOCKS_PER_READ = 32
 
 Credential = VerifyPlain | VerifyCramMd5 | NeedScramKeys
 
@@ -155,6 +159,14 @@ class Session:
     #: Complete lines received so far (the server's idle timer restarts on progress,
     #: not on every byte, so a client trickling a partial line cannot hold on).
     lines_received: int = 0
+    #: Lines read but not yet handled: a line about a request that is being checked
+    #: waits (with every line after it) until the check completes, see :meth:`_drain`.
+    _held: collections.deque[str] = field(default_factory=collections.deque)
+    _blocked_on: int | None = None
+    #: Unblocks since the last receive(): bounds the shell's inline-check recursion.
+    _unblocks: int = 0
+    #: A violation seen while checks were running: the close waits for them.
+    _closing: str | None = None
 
     # ------------------------------------------------------------------ handshake
 
@@ -177,25 +189,78 @@ class Session:
 
     def receive(self, data: bytes | bytearray, now: float) -> list[Action]:
         """Feed bytes from the client; returns what to do, in order."""
-        if self.closed:
+        if self.closed or self._closing is not None:
             return []
-        actions: list[Action] = []
         try:
             lines = self._buffer.feed(data)
         except wire.LineTooLong:
-            return self._close(f"client sent more than {wire.MAX_LINE_LENGTH} bytes in a line")
+            # Lines before the overlong one are still handled, as Dovecot reads them first.
+            actions = self._drain(now)
+            return actions + self._violation(
+                f"client sent more than {wire.MAX_LINE_LENGTH} bytes in a line"
+            )
         self.lines_received += len(lines)
-        for line in lines:
+        self._held.extend(lines)
+        self._unblocks = 0
+        return self._drain(now)
+
+    def _violation(self, reason: str) -> list[Action]:
+        """Close for a client error, once the checks already running have answered.
+
+        Dovecot finishes each check before it reads the next line, so whatever a check
+        answers goes out before the close that a later line causes.
+        """
+        if self.closed:
+            return []
+        if any(request.checking for request in self._requests.values()):
+            self._closing = reason
+            self._held.clear()
+            return []
+        return self._close(reason)
+
+    def _drain(self, now: float) -> list[Action]:
+        """Handle held lines in order, stopping at one that needs a check to finish.
+
+        Dovecot checks a passwd-file password before it reads the next line, so a CONT,
+        CANCEL or AUTH for a request that is being checked sees the request finished.
+        authbridge checks asynchronously; holding such a line (and all after it) until
+        :meth:`complete` gives the same result. Lines about other requests are not held,
+        so independent pipelined requests are still checked concurrently.
+        """
+        actions: list[Action] = []
+        held = self._held
+        while held and not self.closed and self._blocked_on is None and self._closing is None:
+            line = held[0]
+            waits_for = self._checking_id(line)
+            if waits_for is not None and self._unblocks < MAX_UNBLOCKS_PER_READ:
+                self._blocked_on = waits_for
+                break
+            held.popleft()
             try:
                 actions.extend(self._handle_line(line, now))
             except ProtocolViolation as exc:
-                actions.extend(self._close(str(exc)))
-                break
+                actions.extend(self._violation(str(exc)))
         return actions
+
+    def _checking_id(self, line: str) -> int | None:
+        """The id of the request being checked that ``line`` is about, if any."""
+        if self.client_pid is None or not self._requests:
+            return None
+        for command in ("AUTH\t", "CONT\t", "CANCEL\t"):
+            if line.startswith(command):
+                rest = line[len(command) :]
+                break
+        else:
+            return None
+        word = rest.split("\t", 1)[0]
+        request_id = wire.parse_uint(wire.split_fields(word)[0] if line[0] == "A" else word)
+        request = self._requests.get(request_id) if request_id else None
+        return request_id if request is not None and request.checking else None
 
     def _close(self, reason: str, violation: bool = True) -> list[Action]:
         self.closed = True
         self._requests.clear()
+        self._held.clear()
         return [Close(reason, violation)]
 
     def _handle_line(self, line: str, now: float) -> list[Action]:
@@ -314,15 +379,16 @@ class Session:
             return self._fail_now(request, "Unexpected continuation")
         request.accepts_cont = False
         request.last_activity = now
-        if request.awaiting_final_cont and request.pending_ok is not None:
-            # The client acknowledged our final data; whatever it sent is ignored.
-            return self._finish(request, request.pending_ok)
         try:
             decoded = wire.b64decode_strict(data)
         except ValueError:
             return self._fail_now(
                 request, "Invalid base64 data in continued response", "invalid_base64"
             )
+        if request.awaiting_final_cont and request.pending_ok is not None:
+            # The client acknowledged our final data. What it sent means nothing (not
+            # even a NUL fails it), but it must be base64, as in Dovecot.
+            return self._finish(request, request.pending_ok)
         return self._apply_step(request, request.mechanism.step(decoded), now)
 
     def _handle_cancel(self, rest: str) -> None:
@@ -344,6 +410,10 @@ class Session:
             return [Send(line)]
         if isinstance(step, Failure):
             reason = Reason.PASSWORD_MISMATCH if step.password_mismatch else Reason.MALFORMED
+            if request.pending_ok is not None:
+                return self._finish(request, _failed_after_lookup(request.pending_ok, reason))
+            if step.username is not None and not self._learn_username(request, step.username):
+                return self._invalid_username(request)
             verdict = Verdict(Outcome.FAIL, request.user, reason, original_user=request.typed)
             return self._finish(request, verdict)
         if isinstance(step, Success):
@@ -375,13 +445,31 @@ class Session:
         """Deliver the answer to a :class:`Check`; stale tickets are dropped silently."""
         request = self._requests.get(request_id)
         if self.closed or request is None or request.ticket != ticket:
-            return []
+            return self._unblock(now)
         request.checking = False
         if isinstance(result, KeysFound):
             request.pending_ok = result.verdict
             request.last_activity = now
-            return self._apply_step(request, request.mechanism.resume(result.keys), now)
-        return self._finish(request, result)
+            actions = self._apply_step(request, request.mechanism.resume(result.keys), now)
+        else:
+            actions = self._finish(request, result)
+        return actions + self._unblock(now)
+
+    def _unblock(self, now: float) -> list[Action]:
+        """Go on with held lines once the request they wait for is no longer checked."""
+        if self._closing is not None and not self.closed:
+            if any(request.checking for request in self._requests.values()):
+                return []
+            return self._close(self._closing)
+        blocked = self._blocked_on
+        if blocked is None or self.closed:
+            return []
+        request = self._requests.get(blocked)
+        if request is not None and request.checking:
+            return []
+        self._blocked_on = None
+        self._unblocks += 1
+        return self._drain(now)
 
     def _finish(self, request: _Request, verdict: Verdict) -> list[Action]:
         del self._requests[request.info.id]
@@ -450,8 +538,31 @@ class Session:
         """The connection is gone: every request still in flight is dropped."""
         infos = [r.info for r in self._requests.values()]
         self._requests.clear()
+        self._held.clear()
         self.closed = True
         return infos
+
+
+def _failed_after_lookup(found: Verdict, reason: Reason) -> Verdict:
+    """The FAIL of a mechanism that failed after its store lookup succeeded (SCRAM).
+
+    Dovecot has imported the entry by then: its FAIL names the user as the store does
+    (``user=`` renames apply) and carries the entry's fields, except ``nologin``.
+    """
+    fields = tuple((key, value) for key, value in found.fields if key != "nologin")
+    # The separating TAB stays for hidden fields, but not for a removed nologin alone.
+    had_fields = bool(fields) or (found.had_store_fields and len(fields) == len(found.fields))
+    return Verdict(
+        Outcome.FAIL,
+        found.user,
+        reason,
+        fields=fields,
+        had_store_fields=had_fields,
+        original_user=found.original_user,
+        # The entry's nodelay field makes the FAIL immediate and flagged, and is also
+        # still among the fields: Dovecot then writes it twice.
+        nodelay=any(key == "nodelay" for key, _ in found.fields),
+    )
 
 
 def _sanitize(text: str, limit: int = 80) -> str:

@@ -1,6 +1,7 @@
 """Framing and encoding of the Dovecot auth-client protocol, with no I/O.
 
-Lines are LF-terminated (a CR just before the LF is dropped, as Dovecot does), fields are
+Lines are LF-terminated (a CR just before the LF is dropped, as Dovecot does; a NUL ends
+the line early, as in Dovecot's C strings), fields are
 separated by single TABs, and values that may hold control characters are "tab-escaped"
 with 0x01 as the escape byte. Everything here works on ``str`` decoded with
 ``surrogateescape`` so that arbitrary client bytes survive a round trip unchanged.
@@ -52,10 +53,13 @@ def tabunescape(value: str) -> str:
 
 
 def split_fields(line: str) -> list[str]:
-    """Split a line on TAB and unescape every field."""
+    """Split a line on TAB and unescape every field.
+
+    An escaped NUL (``\\x010``) ends its field: Dovecot unescapes into C strings.
+    """
     if "\x01" not in line:
         return line.split("\t")  # nothing escaped anywhere: the usual line
-    return [tabunescape(part) for part in line.split("\t")]
+    return [tabunescape(part).partition("\x00")[0] for part in line.split("\t")]
 
 
 def join_line(*fields: str) -> bytes:
@@ -122,6 +126,11 @@ class LineBuffer:
             raw = bytes(pending[start:end])
             if raw.endswith(b"\r"):
                 raw = raw[:-1]
+            nul = raw.find(b"\x00")
+            if nul >= 0:
+                # Dovecot reads each line as a C string: a NUL ends it, and the bytes
+                # after it (up to the LF) are never looked at.
+                raw = raw[:nul]
             lines.append(raw.decode(ENCODING, ERRORS))
             start = end + 1
         if start:

@@ -148,11 +148,14 @@ def test_cont_for_unknown_id_says_timed_out() -> None:
     )
 
 
-def test_unexpected_continuation_fails_the_request() -> None:
+def test_continuation_during_a_check_waits_for_the_check() -> None:
+    # Dovecot checks before it reads the next line: the CONT finds the request finished.
     session = ready()
-    session.receive(f"AUTH\t1\tPLAIN\tservice=smtp\tresp={PLAIN_IR}\n".encode(), 0)
-    assert flatten(session.receive(b"CONT\t1\tAAAA\n", 0)) == (
-        b"FAIL\t1\treason=Unexpected continuation\n"
+    (check,) = session.receive(f"AUTH\t1\tPLAIN\tservice=smtp\tresp={PLAIN_IR}\n".encode(), 0)
+    assert session.receive(b"CONT\t1\tAAAA\n", 0) == []
+    actions = session.complete(check.ticket, 1, Verdict(Outcome.OK, "userx"))
+    assert flatten(actions) == (
+        b"OK\t1\tuser=userx\nFAIL\t1\treason=Authentication request timed out\n"
     )
     assert session.in_flight == 0
 
@@ -246,11 +249,13 @@ def test_tempfail_is_dovecot_fail_code_or_a_disconnect_by_setting() -> None:
     assert isinstance(actions[-1], Close) and strict.closed
 
 
-def test_cancel_forgets_the_request_and_a_late_verdict_is_dropped() -> None:
+def test_cancel_during_a_check_comes_too_late_and_a_stale_verdict_is_dropped() -> None:
     session = ready()
     (check,) = session.receive(f"AUTH\t1\tPLAIN\tservice=smtp\tresp={PLAIN_IR}\n".encode(), 0)
     assert isinstance(check, Check)
     assert session.receive(b"CANCEL\t1\n", 0) == []
+    ok = session.complete(check.ticket, 1, Verdict(Outcome.OK, "userx"))
+    assert flatten(ok) == b"OK\t1\tuser=userx\n"
     assert session.complete(check.ticket, 1, Verdict(Outcome.OK, "userx")) == []
 
 

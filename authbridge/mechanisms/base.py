@@ -31,10 +31,13 @@ class Failure:
     """The exchange failed inside the mechanism.
 
     ``password_mismatch`` tells a wrong proof (SCRAM) from malformed client data.
+    ``username`` is the login name when the client's message named it before the
+    failure was found: Dovecot has taken the name by then, so the FAIL carries it.
     """
 
     reason: str
     password_mismatch: bool = False
+    username: str | None = None
 
 
 @record
@@ -99,9 +102,15 @@ class Mechanism(ABC):
         return self.step(data)
 
     def step(self, data: bytes) -> Step:
+        refused = self.screen(data)
+        return refused if refused is not None else self._step(data)
+
+    def screen(self, data: bytes) -> Failure | None:
+        """Dovecot's check of every client message, initial response included: a NUL
+        fails the request unless the mechanism carries NULs (PLAIN)."""
         if not self.allows_nuls and b"\x00" in data:
             return Failure("Unexpected NUL in auth data")
-        return self._step(data)
+        return None
 
     @abstractmethod
     def _step(self, data: bytes) -> Step:

@@ -34,14 +34,13 @@ class CramMd5(Mechanism):
         self._challenge: bytes | None = None
 
     def initial(self, data: bytes | None) -> Step:
-        # Any initial response is ignored: the exchange always starts with our challenge.
+        # An initial response is ignored (the exchange always starts with our
+        # challenge), but like Dovecot it is still screened: a NUL in it fails.
+        refused = self.screen(data) if data else None
+        if refused is not None:
+            return refused
         self._challenge = make_challenge(self.hostname, time.time())
         return Challenge(self._challenge)
-
-    def step(self, data: bytes) -> Step:
-        if b"\x00" in data:
-            return Failure("NULs in response")
-        return self._step(data)
 
     def _step(self, data: bytes) -> Step:
         assert self._challenge is not None

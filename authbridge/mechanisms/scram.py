@@ -9,12 +9,12 @@ After the proof checks out, the server signature goes back in a CONT, and the cl
 from __future__ import annotations
 
 import base64
-import binascii
 import hashlib
 import hmac
 import secrets
 from typing import ClassVar
 
+from authbridge import wire
 from authbridge.mechanisms.base import (
     Challenge,
     Failure,
@@ -48,6 +48,11 @@ def _unescape_saslname(value: str) -> str | None:
         out.append(value[i])
         i += 1
     return "".join(out)
+
+
+def _encode(text: str) -> bytes:
+    """Client text back to its bytes: whatever the client sent, UTF-8 or not."""
+    return text.encode("utf-8", "surrogateescape")
 
 
 def _server_nonce() -> str:
@@ -113,9 +118,10 @@ class _Scram(Mechanism):
         if login is not None and login != username:
             # A different authorization identity is a master-user login: no master
             # stores here, so it is refused (Dovecot does the same without them).
-            return Failure("master user login attempted without master stores")
+            return Failure("master user login attempted without master stores", username=username)
         if not nonce_field.startswith("r="):
-            return Failure("invalid client nonce")
+            # Dovecot has taken the username by now: the FAIL names it.
+            return Failure("invalid client nonce", username=username)
         self._gs2_header = text[: second + 1]
         self._client_first_bare = bare
         self._cnonce = nonce_field[2:]
@@ -126,14 +132,14 @@ class _Scram(Mechanism):
         self._snonce = _server_nonce()
         salt = base64.b64encode(keys.salt).decode()
         self._server_first = f"r={self._cnonce}{self._snonce},s={salt},i={keys.iterations}"
-        return Challenge(self._server_first.encode())
+        return Challenge(_encode(self._server_first))
 
     def _client_final(self, text: str) -> Step:
         assert self._keys is not None and self._gs2_header is not None
         fields = text.split(",")
         if len(fields) < 3:
             return Failure("invalid final client message")
-        expected_cbind = "c=" + base64.b64encode(self._gs2_header.encode()).decode()
+        expected_cbind = "c=" + base64.b64encode(_encode(self._gs2_header)).decode()
         if fields[0] != expected_cbind:
             return Failure("invalid channel binding data")
         if fields[1] != f"r={self._cnonce}{self._snonce}":
@@ -142,16 +148,17 @@ class _Scram(Mechanism):
         if not proof_field.startswith("p"):
             return Failure("invalid ClientProof")
         try:
-            proof = base64.b64decode(proof_field[2:].encode(), validate=True)
-        except (binascii.Error, UnicodeEncodeError):
+            # Dovecot's base64 rules, whitespace skipped, as for the protocol's payloads.
+            proof = wire.b64decode_strict(proof_field[2:])
+        except ValueError:
             return Failure("invalid base64 in ClientProof")
         size = hashlib.new(self.digest).digest_size
         if len(proof) != size:
             return Failure("invalid ClientProof length")
         without_proof = ",".join(fields[:-1])
-        auth_message = ",".join(
-            (self._client_first_bare, self._server_first, without_proof)
-        ).encode("utf-8", "surrogateescape")
+        auth_message = _encode(
+            ",".join((self._client_first_bare, self._server_first, without_proof))
+        )
         client_signature = hmac.new(self._keys.stored_key, auth_message, self.digest).digest()
         client_key = bytes(a ^ b for a, b in zip(proof, client_signature, strict=True))
         if not hmac.compare_digest(
