@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import base64
 import os
+import shutil
 import socket
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -30,7 +31,7 @@ from tests.support import free_tcp_port, require_binary, runtime_dir
 from tests.support.authbridge_proc import AuthbridgeServer
 from tests.support.exim import EximConfig, EximDaemon
 from tests.support.swaks import run_swaks
-from tests.support.tls import TlsFiles
+from tests.support.tls import TlsFiles, make_self_signed
 
 pytestmark = pytest.mark.interop
 
@@ -82,23 +83,26 @@ def _emit(base: Path, socket_path: Path, tls: TlsFiles, port: int) -> Path:
 
 
 @pytest.fixture(scope="module", params=["default", "dovecot-compat"])
-def setup(
-    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory, tls_files: TlsFiles
-) -> Iterator[Setup]:
+def setup(request: pytest.FixtureRequest) -> Iterator[Setup]:
     require_binary("exim")
     require_binary("swaks")
+    require_binary("openssl")
     mode = request.param
-    base = runtime_dir(tmp_path_factory, f"hostile-{mode}")
+    # Directly under /tmp, not under pytest's base: another pytest session starting
+    # meanwhile resets /tmp/pytest-of-root to 0700, and Exim's unprivileged children
+    # then cannot reach the auth socket (435), which is not what this test is about.
+    base = runtime_dir(None, f"authbridge-hostile-{mode}")
     extra = ("--dovecot-compat",) if mode == "dovecot-compat" else ()
     bridge, socket_path = _start(base, extra)
     try:
         port = free_tcp_port()
-        conf = _emit(base, socket_path, tls_files, port)
+        conf = _emit(base, socket_path, make_self_signed(base / "tls"), port)
         config = EximConfig(conf, base, base / "log", port, socket_path)
         with EximDaemon(config) as exim:
             yield Setup(bridge, exim, port)
     finally:
         bridge.stop()
+        shutil.rmtree(base, ignore_errors=True)
 
 
 class SmtpLines:
