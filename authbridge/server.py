@@ -389,6 +389,7 @@ class AuthServer:
         conn.tracing = self.config.log.level == "debug"
         self.connections.add(conn)
         self.metrics.connections.inc()
+        why = "client_disconnected"
         try:
             async with stream, trio.open_nursery() as nursery:
 
@@ -404,13 +405,16 @@ class AuthServer:
                 await self._read_loop(conn, nursery)
                 if not conn.closing:
                     nursery.cancel_scope.cancel()
+        except* Exception:
+            why = "internal_error"  # the requests it had pending were not the client's fault
+            raise
         finally:
             self.connections.discard(conn)
             conn.gone = True
-            self._after_connection(conn)
+            self._after_connection(conn, why)
 
-    def _after_connection(self, conn: Connection) -> None:
-        """Account for the requests a closed connection left pending."""
+    def _after_connection(self, conn: Connection, why: str) -> None:
+        """Account for the requests a closed connection left pending (``why`` it closed)."""
         cuid = conn.cuid
         try:
             pending = conn.session.abandon_all()
@@ -418,17 +422,17 @@ class AuthServer:
             self._internal_error(exc, "bookkeeping", cuid=cuid)
             return
         if len(pending) <= ABORTED_EVENTS_PER_STEP or self._background is None:
-            self._report_aborted_now(cuid, pending, "client_disconnected")
+            self._report_aborted_now(cuid, pending, why)
         else:
             # An attacker that hangs up with thousands of requests pending must
             # not stall everyone else while their events are written.
-            self._background.start_soon(self._report_aborted, cuid, pending, "client_disconnected")
+            self._background.start_soon(self._report_aborted, cuid, pending, why)
         try:
             if conn.tracing:
                 events.trace_closed(cuid)
         except Exception as exc:
             self._internal_error(exc, "bookkeeping", cuid=cuid)
-        if pending:
+        if pending and why == "client_disconnected":
             log.info("client disconnected with requests pending", cuid=cuid, pending=len(pending))
 
     async def _read_loop(self, conn: Connection, nursery: trio.Nursery) -> None:
