@@ -28,15 +28,17 @@ import trio
 
 from authbridge import events, logs, schemes, wire
 from authbridge.authenticator import Authenticator
+from authbridge.hashing import Hasher
 from authbridge.mechanisms.plain import Plain
 from authbridge.metrics import Metrics
-from authbridge.server import Connection
+from authbridge.server import AuthServer, Connection
 from authbridge.session import Session
 from tests.isolation.harness import (
     DEADLINE,
     PASSWORD,
     PLAIN_USER,
     USERS,
+    Client,
     internal_errors,
     make_config,
     plain_auth,
@@ -236,3 +238,47 @@ async def test_a_delayed_fail_that_cannot_be_sent_ends_only_its_connection(
     reported = [line for line in _lines(log_stream) if line.get("where") == "connection"]
     assert len(reported) == 1, reported
     assert VICTIM_PASSWORD.decode() not in log_stream.getvalue()
+
+
+async def test_an_expiry_sweep_error_ends_only_that_connection(
+    monkeypatch: pytest.MonkeyPatch, log_stream: io.StringIO, autojump_clock: trio.abc.Clock
+) -> None:
+    """The request-expiry sweep visits every connection from one shared task: a session
+    that raises there ends its own connection; the sweep and the others go on.
+    (The clock jumps to the sweep's next round as soon as everything waits.)"""
+    original = Session.expire
+    other_swept = 0
+    swept_again = trio.Event()
+
+    def expire(self: Session, now: float) -> Any:
+        nonlocal other_swept
+        if self.settings.cuid == 1:
+            raise InjectedFault()
+        other_swept += 1
+        if other_swept >= 2:
+            swept_again.set()
+        return original(self, now)
+
+    monkeypatch.setattr(Session, "expire", expire)
+    server = AuthServer(make_config(), Authenticator([HeldStore()], Hasher(workers=1)), Metrics())
+    async with trio.open_nursery() as nursery:
+        await nursery.start(server.run_background)
+        clients = []
+        for _ in range(2):
+            ours, theirs = trio.socket.socketpair()
+            nursery.start_soon(server.handle, trio.SocketStream(ours))
+            client = Client(trio.SocketStream(theirs))
+            await client.handshake()
+            clients.append(client)
+        victim, other = clients
+        await victim.wait_closed()  # the first sweep ends it
+        await other.send(plain_auth(2, PLAIN_USER, PASSWORD))
+        assert await other.reply_to(2) == b"OK\t2\tuser=" + PLAIN_USER.encode()
+        with trio.fail_after(60):  # virtual time
+            await swept_again.wait()  # a later round of the sweep ran
+        await other.send(plain_auth(3, PLAIN_USER, PASSWORD))
+        assert await other.reply_to(3) == b"OK\t3\tuser=" + PLAIN_USER.encode()
+        assert internal_errors(server.metrics)["connection"] == 1
+        nursery.cancel_scope.cancel()
+    reported = [line for line in _lines(log_stream) if line.get("where") == "connection"]
+    assert len(reported) == 1, reported
