@@ -91,6 +91,21 @@ class FaultyDaemon(AuthbridgeServer):
             *self.extra_args,
         ]
 
+    def start(self) -> FaultyDaemon:
+        """Up means the socket accepts and the metrics server answers (bound just after).
+
+        ``/healthz`` is asked, not ``/metrics``: a scrape would meet a test's fault.
+        """
+        super().start()
+        wait_for_value(self._health, lambda status: status == 200, what="/healthz")
+        return self
+
+    def _health(self) -> int | None:
+        try:
+            return http_get(self.metrics_port, "/healthz")[0]
+        except OSError:
+            return None
+
     # ------------------------------------------------------------------ checks
 
     def login(self, user: str = USER, password: str = PASSWORD) -> str:

@@ -41,11 +41,15 @@ def test_a_collector_that_raises_fails_one_scrape_only(scrape_fails_once: Faulty
 def test_a_watched_value_that_raises_is_skipped_and_the_rest_served(tmp_path: Path) -> None:
     with FaultyDaemon(tmp_path / "d", ["cache_len"]) as daemon:
         assert daemon.login() == "OK"
-        status, text = daemon.scrape()
-        assert status == 200, text
-        scrape = parse_exposition(text)
+        # The login is counted just after its reply: wait for the scrape to show it.
+        scrape = wait_for_value(
+            lambda: parse_exposition(_ok_text(daemon)),
+            lambda s: (
+                s.value("authbridge_authentications_total", mechanism="PLAIN", result="ok") == 1
+            ),
+            what="the login in a scrape",
+        )
         assert "authbridge_cache_entries" not in scrape.families  # the broken value
-        assert scrape.value("authbridge_authentications_total", mechanism="PLAIN", result="ok")
         # Each scrape meets the fault once: one line and one count per scrape (the
         # count shows from the next scrape on: the counter is rendered first).
         shown = daemon.wait_internal_errors("metrics_http", 1)
@@ -55,6 +59,12 @@ def test_a_watched_value_that_raises_is_skipped_and_the_rest_served(tmp_path: Pa
         assert all(line["error"] == "InjectedFault" for line in lines)
         assert SECRET not in daemon.stderr_text()
         assert daemon.login() == "OK"
+
+
+def _ok_text(daemon: FaultyDaemon) -> str:
+    status, text = daemon.scrape()
+    assert status == 200, text
+    return text
 
 
 def _value(metrics: Metrics, name: str, **labels: str) -> float | None:
