@@ -18,7 +18,7 @@ from typing import Any
 
 import trio
 
-from authbridge import internal_errors
+from authbridge import contained
 
 #: Beyond this many pending items the queue runs at once: bounded memory whatever a
 #: batch holds (a batch normally completes a few dozen requests at most).
@@ -57,7 +57,9 @@ class AfterBatch(trio.abc.Instrument):
             if self._on_error is not None:
                 self._on_error(exc)
             else:
-                internal_errors.report(exc, "bookkeeping", None)
+                contained.report(
+                    "bookkeeping", exc, "internal error in per-request bookkeeping; skipped"
+                )
         except Exception:  # reporting must never raise in an instrument hook
             pass
 

@@ -36,16 +36,24 @@ def _short(filename: str, lineno: int | None) -> str:
     return f"{'/'.join(parts)}:{lineno}"
 
 
+def first_leaf(exc: BaseException) -> BaseException:
+    """The first plain exception inside (possibly nested) exception groups.
+
+    A nursery wraps what its tasks raise; the group's own traceback ends in trio.
+    """
+    while isinstance(exc, BaseExceptionGroup) and exc.exceptions:
+        exc = exc.exceptions[0]
+    return exc
+
+
 def where_raised(exc: BaseException) -> dict[str, str]:
     """``error`` (the type name) and ``location`` (file:line where it was raised).
 
     An exception group is described by its first leaf. When the innermost frame is
     outside authbridge (a driver, the standard library), ``via`` adds the innermost
-    authbridge frame, which is the one to read first. The field names are those of
-    :mod:`authbridge.internal_errors`, so every contained error logs alike.
+    authbridge frame, which is the one to read first.
     """
-    while isinstance(exc, BaseExceptionGroup) and exc.exceptions:
-        exc = exc.exceptions[0]
+    exc = first_leaf(exc)
     fields = {"error": type(exc).__name__}
     frames = traceback.extract_tb(exc.__traceback__)
     if not frames:

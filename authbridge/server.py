@@ -21,7 +21,7 @@ from typing import Any
 
 import trio
 
-from authbridge import events, internal_errors
+from authbridge import contained, events
 from authbridge.after_batch import AfterBatch
 from authbridge.authenticator import Authenticator
 from authbridge.config import Config
@@ -45,6 +45,14 @@ from authbridge.session import (
 from authbridge.verdict import Outcome, Reason, Verdict
 
 log = get_logger("authbridge.server")
+
+#: What the daemon did about an exception hit while serving one client, per ``where``:
+#: that client's bug costs that client only (see contained.report for the log line).
+_CONSEQUENCE = {
+    "connection": "internal error; connection closed",
+    "check": "internal error while checking a credential; answered TEMPFAIL",
+    "bookkeeping": "internal error in per-request bookkeeping; skipped",
+}
 
 #: A client that lets this much reply data pile up unread is disconnected.
 MAX_OUTBOX = 1024 * 1024
@@ -279,7 +287,13 @@ class AuthServer:
     # ------------------------------------------------------------------ contained errors
 
     def _internal_error(self, exc: BaseException, where: str, **context: Any) -> None:
-        internal_errors.report(exc, where, self.metrics, **context)
+        """Count and log one exception a client's work hit (type and place, no data).
+
+        ``context`` holds identifiers only (``cuid``, ``request``), never client text.
+        """
+        contained.report(
+            where, exc, _CONSEQUENCE[where], self.metrics.internal_error, logger=log, **context
+        )
 
     def _delayed_reply_failed(self, exc: BaseException, conn: Connection) -> None:
         self._internal_error(exc, "connection", cuid=conn.cuid)
@@ -607,7 +621,8 @@ class AuthServer:
             return
         if verdict.ok:
             self.penalty.succeeded(info.rip)
-        elif verdict.outcome is Outcome.FAIL:
+        elif verdict.outcome is Outcome.FAIL and verdict.reason is not Reason.NOLOGIN:
+            # A nologin refusal came with the right password: not a guess.
             self.penalty.failed(info.rip, verdict.user or "", secret, trio.current_time())
 
     def _check_now(self, action: Check, now: float) -> Verdict | None:

@@ -213,11 +213,6 @@ def test_scram_refusal_is_no_penalty(penalised: tuple[AuthbridgeServer, str]) ->
     assert _penalties(url) == before  # the next request from that address was not held
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="server.py _record_penalty counts every FAIL of PLAIN/LOGIN/CRAM-MD5 as a "
-    "guess; it should skip Reason.NOLOGIN (a file helper D does not own)",
-)
 def test_plain_refusal_is_no_penalty(penalised: tuple[AuthbridgeServer, str]) -> None:
     server, url = penalised
     rip = "rip=192.0.2.32"
