@@ -25,7 +25,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support import require_binary, runtime_dir, wait_for_value, wait_until
+from tests.support import missing_peer, require_binary, runtime_dir, wait_for_value, wait_until
 
 REPO = Path(__file__).resolve().parents[2]
 UNITS = REPO / "deploy" / "systemd"
@@ -125,9 +125,9 @@ class Systemd:
 @pytest.fixture
 def systemd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Systemd]:
     if os.geteuid() != 0:
-        pytest.skip("booting a systemd in namespaces needs root")
+        missing_peer("booting a systemd in namespaces needs root")
     if not SYSTEMD.exists():
-        pytest.skip(f"{SYSTEMD} not installed")
+        missing_peer(f"{SYSTEMD} not installed")
     unshare = require_binary("unshare")
     require_binary("nsenter")
     base = runtime_dir(tmp_path_factory, "crashloop")

@@ -12,7 +12,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
+from tests.support import missing_peer
 
 HERE = Path(__file__).resolve().parent
 SECONDS = int(os.environ.get("AUTHBRIDGE_ATHERIS_SECONDS", "10"))
@@ -20,9 +20,7 @@ SECONDS = int(os.environ.get("AUTHBRIDGE_ATHERIS_SECONDS", "10"))
 
 def test_session_core_survives_coverage_guided_fuzzing(tmp_path: Path) -> None:
     if importlib.util.find_spec("atheris") is None:
-        if os.environ.get("CI") == "true":
-            pytest.fail("atheris is not installed (pip install -e '.[test]')")
-        pytest.skip("atheris is not installed")
+        missing_peer("atheris is not installed (pip install -e '.[test]')")
     corpus = tmp_path / "corpus"
     corpus.mkdir()
     proc = subprocess.run(

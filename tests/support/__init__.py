@@ -17,7 +17,7 @@ import tempfile
 import time
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
-from typing import TypeVar
+from typing import NoReturn, TypeVar
 
 import pytest
 
@@ -55,11 +55,15 @@ def require_binary(name: str) -> str:
             candidate = Path(directory) / name
             if candidate.is_file() and os.access(candidate, os.X_OK):
                 return str(candidate)
-        message = f"required binary {name!r} not found on PATH"
-        if os.environ.get("CI") == "true":
-            pytest.fail(message)
-        pytest.skip(message)
+        missing_peer(f"required binary {name!r} not found on PATH")
     return path
+
+
+def missing_peer(message: str) -> NoReturn:
+    """Skip a test whose peer or privilege is missing here; fail it when CI=true."""
+    if os.environ.get("CI") == "true":
+        pytest.fail(message)
+    pytest.skip(message)
 
 
 def read_text_or_empty(path: Path) -> str:
