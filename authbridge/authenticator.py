@@ -24,7 +24,7 @@ from authbridge.hashing import Hasher, HasherUnavailable
 from authbridge.mechanisms.base import NeedScramKeys, ScramKeys, VerifyCramMd5, VerifyPlain
 from authbridge.passdb.base import Passdb, PassdbEntry, StoreUnavailable
 from authbridge.schemes import StoredPassword
-from authbridge.session import Credential, KeysFound, RequestInfo
+from authbridge.session import Credential, KeysFound, RequestInfo, failed_after_lookup
 from authbridge.usernames import InvalidUsername, UsernamePolicy
 from authbridge.verdict import Outcome, Reason, Verdict, refuse_nologin
 
@@ -36,6 +36,18 @@ _CACHEABLE = frozenset({Reason.NONE, Reason.PASSWORD_MISMATCH, Reason.USER_UNKNO
 
 #: Fields that only switch password checking off: not returned, not even counted.
 _CONSUMED = frozenset({"nopassword", "noauthenticate"})
+
+#: Bytes Dovecot 2.3 refuses in a PLAIN/LOGIN password before any lookup ("password
+#: having illegal chars"): they mean something in its internal protocols. The password
+#: is a C string there, so only the bytes before a NUL count.
+ILLEGAL_PASSWORD_BYTES = frozenset(b"\x01\t\r\n")
+
+
+def password_has_illegal_bytes(password: bytes) -> bool:
+    """Whether Dovecot would refuse ``password`` unchecked, even for a nopassword user."""
+    head = password.partition(b"\x00")[0]
+    return any(byte in ILLEGAL_PASSWORD_BYTES for byte in head)
+
 
 #: Extra fields Dovecot acts on itself and never returns to the client.
 HIDDEN_FIELDS = frozenset(
@@ -275,7 +287,7 @@ class Authenticator:
 
     # ------------------------------------------------------------------ the shared part
 
-    def _prelude(self, typed: str, authzid: str) -> str | Verdict:
+    def _prelude(self, typed: str, authzid: str, password: bytes | None = None) -> str | Verdict:
         user = self._normalise(typed)
         if isinstance(user, Verdict):
             return user
@@ -283,6 +295,13 @@ class Authenticator:
             # A different authorization identity is a master-user login, which needs
             # master stores; authbridge has none, so it is refused like Dovecot does.
             return Verdict(Outcome.FAIL, user, Reason.AUTHZ_REFUSED, original_user=typed)
+        if password is not None and password_has_illegal_bytes(password):
+            # Refused before the lookup, as by Dovecot: no store saw the name (so no
+            # user= rename) and no nopassword entry can accept such a password.
+            log.info(
+                "user %s: password with control characters refused", userlog.unknown_name(user)
+            )
+            return Verdict(Outcome.FAIL, user, Reason.MALFORMED, original_user=typed)
         return user
 
     def _found(
@@ -297,11 +316,14 @@ class Authenticator:
         return found
 
     async def _find(
-        self, info: RequestInfo, typed: str, authzid: str = "", dummy: bytes | None = None
+        self, info: RequestInfo, typed: str, authzid: str = "", password: bytes | None = None
     ) -> _Found | Verdict:
         """Normalise, look up and apply the extra fields: everything before the secret
-        is checked. Returns the failure verdict when it ends there."""
-        user = self._prelude(typed, authzid)
+        is checked. Returns the failure verdict when it ends there.
+
+        ``password`` (PLAIN, LOGIN) is screened for bytes Dovecot refuses, and verified
+        against the dummy hash when the user is unknown."""
+        user = self._prelude(typed, authzid, password)
         if isinstance(user, Verdict):
             return user
         try:
@@ -312,17 +334,17 @@ class Authenticator:
             log.error("store unavailable while authenticating %s: %s", shown, exc)
             return Verdict(Outcome.TEMPFAIL, user, Reason.STORE_ERROR, original_user=typed)
         if entry is None:
-            if dummy is not None:
-                await self._dummy_verify(dummy)
+            if password is not None:
+                await self._dummy_verify(password)
             return Verdict(Outcome.FAIL, user, Reason.USER_UNKNOWN, original_user=typed)
         return self._found(info, typed, user, entry)
 
     def _find_now(
-        self, info: RequestInfo, typed: str, authzid: str = "", dummy: bytes | None = None
+        self, info: RequestInfo, typed: str, authzid: str = "", password: bytes | None = None
     ) -> _Found | Verdict | None:
         """:meth:`_find` without waiting, for in-memory stores; ``None`` when it would
         have to wait (an expensive dummy verification for an unknown user)."""
-        user = self._prelude(typed, authzid)
+        user = self._prelude(typed, authzid, password)
         if isinstance(user, Verdict):
             return user
         entry = None
@@ -336,11 +358,11 @@ class Authenticator:
             if entry is not None:
                 break
         if entry is None:
-            if dummy is not None and self.dummy_password is not None:
+            if password is not None and self.dummy_password is not None:
                 if schemes.is_expensive(self.dummy_password):
                     return None
                 with contextlib.suppress(schemes.SchemeError):
-                    schemes.verify_password(self.dummy_password, dummy, "")
+                    schemes.verify_password(self.dummy_password, password, "")
             return Verdict(Outcome.FAIL, user, Reason.USER_UNKNOWN, original_user=typed)
         return self._found(info, typed, user, entry)
 
@@ -365,7 +387,7 @@ class Authenticator:
     def _check_now(self, info: RequestInfo, credential: Credential) -> Verdict | None:
         if isinstance(credential, VerifyPlain):
             found = self._find_now(
-                info, credential.authcid, credential.authzid, dummy=credential.password
+                info, credential.authcid, credential.authzid, password=credential.password
             )
             if found is None or isinstance(found, Verdict):
                 return found
@@ -401,7 +423,7 @@ class Authenticator:
     # ------------------------------------------------------------------ PLAIN / LOGIN
 
     async def _check_plain(self, info: RequestInfo, cred: VerifyPlain) -> Verdict:
-        found = await self._find(info, cred.authcid, cred.authzid, dummy=cred.password)
+        found = await self._find(info, cred.authcid, cred.authzid, password=cred.password)
         if isinstance(found, Verdict):
             return found
         stored = found.entry.password
@@ -450,7 +472,14 @@ class Authenticator:
             )
             return found.verdict(Outcome.FAIL, Reason.SCHEME_NOT_AVAILABLE)
         given = cred.response_hex.encode("utf-8", "surrogateescape")[:32]
-        return self._finish(found, len(given) == 32 and hmac.compare_digest(expected, given))
+        if found.applied.forced_fail:
+            # Dovecot's lookup itself fails for a `fail` entry: a plain FAIL either way.
+            return found.verdict(Outcome.FAIL, Reason.FORCED_FAIL)
+        if len(given) == 32 and hmac.compare_digest(expected, given):
+            return found.verdict(Outcome.OK, Reason.NONE)
+        # The lookup succeeded and the mechanism compared: Dovecot's FAIL keeps the
+        # entry's name and fields, exactly as SCRAM's wrong proof does.
+        return failed_after_lookup(found.verdict(Outcome.OK, Reason.NONE), Reason.PASSWORD_MISMATCH)
 
     # ------------------------------------------------------------------ SCRAM
 

@@ -411,7 +411,7 @@ class Session:
         if isinstance(step, Failure):
             reason = Reason.PASSWORD_MISMATCH if step.password_mismatch else Reason.MALFORMED
             if request.pending_ok is not None:
-                return self._finish(request, _failed_after_lookup(request.pending_ok, reason))
+                return self._finish(request, failed_after_lookup(request.pending_ok, reason))
             if step.username is not None and not self._learn_username(request, step.username):
                 return self._invalid_username(request)
             verdict = Verdict(Outcome.FAIL, request.user, reason, original_user=request.typed)
@@ -543,11 +543,15 @@ class Session:
         return infos
 
 
-def _failed_after_lookup(found: Verdict, reason: Reason) -> Verdict:
-    """The FAIL of a mechanism that failed after its store lookup succeeded (SCRAM).
+def failed_after_lookup(found: Verdict, reason: Reason) -> Verdict:
+    """The FAIL of a mechanism that failed after its credentials lookup succeeded.
 
-    Dovecot has imported the entry by then: its FAIL names the user as the store does
+    ``found`` is the verdict the lookup alone would give. Mechanisms that look up
+    credentials and compare them themselves (CRAM-MD5's digest, SCRAM's proof) fail
+    after Dovecot has imported the entry: its FAIL names the user as the store does
     (``user=`` renames apply) and carries the entry's fields, except ``nologin``.
+    PLAIN and LOGIN hand the password to the store instead, whose failed lookup rolls
+    the fields back: their FAIL carries none.
     """
     fields = tuple((key, value) for key, value in found.fields if key != "nologin")
     # The separating TAB stays for hidden fields, but not for a removed nologin alone.

@@ -8,6 +8,7 @@ import hmac
 import pytest
 
 from authbridge.authenticator import Authenticator
+from authbridge.cache import AuthCache, CacheSettings
 from authbridge.hashing import Hasher
 from authbridge.mechanisms.base import VerifyCramMd5, VerifyPlain
 from authbridge.session import RequestInfo
@@ -124,3 +125,64 @@ async def test_cram_md5_from_stored_context_and_from_plain(auth: Authenticator) 
     assert not (await auth.check(info(), VerifyCramMd5("userx", challenge, "0" * 32))).ok
     not_possible = await auth.check(info(), VerifyCramMd5("sha", challenge, digest))
     assert not_possible.reason is Reason.SCHEME_NOT_AVAILABLE
+
+
+FIELDS_USERS = """\
+fieldx:{PLAIN}pw::::::quota=1G flagonly
+moved:{PLAIN}pw::::::nologin reason=Mailbox_moved nodelay
+renamex:{PLAIN}pw::::::user=renamed
+failx:{PLAIN}pw::::::fail quota=1G
+open:::::::nopassword
+"""
+CHALLENGE = b"<8327461095827361.1700000000@mail.example.org>"
+
+
+def _cram(user: str, password: bytes) -> VerifyCramMd5:
+    return VerifyCramMd5(user, CHALLENGE, hmac.new(password, CHALLENGE, hashlib.md5).hexdigest())
+
+
+@pytest.mark.parametrize("compat", [False, True], ids=["default", "compat"])
+async def test_a_wrong_cram_md5_digest_keeps_the_entrys_fields_but_nologin(compat: bool) -> None:
+    """Dovecot compares the digest after its lookup imported the entry (SPEC §7)."""
+    auth = Authenticator([MemoryStore(FIELDS_USERS)], Hasher())
+    auth.nologin_refuses = not compat
+    fields = await auth.check(info(), _cram("fieldx", b"guess"))
+    assert fields.reason is Reason.PASSWORD_MISMATCH
+    assert fields.fields == (("quota", "1G"), ("flagonly", None)) and not fields.nodelay
+    moved = await auth.check(info(), _cram("moved", b"guess"))
+    assert moved.fields == (("reason", "Mailbox_moved"), ("nodelay", None)) and moved.nodelay
+    renamed = await auth.check(info(), _cram("RenameX", b"guess"))
+    assert renamed.user == "renamed" and renamed.original_user == "RenameX"
+    assert renamed.fields == () and renamed.had_store_fields  # the empty field on the wire
+    # A `fail` entry fails the lookup itself: no fields, right digest or not.
+    for password in (b"pw", b"guess"):
+        forced = await auth.check(info(), _cram("failx", password))
+        assert forced.reason is Reason.FORCED_FAIL and forced.fields == ()
+    # PLAIN's wrong password rolls the fields back, as before.
+    plain = await auth.check(info(), VerifyPlain("fieldx", "", b"guess"))
+    assert plain.fields == () and not plain.had_store_fields
+
+
+@pytest.mark.parametrize("byte", [b"\x01", b"\t", b"\r", b"\n"])
+@pytest.mark.parametrize("cache", [False, True], ids=["no-cache", "cache"])
+async def test_a_password_with_dovecots_illegal_bytes_is_refused_unlooked_up(
+    byte: bytes, cache: bool
+) -> None:
+    """Even a nopassword user; the FAIL names the user as typed, no rename applied."""
+    auth = Authenticator(
+        [MemoryStore(FIELDS_USERS)], Hasher(), cache=AuthCache(CacheSettings(enabled=cache))
+    )
+    lookups: list[str] = []
+    auth.on_lookup = lambda store, result, seconds: lookups.append(result)
+    for typed in ("open", "RenameX", "nobody"):
+        verdict = await auth.check(info(), VerifyPlain(typed, "", b"a" + byte + b"b"))
+        assert verdict.outcome is Outcome.FAIL and verdict.reason is Reason.MALFORMED
+        assert verdict.user == typed.lower() and verdict.original_user == typed
+        assert verdict.fields == () and not verdict.had_store_fields
+    assert lookups == []
+    # Only the bytes before a NUL count (a C string), other control bytes are data.
+    assert (await auth.check(info(), VerifyPlain("open", "", b"a\x00" + byte))).ok
+    assert (await auth.check(info(), VerifyPlain("open", "", b"\x02\x1b\x7f\xff"))).ok
+    # An invalid name is still refused as such first.
+    invalid = await auth.check(info(), VerifyPlain("bad name", "", byte))
+    assert invalid.reason is Reason.INVALID_USERNAME

@@ -123,7 +123,10 @@ async def test_cram_md5(auth: Authenticator) -> None:
     right = await verdict_of(auth, cram("moved", b"moved-pw"))
     assert right.reason is Reason.NOLOGIN and right.fields == (("reason", "Mailbox_moved"),)
     wrong = await verdict_of(auth, cram("moved", b"guess"))
-    assert wrong.reason is Reason.PASSWORD_MISMATCH and wrong.fields == ()
+    # A wrong digest fails after the lookup, like Dovecot's: the entry's fields but
+    # nologin (SPEC §7), the same reply as in compat mode.
+    assert wrong.reason is Reason.PASSWORD_MISMATCH
+    assert wrong.fields == (("reason", "Mailbox_moved"),)
     # From a {CRAM-MD5} stored context (the password is "secret").
     stored = await verdict_of(auth, cram("cram", b"secret"))
     assert stored.reason is Reason.NOLOGIN

@@ -121,10 +121,11 @@ def test_nologin_user_with_the_right_password(
 def test_nologin_user_with_a_wrong_password_is_an_ordinary_fail(
     bridges: dict[str, AuthbridgeServer], mode: str, mech: str
 ) -> None:
-    """Dovecot's FAIL in both modes. For SCRAM, whose proof is checked after the lookup,
-    Dovecot's FAIL carries the entry's fields but nologin: reason= too (its conformance
-    transcripts pin that); the default mode adds nothing to it."""
-    leaked = "\treason=Mailbox_moved" if mech.startswith("SCRAM-") else ""
+    """Dovecot's FAIL in both modes. For CRAM-MD5 and SCRAM, whose digest or proof is
+    checked after the lookup, Dovecot's FAIL carries the entry's fields but nologin:
+    reason= too (the differential fuzzer and the conformance transcripts pin that); the
+    default mode adds nothing to it."""
+    leaked = "\treason=Mailbox_moved" if mech.startswith(("SCRAM-", "CRAM-")) else ""
     with AuthClient(bridges[mode].socket_path) as client:
         assert authenticate(client, 3, mech, "moved", "guess") == f"FAIL\t3\tuser=moved{leaked}"
         assert authenticate(client, 4, mech, "alice", "guess") == "FAIL\t4\tuser=alice"
