@@ -17,7 +17,13 @@ from dataclasses import dataclass, field
 
 import trio
 
-from tests.fuzz.diff_cases import Case, ConvState, apply_line_mutations, byte_mutated
+from tests.fuzz.diff_cases import (
+    Case,
+    ConvState,
+    ScramClient,
+    apply_line_mutations,
+    byte_mutated,
+)
 
 #: How long to wait for a reply the client is owed (Dovecot's FAIL timer is 500 ms).
 OWED_WAIT = 2.0
@@ -64,6 +70,8 @@ class _Conversation:
         self.buffer = b""
         self.in_handshake = True
         self.owed: set[bytes] = set()
+        #: Reply ids whose SCRAM client is known under another id (see _scram_by_nonce).
+        self.aliases: dict[bytes, ScramClient] = {}
         self.changed = trio.Event()
 
     async def reader(self) -> None:
@@ -109,7 +117,7 @@ class _Conversation:
         data = self.state.challenges.get(fields[1], b"")
         if CRAM_CHALLENGE.fullmatch(data):
             return b"CONT\t" + fields[1] + b"\t<cram-challenge>"
-        scram = self.state.scram.get(fields[1])
+        scram = self.state.scram.get(fields[1]) or self._scram_by_nonce(fields[1], data)
         if scram is not None and data.startswith(b"r="):
             nonce_ok = data[2:].startswith(scram.nonce)
             text = re.sub(rb"^r=[^,]*", b"r=<nonce ok>" if nonce_ok else b"r=<nonce bad>", data)
@@ -123,6 +131,20 @@ class _Conversation:
                 good = False
             return b"CONT\t" + fields[1] + (b"\tscram:v=<good>" if good else b"\tscram:v=<bad>")
         return b"\t".join(fields)
+
+    def _scram_by_nonce(self, request_id: bytes, data: bytes) -> ScramClient | None:
+        """The client whose nonce starts this server-first message: a mutated id field
+        (``4\x0102`` is id 4 to both servers) detaches a reply from the case's own id.
+        Remembered for the id, so the server-final is recognised too."""
+        if request_id in self.aliases:
+            return self.aliases[request_id]
+        if not data.startswith(b"r="):
+            return None
+        for client in self.state.scram.values():
+            if data[2:].startswith(client.nonce):
+                self.aliases[request_id] = client
+                return client
+        return None
 
     def _note_sent(self, data: bytes) -> None:
         for line in data.split(b"\n")[:-1]:
