@@ -1,15 +1,21 @@
 #!/usr/bin/env python3
-"""Side-by-side: real Dovecot 2.3 auth vs authbridge, same users file, same load, one run.
+"""Real Dovecot 2.3 auth vs authbridge: 100k-user RSS and start-up; rates only on request.
 
-    python benchmarks/compare_dovecot.py            # full run, about 5 minutes
-    python benchmarks/compare_dovecot.py --quick    # smoke run, about a minute
+    python benchmarks/compare_dovecot.py                  # 100k users: RSS, start-up
+    python benchmarks/compare_dovecot.py --python-client  # and the old rate workloads
+    python benchmarks/compare_dovecot.py --only CRAM --profile /tmp/prof   # py-spy profiles
+
+For rates and ratios use ``benchmarks/side_by_side.py``: it drives the servers with the
+C load client ``authload``. This script's rate workloads use the Python ``authbridge
+bench`` client, which on a 2-core machine takes a core from the server it measures and
+deflated every ratio in RESULTS.md; they now run only with ``--python-client`` (or
+``--profile``, which needs load while py-spy samples).
 
 It generates the stores (10k {PLAIN}, 10k {SSHA512}, 500 {SHA512-CRYPT}, 100 {BLF-CRYPT}
-cost 8, and a separate 100k-user file), starts both servers once, then for every
-workload runs the load client against each server in turn (the order flips every
-workload so neither always runs on a warmer machine). It prints the authbridge/Dovecot
-ratio per workload next to the targets of issue 8, then RSS and start-up time with
-100k users. Dovecot runs with cache off, failure delay 0, penalty off and no debug
+cost 8, and a separate 100k-user file) and, for each server on the 100k-user file, times
+the start-up and measures RSS after a load run. With ``--python-client`` it starts both
+servers once and runs every workload against each in turn (the order flips every
+workload). Dovecot runs with cache off, failure delay 0, penalty off and no debug
 logging (tests/support/dovecot.py); authbridge with --dovecot-compat --failure-delay 0.
 """
 
@@ -88,7 +94,7 @@ def _hash_one(job: tuple[str, str, str, int | None]) -> str:
     return f"{user}:{generate(scheme, password.encode(), user, rounds)}::::::"
 
 
-def write_stores(workdir: Path) -> None:
+def write_stores(workdir: Path, big: bool = True) -> None:
     """users.passwd (all groups), creds-<group>.txt, big.passwd; kept if already there."""
     store = workdir / "users.passwd"
     if not store.exists():
@@ -106,15 +112,17 @@ def write_stores(workdir: Path) -> None:
             (workdir / f"creds-{group}.txt").write_text(
                 "".join(f"{group}{i}:pw-{group}-{i}\n" for i in range(count))
             )
-    big = workdir / "big.passwd"
-    if not big.exists():
-        tmp = big.with_suffix(".tmp")
+    store.chmod(0o644)
+    if not big:
+        return
+    large = workdir / "big.passwd"
+    if not large.exists():
+        tmp = large.with_suffix(".tmp")
         with tmp.open("w") as out:
             for i in range(BIG_USERS):
                 out.write(_hash_one(("SSHA512", f"big{i}", f"pw-big-{i}", None)) + "\n")
-        tmp.rename(big)
-    for path in (store, big):
-        path.chmod(0o644)
+        tmp.rename(large)
+    large.chmod(0o644)
 
 
 def credentials(workdir: Path, group: str) -> list[Credential]:
@@ -376,6 +384,13 @@ def measure_big(workdir: Path, runs: int, load_seconds: float) -> dict[str, dict
 
 
 def print_table(rows: list[Row], big: dict[str, dict[str, float]] | None) -> None:
+    if rows:
+        print_rates(rows)
+    if big:
+        print_big(big)
+
+
+def print_rates(rows: list[Row]) -> None:
     print()
     print(
         f"{'workload':<26} {'dovecot/s':>10} {'authbr/s':>10} {'ratio':>6} {'target':>7} "
@@ -397,6 +412,9 @@ def print_table(rows: list[Row], big: dict[str, dict[str, float]] | None) -> Non
             factor = row.authbridge.p99_ms / row.dovecot.p99_ms
             met = "yes" if factor <= 3.0 else "NO"
             print(f"p99 at 8x16 (PLAIN): authbridge/Dovecot = {factor:.2f} (target <= 3): {met}")
+
+
+def print_big(big: dict[str, dict[str, float]]) -> None:
     if big:
         print()
         print(f"100k users ({BIG_USERS} x {{SSHA512}}); RSS summed over the process tree,")
@@ -452,6 +470,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--only", help="comma-separated substrings of workload labels")
     parser.add_argument("--skip-big", action="store_true", help="no 100k-user RSS/start-up")
     parser.add_argument(
+        "--python-client",
+        action="store_true",
+        help="run the rate workloads with the Python client (it takes a core from the "
+        "server: use side_by_side.py for ratios)",
+    )
+    parser.add_argument(
         "--workers", type=int, default=1, help="authbridge serving processes (default 1)"
     )
     parser.add_argument("--workdir", type=Path, help="keep stores here (reused when present)")
@@ -473,7 +497,7 @@ def main(argv: list[str] | None = None) -> int:
     workdir.chmod(0o755)  # the Dovecot auth process runs unprivileged
     try:
         started = time.monotonic()
-        write_stores(workdir)
+        write_stores(workdir, big=not args.skip_big)
         print(f"stores ready in {workdir} ({time.monotonic() - started:.1f} s)", flush=True)
         load = os.getloadavg()
         state = code_state()
@@ -484,8 +508,14 @@ def main(argv: list[str] | None = None) -> int:
             for w in WORKLOADS
             if not args.only or any(s.strip() in w.label for s in args.only.split(","))
         ]
+        if not (args.python_client or args.profile):
+            workloads = []
+            print("rate workloads skipped (--python-client to run them; side_by_side.py "
+                  "measures rates with the C client)")  # fmt: skip
         rows: list[Row] = []
-        with servers(workdir, workdir / "users.passwd") as (dovecot, ab):
+        with contextlib.ExitStack() as stack:
+            if workloads:
+                dovecot, ab = stack.enter_context(servers(workdir, workdir / "users.passwd"))
             for index, workload in enumerate(workloads):
                 order = ("dovecot", "authbridge") if index % 2 == 0 else ("authbridge", "dovecot")
                 results: dict[str, Summary] = {}
