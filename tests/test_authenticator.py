@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+from pathlib import Path
 
 import pytest
 
@@ -11,8 +12,9 @@ from authbridge.authenticator import Authenticator
 from authbridge.cache import AuthCache, CacheSettings
 from authbridge.hashing import Hasher
 from authbridge.mechanisms.base import VerifyCramMd5, VerifyPlain
-from authbridge.session import RequestInfo
-from authbridge.verdict import Outcome, Reason
+from authbridge.passdb.passwd_file import PasswdFileStore
+from authbridge.session import Credential, RequestInfo
+from authbridge.verdict import Outcome, Reason, Verdict
 from tests.support.memory_store import MemoryStore
 
 USERS = """\
@@ -141,48 +143,71 @@ def _cram(user: str, password: bytes) -> VerifyCramMd5:
     return VerifyCramMd5(user, CHALLENGE, hmac.new(password, CHALLENGE, hashlib.md5).hexdigest())
 
 
+@pytest.fixture(params=["task", "inline"])
+def fields_auth(request: pytest.FixtureRequest, tmp_path: Path) -> Authenticator:
+    """FIELDS_USERS behind the task path (async lookup) and the inline path (check_now)."""
+    if request.param == "task":
+        return Authenticator([MemoryStore(FIELDS_USERS)], Hasher())
+    path = tmp_path / "users"
+    path.write_text(FIELDS_USERS)
+    store = PasswdFileStore(path)
+    store.load()
+    return Authenticator([store], Hasher())
+
+
+async def _verdict(auth: Authenticator, credential: Credential) -> Verdict:
+    """Whichever path the store allows, as the server calls it."""
+    now = auth.check_now(info(), credential)
+    if now is not None:
+        return now
+    result = await auth.check(info(), credential)
+    assert isinstance(result, Verdict)
+    return result
+
+
 @pytest.mark.parametrize("compat", [False, True], ids=["default", "compat"])
-async def test_a_wrong_cram_md5_digest_keeps_the_entrys_fields_but_nologin(compat: bool) -> None:
+async def test_a_wrong_cram_md5_digest_keeps_the_entrys_fields_but_nologin(
+    fields_auth: Authenticator, compat: bool
+) -> None:
     """Dovecot compares the digest after its lookup imported the entry (SPEC §7)."""
-    auth = Authenticator([MemoryStore(FIELDS_USERS)], Hasher())
+    auth = fields_auth
     auth.nologin_refuses = not compat
-    fields = await auth.check(info(), _cram("fieldx", b"guess"))
+    fields = await _verdict(auth, _cram("fieldx", b"guess"))
     assert fields.reason is Reason.PASSWORD_MISMATCH
     assert fields.fields == (("quota", "1G"), ("flagonly", None)) and not fields.nodelay
-    moved = await auth.check(info(), _cram("moved", b"guess"))
+    moved = await _verdict(auth, _cram("moved", b"guess"))
     assert moved.fields == (("reason", "Mailbox_moved"), ("nodelay", None)) and moved.nodelay
-    renamed = await auth.check(info(), _cram("RenameX", b"guess"))
+    renamed = await _verdict(auth, _cram("RenameX", b"guess"))
     assert renamed.user == "renamed" and renamed.original_user == "RenameX"
     assert renamed.fields == () and renamed.had_store_fields  # the empty field on the wire
     # A `fail` entry fails the lookup itself: no fields, right digest or not.
     for password in (b"pw", b"guess"):
-        forced = await auth.check(info(), _cram("failx", password))
+        forced = await _verdict(auth, _cram("failx", password))
         assert forced.reason is Reason.FORCED_FAIL and forced.fields == ()
     # PLAIN's wrong password rolls the fields back, as before.
-    plain = await auth.check(info(), VerifyPlain("fieldx", "", b"guess"))
+    plain = await _verdict(auth, VerifyPlain("fieldx", "", b"guess"))
     assert plain.fields == () and not plain.had_store_fields
 
 
 @pytest.mark.parametrize("byte", [b"\x01", b"\t", b"\r", b"\n"])
 @pytest.mark.parametrize("cache", [False, True], ids=["no-cache", "cache"])
 async def test_a_password_with_dovecots_illegal_bytes_is_refused_unlooked_up(
-    byte: bytes, cache: bool
+    fields_auth: Authenticator, byte: bytes, cache: bool
 ) -> None:
     """Even a nopassword user; the FAIL names the user as typed, no rename applied."""
-    auth = Authenticator(
-        [MemoryStore(FIELDS_USERS)], Hasher(), cache=AuthCache(CacheSettings(enabled=cache))
-    )
+    auth = fields_auth
+    auth.cache = AuthCache(CacheSettings(enabled=cache))
     lookups: list[str] = []
     auth.on_lookup = lambda store, result, seconds: lookups.append(result)
     for typed in ("open", "RenameX", "nobody"):
-        verdict = await auth.check(info(), VerifyPlain(typed, "", b"a" + byte + b"b"))
+        verdict = await _verdict(auth, VerifyPlain(typed, "", b"a" + byte + b"b"))
         assert verdict.outcome is Outcome.FAIL and verdict.reason is Reason.MALFORMED
         assert verdict.user == typed.lower() and verdict.original_user == typed
         assert verdict.fields == () and not verdict.had_store_fields
     assert lookups == []
     # Only the bytes before a NUL count (a C string), other control bytes are data.
-    assert (await auth.check(info(), VerifyPlain("open", "", b"a\x00" + byte))).ok
-    assert (await auth.check(info(), VerifyPlain("open", "", b"\x02\x1b\x7f\xff"))).ok
+    assert (await _verdict(auth, VerifyPlain("open", "", b"a\x00" + byte))).ok
+    assert (await _verdict(auth, VerifyPlain("open", "", b"\x02\x1b\x7f\xff"))).ok
     # An invalid name is still refused as such first.
-    invalid = await auth.check(info(), VerifyPlain("bad name", "", byte))
+    invalid = await _verdict(auth, VerifyPlain("bad name", "", byte))
     assert invalid.reason is Reason.INVALID_USERNAME
