@@ -8,21 +8,47 @@ logins. Deferred here, it runs once the batch is over: trio calls the instrument
 the batch and before it waits for I/O again. Nothing a client does in response to a
 reply can be seen before that (an in-process peer runs only after that wait), so the
 event and the counters are still complete by the time anyone can look.
+
+The end of a batch is also when the log lines the batch produced are written, all in
+one go (:func:`authbridge.logs.end_batch`), and when other per-batch work registered
+with :func:`at_batch_end` runs (a worker's counters reaching the shared files).
 """
 
 from __future__ import annotations
 
 import contextlib
+import weakref
 from collections.abc import Callable
 from typing import Any
 
 import trio
 
-from authbridge import contained
+from authbridge import contained, logs
 
 #: Beyond this many pending items the queue runs at once: bounded memory whatever a
 #: batch holds (a batch normally completes a few dozen requests at most).
 MAX_PENDING = 4096
+
+#: Bound methods called at the end of every scheduler batch (weakly held: an object
+#: that is gone drops out). See :func:`at_batch_end`.
+_batch_end: list[weakref.WeakMethod[Callable[[], None]]] = []
+
+
+def at_batch_end(method: Callable[[], None]) -> None:
+    """Call the bound ``method`` at the end of every batch (where an AfterBatch is installed).
+
+    It must be cheap when there is nothing to do: it runs before every wait for I/O.
+    """
+    _batch_end.append(weakref.WeakMethod(method))
+
+
+def _run_batch_end() -> None:
+    for ref in list(_batch_end):
+        method = ref()
+        if method is None:
+            _batch_end.remove(ref)
+        else:
+            method()
 
 
 class AfterBatch(trio.abc.Instrument):
@@ -63,23 +89,40 @@ class AfterBatch(trio.abc.Instrument):
         except Exception:  # reporting must never raise in an instrument hook
             pass
 
+    def end_of_batch(self) -> None:
+        """The deferred calls, then the batch's log lines and the registered batch work."""
+        if self._pending:
+            self.run_pending()
+        try:
+            logs.end_batch()
+            if _batch_end:
+                _run_batch_end()
+        except Exception as exc:
+            self._failed(exc)
+
     def install(self) -> None:
         """Hook into the current trio run (from inside it)."""
         trio.lowlevel.add_instrument(self)
+        if not self._installed:
+            logs.begin_batching()
         self._installed = True
 
     def uninstall(self) -> None:
         """Unhook and run what is still pending (shutdown)."""
-        self._installed = False
         with contextlib.suppress(KeyError):  # already gone
             trio.lowlevel.remove_instrument(self)
+        self._finish()
+
+    def _finish(self) -> None:
+        was_installed, self._installed = self._installed, False
         self.run_pending()
+        if was_installed:
+            logs.stop_batching()
+        self.end_of_batch()
 
     # trio.abc.Instrument hooks
     def before_io_wait(self, timeout: float) -> None:
-        if self._pending:
-            self.run_pending()
+        self.end_of_batch()
 
     def after_run(self) -> None:
-        self._installed = False
-        self.run_pending()
+        self._finish()

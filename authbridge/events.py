@@ -18,7 +18,7 @@ import re
 from collections import OrderedDict
 
 from authbridge import userlog, wire
-from authbridge.logs import get_logger, request_event
+from authbridge.logs import authentication_event, get_logger, request_event
 from authbridge.metrics import result_label
 from authbridge.session import RequestInfo
 from authbridge.verdict import Outcome, Reason, Verdict
@@ -148,22 +148,23 @@ def _authentication_event(
     reason: str,
     duration: float | None,
 ) -> None:
-    """The one shape of the ``authentication`` event, finished or aborted."""
-    request_event(
+    """The one shape of the ``authentication`` event, finished or aborted.
+
+    Its fields are :data:`authbridge.logs.AUTH_FIELDS`, in that order.
+    """
+    authentication_event(
         log,
         AUTH_LOGGER,
-        "info",
-        "authentication",
-        cuid=cuid,
-        request=info.id,
-        mechanism=info.mechanism,
-        service=info.service,
-        rip=info.rip,
-        lip=info.lip,
-        user=user,
-        result=result,
-        reason=reason,
-        duration=duration,
+        cuid,
+        info.id,
+        info.mechanism,
+        info.service,
+        info.rip,
+        info.lip,
+        user,
+        result,
+        reason,
+        duration,
     )
 
 

@@ -2,19 +2,34 @@
 
 Standard-library loggers (``logging.getLogger``) are routed through the same
 processors, so every line has one shape whichever API emitted it.
+
+Every line ends in one :class:`_Sink`. While a scheduler batch runs (see
+:mod:`authbridge.after_batch`), the lines of the event-loop thread are collected and
+handed on together when the batch ends: one string, one ``write``. A stream that is a
+real file descriptor (stdout, stderr, a pipe, journald's socket) is written by a thread
+of its own, so a full or slow log stream never stops the event loop: what waits for it
+is bounded (:data:`MAX_QUEUED`), and lines beyond the bound are dropped and counted
+(``authbridge_log_lines_dropped_total``). Any other line logged in a trio event loop
+(a supervisor's) takes the same queue; outside one (start-up, command-line tools, tests)
+a line is written when it is logged, as before.
 """
 
 from __future__ import annotations
 
+import atexit
+import contextvars
 import datetime
 import json
 import logging
+import math
 import re
 import sys
-from collections.abc import Callable
+import threading
+from json.encoder import encode_basestring_ascii
 from typing import Any
 
 import structlog
+import trio
 
 from authbridge import userlog
 
@@ -117,23 +132,29 @@ def configure(
     logging.logThreads = False
     logging.logProcesses = False
     logging.logMultiprocessing = False
-    handler = logging.StreamHandler(stream)
+    global _sink, _direct
+    previous, sink = _sink, _Sink(stream)
+    _sink = sink
+    if previous is not None:
+        previous.close()
+    if _batch_depth:
+        sink.start_thread()
+    handler = _SinkHandler(sink)
     handler.setFormatter(formatter)
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(_LEVELS[level])
-    # One writer for the stream; the handler's lock also serialises its lines with the
-    # standard-library ones (a worker thread may log while the event loop does).
-    writers: dict[str, _LockedWriter] = {}
+    # One output end per logger name (structlog's add_logger_name reads it), all
+    # writing into the one sink, which keeps the lines of every thread whole.
+    writers: dict[str, _SinkWriter] = {}
 
-    def writer(name: str = "", *_args: Any) -> _LockedWriter:
+    def writer(name: str = "", *_args: Any) -> _SinkWriter:
         found = writers.get(name)
         if found is None:
-            found = writers[name] = _LockedWriter(stream, handler, name)
+            found = writers[name] = _SinkWriter(sink, name)
         return found
 
-    global _direct
-    _direct = _DirectJson(writer) if fmt == "json" else None
+    _direct = _DirectJson(sink) if fmt == "json" else None
     structlog.configure(
         processors=[structlog.stdlib.add_logger_name, *shared, *final],
         logger_factory=writer,
@@ -143,23 +164,285 @@ def configure(
     )
 
 
-class _LockedWriter:
-    """structlog's output end: one rendered line, written under the handler's lock."""
+#: Characters of log lines waiting for a blocked log stream; beyond it new lines are
+#: dropped (and counted) instead of stalling the server or growing without end.
+MAX_QUEUED = 1 << 20
 
-    def __init__(self, stream: Any, handler: logging.Handler, name: str) -> None:
-        self._stream = stream
-        self._handler = handler
+#: How long the process waits at exit for queued lines to reach a slow stream.
+EXIT_WAIT = 2.0
+
+#: The thread whose lines wait for the end of its scheduler batch, and how many
+#: batch instruments are installed in it (see :func:`begin_batching`).
+_batch_thread: int | None = None
+_batch_depth = 0
+
+
+def _in_event_loop() -> bool:
+    """Whether this thread runs a trio event loop (which a blocking write would stall)."""
+    try:
+        trio.lowlevel.current_trio_token()
+    except RuntimeError:
+        return False
+    return True
+
+
+def _real_fd(stream: Any) -> bool:
+    """Whether ``stream`` writes to a file descriptor (which can block)."""
+    try:
+        return isinstance(stream.fileno(), int)
+    except (AttributeError, OSError, ValueError):  # io.StringIO and friends
+        return False
+
+
+class _Sink:
+    """Where every rendered line goes: batched, queued, written, or dropped and counted.
+
+    The event-loop thread, while it batches, only appends to :attr:`batch`; the batch
+    is handed on in one piece by :meth:`flush_batch`. A stream with a file descriptor
+    gets a writer thread once batching starts, and from then on every line reaches it
+    through a bounded queue: whoever logs never waits for the stream. A stream without
+    one (a test's ``StringIO``) is written at once; it cannot block.
+    """
+
+    def __init__(self, stream: Any) -> None:
+        self.stream = stream
+        self.threaded = _real_fd(stream)
+        #: Lines of the current scheduler batch (batching thread only).
+        self.batch: list[str] = []
+        #: The timestamp every directly rendered line of the current batch carries.
+        self.stamp: str | None = None
+        #: Lines lost: beyond the bound, or refused by the stream.
+        self.dropped = 0
+        self._lock = threading.Lock()
+        self._ready = threading.Condition(self._lock)
+        self._write_lock = threading.Lock()
+        self._queue: list[tuple[str, int]] = []
+        self._queued = 0
+        self._closing = False
+        self._thread: threading.Thread | None = None
+
+    # ------------------------------------------------------------ the logging side
+
+    def write(self, text: str) -> None:
+        """One or more whole lines, each ending in a newline."""
+        if _batch_thread is not None and threading.get_ident() == _batch_thread:
+            self.batch.append(text)
+        elif self._thread is not None:
+            self._enqueue(text, text.count("\n"))
+        elif self.threaded and _in_event_loop():
+            # An event loop that does not batch (a supervisor's) must not wait either.
+            self.start_thread()
+            self._enqueue(text, text.count("\n"))
+        else:
+            self._write_now(text)
+
+    def timestamp(self) -> str:
+        """Now, ISO 8601 UTC; within a batch of the batching thread, once per batch."""
+        if _batch_thread is not None and threading.get_ident() == _batch_thread:
+            stamp = self.stamp
+            if stamp is None:
+                stamp = self.stamp = _now()
+            return stamp
+        return _now()
+
+    def flush_batch(self) -> None:
+        """Hand the lines of the batch that just ended on, as one string."""
+        lines, self.batch, self.stamp = self.batch, [], None
+        if not lines:
+            return
+        text = "".join(lines)
+        if self._thread is not None:
+            self._enqueue(text, len(lines))
+        elif self.threaded and _batch_depth:
+            self.start_thread()
+            self._enqueue(text, len(lines))
+        else:
+            self._write_now(text)
+
+    def _enqueue(self, text: str, lines: int) -> None:
+        with self._lock:
+            if self._queued and self._queued + len(text) > MAX_QUEUED:
+                self.dropped += lines
+                return
+            self._queue.append((text, lines))
+            self._queued += len(text)
+            self._ready.notify()
+
+    def _write_now(self, text: str) -> None:
+        with self._write_lock:
+            self.stream.write(text)
+            self.stream.flush()
+
+    # ------------------------------------------------------------ the writer thread
+
+    def start_thread(self) -> None:
+        if self._thread is None and self.threaded and not self._closing:
+            self._thread = threading.Thread(target=self._run, name="log-writer", daemon=True)
+            self._thread.start()
+
+    def _run(self) -> None:
+        while True:
+            with self._lock:
+                while not self._queue and not self._closing:
+                    self._ready.wait()
+                if not self._queue:
+                    return
+                queue, self._queue, self._queued = self._queue, [], 0
+            try:
+                self._write_now("".join(text for text, _ in queue))
+            except Exception:  # a closed or broken stream: the lines are lost, counted
+                with self._lock:
+                    self.dropped += sum(lines for _, lines in queue)
+
+    def close(self, wait: float = 0.0) -> None:
+        """Hand on what is batched; the writer thread ends once its queue is written."""
+        if self.batch:
+            self.flush_batch()
+        with self._lock:
+            self._closing = True
+            self._ready.notify()
+        if wait and self._thread is not None:
+            self._thread.join(wait)
+
+
+class _SinkWriter:
+    """structlog's output end: one rendered line into the sink."""
+
+    def __init__(self, sink: _Sink, name: str) -> None:
+        self._sink = sink
         self.name = name  # for add_logger_name
 
     def msg(self, message: str) -> None:
-        self._handler.acquire()
-        try:
-            self._stream.write(message + "\n")
-            self._stream.flush()
-        finally:
-            self._handler.release()
+        self._sink.write(message + "\n")
 
     log = debug = info = warn = warning = error = critical = exception = fatal = msg
+
+
+class _SinkHandler(logging.Handler):
+    """Standard-library records, formatted by the same processors, into the sink."""
+
+    def __init__(self, sink: _Sink) -> None:
+        super().__init__()
+        self.sink = sink
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            self.sink.write(self.format(record) + "\n")
+        except Exception:
+            self.handleError(record)
+
+
+_sink: _Sink | None = None
+
+
+def begin_batching() -> None:
+    """From now on, lines of this thread wait for :func:`end_batch` (an instrument's)."""
+    global _batch_thread, _batch_depth
+    _batch_thread = threading.get_ident()
+    _batch_depth += 1
+    if _sink is not None:
+        _sink.start_thread()
+
+
+def end_batch() -> None:
+    """A scheduler batch ended: write its lines in one go (or queue them for the writer)."""
+    sink = _sink
+    if sink is not None and sink.batch:
+        sink.flush_batch()
+
+
+def stop_batching() -> None:
+    """The last batch instrument is gone: its lines are handed on, later ones go at once."""
+    global _batch_thread, _batch_depth
+    _batch_depth = max(0, _batch_depth - 1)
+    if not _batch_depth:
+        _batch_thread = None
+    end_batch()
+
+
+def dropped_lines() -> int:
+    """Log lines this process dropped because the log stream did not keep up."""
+    sink = _sink
+    return sink.dropped if sink is not None else 0
+
+
+@atexit.register
+def _drain_at_exit() -> None:
+    """Queued lines get :data:`EXIT_WAIT` seconds to reach a slow stream, then are lost."""
+    global _batch_thread
+    _batch_thread = None
+    sink = _sink
+    if sink is not None:
+        sink.close(EXIT_WAIT)
+
+
+def _now() -> str:
+    return datetime.datetime.now(tz=datetime.UTC).isoformat().replace("+00:00", "Z")
+
+
+_CONTEXT_PREFIX = structlog.contextvars.STRUCTLOG_KEY_PREFIX
+
+
+def _context() -> dict[str, Any]:
+    """structlog's context variables, as ``get_contextvars()`` gives them, but cheaply.
+
+    The usual case (none bound, or one: a worker's number) needs no copy of the whole
+    context; with more than one, structlog's own function keeps its key order.
+    """
+    known: dict[str, contextvars.ContextVar[Any]] | None = getattr(
+        structlog.contextvars, "_CONTEXT_VARS", None
+    )
+    if known is None:  # structlog keeps them elsewhere now: ask it
+        return structlog.contextvars.get_contextvars()
+    found: dict[str, Any] = {}
+    for name, var in list(known.items()):
+        value = var.get(Ellipsis)
+        if value is not Ellipsis:
+            found[name[len(_CONTEXT_PREFIX) :]] = value
+    if len(found) > 1:
+        return structlog.contextvars.get_contextvars()
+    return found
+
+
+#: The fields of the ``authentication`` event, in the order of every line.
+AUTH_FIELDS = (
+    "cuid",
+    "request",
+    "mechanism",
+    "service",
+    "rip",
+    "lip",
+    "user",
+    "result",
+    "reason",
+    "duration",
+)
+#: Keys a context variable may not take for the fixed renderer (else the chain's
+#: ``setdefault`` and level/timestamp overwrites decide, and the general path runs).
+_RESERVED = frozenset(AUTH_FIELDS) | {"event", "logger", "level", "timestamp"} | SECRET_KEYS
+
+
+class _Fallback(Exception):
+    """A value the fixed renderer does not write exactly as the chain would."""
+
+
+def _text(value: Any) -> str:
+    if value is None:
+        return "null"
+    if type(value) is not str:
+        raise _Fallback
+    return encode_basestring_ascii(value)
+
+
+def _number(value: Any) -> str:
+    if value is None:
+        return "null"
+    kind = type(value)
+    if kind is int:
+        return int.__repr__(value)
+    if kind is float and math.isfinite(value):
+        return float.__repr__(value)
+    raise _Fallback
 
 
 class _DirectJson:
@@ -167,27 +450,65 @@ class _DirectJson:
 
     The per-authentication event is written for every request; through structlog's
     bound logger and processors it cost more CPU than the credential check on a quiet
-    server (each processor is a call on a cold cache). This builds the same dict in the
-    same key order (fields, event, logger, context variables, level, timestamp), applies
-    the same redaction and serialises it with the same ``json.dumps``; a test compares
-    both renderings line for line.
+    server (each processor is a call on a cold cache). :meth:`emit` builds the same dict
+    in the same key order (fields, event, logger, context variables, level, timestamp),
+    applies the same redaction and serialises it with the same encoder;
+    :meth:`authentication` writes the one fixed shape of the ``authentication`` event
+    straight into a string. Tests compare both with the chain line for line.
     """
 
-    def __init__(self, writer: Callable[[str], _LockedWriter]) -> None:
-        self._writer = writer
+    def __init__(self, sink: _Sink) -> None:
+        self._sink = sink
 
     def emit(self, logger_name: str, level: str, event: str, fields: dict[str, Any]) -> None:
         event_dict = fields
         event_dict["event"] = event
         event_dict["logger"] = logger_name
-        for key, value in structlog.contextvars.get_contextvars().items():
+        for key, value in _context().items():
             event_dict.setdefault(key, value)
         event_dict["level"] = level
-        event_dict["timestamp"] = (
-            datetime.datetime.now(tz=datetime.UTC).isoformat().replace("+00:00", "Z")
-        )
+        event_dict["timestamp"] = self._sink.timestamp()
         _drop_secrets(None, level, event_dict)
-        self._writer(logger_name).msg(_ENCODER.encode(event_dict))
+        self._sink.write(_ENCODER.encode(event_dict) + "\n")
+
+    def authentication(self, logger_name: str, values: tuple[Any, ...]) -> bool:
+        """The ``authentication`` event of :data:`AUTH_FIELDS` ``values``, at info level.
+
+        False (nothing written) when the line needs the general path to come out as the
+        chain's would: a value that is not a plain int, float or str, text that looks
+        like a credential (the scrubber decides), a context variable with a reserved key.
+        """
+        cuid, request, mechanism, service, rip, lip, user, result, reason, duration = values
+        try:
+            if type(cuid) is not int or type(request) is not int:
+                raise _Fallback
+            head = (
+                f'{{"cuid": {int.__repr__(cuid)}, "request": {int.__repr__(request)}, '
+                f'"mechanism": {_text(mechanism)}, "service": {_text(service)}, '
+                f'"rip": {_text(rip)}, "lip": {_text(lip)}, "user": {_text(user)}, '
+                f'"result": {_text(result)}, "reason": {_text(reason)}, '
+                f'"duration": {_number(duration)}, "event": "authentication", '
+                f'"logger": {_text(logger_name)}'
+            )
+            # The strings are all str now (_text checked): the scrubber's look of
+            # _drop_secrets, over the same values.
+            texts = [t for t in (mechanism, service, rip, lip, user, result, reason) if t]
+            texts.append(logger_name)
+            context = _context()
+            for key, value in context.items():
+                if key in _RESERVED:
+                    raise _Fallback
+                if isinstance(value, str):
+                    texts.append(value)
+                head += f", {encode_basestring_ascii(key)}: {_ENCODER.encode(value)}"
+        except _Fallback:
+            return False
+        low = "\0".join(texts).lower()
+        if "resp=" in low or "cont" in low:
+            return False
+        line = f'{head}, "level": "info", "timestamp": "{self._sink.timestamp()}"}}\n'
+        self._sink.write(line)
+        return True
 
 
 def _json_fallback(value: Any) -> Any:
@@ -213,6 +534,21 @@ def request_event(logger: Any, logger_name: str, level: str, event: str, **field
         _direct.emit(logger_name, level, event, fields)
     else:
         getattr(logger, level)(event, **fields)
+
+
+def authentication_event(logger: Any, logger_name: str, *values: Any) -> None:
+    """The ``authentication`` event (info level, enabled: the caller checks).
+
+    ``values`` are those of :data:`AUTH_FIELDS`, in that order. JSON lines come from
+    the fixed renderer (:meth:`_DirectJson.authentication`) when it can write them
+    exactly; otherwise, and for the console format, from the same path as any event.
+    """
+    direct = _direct
+    if direct is not None and direct.authentication(logger_name, values):
+        return
+    request_event(
+        logger, logger_name, "info", "authentication", **dict(zip(AUTH_FIELDS, values, strict=True))
+    )
 
 
 def get_logger(name: str) -> Any:

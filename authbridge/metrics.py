@@ -5,10 +5,19 @@ as many as they like. Labels come from closed sets only (mechanism names, result
 store names from the config): never a user or an IP. Names follow the Prometheus
 conventions: counters are exposed with ``_total``, durations in ``_seconds``, Unix
 times in ``_timestamp_seconds``, and the version in ``authbridge_build_info``.
+
+The metrics every request moves (authentications, their duration, store lookups,
+connections, penalties, protocol errors) are plain Python numbers, updated without a
+lock or a file write and turned into Prometheus families only when scraped
+(:class:`_PlainCounter`, :class:`_PlainHistogram`). A worker of a supervisor copies
+what changed into prometheus-client's multiprocess files at the end of each scheduler
+batch and once a second (:meth:`Metrics.flush`), so the supervisor's sums see the same
+series, names and buckets as a single process serves.
 """
 
 from __future__ import annotations
 
+import bisect
 import math
 import os
 import platform
@@ -24,13 +33,18 @@ from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 import prometheus_client
 import trio
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info, make_wsgi_app
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+)
 from prometheus_client.exposition import ThreadingWSGIServer
 from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.registry import Collector
 from prometheus_client.samples import Sample
+from prometheus_client.utils import floatToGoString
 
-from authbridge import __version__
+from authbridge import __version__, after_batch, logs
 from authbridge.contained import Streak, report
 from authbridge.session import RequestInfo
 from authbridge.verdict import Outcome, Reason, Verdict
@@ -55,6 +69,17 @@ INTERNAL_ERROR_PLACES = (
 INTERNAL_ERRORS_HELP = (
     "Unexpected exceptions contained where they happened (one connection, one "
     "scrape, one reload, ...), by where: the daemon kept serving."
+)
+
+AUTHENTICATIONS_HELP = "Finished authentication requests by mechanism and result."
+DURATION_HELP = (
+    "Time from complete credentials to the verdict: penalty included, failure delay not."
+)
+LOOKUP_HELP = "User store lookups by store and result."
+LOG_DROPPED = "authbridge_log_lines_dropped"
+LOG_DROPPED_HELP = (
+    "Log lines dropped because the log stream did not take them in time (a full pipe, "
+    "a slow journald): serving went on."
 )
 
 #: The closed set of ``result`` label values of the store lookup histogram.
@@ -99,6 +124,104 @@ LOOKUP_BUCKETS = (
     1.0,
     5.0,
 )
+
+
+class _PlainCounter(Collector):
+    """A counter that is a plain number: :meth:`inc` costs an addition, a scrape reads it.
+
+    Labelled ones keep one number per label tuple (:meth:`add`), in the order the
+    series were first seen, as prometheus-client's children are.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        documentation: str,
+        labelnames: tuple[str, ...] = (),
+        registry: CollectorRegistry | None = None,
+    ) -> None:
+        self.name = name
+        self.documentation = documentation
+        self.labelnames = labelnames
+        self.value = 0.0
+        self.values: dict[tuple[str, ...], float] = {}
+        if registry is not None:
+            registry.register(self)
+
+    def inc(self, amount: float = 1.0) -> None:
+        self.value += amount
+
+    def add(self, labels: tuple[str, ...], amount: float = 1.0) -> None:
+        values = self.values
+        values[labels] = values.get(labels, 0.0) + amount
+
+    def describe(self) -> Iterable[Any]:
+        return [CounterMetricFamily(self.name, self.documentation, labels=self.labelnames)]
+
+    def collect(self) -> Iterable[Any]:
+        if not self.labelnames:
+            return [CounterMetricFamily(self.name, self.documentation, value=self.value)]
+        family = CounterMetricFamily(self.name, self.documentation, labels=self.labelnames)
+        for labels, value in list(self.values.items()):
+            family.add_metric(labels, value)
+        return [family]
+
+
+class _Buckets:
+    """One histogram series: a count per bucket (not cumulative) and the sum."""
+
+    __slots__ = ("_bounds", "counts", "sum")
+
+    def __init__(self, bounds: tuple[float, ...]) -> None:
+        self._bounds = bounds
+        self.counts = [0] * (len(bounds) + 1)  # the last one is +Inf
+        self.sum = 0.0
+
+    def observe(self, value: float) -> None:
+        # bisect_left: the first bound >= value, i.e. the bucket "le" that takes it.
+        self.counts[bisect.bisect_left(self._bounds, value)] += 1
+        self.sum += value
+
+
+class _PlainHistogram(Collector):
+    """A histogram of plain numbers, exported as prometheus-client's Histogram is."""
+
+    def __init__(
+        self,
+        name: str,
+        documentation: str,
+        labelnames: tuple[str, ...],
+        buckets: tuple[float, ...],
+        registry: CollectorRegistry | None = None,
+    ) -> None:
+        self.name = name
+        self.documentation = documentation
+        self.labelnames = labelnames
+        self.bounds = tuple(float(b) for b in buckets)
+        self._le = [floatToGoString(b) for b in (*self.bounds, math.inf)]  # type: ignore[no-untyped-call]
+        self.series: dict[tuple[str, ...], _Buckets] = {}
+        if registry is not None:
+            registry.register(self)
+
+    def labels(self, *labels: str) -> _Buckets:
+        series = self.series.get(labels)
+        if series is None:
+            series = self.series[labels] = _Buckets(self.bounds)
+        return series
+
+    def describe(self) -> Iterable[Any]:
+        return [HistogramMetricFamily(self.name, self.documentation, labels=self.labelnames)]
+
+    def collect(self) -> Iterable[Any]:
+        family = HistogramMetricFamily(self.name, self.documentation, labels=self.labelnames)
+        for labels, series in list(self.series.items()):
+            counts, total = list(series.counts), series.sum
+            cumulative, acc = [], 0.0
+            for le, count in zip(self._le, counts, strict=True):
+                acc += count
+                cumulative.append((le, acc))
+            family.add_metric(labels, cumulative, sum_value=total)
+        return [family]
 
 
 def result_label(verdict: Verdict) -> str:
@@ -158,29 +281,30 @@ class Metrics:
     ) -> None:
         self.registry = registry if registry is not None else CollectorRegistry()
         self.multiprocess = multiprocess_dir() is not None if multiprocess is None else multiprocess
-        self._auth_children = {}
-        self._duration_children = {}
-        self._lookup_children: dict[tuple[str, str], Any] = {}
+        self._dirty = False
         r = self.registry
-        self.authentications = Counter(
+        # The per-request metrics: plain numbers (see the module's docstring). A single
+        # process exports them from its registry; a worker's go to its mirrors below.
+        plain = None if self.multiprocess else r
+        self.authentications = _PlainCounter(
             "authbridge_authentications",
-            "Finished authentication requests by mechanism and result.",
-            ["mechanism", "result"],
-            registry=r,
+            AUTHENTICATIONS_HELP,
+            ("mechanism", "result"),
+            registry=plain,
         )
-        self.duration = Histogram(
+        self.duration = _PlainHistogram(
             "authbridge_authentication_duration_seconds",
-            "Time from complete credentials to the verdict: penalty included, failure delay not.",
-            ["mechanism"],
-            buckets=DURATION_BUCKETS,
-            registry=r,
+            DURATION_HELP,
+            ("mechanism",),
+            DURATION_BUCKETS,
+            registry=plain,
         )
-        self.lookup_duration = Histogram(
+        self.lookup_duration = _PlainHistogram(
             "authbridge_store_lookup_duration_seconds",
-            "User store lookups by store and result.",
-            ["store", "result"],
-            buckets=LOOKUP_BUCKETS,
-            registry=r,
+            LOOKUP_HELP,
+            ("store", "result"),
+            LOOKUP_BUCKETS,
+            registry=plain,
         )
         self.connections_active = Gauge(
             "authbridge_connections_active",
@@ -188,13 +312,13 @@ class Metrics:
             registry=r,
             multiprocess_mode="livesum",
         )
-        self.connections = Counter(
-            "authbridge_connections", "Client connections accepted.", registry=r
+        self.connections = _PlainCounter(
+            "authbridge_connections", "Client connections accepted.", registry=plain
         )
-        self.protocol_errors = Counter(
+        self.protocol_errors = _PlainCounter(
             "authbridge_protocol_errors",
             "Connections closed for a protocol violation.",
-            registry=r,
+            registry=plain,
         )
         self.internal_errors = Counter(
             "authbridge_internal_errors",
@@ -205,8 +329,8 @@ class Metrics:
         self._internal_children = {
             where: self.internal_errors.labels(where=where) for where in INTERNAL_ERROR_PLACES
         }
-        self.penalties = Counter(
-            "authbridge_penalties", "Requests held back by the per-IP penalty.", registry=r
+        self.penalties = _PlainCounter(
+            "authbridge_penalties", "Requests held back by the per-IP penalty.", registry=plain
         )
         self.delayed_failures = Gauge(
             "authbridge_delayed_failures",
@@ -229,6 +353,8 @@ class Metrics:
             registry=r,
             multiprocess_mode="livesum",
         )
+        if plain is not None:
+            r.register(_DroppedLinesCollector())
         self.ready: Gauge | None = None
         if not self.multiprocess:
             self.ready = ready_gauge(r)
@@ -249,6 +375,8 @@ class Metrics:
                 multiprocess_mode="livesum",
             )
             self._cache_seen = (0, 0)
+            self._mirrors = _Mirrors(self, r)
+            after_batch.at_batch_end(self.flush)
         else:
             r.register(_CacheCollector(lambda: self._cache_source(), self.internal_error))
 
@@ -277,6 +405,8 @@ class Metrics:
         """
         if not self.multiprocess:
             return
+        self._dirty = True
+        self.flush()
         for gauge, source in self._gauge_sources:
             gauge.set(source())
         hits, misses, entries = self._cache_source()
@@ -311,39 +441,42 @@ class Metrics:
                 guarded(lambda: 1.0 if source() else 0.0, 0.0, self.internal_error)
             )
 
-    # Labelled children are looked up once per (mechanism, result) and kept: labels()
-    # costs a lock and a dict walk on every authentication otherwise.
-    _auth_children: dict[tuple[str, str], Any]
-    _duration_children: dict[str, Any]
+    def flush(self) -> None:
+        """A worker: what changed since the last flush into the shared files (else a no-op).
+
+        Runs at the end of every scheduler batch (registered with after_batch) and from
+        :meth:`sample`; costs a comparison when nothing was counted.
+        """
+        if self.multiprocess:
+            self._mirrors.flush()
 
     def prime(self, mechanisms: Iterable[str]) -> None:
         """Create every (mechanism, result) series at 0 so rates work from the start."""
         for mech in mechanisms:
             for result in RESULTS:
-                self.authentications.labels(mechanism=mech, result=result)
-            self.duration.labels(mechanism=mech)
+                self.authentications.add((mech, result), 0.0)
+            self.duration.labels(mech)
+        self._dirty = True
 
     def prime_stores(self, stores: Iterable[str]) -> None:
         """Create every (store, result) lookup series, as :meth:`prime` does."""
         for store in stores:
             for result in LOOKUP_RESULTS:
-                self.lookup_duration.labels(store=store, result=result)
+                self.lookup_duration.labels(store, result)
+        self._dirty = True
 
     def finished(self, info: RequestInfo, verdict: Verdict, duration: float) -> None:
-        key = (info.mechanism, result_label(verdict))
-        counter = self._auth_children.get(key)
-        if counter is None:
-            counter = self._auth_children[key] = self.authentications.labels(*key)
-        counter.inc()
-        histogram = self._duration_children.get(info.mechanism)
-        if histogram is None:
-            histogram = self._duration_children[info.mechanism] = self.duration.labels(
-                info.mechanism
-            )
-        histogram.observe(duration)
+        mechanism = info.mechanism
+        self.authentications.add((mechanism, result_label(verdict)))
+        series = self.duration.series.get((mechanism,))
+        if series is None:
+            series = self.duration.labels(mechanism)
+        series.observe(duration)
+        self._dirty = True
 
     def aborted(self, info: RequestInfo) -> None:
-        self.authentications.labels(mechanism=info.mechanism, result="aborted").inc()
+        self.authentications.add((info.mechanism, "aborted"))
+        self._dirty = True
 
     def reloaded(self, ok: bool) -> None:
         self.reloads.labels(result="success" if ok else "failure").inc()
@@ -356,13 +489,109 @@ class Metrics:
         The authenticator calls this (as its ``on_lookup`` hook) around every
         ``store.lookup()``.
         """
-        child = self._lookup_children.get((store, result))
-        if child is None:
+        series = self.lookup_duration.series.get((store, result))
+        if series is None:
             if result not in LOOKUP_RESULTS:
                 raise ValueError(f"lookup result {result!r} is not one of {LOOKUP_RESULTS}")
-            child = self.lookup_duration.labels(store=store, result=result)
-            self._lookup_children[(store, result)] = child
-        child.observe(seconds)
+            series = self.lookup_duration.labels(store, result)
+        series.observe(seconds)
+        self._dirty = True
+
+
+class _DroppedLinesCollector(Collector):
+    """``authbridge_log_lines_dropped_total``: read from the log sink at scrape time."""
+
+    def describe(self) -> Iterable[Any]:
+        return self.collect()
+
+    def collect(self) -> Iterable[Any]:
+        return [CounterMetricFamily(LOG_DROPPED, LOG_DROPPED_HELP, value=logs.dropped_lines())]
+
+
+class _Mirrors:
+    """A worker's per-request metrics as prometheus-client objects backed by its files.
+
+    The plain numbers stay the hot path; :meth:`flush` adds what each series gained
+    since the last flush to its mirror (counters by ``inc``, histogram buckets and sum
+    to the values ``observe`` would have moved: prometheus-client keeps the buckets of
+    a histogram uncumulated and cumulates them when the supervisor reads the files).
+    """
+
+    def __init__(self, metrics: Metrics, registry: CollectorRegistry) -> None:
+        self._metrics = metrics
+        r = registry
+        self.authentications = Counter(
+            "authbridge_authentications",
+            AUTHENTICATIONS_HELP,
+            ["mechanism", "result"],
+            registry=r,
+        )
+        self.duration = Histogram(
+            "authbridge_authentication_duration_seconds",
+            DURATION_HELP,
+            ["mechanism"],
+            buckets=DURATION_BUCKETS,
+            registry=r,
+        )
+        self.lookup_duration = Histogram(
+            "authbridge_store_lookup_duration_seconds",
+            LOOKUP_HELP,
+            ["store", "result"],
+            buckets=LOOKUP_BUCKETS,
+            registry=r,
+        )
+        m = metrics
+        self._counters = [
+            (m.connections, Counter(m.connections.name, m.connections.documentation, registry=r)),
+            (
+                m.protocol_errors,
+                Counter(m.protocol_errors.name, m.protocol_errors.documentation, registry=r),
+            ),
+            (m.penalties, Counter(m.penalties.name, m.penalties.documentation, registry=r)),
+        ]
+        self._counted = [0.0] * len(self._counters)
+        self.dropped = Counter(LOG_DROPPED, LOG_DROPPED_HELP, registry=r)
+        self._dropped_seen = 0
+        self._auth_seen: dict[tuple[str, ...], float] = {}
+        self._histograms_seen: dict[tuple[str, tuple[str, ...]], tuple[list[int], float]] = {}
+
+    def flush(self) -> None:
+        m = self._metrics
+        for i, (plain, mirror) in enumerate(self._counters):
+            if plain.value != self._counted[i]:
+                mirror.inc(plain.value - self._counted[i])
+                self._counted[i] = plain.value
+        dropped = logs.dropped_lines()
+        if dropped > self._dropped_seen:
+            self.dropped.inc(dropped - self._dropped_seen)
+            self._dropped_seen = dropped
+        if not m._dirty:
+            return
+        m._dirty = False
+        seen = self._auth_seen
+        for labels, value in list(m.authentications.values.items()):
+            before = seen.get(labels)
+            if before is None or value != before:
+                self.authentications.labels(*labels).inc(value - (before or 0.0))
+                seen[labels] = value
+        self._histogram(m.duration, self.duration)
+        self._histogram(m.lookup_duration, self.lookup_duration)
+
+    def _histogram(self, plain: _PlainHistogram, mirror: Histogram) -> None:
+        for labels, series in list(plain.series.items()):
+            key = (plain.name, labels)
+            before = self._histograms_seen.get(key)
+            if before is not None and before[1] == series.sum and before[0] == series.counts:
+                continue
+            counts = list(series.counts)
+            old_counts, old_sum = before if before is not None else ([0] * len(counts), 0.0)
+            child = mirror.labels(*labels)
+            for i, (now, then) in enumerate(zip(counts, old_counts, strict=True)):
+                if now != then:
+                    child._buckets[i].inc(now - then)
+            if series.sum != old_sum:
+                child._sum.inc(series.sum - old_sum)
+            self._histograms_seen[key] = (counts, series.sum)
 
 
 def ready_gauge(registry: CollectorRegistry) -> Gauge:
@@ -490,11 +719,21 @@ class _WorkersPlusOwn(Collector):
     def collect(self) -> Iterable[Any]:
         own = self._own()
         merged = False
+        dropped = logs.dropped_lines()  # the supervisor's own log lines
+        dropped_merged = False
         for family in self._read_files():
             if family.name == "authbridge_internal_errors":
                 family.samples = _add_counts(family.samples, own)
                 merged = True
+            elif family.name == LOG_DROPPED:
+                family.samples = [
+                    s._replace(value=s.value + dropped) if s.name.endswith("_total") else s
+                    for s in family.samples
+                ]
+                dropped_merged = True
             yield family
+        if not dropped_merged:
+            yield CounterMetricFamily(LOG_DROPPED, LOG_DROPPED_HELP, value=dropped)
         if not merged:
             family = CounterMetricFamily(
                 "authbridge_internal_errors",

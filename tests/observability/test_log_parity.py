@@ -1,8 +1,9 @@
-"""The direct JSON path of the per-request event writes what structlog's chain writes.
+"""The direct JSON paths of the per-request events write what structlog's chain writes.
 
-``logs.info_event`` skips the processor chain for speed; an operator's log shipper,
-fail2ban and the tests elsewhere read one line shape, so both paths are run on the same
-events and compared key for key, value for value, in order.
+``logs.request_event`` and the fixed-schema renderer of the ``authentication`` event
+(``logs.authentication_event``) skip the processor chain for speed; an operator's log
+shipper, fail2ban and the tests elsewhere read one line shape, so the paths are run on
+the same events and compared key for key, value for value, in order.
 """
 
 from __future__ import annotations
@@ -112,6 +113,10 @@ def test_authentication_event_takes_the_direct_path_for_json(json_stream: io.Str
             calls.append(event)
             real.emit(name, level, event, fields)
 
+        def authentication(self, name: str, values: tuple[Any, ...]) -> bool:
+            calls.append("authentication")
+            return real.authentication(name, values)
+
     logs._direct = Spy()  # type: ignore[assignment]
     try:
         info = RequestInfo(4, "PLAIN", "smtp", rip="192.0.2.9")
@@ -171,3 +176,86 @@ def test_fingerprinted_names_are_the_same_on_both_paths(json_stream: io.StringIO
     assert (
         json.loads(lines[1])["event"] == f"passwd-file({fingerprint},192.0.2.9): invalid user name"
     )
+
+
+# ---------------------------------------------------------------------- fixed renderer
+
+auth_texts = st.one_of(
+    st.none(),
+    st.text(max_size=30),
+    st.sampled_from(["PLAIN", "contact@example.org", "resp=aHVudGVyMg==", "CONT\t7\tc2Vj"]),
+)
+auth_values = st.tuples(
+    st.integers(0, 2**40),
+    st.integers(0, 2**32),
+    auth_texts,
+    auth_texts,
+    auth_texts,
+    auth_texts,
+    auth_texts,
+    st.sampled_from(["ok", "fail", "aborted"]),
+    st.sampled_from(["none", "password_mismatch", "client_disconnected"]),
+    st.one_of(st.none(), st.floats(0, 20), st.integers(0, 10)),
+)
+
+
+def _chain_and_fixed(stream: io.StringIO, values: tuple[Any, ...]) -> tuple[str, str]:
+    stream.seek(0)
+    stream.truncate()
+    fields = dict(zip(logs.AUTH_FIELDS, values, strict=True))
+    logs.get_logger("authbridge.auth").info("authentication", **fields)
+    logs.authentication_event(None, "authbridge.auth", *values)
+    chain, fixed = stream.getvalue().splitlines()
+    return chain, fixed
+
+
+@given(auth_values)
+def test_fixed_renderer_matches_the_chain(values: tuple[Any, ...]) -> None:
+    stream = io.StringIO()
+    with root_logging_restored():
+        logs.configure("json", "info", stream)
+        _same_but_time(*_chain_and_fixed(stream, values))
+
+
+def test_fixed_renderer_writes_the_usual_event_itself(json_stream: io.StringIO) -> None:
+    """The common event takes the fixed path (not a fallback), and reads the same."""
+    assert logs._direct is not None
+    values = (3, 9, "PLAIN", "smtp", "192.0.2.9", None, "joe", "ok", "none", 0.000123)
+    assert logs._direct.authentication("authbridge.auth", values)
+    json_stream.seek(0)
+    json_stream.truncate()
+    _same_but_time(*_chain_and_fixed(json_stream, values))
+
+
+@pytest.mark.parametrize(
+    "context",
+    [{"worker": 3}, {"worker": 3, "slot": "b"}, {"user": "ctx"}, {"level": "x"}, {"pass": "s"}],
+)
+def test_fixed_renderer_and_context_variables(
+    json_stream: io.StringIO, context: dict[str, Any]
+) -> None:
+    structlog.contextvars.bind_contextvars(**context)
+    values = (3, 9, "PLAIN", "smtp", "192.0.2.9", "192.0.2.1", "joe", "ok", "none", 0.5)
+    _same_but_time(*_chain_and_fixed(json_stream, values))
+
+
+def test_fixed_renderer_redacts_like_the_chain(json_stream: io.StringIO) -> None:
+    values = (3, 9, "PLAIN", "smtp", None, None, "resp=aHVudGVyMg==", "fail", "none", 0.5)
+    chain, fixed = _chain_and_fixed(json_stream, values)
+    _same_but_time(chain, fixed)
+    assert "aHVudGVyMg" not in fixed
+
+
+def test_console_format_renders_the_event_as_the_chain_does() -> None:
+    """Console lines of the authentication event are the chain's, field for field."""
+    stream = io.StringIO()
+    with root_logging_restored():
+        logs.configure("console", "info", stream)
+        values = (3, 9, "PLAIN", "smtp", "192.0.2.9", None, "joe", "ok", "none", 0.5)
+        fields = dict(zip(logs.AUTH_FIELDS, values, strict=True))
+        logs.get_logger("authbridge.auth").info("authentication", **fields)
+        logs.authentication_event(logs.get_logger("authbridge.auth"), "authbridge.auth", *values)
+        chain, event = stream.getvalue().splitlines()
+    stamp = re.compile(r"^\S+ ")
+    assert stamp.sub("", chain) == stamp.sub("", event)
+    assert "user=joe" in event and "authentication" in event
