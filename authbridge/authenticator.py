@@ -479,7 +479,8 @@ class Authenticator:
             return found.verdict(Outcome.OK, Reason.NONE)
         # The lookup succeeded and the mechanism compared: Dovecot's FAIL keeps the
         # entry's name and fields, exactly as SCRAM's wrong proof does.
-        return failed_after_lookup(found.verdict(Outcome.OK, Reason.NONE), Reason.PASSWORD_MISMATCH)
+        found_ok = self._policy(found.verdict(Outcome.OK, Reason.NONE))
+        return failed_after_lookup(found_ok, Reason.PASSWORD_MISMATCH)
 
     # ------------------------------------------------------------------ SCRAM
 

@@ -553,6 +553,10 @@ def failed_after_lookup(found: Verdict, reason: Reason) -> Verdict:
     PLAIN and LOGIN hand the password to the store instead, whose failed lookup rolls
     the fields back: their FAIL carries none.
     """
+    if found.reason is Reason.NOLOGIN:
+        # authbridge refused this user for nologin (default mode, ``refuse_nologin``):
+        # a wrong digest or proof tells a guesser no more than a wrong password does.
+        return Verdict(Outcome.FAIL, found.user, reason, original_user=found.original_user)
     fields = tuple((key, value) for key, value in found.fields if key != "nologin")
     # The separating TAB stays for hidden fields, but not for a removed nologin alone.
     had_fields = bool(fields) or (found.had_store_fields and len(fields) == len(found.fields))

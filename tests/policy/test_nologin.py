@@ -123,10 +123,16 @@ async def test_cram_md5(auth: Authenticator) -> None:
     right = await verdict_of(auth, cram("moved", b"moved-pw"))
     assert right.reason is Reason.NOLOGIN and right.fields == (("reason", "Mailbox_moved"),)
     wrong = await verdict_of(auth, cram("moved", b"guess"))
-    # A wrong digest fails after the lookup, like Dovecot's: the entry's fields but
-    # nologin (SPEC §7), the same reply as in compat mode.
+    # A wrong digest fails after the lookup; Dovecot's FAIL (compat mode, SPEC §7) then
+    # carries the entry's fields but nologin. The default mode refuses nologin users and
+    # tells a guesser nothing of it (SPEC §12): no fields, as for a wrong password.
     assert wrong.reason is Reason.PASSWORD_MISMATCH
-    assert wrong.fields == (("reason", "Mailbox_moved"),)
+    assert wrong.fields == () and not wrong.had_store_fields
+    auth.nologin_refuses = False
+    compat = await verdict_of(auth, cram("moved", b"guess"))
+    assert compat.reason is Reason.PASSWORD_MISMATCH
+    assert compat.fields == (("reason", "Mailbox_moved"),)
+    auth.nologin_refuses = True
     # From a {CRAM-MD5} stored context (the password is "secret").
     stored = await verdict_of(auth, cram("cram", b"secret"))
     assert stored.reason is Reason.NOLOGIN
