@@ -426,14 +426,6 @@ class _Fallback(Exception):
     """A value the fixed renderer does not write exactly as the chain would."""
 
 
-def _text(value: Any) -> str:
-    if value is None:
-        return "null"
-    if type(value) is not str:
-        raise _Fallback
-    return encode_basestring_ascii(value)
-
-
 def _number(value: Any) -> str:
     if value is None:
         return "null"
@@ -482,13 +474,17 @@ class _DirectJson:
         try:
             if type(cuid) is not int or type(request) is not int:
                 raise _Fallback
+            enc = encode_basestring_ascii  # TypeError for what is not a str
             head = (
                 f'{{"cuid": {int.__repr__(cuid)}, "request": {int.__repr__(request)}, '
-                f'"mechanism": {_text(mechanism)}, "service": {_text(service)}, '
-                f'"rip": {_text(rip)}, "lip": {_text(lip)}, "user": {_text(user)}, '
-                f'"result": {_text(result)}, "reason": {_text(reason)}, '
+                f'"mechanism": {enc(mechanism)}, '
+                f'"service": {"null" if service is None else enc(service)}, '
+                f'"rip": {"null" if rip is None else enc(rip)}, '
+                f'"lip": {"null" if lip is None else enc(lip)}, '
+                f'"user": {"null" if user is None else enc(user)}, '
+                f'"result": {enc(result)}, "reason": {enc(reason)}, '
                 f'"duration": {_number(duration)}, "event": "authentication", '
-                f'"logger": {_text(logger_name)}'
+                f'"logger": {enc(logger_name)}'
             )
             # The strings are all str now (_text checked): the scrubber's look of
             # _drop_secrets, over the same values.
@@ -501,7 +497,7 @@ class _DirectJson:
                 if isinstance(value, str):
                     texts.append(value)
                 head += f", {encode_basestring_ascii(key)}: {_ENCODER.encode(value)}"
-        except _Fallback:
+        except (_Fallback, TypeError):
             return False
         low = "\0".join(texts).lower()
         if "resp=" in low or "cont" in low:
