@@ -25,7 +25,7 @@ from tests.observability.helpers import (
     USERS,
     json_events,
 )
-from tests.support import require_binary, runtime_dir
+from tests.support import require_binary, runtime_dir, wait_for_value
 from tests.support.dovecot import doveadm_auth
 
 pytestmark = pytest.mark.interop
@@ -57,6 +57,14 @@ def _make_log(observed: Observed, dest: Path) -> Path:
         info = [f"rip={rip}"] if rip else []
         proc = doveadm_auth(observed.socket_path, user, password, "service=smtp", *info)
         assert proc.returncode == (DOVEADM_AUTH_FAILED if failed else 0), proc.stdout
+    # The events are written at the end of the batch that sent the replies, by the log
+    # writer thread: a client can have its reply a moment before the line is written.
+    wait_for_value(
+        lambda: cursor.text().count("authentication"),
+        lambda seen: seen >= len(ATTEMPTS),
+        10,
+        "an authentication event per attempt",
+    )
     dest.write_text(cursor.text())
     return dest
 

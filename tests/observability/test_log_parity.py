@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 import structlog
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from authbridge import events, logs, userlog
@@ -74,6 +74,7 @@ def _same_but_time(chain: str, direct: str) -> None:
     assert direct.replace(json.loads(direct)["timestamp"], stamp) == chain
 
 
+@settings(deadline=None)  # a loaded shared machine is not a failure
 @given(st.dictionaries(field_names, values, max_size=6))
 def test_direct_json_matches_the_chain(fields: dict[str, Any]) -> None:
     stream = io.StringIO()
@@ -209,6 +210,7 @@ def _chain_and_fixed(stream: io.StringIO, values: tuple[Any, ...]) -> tuple[str,
     return chain, fixed
 
 
+@settings(deadline=None)
 @given(auth_values)
 def test_fixed_renderer_matches_the_chain(values: tuple[Any, ...]) -> None:
     stream = io.StringIO()

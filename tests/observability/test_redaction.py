@@ -89,6 +89,7 @@ def test_debug_trace_never_shows_a_credential(compat: Observed, exim: EximDaemon
         assert smtp.command(b64(USERS["carol"].password), shown="<pw>").code == 235, smtp.dump()
     used += [("alice", USERS["alice"].password), ("carol", USERS["carol"].password)]
 
+    cursor.events_once("authentication", 9)  # written a moment after the replies
     log = cursor.text()
     events = json_events(log)
     trace = [e for e in events if e["event"] == "protocol"]
@@ -120,6 +121,7 @@ def test_malformed_lines_with_credentials_stay_out_of_the_log(compat: Observed) 
             assert client.reply() is None  # a protocol violation: disconnected
         finally:
             client.close()
+    cursor.events_once("protocol violation, closing", len(bad_lines))
     log = cursor.text()
     warnings = [e for e in json_events(log) if e["event"] == "protocol violation, closing"]
     assert len(warnings) == len(bad_lines)
