@@ -451,6 +451,11 @@ def instruction_counts(levels: Sequence[str]) -> list[str]:
     )
     if churn_flag:
         variants.append([churn_flag])
+    env = dict(os.environ)
+    if sys.prefix != sys.base_prefix:
+        # instructions.py runs valgrind on the real interpreter (the venv's symlink
+        # resolved), which does not see the venv; its user site can be pointed there.
+        env.setdefault("PYTHONUSERBASE", sys.prefix)
     lines: list[str] = []
     for level in levels:
         for extra in variants:
@@ -459,10 +464,12 @@ def instruction_counts(levels: Sequence[str]) -> list[str]:
                 capture_output=True,
                 text=True,
                 check=False,
+                env=env,
             )
             found = [line for line in result.stdout.splitlines() if _INSTR.search(line)]
             if result.returncode != 0 or not found:
-                tail = (result.stderr or result.stdout).strip().splitlines()[-1:] or ["?"]
+                said = (result.stderr + result.stdout).strip().splitlines()
+                tail = [line for line in said if not line.startswith("==")][-1:] or ["?"]
                 lines.append(f"instructions.py --log-level {level} {' '.join(extra)}: failed "
                              f"({tail[0][:200]})")  # fmt: skip
             else:
