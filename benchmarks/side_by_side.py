@@ -435,6 +435,16 @@ def measure(
 
 
 _INSTR = re.compile(r"(\d[\d,.]*)k instructions per (\w+)")
+#: seconds one instructions.py call may take (two valgrind runs; slow on a busy machine)
+INSTRUCTIONS_TIMEOUT = 1800.0
+
+
+def _error_line(text: str) -> str:
+    """The line of a failed run worth quoting: the exception, else the last non-valgrind one."""
+    said = [line.strip().lstrip("|").strip() for line in text.splitlines()]
+    said = [line for line in said if line and not line.startswith("==") and line.strip("+-|")]
+    errors = [line for line in said if re.match(r"[\w.]*(Error|Exception|Exit)\b", line)]
+    return ((errors or said)[-1:] or ["?"])[0][:200]
 
 
 def instruction_counts(levels: Sequence[str]) -> list[str]:
@@ -459,19 +469,23 @@ def instruction_counts(levels: Sequence[str]) -> list[str]:
     lines: list[str] = []
     for level in levels:
         for extra in variants:
-            result = subprocess.run(
-                [sys.executable, str(script), "--log-level", level, *extra],
-                capture_output=True,
-                text=True,
-                check=False,
-                env=env,
-            )
+            what = f"instructions.py --log-level {level} {' '.join(extra)}".strip()
+            try:
+                result = subprocess.run(
+                    [sys.executable, str(script), "--log-level", level, *extra],
+                    capture_output=True,
+                    text=True,
+                    check=False,
+                    env=env,
+                    timeout=INSTRUCTIONS_TIMEOUT,
+                )
+            except subprocess.TimeoutExpired:
+                lines.append(f"{what}: no answer within {INSTRUCTIONS_TIMEOUT:.0f} s")
+                print(f"  {lines[-1]}", flush=True)
+                continue
             found = [line for line in result.stdout.splitlines() if _INSTR.search(line)]
             if result.returncode != 0 or not found:
-                said = (result.stderr + result.stdout).strip().splitlines()
-                tail = [line for line in said if not line.startswith("==")][-1:] or ["?"]
-                lines.append(f"instructions.py --log-level {level} {' '.join(extra)}: failed "
-                             f"({tail[0][:200]})")  # fmt: skip
+                lines.append(f"{what}: failed ({_error_line(result.stderr + result.stdout)})")
             else:
                 lines += [line.replace(str(REPO), ".") for line in found]
             print(f"  {lines[-1]}", flush=True)

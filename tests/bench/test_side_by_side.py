@@ -110,3 +110,18 @@ def test_report(sbs: ModuleType) -> None:
     assert "| 1.64–1.65× ✓ | ≥ 1.5× |" in workers  # 150/91 = 1.648, 151/92 = 1.641
     assert "| 0.95× ✗ | ≥ 1.0× |" in workers  # churn: slower than one process
     assert "authbridge: abc123" in text
+
+
+def test_quotes_the_error_of_a_failed_instruction_count(sbs: ModuleType) -> None:
+    failed = (
+        "==1== Command: python instructions.py --run 200\n"
+        "  + Exception Group Traceback (most recent call last):\n"
+        '  |   File "x.py", line 1, in <module>\n'
+        "  | ModuleNotFoundError: No module named 'structlog'\n"
+        "    +------------------------------------\n"
+        "==1== I   refs:      531,716,442\n"
+    )
+    assert sbs._error_line(failed) == "ModuleNotFoundError: No module named 'structlog'"
+    assert sbs._error_line("==1== only valgrind\n") == "?"
+    line = "/r: 384k instructions per request (PLAIN {SSHA512}, one connection)"
+    assert sbs._INSTR.search(line).groups() == ("384", "request")
