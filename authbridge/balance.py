@@ -12,15 +12,16 @@ be read (an unexpected exception) means accepting at once, logged and counted.
 
 from __future__ import annotations
 
-import errno
 import mmap
 import os
-from collections.abc import Awaitable, Callable
+import socket
+from collections.abc import Callable
 from typing import Any
 
 import trio
 
 from authbridge.contained import Streak
+from authbridge.listeners import CAPACITY_ERRNOS, CAPACITY_PAUSE, GONE_ERRNOS, Handler, Listener
 from authbridge.logs import get_logger
 
 log = get_logger("authbridge.balance")
@@ -32,8 +33,6 @@ SLACK = 1
 POLL = 0.001
 MAX_WAIT = 0.010
 SLOT = 4
-#: accept(2) errors that mean "overloaded, try again", as trio.serve_listeners treats them.
-_CAPACITY_ERRNOS = {errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.ENOBUFS}
 
 
 def create_board(path: str, workers: int) -> None:
@@ -104,36 +103,35 @@ class Balance:
             self._streak = None
         return wait
 
-    async def serve(
-        self,
-        listener: trio.SocketListener,
-        handler: Callable[[trio.SocketStream], Awaitable[Any]],
-        nursery: trio.Nursery,
-    ) -> None:
-        """trio.serve_listeners' accept loop, taking turns with the other workers."""
-        async with listener:
-            while True:
-                await self.my_turn()
-                try:
-                    stream = await listener.accept()
-                except OSError as exc:
-                    if exc.errno not in _CAPACITY_ERRNOS:
-                        raise
-                    log.error("accept failed; retrying", error=os.strerror(exc.errno))
-                    await trio.sleep(0.1)
-                    continue
-                self.open += 1
-                self.publish()
-                nursery.start_soon(self._run_handler, stream, handler)
+    async def serve(self, listener: Listener, handler: Handler, nursery: trio.Nursery) -> None:
+        """Accept on ``listener``, taking turns with the other workers."""
 
-    async def _run_handler(
-        self,
-        stream: trio.SocketStream,
-        handler: Callable[[trio.SocketStream], Awaitable[Any]],
-    ) -> None:
-        try:
-            await handler(stream)
-        finally:
-            self.open -= 1
+        async def counted(sock: socket.socket, address: Any) -> None:
+            try:
+                await handler(sock, address)
+            finally:
+                self.open -= 1
+                self.publish()
+
+        sock = listener.sock
+        sock.setblocking(False)
+        fd = sock.fileno()
+        while True:
+            await self.my_turn()
+            await trio.lowlevel.wait_readable(fd)
+            try:
+                client, address = sock.accept()
+            except BlockingIOError:
+                continue  # another worker took it
+            except OSError as exc:
+                if exc.errno in GONE_ERRNOS:
+                    continue
+                if exc.errno not in CAPACITY_ERRNOS:
+                    raise
+                log.error("accept failed; retrying", error=os.strerror(exc.errno))
+                await trio.sleep(CAPACITY_PAUSE)
+                continue
+            client.setblocking(False)
+            self.open += 1
             self.publish()
-            await trio.aclose_forcefully(stream)
+            nursery.start_soon(counted, client, address)

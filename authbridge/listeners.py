@@ -6,15 +6,30 @@ answers on is never stolen, and neither is a path that is not a socket at all.
 
 from __future__ import annotations
 
+import errno
 import grp
 import ipaddress
 import os
 import pwd
 import socket
 import stat
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import Any
 
 import trio
+
+from authbridge.logs import get_logger
+
+log = get_logger("authbridge.listeners")
+
+#: accept(2) errors that mean "overloaded, try again later", as trio.serve_listeners
+#: treats them.
+CAPACITY_ERRNOS = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.ENOBUFS})
+#: accept(2) errors about one connection that went away before it was accepted.
+GONE_ERRNOS = frozenset({errno.ECONNABORTED, errno.EPROTO, errno.EPERM})
+#: The pause after an accept failed for lack of file descriptors or memory.
+CAPACITY_PAUSE = 0.1
 
 
 class ListenerError(Exception):
@@ -130,17 +145,17 @@ class Listener:
     def trio_listener(self) -> trio.SocketListener:
         return trio.SocketListener(trio.socket.from_stdlib_socket(self.sock))
 
-    def peer_allowed(self, stream: trio.abc.Stream) -> bool:
-        if not self.allowed or not isinstance(stream, trio.SocketStream):
+    def peer_allowed(self, address: object) -> bool:
+        """Whether a client at ``address`` (as accept returned it) may connect here."""
+        if not self.allowed:
             return True
         # Runs in the connections' shared nursery, before the connection's own error
         # containment: anything unexpected refuses this client instead of raising.
         try:
-            peer = stream.socket.getpeername()
-            address = ipaddress.ip_address(peer[0])
-        except (OSError, ValueError, TypeError, IndexError):
+            peer = ipaddress.ip_address(address[0])  # type: ignore[index]
+        except (ValueError, TypeError, IndexError, KeyError):
             return False
-        return any(address in net for net in self.allowed)
+        return any(peer in net for net in self.allowed)
 
     def remove(self) -> None:
         """Remove our socket file, but only if it is still the one we created."""
@@ -161,3 +176,36 @@ def unix_listener(path: str, mode: int, owner: str | None, group: str | None) ->
 def tcp_listener(spec: str, allowed: tuple[str, ...]) -> Listener:
     networks = tuple(ipaddress.ip_network(n, strict=False) for n in allowed)
     return Listener(bind_tcp(spec), f"tcp:{spec}", allowed=networks)
+
+
+#: Handles one accepted connection: the non-blocking socket and the client's address.
+Handler = Callable[[socket.socket, Any], Awaitable[object]]
+
+
+async def accept_connections(listener: Listener, handler: Handler, nursery: trio.Nursery) -> None:
+    """Accept on ``listener`` forever: one task in ``nursery`` per connection.
+
+    Waits until the listening socket is readable, then accepts until it would block,
+    so a burst of connections costs one wake-up. Every accepted socket is non-blocking
+    and handed to ``handler``, which owns it from then on (and closes it).
+    """
+    sock = listener.sock
+    sock.setblocking(False)
+    fd = sock.fileno()
+    while True:
+        await trio.lowlevel.wait_readable(fd)
+        while True:
+            try:
+                client, address = sock.accept()
+            except BlockingIOError:
+                break
+            except OSError as exc:
+                if exc.errno in GONE_ERRNOS:
+                    continue
+                if exc.errno not in CAPACITY_ERRNOS:
+                    raise
+                log.error("accept failed; retrying", error=os.strerror(exc.errno))
+                await trio.sleep(CAPACITY_PAUSE)
+                break
+            client.setblocking(False)
+            nursery.start_soon(handler, client, address)

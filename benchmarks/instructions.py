@@ -4,6 +4,7 @@
     python benchmarks/instructions.py                  # info level (the default)
     python benchmarks/instructions.py --log-level warning
     python benchmarks/instructions.py --repo /path/to/other/checkout   # compare trees
+    python benchmarks/instructions.py --churn         # per connection instead
 
 Timings on a shared VM move by 15 % between identical runs, which hides changes of a
 few percent. ``valgrind --tool=callgrind`` counts the instructions the process executes
@@ -12,6 +13,12 @@ instead, the same on every run. The script runs an in-process server (the real
 thread that sends one PLAIN request at a time and waits for the OK, under callgrind,
 for two request counts; the difference divided by the extra requests is the cost of
 one request (server and client thread together), free of start-up costs.
+
+``--churn`` measures a connection instead, Exim's pattern: the server listens on a UNIX
+socket with the daemon's accept loop, and the client thread connects, reads the
+handshake, sends its VERSION and CPID and one AUTH PLAIN, reads the OK and closes, one
+connection after the other; the difference between two connection counts divided by the
+extra connections is the cost of one (handshake, one request, accept and close).
 
 Needs valgrind (``apt-get install valgrind``); slow (about a minute per run).
 """
@@ -23,13 +30,16 @@ import base64
 import os
 import re
 import shutil
+import site
 import socket
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
 SMALL, LARGE = 200, 1000
+CHURN_SMALL, CHURN_LARGE = 100, 500
 
 
 def serve_requests(count: int, level: str) -> None:
@@ -90,12 +100,105 @@ def serve_requests(count: int, level: str) -> None:
     trio.run(main)
 
 
-def counted(repo: Path, count: int, level: str) -> int:
+async def _accept_forever(server: Any, listener: Any, nursery: Any) -> None:
+    """The daemon's accept loop for ``listener`` (that of the tree being measured)."""
+    from functools import partial
+
+    import trio
+
+    from authbridge import listeners
+    from authbridge.commands import serve
+
+    accept = getattr(listeners, "accept_connections", None)
+    if accept is not None:
+        await accept(listener, partial(serve._handle, server, listener), nursery)
+    else:  # trees before the thin shell: trio.serve_listeners and SocketStream
+        await trio.serve_listeners(
+            partial(serve._handle, server, listener),
+            [listener.trio_listener()],
+            handler_nursery=nursery,
+        )
+
+
+def churn_connections(count: int, level: str) -> None:
+    """The measured churn workload (run inside valgrind)."""
+    import tempfile
+
+    import trio
+
+    from authbridge import logs
+    from authbridge.authenticator import Authenticator
+    from authbridge.config import Config
+    from authbridge.hashing import Hasher
+    from authbridge.listeners import unix_listener
+    from authbridge.passdb.passwd_file import parse_passwd_file
+    from authbridge.schemes import generate
+    from authbridge.server import AuthServer
+
+    logs.configure("json", level, open(os.devnull, "w"))  # noqa: SIM115 - for the whole run
+
+    class Store:
+        name = "memory"
+
+        def __init__(self) -> None:
+            stored = generate("SSHA512", b"pw", "joe")
+            self.entries = parse_passwd_file(f"joe:{stored}\n", "memory")
+
+        async def lookup(self, user: str, info: object = None) -> object:
+            return self.entries.get(user)
+
+        def get(self, user: str) -> object:
+            return self.entries.get(user)
+
+    resp = base64.b64encode(b"\0joe\0pw")
+    hello = (
+        b"VERSION\t1\t2\nCPID\t1\nAUTH\t1\tPLAIN\tservice=smtp\tsecured\trip=10.0.0.1\tresp="
+        + resp
+        + b"\n"
+    )
+    directory = tempfile.mkdtemp(prefix="ab-churn-")
+    path = os.path.join(directory, "auth-client")
+
+    def client() -> None:
+        for _ in range(count):
+            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            sock.connect(path)
+            # The MTA sends its hello without waiting for the handshake, as Exim does.
+            sock.sendall(hello)
+            received = b""
+            while b"\nOK\t1" not in received:
+                chunk = sock.recv(65536)
+                if not chunk or b"\nFAIL" in received + chunk:
+                    raise SystemExit(f"unexpected reply: {received + chunk!r}")
+                received += chunk
+            sock.close()
+
+    async def main() -> None:
+        server = AuthServer(Config(), Authenticator([Store()], Hasher()))  # type: ignore[list-item]
+        listener = unix_listener(path, 0o600, None, None)
+        try:
+            async with trio.open_nursery() as nursery:
+                await nursery.start(server.run_background)
+                nursery.start_soon(_accept_forever, server, listener, nursery)
+                await trio.to_thread.run_sync(client)
+                nursery.cancel_scope.cancel()
+        finally:
+            listener.remove()
+            listener.sock.close()
+            os.rmdir(directory)
+
+    trio.run(main)
+
+
+def counted(repo: Path, count: int, level: str, churn: bool = False) -> int:
     """Instructions of one run of the workload under callgrind."""
     valgrind = shutil.which("valgrind")
     if valgrind is None:
         raise SystemExit("valgrind is not installed (apt-get install valgrind)")
-    env = dict(os.environ, PYTHONPATH=str(repo))
+    # valgrind runs the interpreter itself (a venv's python is a symlink it resolves):
+    # the venv's packages come along on the path.
+    path = [str(repo), *site.getsitepackages()]
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(path))
     result = subprocess.run(
         [
             valgrind,
@@ -107,6 +210,7 @@ def counted(repo: Path, count: int, level: str) -> int:
             str(count),
             "--log-level",
             level,
+            *(["--churn"] if churn else []),
         ],
         env=env,
         capture_output=True,
@@ -123,10 +227,26 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--log-level", default="info", choices=("info", "warning"))
     parser.add_argument("--repo", type=Path, default=REPO, help="checkout to measure")
+    parser.add_argument(
+        "--churn", action="store_true", help="instructions per connection (Exim's pattern)"
+    )
     parser.add_argument("--run", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.run:
-        serve_requests(args.run, args.log_level)
+        if args.churn:
+            churn_connections(args.run, args.log_level)
+        else:
+            serve_requests(args.run, args.log_level)
+        return 0
+    if args.churn:
+        small = counted(args.repo, CHURN_SMALL, args.log_level, churn=True)
+        large = counted(args.repo, CHURN_LARGE, args.log_level, churn=True)
+        per_connection = (large - small) / (CHURN_LARGE - CHURN_SMALL)
+        print(
+            f"{args.repo}: {per_connection / 1000:.0f}k instructions per connection "
+            f"(handshake + one PLAIN {{SSHA512}} + close, log level {args.log_level}; "
+            f"{small:,} for {CHURN_SMALL} connections, {large:,} for {CHURN_LARGE})"
+        )
         return 0
     small = counted(args.repo, SMALL, args.log_level)
     large = counted(args.repo, LARGE, args.log_level)

@@ -17,9 +17,8 @@ from authbridge.session import Session, SessionSettings
 def _connection() -> tuple[Connection, socket.socket]:
     ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
     ours.setblocking(False)
-    stream = trio.SocketStream(trio.socket.from_stdlib_socket(ours))
     session = Session(SessionSettings(mechanisms=(), spid=1, cuid=1, cookie="0" * 32))
-    return Connection(stream, session, 1), theirs
+    return Connection(ours, session, 1), theirs
 
 
 async def test_returns_what_arrived_at_most_a_read_at_a_time() -> None:
@@ -74,8 +73,7 @@ async def test_a_reset_connection_is_broken() -> None:
     client = socket.create_connection(listener.getsockname())
     accepted, _ = listener.accept()
     accepted.setblocking(False)
-    conn.stream = trio.SocketStream(trio.socket.from_stdlib_socket(accepted))
-    conn._socket = conn.stream.socket
+    conn.sock, conn.fd = accepted, accepted.fileno()
     client.sendall(b"x")
     client.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
     client.close()

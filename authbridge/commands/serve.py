@@ -15,6 +15,7 @@ from dataclasses import replace
 from functools import partial
 from importlib import resources
 from pathlib import Path
+from typing import Any
 
 import structlog
 import trio
@@ -26,7 +27,13 @@ from authbridge.cache import AuthCache
 from authbridge.config import Config, ConfigError, StoreConfig, load_config, parse_workers
 from authbridge.contained import Streak, report
 from authbridge.hashing import Hasher
-from authbridge.listeners import Listener, ListenerError, tcp_listener, unix_listener
+from authbridge.listeners import (
+    Listener,
+    ListenerError,
+    accept_connections,
+    tcp_listener,
+    unix_listener,
+)
 from authbridge.logs import configure, get_logger
 from authbridge.mechanisms import UnknownMechanism, resolve
 from authbridge.metrics import Metrics, MetricsHTTP, MetricsListenError
@@ -237,10 +244,12 @@ def open_listeners(
     return listeners
 
 
-async def _handle(server: AuthServer, listener: Listener, stream: trio.SocketStream) -> None:
+async def _handle(
+    server: AuthServer, listener: Listener, sock: socket.socket, address: Any
+) -> None:
     """One accepted connection; never raises (the server's handle contains the session)."""
     try:
-        allowed = listener.peer_allowed(stream)
+        allowed = listener.peer_allowed(address)
     except Exception as exc:  # an exception here would end every connection with it
         report(
             "connection",
@@ -248,15 +257,15 @@ async def _handle(server: AuthServer, listener: Listener, stream: trio.SocketStr
             "checking a peer's address failed; connection closed",
             server.metrics.internal_error,
         )
-        await trio.aclose_forcefully(stream)
+        sock.close()
         return
     if not allowed:
         log.warning(
             "refused connection from a client outside tcp_allowed_networks", listener=listener.label
         )
-        await stream.aclose()
+        sock.close()
         return
-    await server.handle(stream)
+    await server.serve_socket(sock)
 
 
 class Daemon:
@@ -322,18 +331,9 @@ class Daemon:
                     for listener in self.listeners:
                         handler = partial(_handle, server, listener)
                         if self.balance is not None:
-                            acceptors.start_soon(
-                                self.balance.serve, listener.trio_listener(), handler, connections
-                            )
+                            acceptors.start_soon(self.balance.serve, listener, handler, connections)
                         else:
-                            acceptors.start_soon(
-                                partial(
-                                    trio.serve_listeners,
-                                    handler,
-                                    [listener.trio_listener()],
-                                    handler_nursery=connections,
-                                )
-                            )
+                            acceptors.start_soon(accept_connections, listener, handler, connections)
                         log.info("listener bound", listener=listener.label)
                     self.ready = True
                     labels = ", ".join(item.label for item in self.listeners)

@@ -84,7 +84,12 @@ class Client:
         self.closed = False
 
     async def send(self, data: bytes) -> None:
-        await self.stream.send_all(data)
+        """Send ``data``; a server that has hung up already (as it does right away after
+        a protocol violation, like Dovecot) is noted, not an error: read_line says so."""
+        try:
+            await self.stream.send_all(data)
+        except trio.BrokenResourceError:
+            self.closed = True
 
     async def read_line(self) -> bytes | None:
         """The next line without its newline, or ``None`` once the server hung up."""
