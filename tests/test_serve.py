@@ -259,7 +259,7 @@ def test_a_broken_stored_hash_fails_that_user_only_and_logs_user_and_scheme(rund
             + f"AUTH\t1\tPLAIN\tservice=smtp\tsecured\tresp={_plain('userx', 'secret')}\n".encode()
         )
         assert other.until("OK") == "OK\t1\tuser=userx"
-        log = server.stderr_text()
+        log = wait_for_text(server.stderr_text, '"result": "tempfail"')
     assert "broken" in log and "PLAIN-MD5" in log
     assert broken_data not in log
     assert '"result": "tempfail"' in log

@@ -65,9 +65,18 @@ def _dropin() -> str:
         f"ExecStart={sys.executable} -m authbridge serve "
         "--passwd-file /etc/authbridge-test/users --dovecot-compat --failure-delay 0\n"
         f"Environment=PYTHONPATH={REPO}\nUser=root\nGroup=root\n"
-        # The test interpreter may live under /root (pyenv), which ProtectHome=yes hides.
+        # The test interpreter may live under /root (pyenv), which ProtectHome=yes hides,
+        # and the checkout (with its venv) under /tmp, which PrivateTmp=yes replaces:
+        # both are bound into the service's view read-only, wherever they are.
         "ProtectHome=read-only\n"
+        f"BindReadOnlyPaths={' '.join('-' + p for p in _code_paths())}\n"
     )
+
+
+def _code_paths() -> list[str]:
+    """The checkout and the interpreter's trees, which the service must be able to read."""
+    paths = {str(REPO), sys.prefix, sys.base_prefix, str(Path(sys.executable).resolve().parent)}
+    return sorted(p for p in paths if p != "/")
 
 
 class Systemd:

@@ -25,6 +25,7 @@ from tests.policy.mta import (
     postfix_session,
 )
 from tests.policy.users import LOCAL_PASSWORD, LOCAL_USER, NET_USER, PASSWORDS
+from tests.support import wait_for_text
 from tests.support.authbridge_proc import AuthbridgeServer
 from tests.support.dovecot import doveadm_auth
 from tests.support.exim import EximConfig
@@ -106,7 +107,7 @@ def test_doveadm_needs_the_secured_flag(strict: Peers) -> None:
 
 def test_refusal_by_policy_is_logged_as_such(strict: Peers) -> None:
     exim_session(strict.exim, "sha512user", client_ip=LAN)
-    assert "plaintext mechanism on a session that is not secured" in strict.bridge.stderr_text()
+    wait_for_text(strict.bridge.stderr_text, "plaintext mechanism on a session that is not secured")
 
 
 # ---------------------------------------------------------------- 2. client networks

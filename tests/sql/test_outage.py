@@ -17,7 +17,7 @@ from tests.policy.mta import exim_for, exim_session, postfix_for, postfix_sessio
 from tests.sql.conftest import load_schema, make_cluster
 from tests.sql.daemon import SqlBridge, auth, bridge_config, lookup_counts, start_bridge
 from tests.sql.pgcluster import PgCluster
-from tests.support import free_tcp_port, require_binary
+from tests.support import free_tcp_port, require_binary, wait_for_text
 from tests.support.exim import EximConfig
 from tests.support.postfix import PostfixMaster
 from tests.support.tls import make_self_signed
@@ -97,7 +97,7 @@ def test_database_down_then_back(site: Site) -> None:
         assert exim_code(site, USER) == 435
         assert postfix_code(site, USER) == 454
         # An internal failure is never a wrong password: the log says what happened.
-        assert "store unavailable" in site.bridge.stderr_text()
+        wait_for_text(site.bridge.stderr_text, "store unavailable")
         # ... and /metrics counts the backend errors (with their latency) per store.
         during = lookup_counts(site.metrics_port)
         assert during.get("error", 0) - before.get("error", 0) >= 3
