@@ -37,7 +37,7 @@ KILLS = 2 * OLD_BURST
 
 BOOT = r"""
 set -e
-B=$1; UNITS=$2; DROPIN=$3; USERS=$4
+B=$1; UNITS=$2; DROPIN=$3; USERS=$4; shift 4
 mount -t tmpfs tmpfs "$B"
 mkdir -p "$B/up" "$B/work" "$B/root"
 mount -t overlay overlay -o "lowerdir=/,upperdir=$B/up,workdir=$B/work" "$B/root"
@@ -47,6 +47,8 @@ mount --rbind /sys "$R/sys"
 mount --rbind /dev "$R/dev"
 mount -t tmpfs tmpfs "$R/run"
 mount -t tmpfs tmpfs "$R/tmp"
+# The checkout and the interpreter may live under the /tmp just replaced: bind them back.
+for code in "$@"; do mkdir -p "$R$code"; mount --bind "$code" "$R$code"; done
 mkdir -p "$R/run/systemd" "$R/etc/systemd/system/authbridge.service.d" "$R/etc/authbridge-test"
 echo authbridge-test > "$R/run/systemd/container"
 cp "$UNITS/authbridge.socket" "$UNITS/authbridge.service" "$R/etc/systemd/system/"
@@ -147,7 +149,8 @@ def systemd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Systemd]:
     proc = subprocess.Popen(
         [unshare, "--pid", "--fork", "--mount", "--cgroup", "--net", "--uts",
          "--propagation", "private", "bash", str(base / "boot.sh"),
-         str(base / "mnt"), str(UNITS), str(base / "test.conf"), str(base / "users")],
+         str(base / "mnt"), str(UNITS), str(base / "test.conf"), str(base / "users"),
+         *_code_paths()],
         stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
         start_new_session=True,
     )  # fmt: skip
