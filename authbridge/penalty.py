@@ -90,19 +90,27 @@ class PenaltyTracker:
         steps = self.settings.steps
         return steps[min(record.level, len(steps)) - 1]
 
-    def failed(self, rip: str | None, user: str, password: bytes, now: float) -> None:
+    def failed(self, rip: str | None, user: str, password: bytes | None, now: float) -> None:
+        """A failed guess from ``rip``; ``password`` ``None``: nothing to fingerprint, so
+        it always counts as a new guess (a CRAM-MD5 digest of a fresh challenge)."""
         key = self.key(rip)
         if key is None:
             return
-        checksum = hashlib.blake2s(
-            user.encode("utf-8", "surrogateescape") + b"\0" + password, digest_size=8
-        ).digest()
+        checksum = (
+            None
+            if password is None
+            else hashlib.blake2s(
+                user.encode("utf-8", "surrogateescape") + b"\0" + password, digest_size=8
+            ).digest()
+        )
         record = self._records.get(key)
         if record is None or now - record.last_failure > self.settings.forget_after:
             record = _Record(level=0, last_failure=now)
             self._records[key] = record
         self._records.move_to_end(key)
-        if checksum not in record.recent:
+        if checksum is None:
+            record.level += 1
+        elif checksum not in record.recent:
             record.level += 1
             record.recent.append(checksum)
             del record.recent[:-RECENT_CHECKSUMS]

@@ -1,50 +1,46 @@
 """The trio shell around :class:`~authbridge.session.Session`.
 
-One task per connection, on a non-blocking socket, reads and feeds the session. Checks
-that nothing must wait for are answered inline; the others run as tasks, so replies go
-out in whatever order checks finish (matched by id, as the protocol allows). Replies
-are written straight to the socket, and only what it does not take at once waits in
-the connection's outbox for a writer task, so no producer ever blocks on a slow
-reader. A connection opens a nursery for such tasks the first time it needs one.
-Delayed FAILs wait in one shared :class:`FailureDelayQueue` instead of one sleeping
-task each.
+One task per connection reads and feeds the session; each credential check runs as its
+own task, so replies go out in whatever order checks finish (matched by id, as the
+protocol allows). Writes go through a per-connection outbox drained by a writer task,
+so no producer ever blocks on a slow reader. Delayed FAILs wait in one shared
+:class:`FailureDelayQueue` instead of one sleeping task each.
 """
 
 from __future__ import annotations
 
 import collections
-import contextlib
 import heapq
 import itertools
 import os
-from collections.abc import AsyncIterator, Awaitable, Callable
+import secrets
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Protocol, cast
+from typing import Any
 
 import trio
 
 from authbridge import contained, events
 from authbridge.after_batch import AfterBatch
 from authbridge.authenticator import Authenticator
+from authbridge.checks.pipeline import CheckPipeline, Pending
 from authbridge.config import Config
 from authbridge.logs import get_logger
 from authbridge.mechanisms import resolve
-from authbridge.mechanisms.base import VerifyCramMd5, VerifyPlain
 from authbridge.metrics import Metrics
 from authbridge.penalty import PenaltyTracker
 from authbridge.policy import PolicyGate
 from authbridge.session import (
     Check,
     Close,
+    CredentialsFound,
     Finished,
-    KeysFound,
     RequestInfo,
     Send,
     SendDelayed,
     Session,
     SessionSettings,
 )
-from authbridge.usernames import UsernamePolicy
 from authbridge.verdict import Outcome, Reason, Verdict
 
 log = get_logger("authbridge.server")
@@ -75,98 +71,52 @@ CHECK_TIMEOUT = 8.0
 READ_SIZE = 4096
 #: Aborted requests whose events are written per scheduler turn (see _report_aborted).
 ABORTED_EVENTS_PER_STEP = 64
-#: A connection closing (protocol violation, shutdown) gets this long to send what was
-#: queued before the close decision to a client that reads slowly.
-CLOSE_FLUSH_TIMEOUT = 5.0
-#: Connection cookies: random bytes each, and how many are drawn with one getrandom(2).
-COOKIE_BYTES = 16
-COOKIES_PER_DRAW = 256
-#: The session's user name rules, the same for every connection.
-_USERNAMES = UsernamePolicy()
-
-
-class _Socket(Protocol):
-    """What a connection needs of its socket: a standard or a trio socket."""
-
-    def fileno(self) -> int: ...
-
-    def close(self) -> None: ...
-
-
-class Spawner(Protocol):
-    """Where a connection's tasks start: :class:`Connection` (or a trio nursery)."""
-
-    def start_soon(self, async_fn: Callable[..., Awaitable[object]], *args: Any) -> None: ...
 
 
 class Connection:
-    """The I/O half of one client connection: a non-blocking socket and its session.
+    """The I/O half of one client connection."""
 
-    The connection's own task reads; replies are written straight to the socket, and
-    only what the socket does not take at once waits in the outbox for a writer task.
-    Tasks of the connection (that writer, checks that must wait) run in a nursery the
-    connection opens the first time it needs one: most connections never do.
-    """
-
-    def __init__(self, sock: _Socket, session: Session, cuid: int) -> None:
-        self.sock = sock
-        self.fd = sock.fileno()
+    def __init__(self, stream: trio.abc.Stream, session: Session, cuid: int) -> None:
+        self.stream = stream
         self.session = session
         self.cuid = cuid
         self.outbox = bytearray()
+        self.wakeup = trio.Event()
+        #: The writer task holds data it has not finished sending: writing directly now
+        #: would reorder replies.
+        self.sending = False
+        #: Replies go straight to the socket when the writer is idle (see flush); other
+        #: streams (tests) always go through the writer task.
+        self._socket = stream.socket if isinstance(stream, trio.SocketStream) else None
         #: While the replies to one read are being made: flush once, after all of them.
         self.holding = False
         self.closing = False
         self.gone = False
         self.tracing = False
-        #: A writer task is sending the outbox: writing directly now would reorder replies.
-        self.writing = False
-        #: Set by the writer when it is done (only while a close waits for it).
-        self.drained: trio.Event | None = None
         #: Checks running in their own task, and the ones waiting for one of them to
         #: finish (a queue, not parked tasks: an attacker's thousands of queued checks
         #: cost a few small objects each instead of a task, which keeps GC pauses short).
         self.checkers = 0
-        self.queued: collections.deque[tuple[Check, float]] = collections.deque()
-        #: The connection's nursery once opened, and the tasks asked for before that.
-        self.nursery: trio.Nursery | None = None
-        self.pending: list[tuple[Callable[..., Awaitable[object]], tuple[Any, ...]]] = []
-        #: The read loop's cancel scope while it runs: wake() cancels it, so the reader
-        #: notices a close, an abort or tasks to start without waiting for the client.
-        self.scope: trio.CancelScope | None = None
-        self.woken = False
-        #: The reader is done: end of file, a broken socket, or the idle timeout.
-        self.ended = False
+        self.queued: collections.deque[tuple[Check, float, Pending | None]] = collections.deque()
 
-    async def receive(self) -> bytes:
+    async def receive(self) -> bytes | bytearray:
         """The next bytes from the client (empty at end of file).
 
-        Wait until the socket is readable, then read once: trying the read first would,
-        between an MTA's requests, always fail (a raised and caught BlockingIOError and
-        a wasted system call per request). Waiting is also this loop's checkpoint.
+        On a socket: wait until it is readable, then read once. trio's receive_some
+        tries the read first, which between an MTA's requests always fails (a raised
+        and caught BlockingIOError and a wasted system call per request) before it
+        waits. Waiting is also this loop's checkpoint, as receive_some's is.
         """
+        if self._socket is None:
+            return await self.stream.receive_some(READ_SIZE)
         while True:
-            await trio.lowlevel.wait_readable(self.fd)
+            await trio.lowlevel.wait_readable(self._socket)
             try:
-                return os.read(self.fd, READ_SIZE)
+                return os.read(self._socket.fileno(), READ_SIZE)
             except BlockingIOError:
                 continue  # a spurious wake-up: wait again
             except OSError as exc:
                 raise trio.BrokenResourceError(str(exc)) from exc
-
-    def start_soon(self, async_fn: Callable[..., Awaitable[object]], *args: Any) -> None:
-        """Run a task of this connection (in its nursery, opened by the reader if need be)."""
-        if self.nursery is not None:
-            self.nursery.start_soon(async_fn, *args)
-        else:
-            self.pending.append((async_fn, args))
-            self.wake()
-
-    def wake(self) -> None:
-        """Make the reader look at the connection's state now."""
-        self.woken = True
-        if self.scope is not None:
-            self.scope.cancel()
 
     def push(self, data: bytes) -> None:
         if self.gone or self.closing:
@@ -177,56 +127,58 @@ class Connection:
         if len(self.outbox) > MAX_OUTBOX:
             log.warning("client does not read its replies; disconnecting", cuid=self.cuid)
             self.gone = True
-            self.wake()
+            self.wakeup.set()
         elif not self.holding:
             self.flush()
 
     def flush(self) -> None:
-        """Send what is queued: one non-blocking write; a writer task for the rest."""
-        if not self.outbox or self.writing or self.gone:
-            return
-        try:
-            sent = os.write(self.fd, self.outbox)
-        except BlockingIOError:
-            sent = 0
-        except OSError:  # the client is gone (EPIPE, ECONNRESET)
-            self.gone = True
-            self.wake()
-            return
-        if sent == len(self.outbox):
-            self.outbox.clear()
-            return
-        del self.outbox[:sent]
-        self.writing = True
-        self.start_soon(self._write_rest)
+        """Send what is queued, straight to the socket when the writer task is idle.
 
-    async def _write_rest(self) -> None:
-        """Send the outbox as fast as the client reads it."""
-        try:
-            while self.outbox and not self.gone:
-                await trio.lowlevel.wait_writable(self.fd)
-                try:
-                    sent = os.write(self.fd, self.outbox)
-                except BlockingIOError:
-                    continue
-                except OSError:
-                    self.gone = True
-                    self.wake()
-                    return
-                del self.outbox[:sent]
-        finally:
-            self.writing = False
-            if self.drained is not None:
-                self.drained.set()
+        The common case of one reply at a time becomes one non-blocking write instead of
+        waking the writer (a task step and a scheduler round trip per reply). Whatever
+        does not fit, and every error, is left to the writer, which handles it as before.
+        """
+        if not self.outbox:
+            return
+        if not self.sending and self._socket is not None and not self.gone:
+            try:
+                sent = os.write(self._socket.fileno(), self.outbox)
+            except OSError:
+                sent = 0
+            del self.outbox[:sent]
+            if not self.outbox:
+                return
+        self.wakeup.set()
 
     def close_after_flush(self) -> None:
         self.closing = True
-        self.wake()
+        self.wakeup.set()
 
     def abort(self) -> None:
         """End the connection now, dropping unsent replies (after an internal error)."""
         self.gone = True
-        self.wake()
+        self.wakeup.set()
+
+    async def writer(self) -> None:
+        """Drain the outbox until the connection is closing and everything is sent."""
+        while True:
+            await self.wakeup.wait()
+            self.wakeup = trio.Event()
+            if self.gone:
+                return
+            while self.outbox:
+                data = bytes(self.outbox)
+                self.outbox.clear()
+                self.sending = True
+                try:
+                    await self.stream.send_all(data)
+                except (trio.BrokenResourceError, trio.ClosedResourceError):
+                    self.gone = True
+                    return
+                finally:
+                    self.sending = False
+            if self.closing:
+                return
 
 
 @dataclass(order=True)
@@ -303,11 +255,12 @@ class AuthServer:
         self.mechanisms = resolve(list(config.server.mechanisms))
         self.policy = PolicyGate(config.policy)
         self.penalty = PenaltyTracker(config.penalty)
-        self._penalty_locks: dict[str, trio.Lock] = {}
+        #: Every rule from a credential to its verdict (policy and penalty included).
+        self.checks = CheckPipeline(
+            authenticator, self.policy, self.penalty, on_penalty=self.metrics.penalties.inc
+        )
         self.spid = os.getpid()
         self._cuids = itertools.count(1)
-        self._cookie_pool = b""
-        self._cookie_at = 0
         self.delay_queue = FailureDelayQueue(on_error=self._delayed_reply_failed)
         self.connections: set[Connection] = set()
         self._checks_in_flight = 0
@@ -332,6 +285,7 @@ class AuthServer:
         self.policy = PolicyGate(config.policy)
         if config.penalty != self.penalty.settings:
             self.penalty = PenaltyTracker(config.penalty)
+        self.checks.policy, self.checks.penalty = self.policy, self.penalty
 
     # ------------------------------------------------------------------ contained errors
 
@@ -416,13 +370,8 @@ class AuthServer:
 
     # ------------------------------------------------------------------ connections
 
-    async def handle(self, stream: trio.SocketStream) -> None:
-        """Serve one client on a trio socket stream (tests, embedding); see serve_socket."""
-        await self.serve_socket(stream.socket)
-
-    async def serve_socket(self, sock: _Socket) -> None:
-        """Serve one client on a non-blocking socket until it or we hang up, then close
-        the socket; never raises (but Cancelled).
+    async def handle(self, stream: trio.abc.Stream) -> None:
+        """Serve one client until it or we hang up; never raises (but Cancelled).
 
         Connections run in a nursery shared with the listener: an exception escaping
         here would end the whole server. Whatever one connection's work raises ends
@@ -437,57 +386,41 @@ class AuthServer:
                 )
                 return
             cuid = next(self._cuids)
-            await self._serve(sock, cuid)
+            await self._serve(stream, cuid)
         except* Exception as group:
             self._internal_error(group, "connection", cuid=cuid)
         finally:
-            sock.close()
+            await trio.aclose_forcefully(stream)
 
-    def _cookie(self) -> str:
-        """A fresh connection cookie: 16 random bytes from a pool refilled 256 at a time."""
-        start = self._cookie_at
-        if start >= len(self._cookie_pool):
-            self._cookie_pool = os.urandom(COOKIE_BYTES * COOKIES_PER_DRAW)
-            start = 0
-        self._cookie_at = start + COOKIE_BYTES
-        return self._cookie_pool[start : start + COOKIE_BYTES].hex()
-
-    async def _serve(self, sock: _Socket, cuid: int) -> None:
-        config = self.config
+    async def _serve(self, stream: trio.abc.Stream, cuid: int) -> None:
         settings = SessionSettings(
             mechanisms=self.mechanisms,
             spid=self.spid,
             cuid=cuid,
-            cookie=self._cookie(),
-            request_timeout=config.server.request_timeout,
-            max_requests=config.server.max_requests_per_connection,
-            usernames=_USERNAMES,
-            tempfail_disconnects=config.policy.tempfail_disconnects,
+            cookie=secrets.token_hex(16),
+            request_timeout=self.config.server.request_timeout,
+            max_requests=self.config.server.max_requests_per_connection,
+            tempfail_disconnects=self.config.policy.tempfail_disconnects,
         )
-        conn = Connection(sock, Session(settings), cuid)
-        conn.tracing = config.log.level == "debug"
+        conn = Connection(stream, Session(settings), cuid)
+        conn.tracing = self.config.log.level == "debug"
         self.connections.add(conn)
         self.metrics.connections.inc()
         why = "client_disconnected"
         try:
-            conn.push(conn.session.handshake())
-            await self._read_loop(conn)
-            if conn.pending:
-                # A task to run (a check that must wait, a writer for a slow reader):
-                # from now on the connection has a nursery, cancelled when it ends.
-                async with trio.open_nursery() as nursery:
-                    conn.nursery = nursery
-                    for async_fn, args in conn.pending:
-                        nursery.start_soon(async_fn, *args)
-                    conn.pending.clear()
-                    if not (conn.gone or conn.closing or conn.ended):
-                        await self._read_loop(conn)
-                    if conn.closing and conn.writing and not conn.gone:
-                        # What was queued before the close decision goes out first;
-                        # a bounded time for it.
-                        conn.drained = trio.Event()
-                        with trio.move_on_after(CLOSE_FLUSH_TIMEOUT):
-                            await conn.drained.wait()
+            async with stream, trio.open_nursery() as nursery:
+
+                async def write_then_hang_up() -> None:
+                    # The writer returns once a close was decided and everything queued
+                    # went out (or the client stopped reading): then the connection ends,
+                    # even while the reader waits for data that will never come.
+                    await conn.writer()
+                    nursery.cancel_scope.cancel()
+
+                nursery.start_soon(write_then_hang_up)
+                conn.push(conn.session.handshake())
+                await self._read_loop(conn, nursery)
+                if not conn.closing:
                     nursery.cancel_scope.cancel()
         except* Exception:
             why = "internal_error"  # the requests it had pending were not the client's fault
@@ -519,60 +452,49 @@ class AuthServer:
         if pending and why == "client_disconnected":
             log.info("client disconnected with requests pending", cuid=cuid, pending=len(pending))
 
-    async def _read_loop(self, conn: Connection) -> None:
-        """Read and answer until the connection ends (``conn.ended``), is closing or
-        gone, or has tasks to start (``conn.pending``: the caller opens a nursery)."""
+    async def _read_loop(self, conn: Connection, nursery: trio.Nursery) -> None:
         idle_timeout = self.config.server.idle_timeout
         deadline = trio.current_time() + idle_timeout
         deadline_slack = idle_timeout / 100
-        # The connection itself starts the tasks of its checks (Spawner).
-        tasks = cast(trio.Nursery, conn)
-        try:
-            while not (conn.gone or conn.closing or conn.pending):
-                # One cancel scope for many reads: progress moves its deadline instead
-                # of paying for a new scope per read; a new one only after it expired
-                # or conn.wake() cancelled it.
-                with trio.CancelScope(deadline=deadline) as scope:
-                    conn.scope = scope
-                    while not (conn.gone or conn.closing or conn.pending):
-                        try:
-                            data = await conn.receive()
-                        except (trio.BrokenResourceError, trio.ClosedResourceError):
-                            conn.ended = True
-                            return
-                        if not data:
-                            conn.ended = True
-                            return
-                        if conn.tracing:
-                            events.trace(conn.cuid, "in", data)
-                        lines_before = conn.session.lines_received
-                        conn.holding = True
-                        try:
-                            now = trio.current_time()
-                            actions = conn.session.receive(data, now)
-                            self._dispatch(conn, actions, tasks, now)
-                        finally:
-                            conn.holding = False
-                        conn.flush()
-                        if conn.session.lines_received != lines_before:
-                            # Only complete lines count as activity: trickled bytes do
-                            # not. Moving a deadline re-sorts trio's deadline heap, so it
-                            # is moved a hundredth of the timeout further than needed,
-                            # and only when needed: never less idle time than configured.
-                            renewed = trio.current_time() + idle_timeout
-                            if renewed > deadline:
-                                deadline = scope.deadline = renewed + deadline_slack
-                conn.scope = None
-                if conn.woken:
-                    conn.woken = False  # the loop's condition says what to do
-                elif scope.cancelled_caught:
-                    if conn.session.in_flight == 0:
-                        log.info("closing idle connection", cuid=conn.cuid)
-                        conn.ended = True
+        while not conn.gone and not conn.closing:
+            # One cancel scope for many reads: progress moves its deadline instead of
+            # paying for a new scope per read; a new one only after it expired.
+            with trio.CancelScope(deadline=deadline) as scope:
+                while not conn.gone and not conn.closing:
+                    try:
+                        data = await conn.receive()
+                    except (trio.BrokenResourceError, trio.ClosedResourceError):
                         return
-                    deadline = trio.current_time() + idle_timeout
-        finally:
-            conn.scope = None
+                    if not data:
+                        return
+                    if conn.tracing:
+                        events.trace(conn.cuid, "in", bytes(data))
+                    lines_before = conn.session.lines_received
+                    conn.holding = True
+                    try:
+                        now = trio.current_time()
+                        actions = conn.session.receive(data, now)
+                        self._dispatch(conn, actions, nursery, now)
+                    finally:
+                        conn.holding = False
+                    conn.flush()
+                    if conn.session.lines_received != lines_before:
+                        # Only complete lines count as activity: trickled bytes do not.
+                        # Moving a deadline re-sorts trio's deadline heap, so it is
+                        # moved a hundredth of the timeout further than needed, and
+                        # only when needed: never less idle time than configured.
+                        renewed = trio.current_time() + idle_timeout
+                        if renewed > deadline:
+                            deadline = scope.deadline = renewed + deadline_slack
+            if scope.cancelled_caught:
+                if conn.session.in_flight == 0:
+                    log.info("closing idle connection", cuid=conn.cuid)
+                    return
+                deadline = trio.current_time() + idle_timeout
+        if conn.closing:
+            # The writer flushes what was queued before the close decision, then hangs
+            # up; give it a bounded time to do so.
+            await trio.sleep(5)
 
     def _dispatch(
         self, conn: Connection, actions: list[Any], nursery: trio.Nursery, now: float
@@ -589,19 +511,23 @@ class AuthServer:
                 else:
                     conn.push(action.data)
             elif isinstance(action, Check):
+                # The pipeline answers at once when nothing must wait; otherwise the
+                # rest of the check (never its first half again) runs in a task.
+                pending = None
                 if inline_budget > 0:
-                    verdict = self._check_now_contained(conn, action, now)
-                    if verdict is not None:
+                    result = self._run_check(conn, action, now)
+                    if not isinstance(result, Pending):
                         inline_budget -= 1
-                        self._complete(conn, action, verdict, nursery, now)
+                        self._complete(conn, action, result, nursery, now)
                         continue
+                    pending = result
                 self._checks_in_flight += 1
                 self._idle = trio.Event() if self._checks_in_flight == 1 else self._idle
                 if conn.checkers < CHECKS_PER_CONNECTION:
                     conn.checkers += 1
-                    nursery.start_soon(self._checker, conn, action, nursery, now)
+                    nursery.start_soon(self._checker, conn, action, nursery, now, pending)
                 else:
-                    conn.queued.append((action, now))
+                    conn.queued.append((action, now, pending))
             elif isinstance(action, Finished):
                 self._finished(conn, action.info, action.verdict, 0.0)
             elif isinstance(action, Close):
@@ -613,7 +539,12 @@ class AuthServer:
                 conn.close_after_flush()
 
     async def _checker(
-        self, conn: Connection, action: Check, nursery: trio.Nursery, started: float
+        self,
+        conn: Connection,
+        action: Check,
+        nursery: trio.Nursery,
+        started: float,
+        pending: Pending | None = None,
     ) -> None:
         """Run ``action``, then the connection's queued checks, one after the other.
 
@@ -621,12 +552,18 @@ class AuthServer:
         queue (in order): one client pipelining thousands of requests cannot crowd out
         the others.
         """
-        item: tuple[Check, float] | None = (action, started)
+        item: tuple[Check, float, Pending | None] | None = (action, started, pending)
         try:
             while item is not None:
-                action, started = item
+                action, started, pending = item
                 try:
-                    verdict: Verdict | KeysFound = await self._verdict(action)
+                    verdict: Verdict | CredentialsFound | Pending
+                    if pending is None:
+                        verdict = self.checks.run(action.info, action.credential, started)
+                    else:
+                        verdict = pending
+                    if isinstance(verdict, Pending):
+                        verdict = await verdict.wait()
                 except Exception as exc:
                     verdict = self._check_failed(exc, conn, action)
                 item = None
@@ -653,7 +590,7 @@ class AuthServer:
         self,
         conn: Connection,
         action: Check,
-        verdict: Verdict | KeysFound,
+        verdict: Verdict | CredentialsFound,
         nursery: trio.Nursery,
         started: float,
     ) -> None:
@@ -669,109 +606,21 @@ class AuthServer:
         self._internal_error(exc, "check", cuid=conn.cuid, request=action.info.id)
         return Verdict(Outcome.TEMPFAIL, None, Reason.STORE_ERROR)
 
-    def _check_now_contained(self, conn: Connection, action: Check, now: float) -> Verdict | None:
-        """:meth:`_check_now`, with an exception answered as the check task would."""
+    def _run_check(
+        self, conn: Connection, action: Check, now: float
+    ) -> Verdict | CredentialsFound | Pending:
+        """:meth:`CheckPipeline.run`, with an exception answered as the check task would."""
         try:
-            return self._check_now(action, now)
+            return self.checks.run(action.info, action.credential, now)
         except Exception as exc:
             return self._check_failed(exc, conn, action)
-
-    @staticmethod
-    def _typed_and_secret(action: Check) -> tuple[str, bytes]:
-        """The name as typed, and the bytes the penalty tracker fingerprints.
-
-        Client text holds undecodable bytes as surrogates (``decode_text``): they are
-        turned back into those bytes, never refused (``.encode()`` would raise).
-        """
-        credential = action.credential
-        if isinstance(credential, VerifyPlain):
-            return credential.authcid, credential.password
-        if isinstance(credential, VerifyCramMd5):
-            return credential.username, credential.response_hex.encode("utf-8", "surrogateescape")
-        return credential.username, b""
-
-    def _refused(self, action: Check, typed: str) -> Verdict | None:
-        refusal = self.policy.refusal(action.info, isinstance(action.credential, VerifyPlain))
-        if refusal is None:
-            return None
-        log.info("request refused by policy", request=action.info.id, why=refusal)
-        return Verdict(Outcome.FAIL, typed, Reason.POLICY)
-
-    def _record_penalty(self, info: RequestInfo, verdict: Verdict, secret: bytes) -> None:
-        if info.no_penalty:
-            return
-        if verdict.ok:
-            self.penalty.succeeded(info.rip)
-        elif verdict.outcome is Outcome.FAIL and verdict.reason is not Reason.NOLOGIN:
-            # A nologin refusal came with the right password: not a guess.
-            self.penalty.failed(info.rip, verdict.user or "", secret, trio.current_time())
-
-    def _check_now(self, action: Check, now: float) -> Verdict | None:
-        """The verdict without a task when nothing must wait (see Authenticator.check_now):
-        no penalty wait for this address, an in-memory store, a cheap scheme."""
-        typed, secret = self._typed_and_secret(action)
-        refused = self._refused(action, typed)
-        if refused is not None:
-            return refused
-        info = action.info
-        if not info.no_penalty and self.penalty.delay(info.rip, now) > 0:
-            return None
-        verdict = self.authenticator.check_now(info, action.credential)
-        if verdict is not None:
-            self._record_penalty(info, verdict, secret)
-        return verdict
-
-    async def _verdict(self, action: Check) -> Verdict | KeysFound:
-        credential, info = action.credential, action.info
-        typed, secret = self._typed_and_secret(action)
-        refused = self._refused(action, typed)
-        if refused is not None:
-            return refused
-        penalised = not info.no_penalty
-        delay = self.penalty.delay(info.rip, trio.current_time()) if penalised else 0.0
-        verdict: Verdict | KeysFound | None = None
-        if delay > 0:
-            self.metrics.penalties.inc()
-            await trio.sleep(delay)
-            # A penalised address is checked one request at a time: a burst of thousands
-            # that wakes up together then takes its turns between everyone else's work
-            # instead of holding the event loop for one long batch.
-            async with self._penalty_turn(info.rip):
-                with trio.move_on_after(CHECK_TIMEOUT):
-                    verdict = await self.authenticator.check(info, credential)
-        else:
-            with trio.move_on_after(CHECK_TIMEOUT):
-                verdict = await self.authenticator.check(info, credential)
-        if verdict is None:
-            log.error("credential check timed out", request=info.id, timeout=CHECK_TIMEOUT)
-            return Verdict(Outcome.TEMPFAIL, typed, Reason.STORE_ERROR)
-        if isinstance(verdict, KeysFound):
-            return verdict  # the proof is checked by the mechanism; see _finished
-        self._record_penalty(info, verdict, secret)
-        return verdict
-
-    @contextlib.asynccontextmanager
-    async def _penalty_turn(self, rip: str | None) -> AsyncIterator[None]:
-        key = self.penalty.key(rip) or ""
-        lock = self._penalty_locks.get(key)
-        if lock is None:
-            lock = self._penalty_locks[key] = trio.Lock()
-        try:
-            async with lock:
-                yield
-        finally:
-            if not lock.locked() and lock.statistics().tasks_waiting == 0:
-                self._penalty_locks.pop(key, None)
 
     def _finished(
         self, conn: Connection, info: RequestInfo, verdict: Verdict, duration: float
     ) -> None:
-        if info.mechanism.startswith("SCRAM-") and not info.no_penalty:
-            # SCRAM proofs are checked inside the mechanism, after the key lookup.
-            if verdict.ok:
-                self.penalty.succeeded(info.rip)
-            elif verdict.reason is Reason.PASSWORD_MISMATCH:
-                self.penalty.failed(info.rip, verdict.user or "", b"", trio.current_time())
+        # CRAM-MD5 digests and SCRAM proofs are compared by the mechanism, after the
+        # lookup: their penalty is recorded now.
+        self.checks.finished(info, verdict)
         self.after_batch.defer(self._account, conn.cuid, info, verdict, duration)
 
     def _account(self, cuid: int, info: RequestInfo, verdict: Verdict, duration: float) -> None:

@@ -16,14 +16,14 @@ from dataclasses import dataclass, field
 
 from authbridge import addresses, wire
 from authbridge.mechanisms.base import (
+    Accepted,
     Challenge,
+    Credentials,
     Failure,
     Mechanism,
-    NeedScramKeys,
-    ScramKeys,
+    NeedCredentials,
     Step,
     Success,
-    VerifyCramMd5,
     VerifyPlain,
 )
 from authbridge.records import record
@@ -38,14 +38,17 @@ REQUEST_TIMEOUT = 150.0
 #: checks: each release may run the next check inline, one stack level deeper.
 MAX_UNBLOCKS_PER_READ = 32
 
-Credential = VerifyPlain | VerifyCramMd5 | NeedScramKeys
+#: What a mechanism asks the check pipeline: verify a plaintext password, or give the
+#: user's credentials of a scheme (Dovecot's verify_plain / lookup_credentials).
+Credential = VerifyPlain | NeedCredentials
 
 
 @record
-class KeysFound:
-    """The answer to a :class:`NeedScramKeys` check: keys, and the OK to send at the end."""
+class CredentialsFound:
+    """The answer to a :class:`NeedCredentials` check: the credentials, and the verdict
+    to send when the client's answer matches them."""
 
-    keys: ScramKeys
+    credentials: Credentials
     verdict: Verdict
 
 
@@ -416,12 +419,19 @@ class Session:
                 return self._invalid_username(request)
             verdict = Verdict(Outcome.FAIL, request.user, reason, original_user=request.typed)
             return self._finish(request, verdict)
+        if isinstance(step, Accepted):
+            assert request.pending_ok is not None
+            return self._finish(request, request.pending_ok)
         if isinstance(step, Success):
             request.accepts_cont = True
             request.awaiting_final_cont = True
             line = wire.join_line("CONT", str(request.info.id), wire.b64encode(step.data))
             return [Send(line)]
-        if isinstance(step, NeedScramKeys) and not self._learn_username(request, step.username):
+        if (
+            isinstance(step, NeedCredentials)
+            and step.early_username
+            and not self._learn_username(request, step.username)
+        ):
             return self._invalid_username(request)
         request.checking = True
         request.last_activity = now
@@ -440,17 +450,18 @@ class Session:
         return self._finish(request, verdict)
 
     def complete(
-        self, ticket: int, request_id: int, result: Verdict | KeysFound, now: float = 0.0
+        self, ticket: int, request_id: int, result: Verdict | CredentialsFound, now: float = 0.0
     ) -> list[Action]:
         """Deliver the answer to a :class:`Check`; stale tickets are dropped silently."""
         request = self._requests.get(request_id)
         if self.closed or request is None or request.ticket != ticket:
             return self._unblock(now)
         request.checking = False
-        if isinstance(result, KeysFound):
+        if isinstance(result, CredentialsFound):
             request.pending_ok = result.verdict
             request.last_activity = now
-            actions = self._apply_step(request, request.mechanism.resume(result.keys), now)
+            step = request.mechanism.resume(result.credentials)
+            actions = self._apply_step(request, step, now)
         else:
             actions = self._finish(request, result)
         return actions + self._unblock(now)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from authbridge.mechanisms import resolve
-from authbridge.mechanisms.base import VerifyCramMd5, VerifyPlain
+from authbridge.mechanisms.base import NeedCredentials, VerifyPlain
 from authbridge.session import (
     Check,
     Close,
@@ -182,7 +182,7 @@ def test_cram_md5_ignores_initial_response_and_splits_at_the_last_space() -> Non
     import base64
 
     (check,) = session.receive(b"CONT\t1\t" + base64.b64encode(response) + b"\n", 0)
-    assert isinstance(check, Check) and isinstance(check.credential, VerifyCramMd5)
+    assert isinstance(check, Check) and isinstance(check.credential, NeedCredentials)
     assert check.credential.username == "user name"
 
 

@@ -1,8 +1,11 @@
 """What a SASL mechanism is to the session: a small sans-I/O step machine.
 
-A mechanism never looks up users or checks passwords itself. It turns client messages
-into either a challenge for the client, an immediate failure, or a credential the
-authenticator must check (:class:`VerifyPlain`, :class:`VerifyCramMd5`, ...).
+A mechanism never looks up users itself. As in Dovecot, it asks the check pipeline
+either to verify a plaintext password (:class:`VerifyPlain`: PLAIN, LOGIN) or for the
+user's credentials in one scheme (:class:`NeedCredentials`: CRAM-MD5 asks for CRAM-MD5
+credentials, SCRAM for SCRAM-SHA-1/256 ones), which it then checks the client's answer
+against itself (:meth:`Mechanism.resume`). A new mechanism is one module plus one line
+in the registry (``mechanisms/__init__.py``).
 """
 
 from __future__ import annotations
@@ -48,11 +51,35 @@ class Success:
 
 
 @record
-class NeedScramKeys:
-    """Look up the SCRAM keys of ``username``, then call the mechanism's ``resume``."""
+class Accepted:
+    """The client's answer matched the credentials: reply with the lookup's OK."""
+
+
+@record
+class NeedCredentials:
+    """Look up ``username``'s credentials in ``scheme``, then call the mechanism's ``resume``.
+
+    ``early_username``: the session validates the name before asking (SCRAM's
+    client-first message); otherwise the pipeline does, like any login name.
+    """
 
     username: str
-    algorithm: str
+    scheme: str
+    early_username: bool = False
+
+
+@record
+class Credentials:
+    """A user's credentials in the scheme a mechanism asked for.
+
+    ``data`` is the scheme's value (CRAM-MD5: the 32-byte HMAC context, ``None`` when
+    ``plaintext`` is known; SCRAM: :class:`ScramKeys`); ``plaintext`` is the password
+    itself when the store keeps it in a plaintext scheme.
+    """
+
+    scheme: str
+    data: object = field(repr=False)
+    plaintext: bytes | None = field(default=None, repr=False)
 
 
 @record
@@ -72,16 +99,7 @@ class VerifyPlain:
     password: bytes = field(repr=False)
 
 
-@record
-class VerifyCramMd5:
-    """Check a CRAM-MD5 response (hex digest) against the challenge we sent."""
-
-    username: str
-    challenge: bytes
-    response_hex: str = field(repr=False)
-
-
-Step = Challenge | Failure | Success | VerifyPlain | VerifyCramMd5 | NeedScramKeys
+Step = Challenge | Failure | Success | Accepted | VerifyPlain | NeedCredentials
 
 
 class Mechanism(ABC):
@@ -116,9 +134,9 @@ class Mechanism(ABC):
     def _step(self, data: bytes) -> Step:
         """Handle one client message (NULs already screened)."""
 
-    def resume(self, keys: ScramKeys) -> Step:
-        """Continue after a :class:`NeedScramKeys` lookup (SCRAM only)."""
-        raise NotImplementedError(f"{self.name} does not look up keys")
+    def resume(self, credentials: Credentials) -> Step:
+        """Continue with the credentials a :class:`NeedCredentials` step asked for."""
+        raise NotImplementedError(f"{self.name} does not look up credentials")
 
 
 def decode_text(data: bytes) -> str:

@@ -1,20 +1,28 @@
-"""CRAM-MD5 (RFC 2195): the server sends a fresh challenge, the client an HMAC-MD5 of it."""
+"""CRAM-MD5 (RFC 2195): the server sends a fresh challenge, the client an HMAC-MD5 of it.
+
+The mechanism asks for the user's CRAM-MD5 credentials and compares the digest itself.
+"""
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import secrets
 import socket
 import time
 from typing import ClassVar
 
 from authbridge.mechanisms.base import (
+    Accepted,
     Challenge,
+    Credentials,
     Failure,
     Mechanism,
+    NeedCredentials,
     Step,
-    VerifyCramMd5,
     decode_text,
 )
+from authbridge.schemes import cram_md5_digest
 
 
 def make_challenge(hostname: str, now: float) -> bytes:
@@ -30,8 +38,11 @@ class CramMd5(Mechanism):
 
     hostname: ClassVar[str] = socket.gethostname()
 
-    def __init__(self) -> None:
+    def __init__(self, challenge: bytes | None = None) -> None:
+        #: A given challenge is sent as is (tests); otherwise a fresh one per exchange.
+        self._given = challenge
         self._challenge: bytes | None = None
+        self._response = b""
 
     def initial(self, data: bytes | None) -> Step:
         # An initial response is ignored (the exchange always starts with our
@@ -39,7 +50,7 @@ class CramMd5(Mechanism):
         refused = self.screen(data) if data else None
         if refused is not None:
             return refused
-        self._challenge = make_challenge(self.hostname, time.time())
+        self._challenge = self._given or make_challenge(self.hostname, time.time())
         return Challenge(self._challenge)
 
     def _step(self, data: bytes) -> Step:
@@ -47,6 +58,19 @@ class CramMd5(Mechanism):
         space = data.rfind(b" ")
         if space <= 0:
             return Failure("missing digest")
-        return VerifyCramMd5(
-            decode_text(data[:space]), self._challenge, decode_text(data[space + 1 :])
-        )
+        self._response = data[space + 1 :]
+        return NeedCredentials(decode_text(data[:space]), self.name)
+
+    def resume(self, credentials: Credentials) -> Step:
+        assert self._challenge is not None
+        if credentials.plaintext is not None:
+            # From a plaintext password the C HMAC gives the same digest ~50x faster
+            # than the precomputed-context path in pure Python.
+            digest = hmac.new(credentials.plaintext, self._challenge, hashlib.md5).digest()
+        else:
+            assert isinstance(credentials.data, bytes)
+            digest = cram_md5_digest(credentials.data, self._challenge)
+        given = self._response[:32]
+        if len(given) == 32 and hmac.compare_digest(digest.hex().encode(), given):
+            return Accepted()
+        return Failure("password mismatch", password_mismatch=True)

@@ -17,9 +17,10 @@ from typing import ClassVar
 from authbridge import wire
 from authbridge.mechanisms.base import (
     Challenge,
+    Credentials,
     Failure,
     Mechanism,
-    NeedScramKeys,
+    NeedCredentials,
     ScramKeys,
     Step,
     Success,
@@ -125,9 +126,11 @@ class _Scram(Mechanism):
         self._gs2_header = text[: second + 1]
         self._client_first_bare = bare
         self._cnonce = nonce_field[2:]
-        return NeedScramKeys(username, self.algorithm)
+        return NeedCredentials(username, self.name, early_username=True)
 
-    def resume(self, keys: ScramKeys) -> Step:
+    def resume(self, credentials: Credentials) -> Step:
+        keys = credentials.data
+        assert isinstance(keys, ScramKeys)
         self._keys = keys
         self._snonce = _server_nonce()
         salt = base64.b64encode(keys.salt).decode()

@@ -12,6 +12,7 @@ import ipaddress
 import re
 from dataclasses import dataclass, field
 
+from authbridge.mechanisms import REGISTRY
 from authbridge.mta.errors import MtaConfigError
 from authbridge.mta.senders import SenderMap
 
@@ -28,22 +29,21 @@ class Mechanism:
 
     name: str  # authbridge's lower-case name (config, --mechanisms)
     public_name: str  # the SMTP AUTH name (Exim public_name)
-    plaintext: bool  # the password crosses the wire as is: offer only under TLS
+
+    @property
+    def plaintext(self) -> bool:
+        """The password crosses the wire as is: offer only under TLS (the mechanism's
+        own ``Mechanism.plaintext``, the one source of it)."""
+        return REGISTRY[self.public_name].plaintext
 
     @property
     def exim_driver_name(self) -> str:
         return "authbridge_" + self.name.replace("-", "_")
 
 
+#: Every mechanism the daemon serves, in its registry's order.
 MECHANISMS: dict[str, Mechanism] = {
-    m.name: m
-    for m in (
-        Mechanism("plain", "PLAIN", plaintext=True),
-        Mechanism("login", "LOGIN", plaintext=True),
-        Mechanism("cram-md5", "CRAM-MD5", plaintext=False),
-        Mechanism("scram-sha-1", "SCRAM-SHA-1", plaintext=False),
-        Mechanism("scram-sha-256", "SCRAM-SHA-256", plaintext=False),
-    )
+    name.lower(): Mechanism(name.lower(), name) for name in REGISTRY
 }
 
 DEFAULT_MECHANISMS: tuple[str, ...] = ("plain", "login", "cram-md5")

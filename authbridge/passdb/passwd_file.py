@@ -25,6 +25,10 @@ from authbridge.schemes import StoredPassword, apply_compat_suffix, parse_stored
 
 log = logging.getLogger(__name__)
 
+#: Parsed entries kept per file version (a user who logs in again is not re-parsed);
+#: bounded, so a 100k-user file stays within its memory target: when full, it starts over.
+PARSED_ENTRIES = 8192
+
 
 def _extra_fields(parts: list[str]) -> tuple[tuple[str, str | None], ...]:
     if len(parts) < 8:
@@ -113,6 +117,8 @@ class PasswdFileStore:
     def __post_init__(self) -> None:
         self._index = LineIndex(b"")
         self.loaded_signature: FileSignature | None = None
+        #: Entries parsed from this version of the file (``None``: no such user).
+        self._parsed: dict[str, PassdbEntry | None] = {}
 
     @property
     def name(self) -> str:
@@ -122,6 +128,7 @@ class PasswdFileStore:
         """Read and index the file; the old copy stays if this raises."""
         data, signature = read_store_bytes(self.path)
         self._index = index_passwd_file(data, str(self.path))
+        self._parsed = {}
         self.loaded_signature = signature
         return len(self._index)
 
@@ -129,10 +136,22 @@ class PasswdFileStore:
         return len(self._index)
 
     def get(self, user: str) -> PassdbEntry | None:
+        parsed = self._parsed
+        try:
+            return parsed[user]
+        except KeyError:
+            pass
         line = self._index.line(user)
-        if line is None:
-            return None
-        return parse_entry(user, _rest(line), self.default_scheme, str(self.path))
+        entry = (
+            None
+            if line is None
+            else parse_entry(user, _rest(line), self.default_scheme, str(self.path))
+        )
+        if line is not None:  # unknown names are not kept: a spray of them evicts nothing
+            if len(parsed) >= PARSED_ENTRIES:
+                parsed.clear()
+            parsed[user] = entry
+        return entry
 
     def entries(self) -> list[PassdbEntry]:
         """Every user, in file order (reports, not the lookup path)."""

@@ -29,6 +29,7 @@ __all__ = [
     "available_schemes",
     "cram_md5_context",
     "cram_md5_digest",
+    "credentials",
     "digest_md5_secret",
     "generate",
     "is_expensive",
@@ -145,6 +146,28 @@ def scram_credentials(
             return None
         keys = _scram.new_keys(scheme, secret)
     return keys.iterations, keys.salt, keys.stored_key, keys.server_key
+
+
+def credentials(
+    stored: StoredPassword, scheme: str, user: str
+) -> tuple[object, bytes | None] | None:
+    """``stored`` as credentials of ``scheme`` (Dovecot's lookup_credentials), with the
+    plaintext password when the store keeps one: ``(data, plaintext)``, or ``None``
+    when the stored scheme cannot serve ``scheme``. SchemeError: unusable stored data.
+
+    CRAM-MD5: the HMAC context (``None`` from a plaintext, whose password is faster to
+    use as is); SCRAM-SHA-1/256: (iterations, salt, StoredKey, ServerKey).
+    """
+    if scheme == "CRAM-MD5":
+        secret = plaintext(stored)
+        if secret is not None:
+            return None, secret
+        context = cram_md5_context(stored)
+        return None if context is None else (context, None)
+    if scheme.startswith("SCRAM-"):
+        keys = scram_credentials(stored, scheme[6:], user)
+        return None if keys is None else (keys, None)
+    raise ValueError(f"no credentials of scheme {scheme!r}")
 
 
 def digest_md5_secret(stored: StoredPassword, user: str) -> bytes | None:

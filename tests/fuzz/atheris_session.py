@@ -18,11 +18,11 @@ import atheris
 with atheris.instrument_imports():
     from authbridge import wire
     from authbridge.mechanisms import REGISTRY
-    from authbridge.mechanisms.base import NeedScramKeys, ScramKeys
+    from authbridge.mechanisms.base import Credentials, NeedCredentials, ScramKeys
     from authbridge.session import (
         Check,
         Close,
-        KeysFound,
+        CredentialsFound,
         Send,
         SendDelayed,
         Session,
@@ -50,15 +50,20 @@ def _check_write(data: bytes) -> None:
         assert line.split(b"\t", 1)[0] in SERVER_COMMANDS, line
 
 
-def _answer(check: Check, fdp: atheris.FuzzedDataProvider) -> Verdict | KeysFound:
+def _answer(check: Check, fdp: atheris.FuzzedDataProvider) -> Verdict | CredentialsFound:
     choice = fdp.ConsumeIntInRange(0, 3)
     user = fdp.ConsumeUnicodeNoSurrogates(8) or None
-    if isinstance(check.credential, NeedScramKeys) and choice == 3:
-        size = 32 if check.credential.algorithm == "SHA-256" else 20
-        keys = ScramKeys(
-            fdp.ConsumeIntInRange(1, 10000), fdp.ConsumeBytes(16), b"k" * size, b"s" * size
-        )
-        return KeysFound(keys, Verdict(Outcome.OK, user or "u"))
+    credential = check.credential
+    if isinstance(credential, NeedCredentials) and choice == 3:
+        if credential.scheme == "CRAM-MD5":
+            found = Credentials(credential.scheme, None, fdp.ConsumeBytes(8))
+        else:
+            size = 32 if credential.scheme == "SCRAM-SHA-256" else 20
+            keys = ScramKeys(
+                fdp.ConsumeIntInRange(1, 10000), fdp.ConsumeBytes(16), b"k" * size, b"s" * size
+            )
+            found = Credentials(credential.scheme, keys)
+        return CredentialsFound(found, Verdict(Outcome.OK, user or "u"))
     outcome = (Outcome.OK, Outcome.FAIL, Outcome.TEMPFAIL, Outcome.FAIL)[choice]
     fields = (("quota", "1G"), ("nodelay", None)) if fdp.ConsumeBool() else ()
     return Verdict(outcome, user, Reason.NONE, fields=fields, had_store_fields=bool(fields))

@@ -28,6 +28,7 @@ import trio
 
 from authbridge import events, logs, schemes, wire
 from authbridge.authenticator import Authenticator
+from authbridge.checks.pipeline import CheckPipeline
 from authbridge.hashing import Hasher
 from authbridge.mechanisms.plain import Plain
 from authbridge.metrics import Metrics
@@ -127,7 +128,7 @@ LAYERS = [
     Layer("wire", "connection", _patch(wire, "b64decode_strict")),
     Layer("session", "connection", _patch(Session, "receive")),
     Layer("mechanism", "connection", _patch(Plain, "_step")),
-    Layer("authenticator", "check", _patch(Authenticator, "check", asynchronous=True)),
+    Layer("pipeline", "check", _patch(CheckPipeline, "run")),
     Layer("store", "check", _patch(MemoryStore, "lookup", asynchronous=True)),
     Layer("scheme", "check", _patch(schemes, "verify_password")),
     Layer("event", "bookkeeping", _patch(events, "authentication_finished")),

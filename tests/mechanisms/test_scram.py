@@ -5,7 +5,14 @@ from __future__ import annotations
 import pytest
 from scramp import ScramClient, ScramMechanism
 
-from authbridge.mechanisms.base import Challenge, Failure, NeedScramKeys, ScramKeys, Success
+from authbridge.mechanisms.base import (
+    Challenge,
+    Credentials,
+    Failure,
+    NeedCredentials,
+    ScramKeys,
+    Success,
+)
 from authbridge.mechanisms.scram import ScramSha256
 
 
@@ -20,8 +27,8 @@ def test_full_exchange_with_an_independent_client() -> None:
     client = ScramClient(["SCRAM-SHA-256"], "us,er", "pw")
     mech = ScramSha256()
     step = mech.initial(client.get_client_first().encode())
-    assert step == NeedScramKeys("us,er", "SHA-256")  # =2C unescaped
-    challenge = mech.resume(_keys("pw"))
+    assert step == NeedCredentials("us,er", "SCRAM-SHA-256", early_username=True)  # =2C unescaped
+    challenge = mech.resume(Credentials("SCRAM-SHA-256", _keys("pw")))
     assert isinstance(challenge, Challenge)
     client.set_server_first(challenge.data.decode())
     final = mech.step(client.get_client_final().encode())
@@ -33,7 +40,7 @@ def test_wrong_password_is_a_mismatch_not_a_protocol_error() -> None:
     client = ScramClient(["SCRAM-SHA-256"], "user", "wrong")
     mech = ScramSha256()
     mech.initial(client.get_client_first().encode())
-    challenge = mech.resume(_keys("right"))
+    challenge = mech.resume(Credentials("SCRAM-SHA-256", _keys("right")))
     assert isinstance(challenge, Challenge)
     client.set_server_first(challenge.data.decode())
     result = mech.step(client.get_client_final().encode())
@@ -65,7 +72,7 @@ def test_final_message_with_a_different_nonce_fails() -> None:
     client = ScramClient(["SCRAM-SHA-256"], "user", "pw")
     mech = ScramSha256()
     mech.initial(client.get_client_first().encode())
-    challenge = mech.resume(_keys("pw"))
+    challenge = mech.resume(Credentials("SCRAM-SHA-256", _keys("pw")))
     assert isinstance(challenge, Challenge)
     client.set_server_first(challenge.data.decode())
     final = client.get_client_final().replace(",r=", ",r=x", 1)

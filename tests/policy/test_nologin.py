@@ -8,8 +8,6 @@ wire lines are in test_nologin_wire.py and the real MTAs in tests/mta/test_nolog
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import tomllib
 from pathlib import Path
 
@@ -20,14 +18,15 @@ from authbridge.cache import AuthCache, CacheSettings
 from authbridge.config import parse_config
 from authbridge.events import FAIL2BAN_WORDS
 from authbridge.hashing import Hasher
-from authbridge.mechanisms.base import NeedScramKeys, VerifyCramMd5, VerifyPlain
+from authbridge.mechanisms.base import NeedCredentials, VerifyPlain
 from authbridge.metrics import result_label
 from authbridge.passdb.passwd_file import PasswdFileStore
 from authbridge.passdb.sql import SqlStore
 from authbridge.passdb.sql_sqlite import SqliteBackend
-from authbridge.session import Credential, KeysFound, RequestInfo
+from authbridge.session import Credential, CredentialsFound, RequestInfo
 from authbridge.verdict import Outcome, Reason, Verdict, refuse_nologin
 from tests.sql.conftest import DEPLOY, make_sqlite
+from tests.support.credentials import CramAnswer, settle
 from tests.support.memory_store import MemoryStore
 
 USERS = """\
@@ -46,8 +45,8 @@ def info() -> RequestInfo:
     return RequestInfo(id=1, mechanism="PLAIN", service="smtp", rip="192.0.2.1", secured=True)
 
 
-def cram(user: str, password: bytes, challenge: bytes = CHALLENGE) -> VerifyCramMd5:
-    return VerifyCramMd5(user, challenge, hmac.new(password, challenge, hashlib.md5).hexdigest())
+def cram(user: str, password: bytes, challenge: bytes = CHALLENGE) -> CramAnswer:
+    return CramAnswer(user, password, challenge)
 
 
 @pytest.fixture(params=["task", "inline"])
@@ -62,10 +61,16 @@ def auth(request: pytest.FixtureRequest, tmp_path: Path) -> Authenticator:
     return Authenticator([store], Hasher())
 
 
-async def verdict_of(auth: Authenticator, credential: Credential) -> Verdict:
+async def verdict_of(auth: Authenticator, credential: Credential | CramAnswer) -> Verdict:
     """Whichever path the fixture's store allows, as the server would call it."""
+    if isinstance(credential, CramAnswer):
+        now = auth.check_now(info(), credential.credential)
+        if now is None:
+            now = await auth.check(info(), credential.credential)
+        return settle(credential.mechanism, now)
     now = auth.check_now(info(), credential)
     if now is not None:
+        assert isinstance(now, Verdict)
         return now
     result = await auth.check(info(), credential)
     assert isinstance(result, Verdict)
@@ -146,13 +151,13 @@ async def test_scram_gets_the_refusal_in_place_of_the_final_ok(
 ) -> None:
     """The proof is checked later by the mechanism: the lookup hands it the keys and the
     verdict to send once the proof holds; a wrong proof still fails as a mismatch there."""
-    found = await auth.check(info(), NeedScramKeys("moved", algorithm))
-    assert isinstance(found, KeysFound)
+    found = await auth.check(info(), NeedCredentials("moved", "SCRAM-" + algorithm))
+    assert isinstance(found, CredentialsFound)
     assert found.verdict.reason is Reason.NOLOGIN
     assert found.verdict.fields == (("reason", "Mailbox_moved"),)
     auth.nologin_refuses = False
-    found = await auth.check(info(), NeedScramKeys("moved", algorithm))
-    assert isinstance(found, KeysFound) and found.verdict.ok
+    found = await auth.check(info(), NeedCredentials("moved", "SCRAM-" + algorithm))
+    assert isinstance(found, CredentialsFound) and found.verdict.ok
 
 
 async def test_cache_keeps_dovecots_verdict_and_the_rule_applies_on_top() -> None:

@@ -1,0 +1,1 @@
+"""The check pipeline: from a credential to a verdict (see :mod:`.pipeline`)."""

@@ -1,0 +1,513 @@
+"""The check pipeline, written once: from a credential to a verdict.
+
+    normalise → policy gates → penalty → cache → store lookup → scheme verify → fields
+    → verdict
+
+:meth:`CheckPipeline.run` is sync-first. The steps are one generator
+(:meth:`CheckPipeline._steps`) that yields each operation which might have to wait: a
+store lookup, a hash verification, the penalty delay. The sync driver answers what can
+be answered at once (an in-memory store's ``get``, a cheap scheme) and goes on; at the
+first operation that must really wait it stops and returns a :class:`Pending`, which
+holds the generator where it stopped. The trio shell awaits :meth:`Pending.wait` in a
+task: the rest runs from there, the first half is never done twice. Most logins (a
+passwd-file, a salted SHA or plaintext password, no penalty) never leave the sync path.
+
+A mechanism asks either for a plaintext password to be verified (:class:`VerifyPlain`)
+or for the user's credentials of a scheme (:class:`NeedCredentials`); the second is
+answered with :class:`CredentialsFound`, which the mechanism checks the client's answer
+against (the penalty of that comparison is recorded by :meth:`CheckPipeline.finished`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import time
+from collections.abc import AsyncIterator, Callable, Generator
+from typing import TYPE_CHECKING, Any
+
+import trio
+
+from authbridge import schemes, userlog
+from authbridge.checks.fields import Applied, apply_fields, plain_entry
+from authbridge.expand import ExpansionError
+from authbridge.hashing import HasherUnavailable
+from authbridge.logs import get_logger
+from authbridge.mechanisms import REGISTRY
+from authbridge.mechanisms.base import Credentials, NeedCredentials, ScramKeys, VerifyPlain
+from authbridge.passdb.base import Passdb, PassdbEntry, StoreUnavailable
+from authbridge.penalty import PenaltyTracker
+from authbridge.policy import PolicyGate
+from authbridge.schemes import StoredPassword
+from authbridge.session import Credential, CredentialsFound, RequestInfo
+from authbridge.usernames import InvalidUsername
+from authbridge.verdict import Outcome, Reason, Verdict, refuse_nologin
+
+if TYPE_CHECKING:
+    from authbridge.authenticator import Authenticator
+
+_std_log = logging.getLogger("authbridge.authenticator")
+log = get_logger("authbridge.checks")
+
+#: A store lookup plus hash check that takes longer than this is an internal failure
+#: (Postfix gives up after 10 s anyway).
+CHECK_TIMEOUT = 8.0
+
+#: Verdicts the cache may keep: plain successes and password mismatches; anything that
+#: depends on the client address (allow_nets) or on a broken store is never cached.
+_CACHEABLE = frozenset({Reason.NONE, Reason.PASSWORD_MISMATCH, Reason.USER_UNKNOWN})
+
+#: Bytes Dovecot 2.3 refuses in a PLAIN/LOGIN password before any lookup ("password
+#: having illegal chars"): they mean something in its internal protocols. The password
+#: is a C string there, so only the bytes before a NUL count.
+ILLEGAL_PASSWORD_BYTES = frozenset(b"\x01\t\r\n")
+
+Result = Verdict | CredentialsFound
+
+
+def password_has_illegal_bytes(password: bytes) -> bool:
+    """Whether Dovecot would refuse ``password`` unchecked, even for a nopassword user."""
+    head = password.partition(b"\x00")[0]
+    return any(byte in ILLEGAL_PASSWORD_BYTES for byte in head)
+
+
+# ---------------------------------------------------------------------- operations
+
+
+class _Lookup:
+    """Ask ``store`` for ``user``: answered at once by a store with ``get``."""
+
+    __slots__ = ("info", "store", "user")
+
+    def __init__(self, store: Passdb, user: str, info: RequestInfo) -> None:
+        self.store, self.user, self.info = store, user, info
+
+
+class _Verify:
+    """Verify ``password`` against ``stored``: at once for a cheap scheme."""
+
+    __slots__ = ("password", "stored", "user")
+
+    def __init__(self, stored: StoredPassword, password: bytes, user: str) -> None:
+        self.stored, self.password, self.user = stored, password, user
+
+
+class _PenaltyWait:
+    """Hold the request for the address's penalty, then take its turn."""
+
+    __slots__ = ("delay", "key")
+
+    def __init__(self, delay: float, key: str) -> None:
+        self.delay, self.key = delay, key
+
+
+_Op = _Lookup | _Verify | _PenaltyWait
+_Steps = Generator[_Op, Any, Result]
+
+
+class Pending:
+    """The part of a check that must wait; ``await pending.wait()`` for the result."""
+
+    __slots__ = ("_pipeline", "_steps", "info", "op", "typed")
+
+    def __init__(
+        self, pipeline: CheckPipeline, steps: _Steps, op: _Op, typed: str, info: RequestInfo
+    ) -> None:
+        self._pipeline, self._steps, self.op, self.typed, self.info = (
+            pipeline,
+            steps,
+            op,
+            typed,
+            info,
+        )
+
+    async def wait(self) -> Result:
+        return await self._pipeline._wait(self)
+
+    def close(self) -> None:
+        """Give up: the rest is never run."""
+        self._steps.close()
+
+
+@contextlib.contextmanager
+def _closing(steps: _Steps) -> Any:
+    try:
+        yield
+    finally:
+        steps.close()
+
+
+class _Found:
+    """A user the stores know, with its extra fields applied: ready for the secret."""
+
+    __slots__ = ("applied", "entry", "typed", "user")
+
+    def __init__(self, user: str, typed: str, entry: PassdbEntry, applied: Applied) -> None:
+        self.user, self.typed, self.entry, self.applied = user, typed, entry, applied
+
+    def verdict(self, outcome: Outcome, reason: Reason) -> Verdict:
+        applied = self.applied
+        if outcome is not Outcome.OK:
+            # Dovecot rolls back the fields of a failed lookup: the FAIL carries none
+            # (not even reason= or nodelay, as the conformance corpus shows for 2.3).
+            return Verdict(
+                outcome,
+                applied.user,
+                reason,
+                original_user=self.typed,
+                client_specific=applied.client_specific,
+            )
+        return Verdict(
+            outcome,
+            applied.user,
+            reason,
+            fields=applied.visible,
+            had_store_fields=applied.has_fields,
+            original_user=self.typed,
+            client_specific=applied.client_specific,
+        )
+
+
+class CheckPipeline:
+    """Every rule between a credential and its verdict, in order.
+
+    ``authenticator`` holds the stores and how to read them (user name policy, cache,
+    hasher, dummy hash, mode switches); ``policy`` and ``penalty`` are the gates before
+    any store is asked (``None``: no gate, as for :meth:`Authenticator.check`).
+    """
+
+    def __init__(
+        self,
+        authenticator: Authenticator,
+        policy: PolicyGate | None = None,
+        penalty: PenaltyTracker | None = None,
+        *,
+        on_penalty: Callable[[], None] | None = None,
+        clock: Callable[[], float] = trio.current_time,
+        timeout: float = CHECK_TIMEOUT,
+    ) -> None:
+        self.auth = authenticator
+        self.policy = policy
+        self.penalty = penalty
+        self.on_penalty = on_penalty
+        self.clock = clock
+        self.timeout = timeout
+        self._turns: dict[str, trio.Lock] = {}
+
+    # ------------------------------------------------------------------ drivers
+
+    def run(self, info: RequestInfo, credential: Credential, now: float) -> Result | Pending:
+        """The verdict now, or a :class:`Pending` for the part that must wait."""
+        steps = self._steps(info, credential, now)
+        return self._advance(steps, None, None, info, credential)
+
+    def _advance(
+        self,
+        steps: _Steps,
+        value: Any,
+        error: BaseException | None,
+        info: RequestInfo,
+        credential: Credential | str,
+    ) -> Result | Pending:
+        """Run ``steps`` on, answering operations that need not wait, until the end or
+        one that must."""
+        try:
+            op = steps.send(value) if error is None else steps.throw(error)
+            while True:
+                kind = type(op)
+                if kind is _Lookup:
+                    get = getattr(op.store, "get", None)  # type: ignore[union-attr]
+                    if get is None:
+                        break
+                    try:
+                        value = get(op.user)  # type: ignore[union-attr]
+                    except StoreUnavailable as exc:
+                        op = steps.throw(exc)
+                        continue
+                elif kind is _Verify:
+                    if schemes.is_expensive(op.stored):  # type: ignore[union-attr]
+                        break
+                    try:
+                        value = schemes.verify_password(op.stored, op.password, op.user)  # type: ignore[union-attr]
+                    except schemes.SchemeError as exc:
+                        op = steps.throw(exc)
+                        continue
+                else:
+                    break
+                op = steps.send(value)
+        except StopIteration as stop:
+            return stop.value  # type: ignore[no-any-return]
+        typed = credential if isinstance(credential, str) else _typed(credential)
+        return Pending(self, steps, op, typed, info)
+
+    async def _wait(self, pending: Pending) -> Result:
+        op = pending.op
+        if type(op) is _PenaltyWait:
+            if self.on_penalty is not None:
+                self.on_penalty()
+            await trio.sleep(op.delay)
+            # A penalised address is checked one request at a time: a burst of
+            # thousands that wakes up together then takes its turns between everyone
+            # else's work instead of holding the event loop for one long batch.
+            async with self._penalty_turn(op.key):
+                return await self._rest(pending, None)
+        return await self._rest(pending, op)
+
+    async def _rest(self, pending: Pending, op: _Op | None) -> Result:
+        steps, info = pending._steps, pending.info
+        with _closing(steps), trio.move_on_after(self.timeout):
+            if op is None:
+                result = self._advance(steps, None, None, info, pending.typed)
+            else:
+                result = await self._perform(steps, op, info, pending.typed)
+            while isinstance(result, Pending):
+                result = await self._perform(steps, result.op, info, pending.typed)
+            return result
+        log.error("credential check timed out", request=info.id, timeout=self.timeout)
+        return Verdict(Outcome.TEMPFAIL, pending.typed, Reason.STORE_ERROR)
+
+    async def _perform(
+        self, steps: _Steps, op: _Op, info: RequestInfo, typed: str
+    ) -> Result | Pending:
+        """Carry out one operation that waits, then go on as far as possible."""
+        value: Any = None
+        try:
+            if type(op) is _Lookup:
+                value = await op.store.lookup(op.user, op.info)
+            elif type(op) is _Verify:
+                value = await self.auth.hasher.verify(op.stored, op.password, op.user)
+        except (StoreUnavailable, HasherUnavailable, schemes.SchemeError) as exc:
+            return self._advance(steps, None, exc, info, typed)
+        return self._advance(steps, value, None, info, typed)
+
+    @contextlib.asynccontextmanager
+    async def _penalty_turn(self, key: str) -> AsyncIterator[None]:
+        lock = self._turns.get(key)
+        if lock is None:
+            lock = self._turns[key] = trio.Lock()
+        try:
+            async with lock:
+                yield
+        finally:
+            if not lock.locked() and lock.statistics().tasks_waiting == 0:
+                self._turns.pop(key, None)
+
+    # ------------------------------------------------------------------ the steps
+
+    def _steps(self, info: RequestInfo, credential: Credential, now: float) -> _Steps:
+        plain = isinstance(credential, VerifyPlain)
+        typed = _typed(credential)
+        if self.policy is not None:
+            refusal = self.policy.refusal(info, plain)
+            if refusal is not None:
+                log.info("request refused by policy", request=info.id, why=refusal)
+                return Verdict(Outcome.FAIL, typed, Reason.POLICY)
+        penalty = self.penalty if not info.no_penalty else None
+        if penalty is not None:
+            delay = penalty.delay(info.rip, now)
+            if delay > 0:
+                yield _PenaltyWait(delay, penalty.key(info.rip) or "")
+        if plain:
+            assert isinstance(credential, VerifyPlain)
+            result: Result = yield from self._plain_cached(info, credential)
+        else:
+            assert isinstance(credential, NeedCredentials)
+            result = yield from self._credentials(info, credential)
+        if self.auth.nologin_refuses:
+            # authbridge's own rule on top of Dovecot's verdict (off in compat mode),
+            # applied after the cache, which keeps Dovecot's verdict as it is.
+            if type(result) is Verdict:
+                result = refuse_nologin(result)
+            else:
+                assert isinstance(result, CredentialsFound)
+                result = CredentialsFound(result.credentials, refuse_nologin(result.verdict))
+        if penalty is not None and type(result) is Verdict:
+            if result.outcome is Outcome.OK:
+                penalty.succeeded(info.rip)
+            elif result.outcome is Outcome.FAIL and result.reason is not Reason.NOLOGIN:
+                # A nologin refusal came with the right password: not a guess.
+                penalty.failed(info.rip, result.user or "", _secret(credential), self.clock())
+        return result
+
+    def finished(self, info: RequestInfo, verdict: Verdict) -> None:
+        """The penalty of a mechanism that compared credentials itself (CRAM-MD5's
+        digest, SCRAM's proof): recorded when the request ends."""
+        penalty = self.penalty
+        if penalty is None or info.no_penalty:
+            return
+        mechanism = REGISTRY.get(info.mechanism)
+        if mechanism is None or mechanism.plaintext:
+            return  # PLAIN, LOGIN: recorded with the verdict, in _steps
+        if verdict.ok:
+            penalty.succeeded(info.rip)
+        elif verdict.reason is Reason.PASSWORD_MISMATCH:
+            secret = b"" if info.mechanism.startswith("SCRAM-") else None
+            penalty.failed(info.rip, verdict.user or "", secret, self.clock())
+
+    def _plain_cached(self, info: RequestInfo, cred: VerifyPlain) -> Generator[_Op, Any, Verdict]:
+        auth = self.auth
+        cache = auth.cache
+        if not cache.enabled or cred.authzid or auth.client_dependent:
+            # A store whose query depends on the client (%s, %r, %l) answers per
+            # request, but the cache is keyed by user and password only.
+            return (yield from self._plain(info, cred))
+        try:
+            user = auth.usernames.normalise(cred.authcid)
+        except InvalidUsername:
+            return (yield from self._plain(info, cred))
+        now = auth.clock()
+        cached = cache.lookup(user, cred.password, now)
+        if cached is not None:
+            return cached
+        verdict = yield from self._plain(info, cred, user)
+        if verdict.outcome is Outcome.TEMPFAIL:
+            stale = cache.stale_success(user, cred.password)
+            if stale is not None:
+                _std_log.warning("store failing; serving a cached success for %s", user)
+                return stale
+        elif verdict.reason in _CACHEABLE and not verdict.client_specific:
+            cache.store(user, cred.password, verdict, now)
+        return verdict
+
+    def _plain(
+        self, info: RequestInfo, cred: VerifyPlain, user: str | None = None
+    ) -> Generator[_Op, Any, Verdict]:
+        found = yield from self._find(info, cred.authcid, cred.authzid, cred.password, user)
+        if isinstance(found, Verdict):
+            return found
+        stored = found.entry.password
+        if found.applied.nopassword:
+            matched = True
+        elif stored is None:
+            matched = False
+        else:
+            try:
+                matched = yield _Verify(stored, cred.password, found.user)
+            except HasherUnavailable as exc:
+                _std_log.error("cannot verify %s now: %s", found.user, exc)
+                return found.verdict(Outcome.TEMPFAIL, Reason.STORE_ERROR)
+            except schemes.SchemeError as exc:
+                return self._unusable(found, exc)
+        if not matched:
+            return found.verdict(Outcome.FAIL, Reason.PASSWORD_MISMATCH)
+        if found.applied.forced_fail:
+            return found.verdict(Outcome.FAIL, Reason.FORCED_FAIL)
+        return found.verdict(Outcome.OK, Reason.NONE)
+
+    def _credentials(self, info: RequestInfo, cred: NeedCredentials) -> Generator[_Op, Any, Result]:
+        """The user's credentials of the scheme the mechanism asked for, and the OK it
+        answers with when the client's answer matches them."""
+        found = yield from self._find(info, cred.username)
+        if isinstance(found, Verdict):
+            return found
+        stored = found.entry.password
+        if stored is None:
+            return found.verdict(Outcome.FAIL, Reason.SCHEME_NOT_AVAILABLE)
+        try:
+            answer = schemes.credentials(stored, cred.scheme, found.user)
+        except schemes.SchemeError as exc:
+            return self._unusable(found, exc)
+        if answer is None:
+            _std_log.info(
+                "user %s: %s needs a plaintext or %s stored password, not %s",
+                found.user,
+                cred.scheme,
+                cred.scheme,
+                stored.scheme,
+            )
+            return found.verdict(Outcome.FAIL, Reason.SCHEME_NOT_AVAILABLE)
+        if found.applied.forced_fail:
+            # Dovecot's lookup itself fails for a `fail` entry: a plain FAIL either way.
+            return found.verdict(Outcome.FAIL, Reason.FORCED_FAIL)
+        data, plaintext = answer
+        if cred.scheme.startswith("SCRAM-"):
+            data = ScramKeys(*data)  # type: ignore[misc]
+        credentials = Credentials(cred.scheme, data, plaintext)
+        return CredentialsFound(credentials, found.verdict(Outcome.OK, Reason.NONE))
+
+    def _unusable(self, found: _Found, exc: schemes.SchemeError) -> Verdict:
+        _std_log.error("user %s: unusable stored password: %s", found.user, exc)
+        outcome = Outcome.TEMPFAIL if self.auth.broken_hash_is_tempfail else Outcome.FAIL
+        return found.verdict(outcome, Reason.BROKEN_HASH)
+
+    def _find(
+        self,
+        info: RequestInfo,
+        typed: str,
+        authzid: str = "",
+        password: bytes | None = None,
+        user: str | None = None,
+    ) -> Generator[_Op, Any, _Found | Verdict]:
+        """Normalise, look up and apply the extra fields: everything before the secret
+        is checked. Returns the failure verdict when it ends there.
+
+        ``password`` (PLAIN, LOGIN) is screened for bytes Dovecot refuses, and verified
+        against the dummy hash when the user is unknown. ``user``: already normalised.
+        """
+        auth = self.auth
+        if user is None:
+            try:
+                user = auth.usernames.normalise(typed)
+            except InvalidUsername:
+                return Verdict(Outcome.FAIL, None, Reason.INVALID_USERNAME, original_user=typed)
+        if authzid and authzid != user:
+            # A different authorization identity is a master-user login, which needs
+            # master stores; authbridge has none, so it is refused like Dovecot does.
+            return Verdict(Outcome.FAIL, user, Reason.AUTHZ_REFUSED, original_user=typed)
+        if password is not None and password_has_illegal_bytes(password):
+            # Refused before the lookup, as by Dovecot: no store saw the name (so no
+            # user= rename) and no nopassword entry can accept such a password.
+            _std_log.info(
+                "user %s: password with control characters refused", userlog.unknown_name(user)
+            )
+            return Verdict(Outcome.FAIL, user, Reason.MALFORMED, original_user=typed)
+        entry = None
+        on_lookup = auth.on_lookup
+        for store in auth.stores:
+            started = time.perf_counter()
+            try:
+                entry = yield _Lookup(store, user, info)
+            except StoreUnavailable as exc:
+                if on_lookup is not None:
+                    on_lookup(store.name, "error", time.perf_counter() - started)
+                # No store confirmed the name: it may be a password typed as a user name.
+                shown = userlog.unknown_name(user)
+                _std_log.error("store unavailable while authenticating %s: %s", shown, exc)
+                return Verdict(Outcome.TEMPFAIL, user, Reason.STORE_ERROR, original_user=typed)
+            if on_lookup is not None:
+                result = "not_found" if entry is None else "found"
+                on_lookup(store.name, result, time.perf_counter() - started)
+            if entry is not None:
+                break
+        if entry is None:
+            dummy = auth.dummy_password
+            if password is not None and dummy is not None:
+                # Verified and ignored: an unknown user costs what a wrong password does.
+                with contextlib.suppress(schemes.SchemeError, HasherUnavailable):
+                    yield _Verify(dummy, password, "")
+            return Verdict(Outcome.FAIL, user, Reason.USER_UNKNOWN, original_user=typed)
+        if entry.fields:
+            try:
+                applied = apply_fields(entry, user, info)
+            except ExpansionError as exc:
+                _std_log.error("user %s: extra fields cannot be expanded: %s", user, exc)
+                return Verdict(Outcome.TEMPFAIL, user, Reason.STORE_ERROR, original_user=typed)
+        else:
+            applied = plain_entry(user)
+        found = _Found(user, typed, entry, applied)
+        if applied.nets_denied:
+            return found.verdict(Outcome.FAIL, Reason.NETWORK_DENIED)
+        return found
+
+
+def _secret(credential: Credential) -> bytes | None:
+    """What the penalty tracker fingerprints with the user: the password; SCRAM has none
+    (one record per user); a CRAM-MD5 digest answers a fresh challenge, always a new
+    guess (``None``)."""
+    if isinstance(credential, VerifyPlain):
+        return credential.password
+    return b"" if credential.scheme.startswith("SCRAM-") else None
+
+
+def _typed(credential: Credential) -> str:
+    return credential.authcid if isinstance(credential, VerifyPlain) else credential.username
