@@ -1,10 +1,13 @@
 """The trio shell around :class:`~authbridge.session.Session`.
 
-One task per connection reads and feeds the session; each credential check runs as its
-own task, so replies go out in whatever order checks finish (matched by id, as the
-protocol allows). Writes go through a per-connection outbox drained by a writer task,
-so no producer ever blocks on a slow reader. Delayed FAILs wait in one shared
-:class:`FailureDelayQueue` instead of one sleeping task each.
+One task per connection, on a non-blocking socket, reads and feeds the session. Checks
+that nothing must wait for are answered inline; the others run as tasks, so replies go
+out in whatever order checks finish (matched by id, as the protocol allows). Replies
+are written straight to the socket, and only what it does not take at once waits in
+the connection's outbox for a writer task, so no producer ever blocks on a slow
+reader. A connection opens a nursery for such tasks the first time it needs one.
+Delayed FAILs wait in one shared :class:`FailureDelayQueue` instead of one sleeping
+task each.
 """
 
 from __future__ import annotations
@@ -13,10 +16,9 @@ import collections
 import heapq
 import itertools
 import os
-import secrets
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol, cast
 
 import trio
 
@@ -41,6 +43,7 @@ from authbridge.session import (
     Session,
     SessionSettings,
 )
+from authbridge.usernames import UsernamePolicy
 from authbridge.verdict import Outcome, Reason, Verdict
 
 log = get_logger("authbridge.server")
@@ -71,52 +74,98 @@ CHECK_TIMEOUT = 8.0
 READ_SIZE = 4096
 #: Aborted requests whose events are written per scheduler turn (see _report_aborted).
 ABORTED_EVENTS_PER_STEP = 64
+#: A connection closing (protocol violation, shutdown) gets this long to send what was
+#: queued before the close decision to a client that reads slowly.
+CLOSE_FLUSH_TIMEOUT = 5.0
+#: Connection cookies: random bytes each, and how many are drawn with one getrandom(2).
+COOKIE_BYTES = 16
+COOKIES_PER_DRAW = 256
+#: The session's user name rules, the same for every connection.
+_USERNAMES = UsernamePolicy()
+
+
+class _Socket(Protocol):
+    """What a connection needs of its socket: a standard or a trio socket."""
+
+    def fileno(self) -> int: ...
+
+    def close(self) -> None: ...
+
+
+class Spawner(Protocol):
+    """Where a connection's tasks start: :class:`Connection` (or a trio nursery)."""
+
+    def start_soon(self, async_fn: Callable[..., Awaitable[object]], *args: Any) -> None: ...
 
 
 class Connection:
-    """The I/O half of one client connection."""
+    """The I/O half of one client connection: a non-blocking socket and its session.
 
-    def __init__(self, stream: trio.abc.Stream, session: Session, cuid: int) -> None:
-        self.stream = stream
+    The connection's own task reads; replies are written straight to the socket, and
+    only what the socket does not take at once waits in the outbox for a writer task.
+    Tasks of the connection (that writer, checks that must wait) run in a nursery the
+    connection opens the first time it needs one: most connections never do.
+    """
+
+    def __init__(self, sock: _Socket, session: Session, cuid: int) -> None:
+        self.sock = sock
+        self.fd = sock.fileno()
         self.session = session
         self.cuid = cuid
         self.outbox = bytearray()
-        self.wakeup = trio.Event()
-        #: The writer task holds data it has not finished sending: writing directly now
-        #: would reorder replies.
-        self.sending = False
-        #: Replies go straight to the socket when the writer is idle (see flush); other
-        #: streams (tests) always go through the writer task.
-        self._socket = stream.socket if isinstance(stream, trio.SocketStream) else None
         #: While the replies to one read are being made: flush once, after all of them.
         self.holding = False
         self.closing = False
         self.gone = False
         self.tracing = False
+        #: A writer task is sending the outbox: writing directly now would reorder replies.
+        self.writing = False
+        #: Set by the writer when it is done (only while a close waits for it).
+        self.drained: trio.Event | None = None
         #: Checks running in their own task, and the ones waiting for one of them to
         #: finish (a queue, not parked tasks: an attacker's thousands of queued checks
         #: cost a few small objects each instead of a task, which keeps GC pauses short).
         self.checkers = 0
         self.queued: collections.deque[tuple[Check, float, Pending | None]] = collections.deque()
+        #: The connection's nursery once opened, and the tasks asked for before that.
+        self.nursery: trio.Nursery | None = None
+        self.pending: list[tuple[Callable[..., Awaitable[object]], tuple[Any, ...]]] = []
+        #: The read loop's cancel scope while it runs: wake() cancels it, so the reader
+        #: notices a close, an abort or tasks to start without waiting for the client.
+        self.scope: trio.CancelScope | None = None
+        self.woken = False
+        #: The reader is done: end of file, a broken socket, or the idle timeout.
+        self.ended = False
 
-    async def receive(self) -> bytes | bytearray:
+    async def receive(self) -> bytes:
         """The next bytes from the client (empty at end of file).
 
-        On a socket: wait until it is readable, then read once. trio's receive_some
-        tries the read first, which between an MTA's requests always fails (a raised
-        and caught BlockingIOError and a wasted system call per request) before it
-        waits. Waiting is also this loop's checkpoint, as receive_some's is.
+        Wait until the socket is readable, then read once: trying the read first would,
+        between an MTA's requests, always fail (a raised and caught BlockingIOError and
+        a wasted system call per request). Waiting is also this loop's checkpoint.
         """
-        if self._socket is None:
-            return await self.stream.receive_some(READ_SIZE)
         while True:
-            await trio.lowlevel.wait_readable(self._socket)
+            await trio.lowlevel.wait_readable(self.fd)
             try:
-                return os.read(self._socket.fileno(), READ_SIZE)
+                return os.read(self.fd, READ_SIZE)
             except BlockingIOError:
                 continue  # a spurious wake-up: wait again
             except OSError as exc:
                 raise trio.BrokenResourceError(str(exc)) from exc
+
+    def start_soon(self, async_fn: Callable[..., Awaitable[object]], *args: Any) -> None:
+        """Run a task of this connection (in its nursery, opened by the reader if need be)."""
+        if self.nursery is not None:
+            self.nursery.start_soon(async_fn, *args)
+        else:
+            self.pending.append((async_fn, args))
+            self.wake()
+
+    def wake(self) -> None:
+        """Make the reader look at the connection's state now."""
+        self.woken = True
+        if self.scope is not None:
+            self.scope.cancel()
 
     def push(self, data: bytes) -> None:
         if self.gone or self.closing:
@@ -127,58 +176,56 @@ class Connection:
         if len(self.outbox) > MAX_OUTBOX:
             log.warning("client does not read its replies; disconnecting", cuid=self.cuid)
             self.gone = True
-            self.wakeup.set()
+            self.wake()
         elif not self.holding:
             self.flush()
 
     def flush(self) -> None:
-        """Send what is queued, straight to the socket when the writer task is idle.
-
-        The common case of one reply at a time becomes one non-blocking write instead of
-        waking the writer (a task step and a scheduler round trip per reply). Whatever
-        does not fit, and every error, is left to the writer, which handles it as before.
-        """
-        if not self.outbox:
+        """Send what is queued: one non-blocking write; a writer task for the rest."""
+        if not self.outbox or self.writing or self.gone:
             return
-        if not self.sending and self._socket is not None and not self.gone:
-            try:
-                sent = os.write(self._socket.fileno(), self.outbox)
-            except OSError:
-                sent = 0
-            del self.outbox[:sent]
-            if not self.outbox:
-                return
-        self.wakeup.set()
+        try:
+            sent = os.write(self.fd, self.outbox)
+        except BlockingIOError:
+            sent = 0
+        except OSError:  # the client is gone (EPIPE, ECONNRESET)
+            self.gone = True
+            self.wake()
+            return
+        if sent == len(self.outbox):
+            self.outbox.clear()
+            return
+        del self.outbox[:sent]
+        self.writing = True
+        self.start_soon(self._write_rest)
+
+    async def _write_rest(self) -> None:
+        """Send the outbox as fast as the client reads it."""
+        try:
+            while self.outbox and not self.gone:
+                await trio.lowlevel.wait_writable(self.fd)
+                try:
+                    sent = os.write(self.fd, self.outbox)
+                except BlockingIOError:
+                    continue
+                except OSError:
+                    self.gone = True
+                    self.wake()
+                    return
+                del self.outbox[:sent]
+        finally:
+            self.writing = False
+            if self.drained is not None:
+                self.drained.set()
 
     def close_after_flush(self) -> None:
         self.closing = True
-        self.wakeup.set()
+        self.wake()
 
     def abort(self) -> None:
         """End the connection now, dropping unsent replies (after an internal error)."""
         self.gone = True
-        self.wakeup.set()
-
-    async def writer(self) -> None:
-        """Drain the outbox until the connection is closing and everything is sent."""
-        while True:
-            await self.wakeup.wait()
-            self.wakeup = trio.Event()
-            if self.gone:
-                return
-            while self.outbox:
-                data = bytes(self.outbox)
-                self.outbox.clear()
-                self.sending = True
-                try:
-                    await self.stream.send_all(data)
-                except (trio.BrokenResourceError, trio.ClosedResourceError):
-                    self.gone = True
-                    return
-                finally:
-                    self.sending = False
-            if self.closing:
-                return
+        self.wake()
 
 
 @dataclass(order=True)
@@ -261,6 +308,8 @@ class AuthServer:
         )
         self.spid = os.getpid()
         self._cuids = itertools.count(1)
+        self._cookie_pool = b""
+        self._cookie_at = 0
         self.delay_queue = FailureDelayQueue(on_error=self._delayed_reply_failed)
         self.connections: set[Connection] = set()
         self._checks_in_flight = 0
@@ -370,8 +419,13 @@ class AuthServer:
 
     # ------------------------------------------------------------------ connections
 
-    async def handle(self, stream: trio.abc.Stream) -> None:
-        """Serve one client until it or we hang up; never raises (but Cancelled).
+    async def handle(self, stream: trio.SocketStream) -> None:
+        """Serve one client on a trio socket stream (tests, embedding); see serve_socket."""
+        await self.serve_socket(stream.socket)
+
+    async def serve_socket(self, sock: _Socket) -> None:
+        """Serve one client on a non-blocking socket until it or we hang up, then close
+        the socket; never raises (but Cancelled).
 
         Connections run in a nursery shared with the listener: an exception escaping
         here would end the whole server. Whatever one connection's work raises ends
@@ -386,41 +440,57 @@ class AuthServer:
                 )
                 return
             cuid = next(self._cuids)
-            await self._serve(stream, cuid)
+            await self._serve(sock, cuid)
         except* Exception as group:
             self._internal_error(group, "connection", cuid=cuid)
         finally:
-            await trio.aclose_forcefully(stream)
+            sock.close()
 
-    async def _serve(self, stream: trio.abc.Stream, cuid: int) -> None:
+    def _cookie(self) -> str:
+        """A fresh connection cookie: 16 random bytes from a pool refilled 256 at a time."""
+        start = self._cookie_at
+        if start >= len(self._cookie_pool):
+            self._cookie_pool = os.urandom(COOKIE_BYTES * COOKIES_PER_DRAW)
+            start = 0
+        self._cookie_at = start + COOKIE_BYTES
+        return self._cookie_pool[start : start + COOKIE_BYTES].hex()
+
+    async def _serve(self, sock: _Socket, cuid: int) -> None:
+        config = self.config
         settings = SessionSettings(
             mechanisms=self.mechanisms,
             spid=self.spid,
             cuid=cuid,
-            cookie=secrets.token_hex(16),
-            request_timeout=self.config.server.request_timeout,
-            max_requests=self.config.server.max_requests_per_connection,
-            tempfail_disconnects=self.config.policy.tempfail_disconnects,
+            cookie=self._cookie(),
+            request_timeout=config.server.request_timeout,
+            max_requests=config.server.max_requests_per_connection,
+            usernames=_USERNAMES,
+            tempfail_disconnects=config.policy.tempfail_disconnects,
         )
-        conn = Connection(stream, Session(settings), cuid)
-        conn.tracing = self.config.log.level == "debug"
+        conn = Connection(sock, Session(settings), cuid)
+        conn.tracing = config.log.level == "debug"
         self.connections.add(conn)
         self.metrics.connections.inc()
         why = "client_disconnected"
         try:
-            async with stream, trio.open_nursery() as nursery:
-
-                async def write_then_hang_up() -> None:
-                    # The writer returns once a close was decided and everything queued
-                    # went out (or the client stopped reading): then the connection ends,
-                    # even while the reader waits for data that will never come.
-                    await conn.writer()
-                    nursery.cancel_scope.cancel()
-
-                nursery.start_soon(write_then_hang_up)
-                conn.push(conn.session.handshake())
-                await self._read_loop(conn, nursery)
-                if not conn.closing:
+            conn.push(conn.session.handshake())
+            await self._read_loop(conn)
+            if conn.pending:
+                # A task to run (a check that must wait, a writer for a slow reader):
+                # from now on the connection has a nursery, cancelled when it ends.
+                async with trio.open_nursery() as nursery:
+                    conn.nursery = nursery
+                    for async_fn, args in conn.pending:
+                        nursery.start_soon(async_fn, *args)
+                    conn.pending.clear()
+                    if not (conn.gone or conn.closing or conn.ended):
+                        await self._read_loop(conn)
+                    if conn.closing and conn.writing and not conn.gone:
+                        # What was queued before the close decision goes out first;
+                        # a bounded time for it.
+                        conn.drained = trio.Event()
+                        with trio.move_on_after(CLOSE_FLUSH_TIMEOUT):
+                            await conn.drained.wait()
                     nursery.cancel_scope.cancel()
         except* Exception:
             why = "internal_error"  # the requests it had pending were not the client's fault
@@ -452,49 +522,60 @@ class AuthServer:
         if pending and why == "client_disconnected":
             log.info("client disconnected with requests pending", cuid=cuid, pending=len(pending))
 
-    async def _read_loop(self, conn: Connection, nursery: trio.Nursery) -> None:
+    async def _read_loop(self, conn: Connection) -> None:
+        """Read and answer until the connection ends (``conn.ended``), is closing or
+        gone, or has tasks to start (``conn.pending``: the caller opens a nursery)."""
         idle_timeout = self.config.server.idle_timeout
         deadline = trio.current_time() + idle_timeout
         deadline_slack = idle_timeout / 100
-        while not conn.gone and not conn.closing:
-            # One cancel scope for many reads: progress moves its deadline instead of
-            # paying for a new scope per read; a new one only after it expired.
-            with trio.CancelScope(deadline=deadline) as scope:
-                while not conn.gone and not conn.closing:
-                    try:
-                        data = await conn.receive()
-                    except (trio.BrokenResourceError, trio.ClosedResourceError):
+        # The connection itself starts the tasks of its checks (Spawner).
+        tasks = cast(trio.Nursery, conn)
+        try:
+            while not (conn.gone or conn.closing or conn.pending):
+                # One cancel scope for many reads: progress moves its deadline instead
+                # of paying for a new scope per read; a new one only after it expired
+                # or conn.wake() cancelled it.
+                with trio.CancelScope(deadline=deadline) as scope:
+                    conn.scope = scope
+                    while not (conn.gone or conn.closing or conn.pending):
+                        try:
+                            data = await conn.receive()
+                        except (trio.BrokenResourceError, trio.ClosedResourceError):
+                            conn.ended = True
+                            return
+                        if not data:
+                            conn.ended = True
+                            return
+                        if conn.tracing:
+                            events.trace(conn.cuid, "in", data)
+                        lines_before = conn.session.lines_received
+                        conn.holding = True
+                        try:
+                            now = trio.current_time()
+                            actions = conn.session.receive(data, now)
+                            self._dispatch(conn, actions, tasks, now)
+                        finally:
+                            conn.holding = False
+                        conn.flush()
+                        if conn.session.lines_received != lines_before:
+                            # Only complete lines count as activity: trickled bytes do
+                            # not. Moving a deadline re-sorts trio's deadline heap, so it
+                            # is moved a hundredth of the timeout further than needed,
+                            # and only when needed: never less idle time than configured.
+                            renewed = trio.current_time() + idle_timeout
+                            if renewed > deadline:
+                                deadline = scope.deadline = renewed + deadline_slack
+                conn.scope = None
+                if conn.woken:
+                    conn.woken = False  # the loop's condition says what to do
+                elif scope.cancelled_caught:
+                    if conn.session.in_flight == 0:
+                        log.info("closing idle connection", cuid=conn.cuid)
+                        conn.ended = True
                         return
-                    if not data:
-                        return
-                    if conn.tracing:
-                        events.trace(conn.cuid, "in", bytes(data))
-                    lines_before = conn.session.lines_received
-                    conn.holding = True
-                    try:
-                        now = trio.current_time()
-                        actions = conn.session.receive(data, now)
-                        self._dispatch(conn, actions, nursery, now)
-                    finally:
-                        conn.holding = False
-                    conn.flush()
-                    if conn.session.lines_received != lines_before:
-                        # Only complete lines count as activity: trickled bytes do not.
-                        # Moving a deadline re-sorts trio's deadline heap, so it is
-                        # moved a hundredth of the timeout further than needed, and
-                        # only when needed: never less idle time than configured.
-                        renewed = trio.current_time() + idle_timeout
-                        if renewed > deadline:
-                            deadline = scope.deadline = renewed + deadline_slack
-            if scope.cancelled_caught:
-                if conn.session.in_flight == 0:
-                    log.info("closing idle connection", cuid=conn.cuid)
-                    return
-                deadline = trio.current_time() + idle_timeout
-        if conn.closing:
-            # The writer flushes what was queued before the close decision, then hangs
-            # up; give it a bounded time to do so.
-            await trio.sleep(5)
+                    deadline = trio.current_time() + idle_timeout
+        finally:
+            conn.scope = None
 
     def _dispatch(
         self, conn: Connection, actions: list[Any], nursery: trio.Nursery, now: float
