@@ -64,9 +64,6 @@ CHECKS_PER_CONNECTION = 8
 #: Cheap checks answered inline per batch of received lines; beyond it they become tasks
 #: (and queue on the per-connection slots), so one big pipelined read cannot hog the loop.
 INLINE_CHECKS_PER_READ = 16
-#: A store lookup plus hash check that takes longer than this is an internal failure
-#: (Postfix gives up after 10 s anyway).
-CHECK_TIMEOUT = 8.0
 #: Bytes taken per read. An MTA's AUTH line (150-300 bytes) fits many times over; a
 #: client that pipelines thousands of lines is parsed in slices of a few dozen between
 #: everyone else's steps (a 64 KiB read was 600-odd lines, 15-25 ms in one step). A
