@@ -29,6 +29,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "check that authbridge, Exim and Postfix are wired together",
     ),
     "bench": ("authbridge.commands.bench", "load-test any auth-client socket"),
+    "auth": (
+        "authbridge.commands.auth_test",
+        "auth test USER [PASSWORD]: one login through a socket, like doveadm auth test",
+    ),
 }
 
 

@@ -266,8 +266,13 @@ def test_a_broken_stored_hash_fails_that_user_only_and_logs_user_and_scheme(rund
 
 
 def test_the_readme_demo_command_serves_the_bundled_users(rundir: Path) -> None:
-    """README: `authbridge serve --demo`, then doveadm against ./authbridge-demo/."""
-    doveadm = require_binary("doveadm")
+    """README: `authbridge serve --demo`, then `authbridge auth test` (and the doveadm
+    alternative) against ./authbridge-demo/, both exactly as the README prints them."""
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    command = ".venv/bin/authbridge auth test -a ./authbridge-demo/auth-client demo demopass"
+    assert f"\n{command}\n" in readme
+    alternative = "doveadm auth test -a ./authbridge-demo/auth-client -x secured demo demopass"
+    assert alternative in readme
     log = (rundir / "demo.log").open("wb")
     proc = subprocess.Popen(
         [sys.executable, "-m", "authbridge", "serve", "--demo"],
@@ -276,12 +281,21 @@ def test_the_readme_demo_command_serves_the_bundled_users(rundir: Path) -> None:
     try:
         socket_path = rundir / "authbridge-demo" / "auth-client"
         wait_for_unix_socket(socket_path, timeout=15, proc=proc)
+        # the README's own command, from the README's directory, no Dovecot involved (the
+        # venv's script is this interpreter's `authbridge`)
+        ours = subprocess.run(
+            [sys.executable, "-m", "authbridge", *command.split()[1:]],
+            cwd=rundir, capture_output=True, text=True, timeout=30,
+        )  # fmt: skip
+        assert ours.returncode == 0, ours.stdout + ours.stderr
+        assert ours.stdout == "passdb: demo auth succeeded\nextra fields:\n  user=demo\n"
+        doveadm = require_binary("doveadm")
         ok = subprocess.run(
-            [doveadm, "auth", "test", "-a", str(socket_path), "-x", "secured", "demo", "demopass"],
-            capture_output=True, text=True, timeout=30,
+            [doveadm, *alternative.split()[1:]],
+            cwd=rundir, capture_output=True, text=True, timeout=30,
         )  # fmt: skip
         assert ok.returncode == 0, ok.stdout + ok.stderr
-        assert "auth succeeded" in ok.stdout
+        assert ok.stdout == ours.stdout  # the same lines from both clients
     finally:
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(15) == 0
