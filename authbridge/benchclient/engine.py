@@ -192,17 +192,19 @@ class Worker:
         return b"AUTH\t%d" % rid + attempt.tail
 
     def _record(self, started: float, now: float, ok: bool, attempt: Attempt) -> None:
-        result = self.result
+        """Count one answer, if it came inside the measured window (warm-up is not)."""
         self.last_done = now
+        if self.plan.requests is None and not self.window_start <= now < self.window_end:
+            return
+        result = self.result
         if ok:
             result.ok += 1
         else:
             result.fail += 1
         if ok != attempt.expect_ok:
             result.mismatched += 1
-        if self.plan.requests is not None or self.window_start <= now < self.window_end:
-            result.measured += 1
-            result.latencies.append(now - started)
+        result.measured += 1
+        result.latencies.append(now - started)
 
     def _error(self, conn: _Conn, message: str) -> None:
         self.result.errors += 1 + len(conn.inflight)

@@ -68,9 +68,24 @@ class Attempt:
     expect_ok: bool
 
 
-def auth_tail(mechanism: str, cred: Credential, password: str, service: str) -> bytes:
-    """The AUTH fields after the id; PLAIN carries its response as ``resp=``."""
+def auth_tail(
+    mechanism: str,
+    cred: Credential,
+    password: str,
+    service: str,
+    secured: bool = False,
+    rip: str | None = None,
+) -> bytes:
+    """The AUTH fields after the id; PLAIN carries its response as ``resp=``.
+
+    ``secured`` and ``rip`` say what an MTA says after STARTTLS for a client at ``rip``:
+    authbridge's default policy refuses plaintext mechanisms without ``secured``.
+    """
     fields = [mechanism, f"service={wire.tabescape(service)}"]
+    if secured:
+        fields.append("secured")
+    if rip:
+        fields.append(f"rip={wire.tabescape(rip)}")
     if mechanism == "PLAIN":
         blob = b"\x00" + cred.user.encode() + b"\x00" + password.encode()
         fields.append("resp=" + wire.b64encode(blob))
@@ -84,6 +99,8 @@ def prepare(
     service: str = "smtp",
     seed: int = 1,
     count: int | None = None,
+    secured: bool = False,
+    rip: str | None = None,
 ) -> list[Attempt]:
     """A shuffled cycle of attempts; about ``wrong_share`` of them use a wrong password."""
     if mechanism not in MECHANISMS:
@@ -98,7 +115,12 @@ def prepare(
         wrong = rng.random() < wrong_share
         password = cred.password + WRONG_SUFFIX if wrong else cred.password
         attempts.append(
-            Attempt(auth_tail(mechanism, cred, password, service), cred.user, password, not wrong)
+            Attempt(
+                auth_tail(mechanism, cred, password, service, secured, rip),
+                cred.user,
+                password,
+                not wrong,
+            )
         )
     rng.shuffle(attempts)
     return attempts

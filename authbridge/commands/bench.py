@@ -1,7 +1,9 @@
 """``authbridge bench``: load-test any auth-client socket (authbridge or Dovecot).
 
 It prints auth/s and client-side p50/p99 latency; ``--json`` adds a machine-readable
-line for scripts such as ``benchmarks/compare_dovecot.py``.
+line for scripts such as ``benchmarks/compare_dovecot.py``. Only answers inside the
+measured window count (the warm-up does not); it exits 1 on connection errors and when
+no request succeeded although some were meant to.
 """
 
 from __future__ import annotations
@@ -28,27 +30,64 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="FILE",
         help="user:password lines (default: one user 'bench' with password 'bench')",
     )
-    parser.add_argument("--mechanism", default="PLAIN", type=str.upper, choices=MECHANISMS)
+    parser.add_argument(
+        "--mechanism",
+        default="PLAIN",
+        type=str.upper,
+        choices=MECHANISMS,
+        help="SASL mechanism (default: %(default)s)",
+    )
     parser.add_argument(
         "--mode",
         choices=("pipeline", "churn"),
         default="pipeline",
         help="pipeline: long-lived connections with --depth requests in flight; "
-        "churn: connect, handshake, one AUTH, close (Exim's pattern)",
+        "churn: connect, handshake, one AUTH, close (Exim's pattern) (default: %(default)s)",
     )
-    parser.add_argument("-c", "--connections", type=int, default=8)
-    parser.add_argument("-d", "--depth", type=int, default=16, help="requests in flight each")
-    parser.add_argument("-p", "--processes", type=int, help="client processes (default: cores)")
-    parser.add_argument("-t", "--duration", type=float, default=5.0, help="measured seconds")
-    parser.add_argument("--warmup", type=float, default=1.0, help="unmeasured seconds first")
+    parser.add_argument(
+        "-c", "--connections", type=int, default=8, help="connections (default: %(default)s)"
+    )
+    parser.add_argument(
+        "-d", "--depth", type=int, default=16, help="requests in flight each (default: %(default)s)"
+    )
+    parser.add_argument(
+        "-p", "--processes", type=int, help="client processes (default: cores, at most -c)"
+    )
+    parser.add_argument(
+        "-t", "--duration", type=float, default=5.0, help="measured seconds (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--warmup",
+        type=float,
+        default=1.0,
+        help="unmeasured seconds first, not counted (default: %(default)s)",
+    )
     parser.add_argument(
         "-n", "--requests", type=int, help="send exactly this many requests instead of -t"
     )
     parser.add_argument(
-        "--wrong-share", type=float, default=0.0, help="fraction of wrong passwords (0..1)"
+        "--wrong-share",
+        type=float,
+        default=0.0,
+        help="fraction of wrong passwords, 0..1 (default: %(default)s)",
     )
-    parser.add_argument("--service", default="smtp")
-    parser.add_argument("--label", default="", help="name printed in the table")
+    parser.add_argument(
+        "--service", default="smtp", help="service= of every request (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--secured",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="say secured (TLS) in every request, as an MTA does after STARTTLS; "
+        "authbridge's default policy refuses PLAIN/LOGIN without it (default: on)",
+    )
+    parser.add_argument(
+        "--rip",
+        metavar="IP",
+        help="client address sent as rip=; the per-IP penalty then applies to failures "
+        "(default: none)",
+    )
+    parser.add_argument("--label", default="", help="name printed in the table (default: mech)")
     parser.add_argument("--json", action="store_true", help="print one JSON object instead")
 
 
@@ -65,7 +104,14 @@ def run(args: argparse.Namespace) -> int:
             if args.credentials
             else [Credential("bench", "bench")]
         )
-        attempts = prepare(creds, args.mechanism, args.wrong_share, service=args.service)
+        attempts = prepare(
+            creds,
+            args.mechanism,
+            args.wrong_share,
+            service=args.service,
+            secured=args.secured,
+            rip=args.rip,
+        )
         plan = Plan(
             target=args.socket,
             mechanism=args.mechanism,
@@ -92,4 +138,13 @@ def run(args: argparse.Namespace) -> int:
         )
         for message in summary.error_messages:
             print(f"  error: {message}")
-    return 0 if summary.errors == 0 else 1
+    if summary.errors:
+        return 1
+    if summary.ok == 0 and args.wrong_share < 1.0:
+        print(
+            f"authbridge bench: no request succeeded ({summary.fail} failed): check "
+            "--credentials, --secured/--rip and the server's policy and log",
+            file=sys.stderr,
+        )
+        return 1
+    return 0

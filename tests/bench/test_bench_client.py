@@ -109,8 +109,59 @@ def test_all_wrong_and_unknown_users_are_counted_as_failures(
     # A user the store does not know: the client expects OK and must report the mismatch.
     ghost = files[0] / "ghost.txt"
     ghost.write_text("nobody:pw\n")
-    result = bench_json(authbridge.socket_path, "--credentials", str(ghost), "-n", "10")
+    proc = bench(authbridge.socket_path, "--credentials", str(ghost), "-n", "10", "--json")
+    result = json.loads(proc.stdout)
     assert (result["ok"], result["fail"], result["mismatched"]) == (0, 10, 10)
+    # nothing that should have succeeded did: a non-zero exit and a one-line reason
+    assert proc.returncode == 1
+    assert "no request succeeded" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_default_policy_needs_secured_and_bench_sends_it(
+    files: tuple[Path, Path, Path],
+) -> None:
+    """Against authbridge's default policy (plaintext only when secured): bench says
+    secured by default and succeeds; --no-secured fails every request and exits 1."""
+    base, store, creds = files
+    with AuthbridgeServer(
+        store, base / "policy.sock", extra_args=("--failure-delay", "0")
+    ) as server:
+        secured = bench(server.socket_path, "--credentials", str(creds), "-n", "24", "--json")
+        assert secured.returncode == 0, secured.stderr
+        assert json.loads(secured.stdout)["ok"] == 24
+        with_rip = bench(
+            server.socket_path, "--credentials", str(creds), "-n", "12", "--rip", "192.0.2.9"
+        )
+        assert with_rip.returncode == 0, with_rip.stderr
+        assert "ok=12 fail=0" in with_rip.stdout
+        plain = bench(server.socket_path, "--credentials", str(creds), "-n", "8", "--no-secured")
+    assert plain.returncode == 1
+    assert "ok=0 fail=8" in plain.stdout
+    assert "no request succeeded" in plain.stderr
+
+
+def test_counts_only_the_measured_window(
+    authbridge: AuthbridgeServer, files: tuple[Path, Path, Path]
+) -> None:
+    _, _, creds = files
+    result = bench_json(
+        authbridge.socket_path, "--credentials", str(creds),
+        "-t", "0.4", "--warmup", "0.4", "-c", "2", "-d", "2",
+    )  # fmt: skip
+    # warm-up answers are neither in the rate nor in ok/fail
+    assert result["ok"] + result["fail"] == result["completed"]  # type: ignore[operator]
+    assert result["completed"] > 0  # type: ignore[operator]
+
+
+def test_help_shows_the_defaults() -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", "authbridge", "bench", "--help"],
+        capture_output=True, text=True, timeout=30, check=False,
+    )  # fmt: skip
+    text = " ".join(proc.stdout.split())
+    for default in ("(default: 8)", "(default: 16)", "(default: 5.0)", "(default: 1.0)",
+                    "(default: smtp)", "(default: PLAIN)", "(default: on)"):  # fmt: skip
+        assert default in text, default
 
 
 def test_churn_prints_the_table(
