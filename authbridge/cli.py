@@ -29,6 +29,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "check that authbridge, Exim and Postfix are wired together",
     ),
     "bench": ("authbridge.commands.bench", "load-test any auth-client socket"),
+    "check": (
+        "authbridge.commands.check",
+        "load the config and every store, bind nothing: run before a reload",
+    ),
     "auth": (
         "authbridge.commands.auth_test",
         "auth test USER [PASSWORD]: one login through a socket, like doveadm auth test",

@@ -1,0 +1,230 @@
+"""``authbridge check [--config FILE]``: what ``exim -bV`` and ``postfix check`` are to
+their daemons, run before ``systemctl reload authbridge``.
+
+It loads the configuration and every store the way ``serve`` does (file stores parsed
+in full; SQL stores connected, with the password query run for a user that cannot
+exist), binds no socket, and prints a summary: stores, user counts, mechanisms and who
+can use them, disabled users, warnings. Exit status: 0 everything loads, 1 problems
+found (a store that cannot be read or queried, warnings, an enabled mechanism nobody can
+use), 2 the configuration itself is unusable (missing, unreadable, invalid).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TextIO
+
+from authbridge import schemes
+from authbridge.commands.defaults import config_path, default_config
+from authbridge.config import Config, ConfigError, StoreConfig, load_config
+from authbridge.passdb import StoreFormatError, StoreUnavailable, open_file_store
+from authbridge.passdb.base import PassdbEntry
+
+EX_OK = 0
+EX_PROBLEMS = 1
+EX_CONFIG = 2
+
+#: Looked up in every SQL store: no real login name has this shape.
+PROBE_USER = "authbridge-check-probe@nonexistent.invalid"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--config",
+        metavar="FILE",
+        help="the configuration to check (default: /etc/authbridge/authbridge.toml)",
+    )
+    parser.add_argument("-q", "--quiet", action="store_true", help="print only problems")
+
+
+@dataclass
+class Report:
+    lines: list[str] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)
+
+    def info(self, text: str) -> None:
+        self.lines.append(text)
+
+    def problem(self, text: str) -> None:
+        self.problems.append(text)
+
+
+class _Collect(logging.Handler):
+    """Warnings the store loaders log (duplicate users, bad entries), kept as text."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.messages: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            self.messages.append(record.getMessage().splitlines()[0])
+        except Exception:  # a malformed log call must not stop the check
+            self.messages.append(f"{record.name}: {record.msg!s}")
+
+
+def run(args: argparse.Namespace) -> int:
+    path = config_path(args.config)
+    if path is None:
+        print(
+            f"authbridge check: error: no configuration: {default_config()} does not exist; "
+            "give --config FILE",
+            file=sys.stderr,
+        )
+        return EX_CONFIG
+    try:
+        config = load_config(path)
+    except ConfigError as exc:
+        print(f"authbridge check: error: {exc}", file=sys.stderr)
+        return EX_CONFIG
+    except OSError as exc:  # a directory, a device...
+        print(f"authbridge check: error: cannot read {path}: {exc.strerror}", file=sys.stderr)
+        return EX_CONFIG
+    report = check(config, path)
+    try:
+        _print(report, sys.stdout, args.quiet)
+    except BrokenPipeError:
+        sys.stderr.close()  # nobody reads our output any more; keep the exit status
+    return EX_PROBLEMS if report.problems else EX_OK
+
+
+def _print(report: Report, out: TextIO, quiet: bool) -> None:
+    if not quiet:
+        for line in report.lines:
+            out.write(line + "\n")
+    for problem in report.problems:
+        out.write(f"problem: {problem}\n")
+    if report.problems:
+        out.write(f"{len(report.problems)} problem(s) found\n")
+    elif not quiet:
+        out.write("ok: the configuration and every store load\n")
+    out.flush()
+
+
+def check(config: Config, path: str) -> Report:
+    report = Report()
+    report.info(f"config: {path}")
+    srv = config.server
+    report.info(f"socket: {srv.socket_path} (not bound by check)")
+    for listen in srv.tcp_listen:
+        report.info(f"tcp: {listen} (not bound by check)")
+    policy = config.policy
+    report.info(
+        "policy: "
+        + ", ".join(
+            [
+                "plaintext only when secured" if policy.require_secured else "plaintext anywhere",
+                f"failure_delay {policy.failure_delay:g} s",
+                "nologin refused" if policy.nologin_refuses else "nologin answered OK",
+            ]
+        )
+    )
+    if not config.stores:
+        report.problem("no [[store]]: every login would fail")
+    collector = _Collect()
+    root = logging.getLogger("authbridge")
+    saved = (root.propagate, root.level)
+    root.addHandler(collector)
+    root.propagate = False
+    root.setLevel(logging.WARNING)
+    allowed: Counter[str] = Counter()
+    users = 0
+    try:
+        for store_config in config.stores:
+            if store_config.type == "sql":
+                _check_sql(store_config, report)
+                continue
+            entries = _check_file(store_config, report)
+            users += len(entries)
+            _tally(entries, allowed, report, store_config.path)
+    finally:
+        root.removeHandler(collector)
+        root.propagate, level = saved
+        root.setLevel(level)
+    for message in collector.messages:
+        report.problem(message)
+    enabled = [m.upper() for m in srv.mechanisms]
+    report.info(f"mechanisms: {' '.join(enabled)}")
+    if users:
+        for mech in enabled:
+            report.info(f"  {mech:<14} usable by {allowed[mech]} of {users} file-store users")
+            if allowed[mech] == 0 and not any(s.type == "sql" for s in config.stores):
+                report.problem(
+                    f"mechanism {mech} is enabled but no user's stored scheme allows it "
+                    "(see authbridge capabilities)"
+                )
+    return report
+
+
+def _check_file(store_config: StoreConfig, report: Report) -> list[PassdbEntry]:
+    store = open_file_store(store_config.type, store_config.path, store_config.default_scheme)
+    try:
+        count = store.load()
+    except (StoreUnavailable, StoreFormatError) as exc:
+        report.problem(f"store {store.name}: {exc}")
+        return []
+    except OSError as exc:
+        report.problem(f"store {store.name}: cannot read: {exc.strerror}")
+        return []
+    report.info(f"store {store.name}: {count} users")
+    return list(store.entries())
+
+
+def _tally(entries: list[PassdbEntry], allowed: Counter[str], report: Report, path: str) -> None:
+    known = set(schemes.available_schemes())
+    disabled: list[str] = []
+    for entry in entries:
+        if entry.has("nologin"):
+            reason = entry.field("reason")
+            disabled.append(entry.user + (f" ({reason})" if reason else ""))
+        if entry.password is None:
+            continue
+        if entry.password.scheme.upper().split(".")[0] not in known:
+            report.problem(
+                f"{path}: user {entry.user!r}: unknown password scheme "
+                f"{{{entry.password.scheme}}}: that user can never log in"
+            )
+            continue
+        allowed.update(schemes.mechanisms_allowed(entry.password))
+    if disabled:
+        report.info(f"  disabled (nologin): {', '.join(disabled)}")
+
+
+def _check_sql(store_config: StoreConfig, report: Report) -> None:
+    label = f"sql:{store_config.driver}"
+    if store_config.driver == "sqlite" and not Path(store_config.dsn).is_file():
+        # checking must not create an empty database where the real one belongs
+        report.problem(f"store {label}: database {store_config.dsn} does not exist")
+        return
+    try:
+        import trio
+
+        from authbridge.passdb.sql import open_sql_store
+    except ImportError as exc:
+        report.problem(f"store {label}: {exc.name} is not installed (pip install authbridge[sql])")
+        return
+
+    async def probe() -> str:
+        store = open_sql_store(store_config)
+        try:
+            entry = await store.lookup(PROBE_USER)
+        finally:
+            await store.aclose()
+        return store.name if entry is None else f"{store.name} (the probe user exists!)"
+
+    try:
+        name = trio.run(probe)
+    except ImportError as exc:
+        report.problem(f"store {label}: {exc.name} is not installed (pip install authbridge[sql])")
+    except (StoreUnavailable, StoreFormatError, ConfigError) as exc:
+        report.problem(f"store {label}: {exc}")
+    except Exception as exc:  # a driver's surprise: one line, never its traceback
+        first = (str(exc).splitlines() or [""])[0]
+        report.problem(f"store {label}: {type(exc).__name__}: {first}")
+    else:
+        report.info(f"store {name}: connected; password_query ran for a non-existent user")
