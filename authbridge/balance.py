@@ -1,128 +1,164 @@
-"""Spread connections over the workers: the least busy one takes the next.
+"""Spread connections over the workers: the supervisor accepts, the least busy worker serves.
 
-All workers wait in ``accept`` on the same socket and the kernel wakes them all; the one
-already running usually wins, so a burst of connections (eight Postfix smtpd processes
-connecting at start, say) can all land on one worker while the other idles. Each
-worker publishes its open connections in a small shared file (one 32-bit slot per
-worker), and before accepting, a worker that holds more than the least busy live one
-gives it a moment to take the connection first. The wait is bounded: a busy or stuck
-peer only delays an accept by :data:`MAX_WAIT`, never stops it, and a board that cannot
-be read (an unexpected exception) means accepting at once, logged and counted.
+With ``workers = N`` only the supervisor waits on the listening sockets, so a new
+connection wakes one process (the supervisor) and then the one worker it is handed to,
+never all of them. The supervisor accepts until the socket would block, decides the TCP
+allow-list there (it has the peer address), and passes the accepted descriptors to a
+worker over that worker's own ``SOCK_SEQPACKET`` socketpair with ``SCM_RIGHTS``: one
+message per worker per burst, one byte per descriptor naming the listener it came from.
+
+"Least busy" is connections handed to a worker minus connections it has finished. The
+supervisor counts what it hands out; each worker counts what it finishes in its slot of
+a small shared file (:class:`Board`, one 64-bit counter per slot), a plain memory write
+with no system call and no message back. Ties go round-robin.
+
+Nothing is lost silently: a descriptor the kernel could not queue to one worker (its
+queue full, or the worker gone) is offered to the next; one no live worker takes is
+closed, so the client sees the connection end at once. Descriptors queued to a worker
+that dies are closed by the kernel with the worker's end of the pair (the supervisor
+keeps no copy of it), and the next connection goes to a live worker.
 """
 
 from __future__ import annotations
 
+import errno
 import mmap
 import os
 import socket
 from collections.abc import Callable
-from typing import Any
+from dataclasses import dataclass
 
 import trio
 
-from authbridge.contained import Streak
-from authbridge.listeners import CAPACITY_ERRNOS, CAPACITY_PAUSE, GONE_ERRNOS, Handler, Listener
+from authbridge.contained import Counter, Streak, report
+from authbridge.listeners import CAPACITY_ERRNOS, CAPACITY_PAUSE, GONE_ERRNOS, Listener
 from authbridge.logs import get_logger
 
 log = get_logger("authbridge.balance")
 
-#: A slot with no live worker behind it (never the least busy).
-ABSENT = 2**31 - 1
-#: Connections a worker may hold above the least busy one and still accept at once.
-SLACK = 1
-POLL = 0.001
-MAX_WAIT = 0.010
-SLOT = 4
+SLOT = 8
+#: Connections accepted per wake-up before they are handed out (a burst goes in rounds).
+BATCH = 128
+#: At most this many descriptors per message (the kernel's SCM_MAX_FD is 253).
+MAX_FDS = 250
+#: How long a burst waits for a worker whose queue is full before it is offered elsewhere
+#: again; after :data:`GIVE_UP` in all, the connections left are closed.
+FULL_WAIT = 0.05
+GIVE_UP = 5.0
 
 
-def create_board(path: str, workers: int) -> None:
-    """The supervisor's part: a file of ``workers`` slots, all :data:`ABSENT`."""
-    with open(path, "wb") as board:
-        board.write(ABSENT.to_bytes(SLOT, "little") * workers)
+class Board:
+    """Connections each worker has finished, one monotonic 64-bit counter per slot."""
 
-
-def mark_absent(path: str, slot: int) -> None:
-    """The supervisor's part when a worker is gone: others stop waiting for it."""
-    with open(path, "r+b") as board:
-        board.seek(slot * SLOT)
-        board.write(ABSENT.to_bytes(SLOT, "little"))
-
-
-class Balance:
-    """A worker's view of the board: its own slot and the others'."""
-
-    def __init__(self, path: str, slot: int) -> None:
+    def __init__(self, path: str) -> None:
         fd = os.open(path, os.O_RDWR | os.O_CLOEXEC)
         try:
             self._map = mmap.mmap(fd, 0)
         finally:
             os.close(fd)
-        self._slots = memoryview(self._map).cast("i")
-        self.slot = slot
-        #: Connections accepted here and not yet closed (counted from the accept, so a
-        #: burst sees its own earlier accepts before their handlers have even started).
-        self.open = 0
-        #: ``count(where)`` for contained exceptions; the daemon sets it to its metrics'.
-        self.on_internal_error: Callable[[str], None] | None = None
-        self._streak: Streak | None = None
-        self.publish()
+        self.slots = memoryview(self._map).cast("q")
 
-    def publish(self) -> int:
-        self._slots[self.slot] = self.open
-        return self.open
+    @staticmethod
+    def create(path: str, workers: int) -> Board:
+        with open(path, "wb") as board:
+            board.write(bytes(SLOT * workers))
+        return Board(path)
 
-    def least_busy_other(self) -> int:
-        slots = self._slots
-        return min(
-            (slots[i] for i in range(len(slots)) if i != self.slot),
-            default=ABSENT,
-        )
+    def done(self, slot: int) -> int:
+        return int(self.slots[slot])
 
-    async def my_turn(self) -> None:
-        """Return when this worker should accept the next connection."""
-        waited = 0.0
-        while self._should_wait() and waited < MAX_WAIT:
-            await trio.sleep(POLL)
-            waited += POLL
+    def reset(self, slot: int) -> None:
+        """Before a worker starts in ``slot``: it counts from zero."""
+        self.slots[slot] = 0
 
-    def _should_wait(self) -> bool:
-        """True while a less busy worker should take the next connection; False if unsure."""
-        try:
-            wait = self.publish() > self.least_busy_other() + SLACK
-        except Exception as exc:
-            if self._streak is None:
-                self._streak = Streak(
-                    "worker",
-                    "connection balancing failed; accepting at once",
-                    self.on_internal_error,
-                )
-            self._streak.failed(exc, slot=self.slot)
-            return False
-        if self._streak is not None:
-            self._streak.ok()
-            self._streak = None
-        return wait
 
-    async def serve(self, listener: Listener, handler: Handler, nursery: trio.Nursery) -> None:
-        """Accept on ``listener``, taking turns with the other workers."""
+@dataclass
+class Outlet:
+    """The supervisor's end of one worker's handoff channel."""
 
-        async def counted(sock: socket.socket, address: Any) -> None:
-            try:
-                await handler(sock, address)
-            finally:
-                self.open -= 1
-                self.publish()
+    slot: int
+    channel: socket.socket
+    #: Connections handed to this worker (compared with the board's ``done``).
+    handed: int = 0
 
+
+def channel_pair() -> tuple[socket.socket, socket.socket]:
+    """A handoff channel: the supervisor's end (non-blocking) and the worker's end."""
+    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    ours.setblocking(False)
+    return ours, theirs
+
+
+class Dispatcher:
+    """The supervisor's accept loops and the choice of worker for each connection."""
+
+    def __init__(
+        self,
+        board: Board,
+        outlets: Callable[[], list[Outlet]],
+        changed: Callable[[], trio.Event],
+        count: Counter | None = None,
+    ) -> None:
+        self.board = board
+        #: The outlets of the workers that serve now (ready, not stopping).
+        self.outlets = outlets
+        self.count = count
+        #: The event set when the workers change next (an outlet may have appeared).
+        self.changed = changed
+        self._turn = 0
+        #: One burst at a time waits for a full queue (trio lets one task wait per fd).
+        self._waiting = trio.Lock()
+
+    def busy(self, outlet: Outlet) -> int:
+        return outlet.handed - self.board.done(outlet.slot)
+
+    def pick(self, candidates: list[Outlet]) -> Outlet:
+        """The least busy of ``candidates`` (not empty); ties go round-robin."""
+        count = len(candidates)
+        start = self._turn % count
+        best = candidates[start]
+        best_busy = self.busy(best)
+        for step in range(1, count):
+            outlet = candidates[(start + step) % count]
+            busy = self.busy(outlet)
+            if busy < best_busy:
+                best, best_busy = outlet, busy
+        self._turn = start + 1
+        return best
+
+    async def serve(self, index: int, listener: Listener) -> None:
+        """Accept on ``listener`` while any worker serves, and hand the connections out."""
         sock = listener.sock
         sock.setblocking(False)
         fd = sock.fileno()
+        streak = Streak("worker", "handing out a connection failed; it was closed", self.count)
         while True:
-            await self.my_turn()
+            while not self.outlets():
+                await self.changed().wait()  # no worker to take a connection: let it queue
             await trio.lowlevel.wait_readable(fd)
+            accepted: list[socket.socket] = []
+            try:
+                drained = await self._accept(listener, accepted)
+                if accepted:
+                    await self.hand_out(index, accepted)
+            except Exception as exc:
+                for client in accepted:
+                    client.close()
+                streak.failed(exc, listener=listener.label)
+                await trio.sleep(CAPACITY_PAUSE)  # a loop that keeps failing must not spin
+                continue
+            streak.ok()
+            if not drained:
+                await trio.lowlevel.checkpoint()
+
+    async def _accept(self, listener: Listener, accepted: list[socket.socket]) -> bool:
+        """Accept up to :data:`BATCH` clients into ``accepted``; True if none is left."""
+        sock = listener.sock
+        while len(accepted) < BATCH:
             try:
                 client, address = sock.accept()
             except BlockingIOError:
-                continue  # another worker took it
+                return True
             except OSError as exc:
                 if exc.errno in GONE_ERRNOS:
                     continue
@@ -130,8 +166,110 @@ class Balance:
                     raise
                 log.error("accept failed; retrying", error=os.strerror(exc.errno))
                 await trio.sleep(CAPACITY_PAUSE)
+                return True
+            if listener.allowed and not _peer_allowed(listener, address, self.count):
+                client.close()
                 continue
-            client.setblocking(False)
-            self.open += 1
-            self.publish()
-            nursery.start_soon(counted, client, address)
+            accepted.append(client)
+        return False
+
+    async def hand_out(self, index: int, clients: list[socket.socket]) -> None:
+        """Pass ``clients`` (accepted on listener ``index``) to the least busy workers.
+
+        The supervisor's copies are closed in every case: each client ends up with a
+        worker, or closed.
+        """
+        try:
+            await self._hand_out(index, clients)
+        finally:
+            for client in clients:
+                client.close()
+
+    async def _hand_out(self, index: int, clients: list[socket.socket]) -> None:
+        left = clients
+        full: set[int] = set()
+        gone: set[int] = set()
+        deadline = trio.current_time() + GIVE_UP
+        stuck = False  # the last round placed nothing after a wait for room
+        while left:
+            live = [o for o in self.outlets() if o.slot not in gone]
+            candidates = [o for o in live if o.slot not in full]
+            if not candidates:
+                if not live or trio.current_time() >= deadline:
+                    log.error(
+                        "no worker could take a connection; closed",
+                        connections=len(left),
+                        workers=len(live),
+                    )
+                    return
+                # Every live worker's queue is full: wait (briefly) until one has room;
+                # if room was promised and refused again, pause instead of spinning.
+                if stuck:
+                    await trio.sleep(FULL_WAIT)
+                else:
+                    async with self._waiting:
+                        with trio.move_on_after(FULL_WAIT):
+                            await _any_writable([o.channel for o in live])
+                stuck = True
+                full.clear()
+                continue
+            groups: dict[int, tuple[Outlet, list[socket.socket]]] = {}
+            for client in left:
+                outlet = self.pick(candidates)
+                outlet.handed += 1
+                groups.setdefault(outlet.slot, (outlet, []))[1].append(client)
+            left = []
+            for outlet, group in groups.values():
+                sent, refused = _send(outlet.channel, index, group)
+                if sent:
+                    stuck = False
+                if sent < len(group):
+                    outlet.handed -= len(group) - sent
+                    left += group[sent:]
+                    (full if refused == FULL else gone).add(outlet.slot)
+
+
+FULL, GONE = "full", "gone"
+
+
+def _send(channel: socket.socket, index: int, group: list[socket.socket]) -> tuple[int, str]:
+    """Send ``group`` down ``channel``: how many went, and why the rest did not."""
+    sent = 0
+    while sent < len(group):
+        chunk = group[sent : sent + MAX_FDS]
+        try:
+            socket.send_fds(channel, [bytes([index]) * len(chunk)], [c.fileno() for c in chunk])
+        except BlockingIOError:
+            return sent, FULL
+        except OSError as exc:
+            # ETOOMANYREFS: too many descriptors in flight for now, like a full queue.
+            return sent, FULL if exc.errno == errno.ETOOMANYREFS else GONE
+        sent += len(chunk)
+    return sent, ""
+
+
+async def _any_writable(channels: list[socket.socket]) -> None:
+    """Return once one of ``channels`` can take a message."""
+    async with trio.open_nursery() as nursery:
+
+        async def wait(channel: socket.socket) -> None:
+            await trio.lowlevel.wait_writable(channel)
+            nursery.cancel_scope.cancel()
+
+        for channel in channels:
+            nursery.start_soon(wait, channel)
+
+
+def _peer_allowed(listener: Listener, address: object, count: Counter | None) -> bool:
+    """The TCP allow-list, decided at accept; anything unexpected refuses the client."""
+    try:
+        allowed = listener.peer_allowed(address)
+    except Exception as exc:
+        report("worker", exc, "checking a peer's address failed; connection closed", count)
+        return False
+    if not allowed:
+        log.warning(
+            "refused connection from a client outside tcp_allowed_networks",
+            listener=listener.label,
+        )
+    return allowed

@@ -19,6 +19,7 @@ from typing import Any
 
 import trio
 
+from authbridge.contained import Counter, Streak
 from authbridge.logs import get_logger
 
 log = get_logger("authbridge.listeners")
@@ -209,3 +210,76 @@ async def accept_connections(listener: Listener, handler: Handler, nursery: trio
                 break
             client.setblocking(False)
             nursery.start_soon(handler, client, address)
+
+
+#: Handles one connection handed over by the supervisor: the socket, nothing else.
+HandedHandler = Callable[[socket.socket], Awaitable[object]]
+#: The most descriptors one handoff message carries (the kernel's SCM_MAX_FD is 253).
+_HANDOFF_FDS = 253
+_FD_SIZE = 4  # sizeof(int)
+#: Ancillary buffer size for one handoff message.
+HANDOFF_SPACE = socket.CMSG_SPACE(_HANDOFF_FDS * _FD_SIZE)
+
+
+async def receive_connections(
+    channel: socket.socket,
+    handler: HandedHandler,
+    nursery: trio.Nursery,
+    count: Counter | None = None,
+) -> None:
+    """In a worker: serve the connections the supervisor hands over on ``channel``.
+
+    Each message carries accepted sockets (``SCM_RIGHTS``) and one byte per socket, the
+    index of the listener it came from (the supervisor already applied that listener's
+    TCP allow-list). Reads until the channel would block, so a burst costs one wake-up.
+    Returns when the supervisor closed its end. An unexpected exception is logged,
+    counted under ``where="worker"`` (``count``) and receiving goes on.
+    """
+    channel.setblocking(False)
+    space = HANDOFF_SPACE
+    streak = Streak("worker", "receiving a handed connection failed", count)
+    while True:
+        await trio.lowlevel.wait_readable(channel)
+        while True:
+            try:
+                for sock in take_handed(channel, space):
+                    nursery.start_soon(handler, sock)
+            except BlockingIOError:
+                break
+            except HandoffClosed:
+                log.info("the supervisor closed the handoff channel")
+                return
+            except Exception as exc:
+                streak.failed(exc)
+                await trio.sleep(CAPACITY_PAUSE)  # a channel that keeps failing must not spin
+                break
+            else:
+                streak.ok()
+
+
+class HandoffClosed(Exception):
+    """The supervisor closed its end of the handoff channel."""
+
+
+def take_handed(channel: socket.socket, space: int) -> list[socket.socket]:
+    """One handoff message's sockets, non-blocking (BlockingIOError when none is queued)."""
+    data, ancdata, flags, _address = channel.recvmsg(_HANDOFF_FDS, space, socket.MSG_CMSG_CLOEXEC)
+    fds: list[int] = []
+    for level, kind, payload in ancdata:
+        if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
+            usable = len(payload) - len(payload) % _FD_SIZE
+            fds += memoryview(payload)[:usable].cast("i").tolist()
+    if not data and not fds:
+        raise HandoffClosed
+    if flags & socket.MSG_CTRUNC:
+        log.error("a handoff message lost descriptors", received=len(fds))
+    socks = []
+    for fd in fds:
+        try:
+            sock = socket.socket(fileno=fd)
+            sock.setblocking(False)
+        except OSError:
+            os.close(fd)  # not a socket after all: the client (if any) sees it closed
+            continue
+        socks.append(sock)
+    return socks

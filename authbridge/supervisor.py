@@ -1,9 +1,11 @@
-"""Several serving processes on the same listening sockets, kept running by one supervisor.
+"""Several serving processes behind one supervisor that accepts and hands connections out.
 
 One Python event loop uses one core. With ``workers = N`` the supervisor binds (or adopts
-from systemd) the listening sockets, starts N ordinary ``authbridge serve`` processes that
-accept on those same sockets, and stays out of the data path: the kernel hands each new
-connection to one of the processes waiting in ``accept``.
+from systemd) the listening sockets, starts N ordinary ``authbridge serve`` processes,
+and is the only process waiting on those sockets: it accepts each burst of connections
+and passes every one to the least busy worker over that worker's own socketpair (see
+:mod:`authbridge.balance`), so a new connection wakes one worker, not all. Once handed
+over, a connection is the worker's alone; the supervisor stays out of its traffic.
 
 The supervisor speaks sd_notify to its workers as systemd speaks it to a service: each
 worker gets ``NOTIFY_SOCKET`` pointing at the supervisor and ``WATCHDOG_USEC``, so the
@@ -30,7 +32,6 @@ attacker's connections are spread over the workers, so the penalty counts per wo
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import shutil
 import signal
@@ -45,8 +46,8 @@ from typing import Any
 
 import trio
 
-from authbridge import balance, systemd
-from authbridge.balance import Balance
+from authbridge import systemd
+from authbridge.balance import Board, Dispatcher, Outlet, channel_pair
 from authbridge.config import Config
 from authbridge.contained import Streak, report
 from authbridge.listeners import Listener
@@ -56,12 +57,12 @@ log = get_logger("authbridge.supervisor")
 
 #: Set in a worker's environment: its slot number (0 .. workers-1).
 WORKER_ENV = "AUTHBRIDGE_WORKER"
-#: Set in a worker's environment: JSON list of [fd, label] for the inherited listeners.
-WORKER_FDS_ENV = "AUTHBRIDGE_WORKER_FDS"
+#: Set in a worker's environment: the descriptor of its end of the handoff channel.
+HANDOFF_FD_ENV = "AUTHBRIDGE_HANDOFF_FD"
 #: Set in a worker's environment: the supervisor's pid (the worker exits if it changes).
 WORKER_PARENT_ENV = "AUTHBRIDGE_SUPERVISOR_PID"
-#: Set in a worker's environment: the shared file of connection counts (see balance).
-BALANCE_ENV = "AUTHBRIDGE_BALANCE"
+#: Set in a worker's environment: the shared file of finished connections (see balance).
+BOARD_ENV = "AUTHBRIDGE_BOARD"
 
 FORWARDED_SIGNALS = (signal.SIGHUP, signal.SIGUSR2)
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
@@ -93,6 +94,8 @@ class Worker:
     ready: bool = False
     reloading: bool = False
     last_ping: float = 0.0
+    #: The supervisor's end of the running worker's handoff channel.
+    outlet: Outlet | None = None
 
 
 class Supervisor:
@@ -114,8 +117,8 @@ class Supervisor:
         self.metrics_dir = os.path.join(self.state_dir, "metrics")
         os.mkdir(self.metrics_dir, 0o700)
         self.notify_path = os.path.join(self.state_dir, "notify")
-        self.balance_path = os.path.join(self.state_dir, "balance")
-        balance.create_board(self.balance_path, config.server.workers)
+        self.board_path = os.path.join(self.state_dir, "board")
+        self.board = Board.create(self.board_path, config.server.workers)
         self._notify_sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC)
         self._notify_sock.bind(self.notify_path)
         self._notify_sock.setsockopt(socket.SOL_SOCKET, socket.SO_PASSCRED, 1)
@@ -138,12 +141,23 @@ class Supervisor:
         self.failure: str | None = None
         self._stop = trio.Event()
         self._changed = trio.Event()
+        self.dispatcher = Dispatcher(
+            self.board, self.outlets, lambda: self._changed, self.count_internal_error
+        )
+        self._accepting = trio.CancelScope()
+        self._accept_stopped = trio.Event()
 
     # ------------------------------------------------------------------ queries
 
     def any_ready(self) -> bool:
         """Healthy while at least one worker serves (a replacement may be starting)."""
         return self.serving and not self.stopping and any(w.ready for w in self.workers)
+
+    def outlets(self) -> list[Outlet]:
+        """Where new connections may go: the workers that serve now."""
+        if self.stopping:
+            return []
+        return [w.outlet for w in self.workers if w.ready and w.outlet is not None]
 
     def worker_pids(self) -> list[int]:
         return [w.process.pid for w in self.workers if w.process is not None]
@@ -154,14 +168,14 @@ class Supervisor:
                 return worker
         return None
 
-    def _worker_env(self, worker: Worker) -> dict[str, str]:
+    def _worker_env(self, worker: Worker, handoff_fd: int) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if k not in _NOT_INHERITED}
         env["NOTIFY_SOCKET"] = self.notify_path
         env["WATCHDOG_USEC"] = str(int(self.config.server.worker_watchdog * 1_000_000))
         env[WORKER_ENV] = str(worker.slot)
         env[WORKER_PARENT_ENV] = str(os.getpid())
-        env[WORKER_FDS_ENV] = json.dumps([[li.sock.fileno(), li.label] for li in self.listeners])
-        env[BALANCE_ENV] = self.balance_path
+        env[HANDOFF_FD_ENV] = str(handoff_fd)
+        env[BOARD_ENV] = self.board_path
         if self.metrics is not None:
             env["PROMETHEUS_MULTIPROC_DIR"] = self.metrics_dir
         return env
@@ -217,6 +231,18 @@ class Supervisor:
             if interval:
                 nursery.start_soon(self._ping_systemd, interval)
             nursery.start_soon(self._watch_workers)
+            nursery.start_soon(self._accept)
+
+    async def _accept(self) -> None:
+        """Accept on every listener and hand the connections out, until shutdown."""
+        try:
+            with self._accepting:
+                async with trio.open_nursery() as nursery:
+                    for index, listener in enumerate(self.listeners):
+                        nursery.start_soon(self.dispatcher.serve, index, listener)
+                        log.info("listener bound", listener=listener.label)
+        finally:
+            self._accept_stopped.set()
 
     def _fail(self, reason: str) -> None:
         if self.failure is None:
@@ -244,35 +270,44 @@ class Supervisor:
 
     async def _keep_once(self, worker: Worker, backoff: float) -> float | None:
         """Start the slot's worker and wait for it to go; the next back-off, or None to stop."""
-        fds = [listener.sock.fileno() for listener in self.listeners]
+        ours, theirs = channel_pair()
+        self.board.reset(worker.slot)
         try:
             process = await trio.lowlevel.open_process(
                 self.command,
-                env=self._worker_env(worker),
-                pass_fds=fds,
+                env=self._worker_env(worker, theirs.fileno()),
+                pass_fds=[theirs.fileno()],
                 stdin=subprocess.DEVNULL,
                 start_new_session=True,
             )
         except OSError as exc:
+            ours.close()
             if not self.serving:
                 self._fail(f"cannot start worker {worker.slot}: {exc}")
                 return None
             log.error("cannot start a worker", worker=worker.slot, error=str(exc))
             await trio.sleep(backoff)
             return min(MAX_BACKOFF, backoff * 2)
+        except BaseException:
+            ours.close()
+            raise
+        finally:
+            # The worker holds its end alone: when it dies, the kernel closes whatever
+            # connections were still queued to it, so their clients see the close.
+            theirs.close()
+        worker.outlet = Outlet(worker.slot, ours)
         worker.process, worker.ready, worker.reloading = process, False, False
         worker.last_ping = trio.current_time()
         started = trio.current_time()
         log.info("worker started", worker=worker.slot, worker_pid=process.pid)
         self._changed_now()
-        status = await process.wait()
-        worker.process, worker.ready = None, False
+        try:
+            status = await process.wait()
+        finally:
+            worker.process, worker.ready, worker.outlet = None, False, None
+            ours.close()
         # The worker is gone whatever happens next: a failure in this bookkeeping must
         # not keep its slot from being filled again.
-        try:
-            balance.mark_absent(self.balance_path, worker.slot)
-        except Exception as exc:
-            self._contained(exc, "clearing a worker's balance slot failed", worker=worker.slot)
         try:
             self._forget(process.pid)
         except Exception as exc:
@@ -304,6 +339,9 @@ class Supervisor:
         """After a failure in :meth:`_keep_once`: no process left unwatched in the slot."""
         process = worker.process
         worker.process, worker.ready = None, False
+        if worker.outlet is not None:
+            worker.outlet.channel.close()
+            worker.outlet = None
         if process is not None and process.returncode is None:
             with contextlib.suppress(OSError):
                 process.kill()
@@ -434,6 +472,10 @@ class Supervisor:
         self.notifier.stopping()
         log.info("shutting down", workers=self.worker_pids())
         # No new connections from here on; the workers finish what they hold.
+        self._accepting.cancel()
+        if self.serving:  # the accept loops leave the sockets before they are closed
+            with trio.move_on_after(1):
+                await self._accept_stopped.wait()
         for listener in self.listeners:
             try:
                 listener.remove()
@@ -451,19 +493,27 @@ class Supervisor:
                     worker.process.kill()
 
 
-def inherited_listeners() -> list[tuple[str, socket.socket]]:
-    """In a worker: the listening sockets the supervisor passed, as ``(label, socket)``."""
-    sockets = []
-    for fd, label in json.loads(os.environ.pop(WORKER_FDS_ENV, "[]")):
-        os.set_inheritable(fd, False)
-        sockets.append((str(label), socket.socket(fileno=int(fd))))
-    return sockets
+def worker_handoff(slot: int) -> Handoff | None:
+    """In a worker: its end of the supervisor's handoff channel and its board slot."""
+    fd = os.environ.pop(HANDOFF_FD_ENV, None)
+    path = os.environ.get(BOARD_ENV)
+    if fd is None or path is None:
+        return None
+    os.set_inheritable(int(fd), False)
+    return Handoff(socket.socket(fileno=int(fd)), Board(path), slot)
 
 
-def worker_balance(slot: int) -> Balance | None:
-    """In a worker: its place on the supervisor's connection board, if there is one."""
-    path = os.environ.get(BALANCE_ENV)
-    return Balance(path, slot) if path else None
+@dataclass
+class Handoff:
+    """A worker's side of the handoff: the channel it receives connections on, and the
+    board slot where it counts the ones it has finished."""
+
+    channel: socket.socket
+    board: Board
+    slot: int
+
+    def finished(self) -> None:
+        self.board.slots[self.slot] += 1
 
 
 async def watch_supervisor(interval: float = 1.0) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import select
 import signal
 import socket
 import subprocess
@@ -18,10 +19,7 @@ from functools import partial
 from pathlib import Path
 
 import pytest
-import trio
-from trio.testing import MockClock
 
-from authbridge import balance
 from authbridge.config import ConfigError, parse_config
 from tests.observability.helpers import http_get, parse_exposition, wait_for
 from tests.support import free_tcp_port, require_binary, runtime_dir, wait_for_value
@@ -368,26 +366,89 @@ def test_a_burst_of_connections_is_spread_over_the_workers(start: Callable[..., 
     assert max(per_worker) - min(per_worker) <= 2, per_worker
 
 
-async def test_balance_takes_turns(tmp_path: Path, autojump_clock: MockClock) -> None:
-    """The accept turn: at once when not busier than the least busy peer (plus one), after
-    a bounded wait otherwise, and never held up by an absent worker."""
-    board = str(tmp_path / "balance")
-    balance.create_board(board, 2)
-    me, peer = balance.Balance(board, 0), balance.Balance(board, 1)
-    me.open, peer.open = 2, 0
-    peer.publish()
-    started = trio.current_time()
-    await me.my_turn()
-    assert trio.current_time() - started >= balance.MAX_WAIT  # waited for the peer
-    me.open = 1
-    started = trio.current_time()
-    await me.my_turn()
-    assert trio.current_time() - started == 0
-    balance.mark_absent(board, 1)  # the peer died: nobody to wait for
-    me.open = 50
-    started = trio.current_time()
-    await me.my_turn()
-    assert trio.current_time() - started == 0
+def _listening_inodes(path: Path) -> set[str]:
+    """Socket inodes listening on the UNIX path ``path`` (from /proc/net/unix)."""
+    found = set()
+    for line in Path("/proc/net/unix").read_text().splitlines()[1:]:
+        fields = line.split()
+        # Num RefCount Protocol Flags Type St Inode Path; flag 0x10000 = accepting
+        if len(fields) >= 8 and fields[7] == str(path) and int(fields[3], 16) & 0x10000:
+            found.add(fields[6])
+    return found
+
+
+def _socket_inodes(pid: int) -> set[str]:
+    found = set()
+    for fd in Path(f"/proc/{pid}/fd").iterdir():
+        try:
+            target = os.readlink(fd)
+        except OSError:
+            continue
+        if target.startswith("socket:["):
+            found.add(target[8:-1])
+    return found
+
+
+def test_only_the_supervisor_waits_on_the_listening_socket(start: Callable[..., Running]) -> None:
+    """A new connection wakes the supervisor and the one worker it hands it to: no worker
+    holds the listening socket, so none can be woken by an accept."""
+    running = start()
+    listening = _listening_inodes(running.sock)
+    assert len(listening) == 1
+    assert listening <= _socket_inodes(running.pid)
+    for worker in running.workers():
+        assert not listening & _socket_inodes(worker)
+
+
+def _handshake_or_close(conn: socket.socket) -> int | None:
+    """The SPID of the worker that serves ``conn``, or None if it was closed instead."""
+    try:
+        conn.sendall(b"VERSION\t1\t2\nCPID\t1\n")
+    except BrokenPipeError:
+        return None
+    data = b""
+    while b"\nDONE\n" not in data:
+        try:
+            chunk = conn.recv(4096)
+        except ConnectionResetError:
+            chunk = b""
+        if not chunk:
+            return None
+        data += chunk
+    (line,) = [x for x in data.split(b"\n") if x.startswith(b"SPID\t")]
+    return int(line.split(b"\t")[1])
+
+
+def test_connections_queued_to_a_worker_that_dies_are_closed_not_lost(
+    start: Callable[..., Running],
+) -> None:
+    """A frozen worker still takes its share until it is found out; when it dies, the
+    clients it never served see their connections close (no hang), and the next
+    connections are served by a live worker."""
+    running = start()
+    frozen, live = running.workers()
+    os.kill(frozen, signal.SIGSTOP)
+    conns = []
+    try:
+        for _ in range(4):
+            conn = socket.socket(socket.AF_UNIX)
+            conn.settimeout(20)
+            conn.connect(str(running.sock))
+            conns.append(conn)
+        # The live worker greets its share at once; the frozen one's share waits in its
+        # queue. Turns alternate, so once two are greeted, a frozen one was handed out.
+        assert wait_for(lambda: len(select.select(conns, [], [], 0)[0]) >= 2, 20)
+        os.kill(frozen, signal.SIGKILL)
+        outcomes = [_handshake_or_close(conn) for conn in conns]
+    finally:
+        for conn in conns:
+            conn.close()
+        if _alive(frozen):
+            os.kill(frozen, signal.SIGKILL)
+    assert None in outcomes, outcomes  # some went to the frozen worker, and were closed
+    assert set(outcomes) <= {None, live}, outcomes
+    for _ in range(4):  # served by the live worker at once, or by the replacement later
+        assert doveadm(running.sock, "demo", "demopass", "secured") == 0
 
 
 def test_a_replacement_that_cannot_load_the_store_keeps_being_retried(

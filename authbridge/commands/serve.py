@@ -22,15 +22,18 @@ import trio
 
 from authbridge import __version__, gctune, supervisor, systemd
 from authbridge.authenticator import Authenticator
-from authbridge.balance import Balance
 from authbridge.cache import AuthCache
 from authbridge.config import Config, ConfigError, StoreConfig, load_config, parse_workers
 from authbridge.contained import Streak, report
 from authbridge.hashing import Hasher
 from authbridge.listeners import (
+    HANDOFF_SPACE,
+    HandoffClosed,
     Listener,
     ListenerError,
     accept_connections,
+    receive_connections,
+    take_handed,
     tcp_listener,
     unix_listener,
 )
@@ -268,6 +271,14 @@ async def _handle(
     await server.serve_socket(sock)
 
 
+async def _handed(server: AuthServer, handoff: supervisor.Handoff, sock: socket.socket) -> None:
+    """One connection handed over by the supervisor; counted as finished on the board."""
+    try:
+        await server.serve_socket(sock)
+    finally:
+        handoff.finished()
+
+
 class Daemon:
     """The running service: server, stores, listeners, and what signals do to them."""
 
@@ -278,11 +289,12 @@ class Daemon:
         stores: list[Passdb],
         listeners: list[Listener],
         worker: bool = False,
-        balance: Balance | None = None,
+        handoff: supervisor.Handoff | None = None,
     ) -> None:
         self.args = args
         self.worker = worker
-        self.balance = balance
+        #: A worker's channel from its supervisor, which accepts on the listeners.
+        self.handoff = handoff
         self.config = config
         self.stores = stores
         self.listeners = listeners
@@ -298,8 +310,6 @@ class Daemon:
         self.authenticator.on_lookup = self.metrics.observe_lookup
         self.metrics.prime_stores(store.name for store in stores)
         self._wire_stores(stores)
-        if balance is not None:
-            balance.on_internal_error = self.metrics.internal_error
         # Bound here, before the event loop, so a taken port is a clean start-up error.
         # A worker's metrics are served by its supervisor.
         self.http = (
@@ -330,13 +340,18 @@ class Daemon:
                 async with trio.open_nursery() as acceptors:
                     for listener in self.listeners:
                         handler = partial(_handle, server, listener)
-                        if self.balance is not None:
-                            acceptors.start_soon(self.balance.serve, listener, handler, connections)
-                        else:
-                            acceptors.start_soon(accept_connections, listener, handler, connections)
+                        acceptors.start_soon(accept_connections, listener, handler, connections)
                         log.info("listener bound", listener=listener.label)
+                    if self.handoff is not None:
+                        acceptors.start_soon(
+                            receive_connections,
+                            self.handoff.channel,
+                            partial(_handed, server, self.handoff),
+                            connections,
+                            self.metrics.internal_error,
+                        )
                     self.ready = True
-                    labels = ", ".join(item.label for item in self.listeners)
+                    labels = ", ".join(item.label for item in self.listeners) or "handoff"
                     self.notifier.ready(f"serving on {labels}")
                     interval = self.notifier.watchdog_interval()
                     if interval:
@@ -348,6 +363,8 @@ class Daemon:
                         acceptors.start_soon(supervisor.watch_supervisor)
                     await self._handle_signals()
                     accepting.cancel()
+            if self.handoff is not None:
+                self._take_last_handed(connections)
             self.ready = False
             self.notifier.stopping()
             log.info("shutting down", connections=len(server.connections))
@@ -362,6 +379,24 @@ class Daemon:
         self.metrics.sample()
         await close_stores(self.stores)
         log.info("stopped")
+
+    def _take_last_handed(self, connections: trio.Nursery) -> None:
+        """On shutdown: connections already handed over are served (and drained) too."""
+        assert self.handoff is not None
+        handler = partial(_handed, self.server, self.handoff)
+        try:
+            while True:
+                for sock in take_handed(self.handoff.channel, HANDOFF_SPACE):
+                    connections.start_soon(handler, sock)
+        except (BlockingIOError, HandoffClosed):
+            pass
+        except Exception as exc:
+            report(
+                "worker",
+                exc,
+                "receiving a handed connection failed",
+                self.metrics.internal_error,
+            )
 
     async def _handle_signals(self) -> None:
         with trio.open_signal_receiver(*HANDLED_SIGNALS) as signals:
@@ -620,15 +655,19 @@ def _serve(args: argparse.Namespace, config: Config, worker: int | None = None) 
     try:
         # Adopt systemd's sockets first, before anything else opens a file descriptor
         # that could be mistaken for fd 3 and up.
+        handoff, inherited = None, None
         if worker is None:
-            inherited, prefix = systemd.inherited_sockets(), "systemd:"
+            inherited = systemd.inherited_sockets()
         else:
-            inherited, prefix = supervisor.inherited_listeners(), ""
+            handoff = supervisor.worker_handoff(worker)
+            if handoff is None:
+                raise ListenerError("a worker started without its supervisor's handoff channel")
         stores = open_stores(config)
         # Signals wait (blocked) until the event loop listens for them: a SIGTERM
         # that arrives between bind() and then still means "drain and exit 0".
         signal.pthread_sigmask(signal.SIG_BLOCK, HANDLED_SIGNALS)
-        listeners = open_listeners(config, inherited, prefix)
+        # A worker listens on nothing: its supervisor accepts and hands connections over.
+        listeners = open_listeners(config, inherited) if handoff is None else []
     except (
         StoreFormatError,
         StoreUnavailable,
@@ -639,8 +678,7 @@ def _serve(args: argparse.Namespace, config: Config, worker: int | None = None) 
     if worker is None:
         _demo_hint(args, config)
     try:
-        balance = supervisor.worker_balance(worker) if worker is not None else None
-        daemon = Daemon(args, config, stores, listeners, worker=worker is not None, balance=balance)
+        daemon = Daemon(args, config, stores, listeners, worker=worker is not None, handoff=handoff)
     except MetricsListenError as exc:
         return _startup_error(exc, listeners)
     gctune.tune_after_startup()
