@@ -13,6 +13,7 @@ import sys
 from collections import Counter
 
 from authbridge import schemes
+from authbridge.commands.defaults import config_path, default_config
 from authbridge.config import ConfigError, StoreConfig, load_config
 from authbridge.passdb import StoreFormatError, StoreUnavailable, open_file_store
 
@@ -21,7 +22,12 @@ MECHANISM_ORDER = ("PLAIN", "LOGIN", "CRAM-MD5", "SCRAM-SHA-1", "SCRAM-SHA-256")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--config", metavar="FILE", help="report on the stores of this config")
+    parser.add_argument(
+        "--config",
+        metavar="FILE",
+        help="report on the stores of this config (default: /etc/authbridge/authbridge.toml "
+        "when it exists and no --passwd-file/--exim-file is given)",
+    )
     parser.add_argument("--passwd-file", metavar="FILE", action="append", default=[])
     parser.add_argument("--exim-file", metavar="FILE", action="append", default=[])
     parser.add_argument("--json", action="store_true", help="one JSON object per user")
@@ -29,16 +35,23 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     stores: list[StoreConfig] = []
+    path = args.config
+    if not path and not args.passwd_file and not args.exim_file:
+        path = config_path(None)  # /etc/authbridge/authbridge.toml if it exists
     try:
-        if args.config:
-            stores.extend(load_config(args.config).stores)
+        if path:
+            stores.extend(load_config(path).stores)
     except ConfigError as exc:
         print(f"authbridge: {exc}", file=sys.stderr)
         return 2
     stores += [StoreConfig("passwd-file", p) for p in args.passwd_file]
     stores += [StoreConfig("exim-file", p) for p in args.exim_file]
     if not stores:
-        print("authbridge: give --config, --passwd-file or --exim-file", file=sys.stderr)
+        print(
+            "authbridge: give --config, --passwd-file or --exim-file "
+            f"({default_config()} does not exist)",
+            file=sys.stderr,
+        )
         return 2
     totals: Counter[str] = Counter()
     users = 0

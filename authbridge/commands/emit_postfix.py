@@ -11,6 +11,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from authbridge.commands.defaults import config_path
 from authbridge.mta import postfix
 from authbridge.mta.errors import MtaConfigError
 from authbridge.mta.files import PlannedFile
@@ -52,6 +53,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    args.config = config_path(args.config)  # /etc/authbridge/authbridge.toml if it exists
     try:
         return _run(args)
     except MtaConfigError as exc:

@@ -17,6 +17,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from authbridge.commands.defaults import config_path
 from authbridge.config import Config
 from authbridge.mta.access import connectable_by, readable_by
 from authbridge.mta.errors import MtaConfigError
@@ -65,6 +66,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def diagnose(args: argparse.Namespace) -> list[Finding]:
+    args.config = config_path(args.config)  # /etc/authbridge/authbridge.toml if it exists
     socket_path = args.socket
     findings: list[Finding] = []
     if args.config:
