@@ -14,9 +14,14 @@ import ipaddress
 from collections import OrderedDict
 from dataclasses import dataclass, field
 
+from authbridge import addresses
+from authbridge.addresses import IPAddress
+
 #: How many recent (user, password) checksums per address do not raise the penalty.
 RECENT_CHECKSUMS = 10
-#: Address texts whose bucket is remembered (the cache starts over when full).
+#: Address texts whose bucket is remembered (the cache starts over when full): the
+#: address is parsed once per request by the session; this keeps the bucket derived
+#: from it (the trusted-network test, the IPv6 prefix).
 KEY_CACHE_SIZE = 4096
 
 
@@ -53,34 +58,40 @@ class PenaltyTracker:
     def __len__(self) -> int:
         return len(self._records)
 
-    def key(self, rip: str | None) -> str | None:
-        """The bucket an address falls in, or ``None`` when it is never penalised."""
+    def key(self, rip: str | None, address: IPAddress | None = None) -> str | None:
+        """The bucket of ``rip`` (canonical text; ``address``: the same, parsed), or
+        ``None`` when it is never penalised. The check pipeline asks once per request
+        and passes the bucket to :meth:`delay_of`, :meth:`failed_in`, :meth:`succeeded_in`."""
         if not self.settings.enabled or rip is None:
             return None
-        # Asked two or three times per request (delay, then failed or succeeded):
-        # remembered per address text, since parsing is the costly part.
         try:
             return self._keys[rip]
         except KeyError:
             pass
-        key = self._key(rip)
+        if address is None:  # a caller with the text only (tests, tools)
+            parsed = addresses.parse(rip)
+            key = None if parsed is None else self._key(*parsed)
+        else:
+            key = self._key(rip, address)
         if len(self._keys) >= KEY_CACHE_SIZE:
             self._keys.clear()
         self._keys[rip] = key
         return key
 
-    def _key(self, rip: str) -> str | None:
-        address = ipaddress.ip_address(rip)
+    def _key(self, rip: str, address: IPAddress) -> str | None:
         if any(address in net for net in self._trusted):
             return None
         if address.version == 6:
-            net = ipaddress.ip_network(f"{rip}/{self.settings.ipv6_prefix}", strict=False)
+            net = ipaddress.IPv6Network((address, self.settings.ipv6_prefix), strict=False)
             return str(net)
-        return str(address)
+        return rip
 
     def delay(self, rip: str | None, now: float) -> float:
         """Seconds to hold a new request from ``rip`` before checking it."""
-        key = self.key(rip)
+        return self.delay_of(self.key(rip), now)
+
+    def delay_of(self, key: str | None, now: float) -> float:
+        """:meth:`delay` for a bucket from :meth:`key`."""
         record = self._records.get(key) if key else None
         if record is None or record.level == 0:
             return 0.0
@@ -93,7 +104,10 @@ class PenaltyTracker:
     def failed(self, rip: str | None, user: str, password: bytes | None, now: float) -> None:
         """A failed guess from ``rip``; ``password`` ``None``: nothing to fingerprint, so
         it always counts as a new guess (a CRAM-MD5 digest of a fresh challenge)."""
-        key = self.key(rip)
+        self.failed_in(self.key(rip), user, password, now)
+
+    def failed_in(self, key: str | None, user: str, password: bytes | None, now: float) -> None:
+        """:meth:`failed` for a bucket from :meth:`key`."""
         if key is None:
             return
         checksum = (
@@ -119,6 +133,9 @@ class PenaltyTracker:
             self._records.popitem(last=False)
 
     def succeeded(self, rip: str | None) -> None:
-        key = self.key(rip)
+        self.succeeded_in(self.key(rip))
+
+    def succeeded_in(self, key: str | None) -> None:
+        """:meth:`succeeded` for a bucket from :meth:`key`."""
         if key is not None:
             self._records.pop(key, None)

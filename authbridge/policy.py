@@ -9,7 +9,6 @@ from __future__ import annotations
 import ipaddress
 from functools import cached_property
 
-from authbridge import addresses
 from authbridge.config import PolicyConfig
 from authbridge.session import RequestInfo
 
@@ -27,11 +26,10 @@ class PolicyGate:
         if self.config.require_secured and plaintext_mechanism and not info.secured:
             return "plaintext mechanism on a session that is not secured"
         if self._networks:
-            if info.rip is None:
+            address = info.address
+            if address is None:
                 if not self.config.allow_no_rip:
                     return "request without rip"
-            else:
-                address = addresses.parse(info.rip)
-                if not any(address in net for net in self._networks):
-                    return "client address outside the allowed networks"
+            elif not any(address in net for net in self._networks):
+                return "client address outside the allowed networks"
         return None

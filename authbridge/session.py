@@ -15,6 +15,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
 from authbridge import addresses, wire
+from authbridge.addresses import IPAddress
 from authbridge.mechanisms.base import (
     Accepted,
     Challenge,
@@ -52,6 +53,10 @@ class CredentialsFound:
     verdict: Verdict
 
 
+#: RequestInfo's address not parsed yet.
+_UNPARSED = object()
+
+
 @record
 class RequestInfo:
     """What the client told us about one AUTH request, parsed once."""
@@ -69,6 +74,19 @@ class RequestInfo:
     no_penalty: bool = False
     session: str | None = None
     client_minor: int = 0
+    #: ``rip`` parsed (the session parses it once, with the text); built lazily by
+    #: :attr:`address` for an info made without it.
+    _address: object = field(default=_UNPARSED, compare=False, repr=False)
+
+    @property
+    def address(self) -> IPAddress | None:
+        """The client's address as an :mod:`ipaddress` object (``None``: no rip)."""
+        address = self._address
+        if address is _UNPARSED:
+            parsed = addresses.parse(self.rip) if self.rip else None
+            address = None if parsed is None else parsed[1]
+            object.__setattr__(self, "_address", address)
+        return address  # type: ignore[return-value]
 
 
 @record
@@ -603,6 +621,9 @@ def _parse_ip(value: str | None) -> str | None:
     return addresses.normalise(value) if value else None
 
 
+_NO_ADDRESS: tuple[None, None] = (None, None)
+
+
 def _parse_port(value: str | None) -> int | None:
     port = wire.parse_uint(value or "")
     return port if port is not None and port <= 65535 else None
@@ -616,11 +637,14 @@ def _request_info(
     client_minor: int,
 ) -> RequestInfo:
     secured = params.get("secured")
+    rip_text = params.get("rip")
+    # The one parse of the client address: its text and its object travel together.
+    rip, address = (addresses.parse(rip_text) if rip_text else None) or _NO_ADDRESS
     return RequestInfo(
         id=request_id,
         mechanism=mechanism,
         service=service,
-        rip=_parse_ip(params.get("rip")),
+        rip=rip,
         lip=_parse_ip(params.get("lip")),
         rport=_parse_port(params.get("rport")),
         lport=_parse_port(params.get("lport")),
@@ -630,6 +654,7 @@ def _request_info(
         no_penalty="no-penalty" in params,
         session=params.get("session"),
         client_minor=client_minor,
+        _address=address,
     )
 
 

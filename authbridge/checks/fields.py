@@ -10,7 +10,7 @@ import ipaddress
 import logging
 from dataclasses import dataclass
 
-from authbridge import addresses
+from authbridge.addresses import IPAddress
 from authbridge.expand import expand, variables
 from authbridge.passdb.base import PassdbEntry
 from authbridge.session import RequestInfo
@@ -52,9 +52,8 @@ class Applied:
     client_specific: bool
 
 
-def networks_allow(spec: str, rip: str | None) -> bool:
+def networks_allow(spec: str, address: IPAddress | None) -> bool:
     """Dovecot's allow_nets: CIDRs separated by commas/spaces; ``local`` = no rip."""
-    address = addresses.parse(rip) if rip else None
     for token in spec.replace(",", " ").split():
         if token == "local":
             if address is None:
@@ -91,7 +90,7 @@ def apply_fields(entry: PassdbEntry, user: str, info: RequestInfo) -> Applied:
         elif key == "domain" and value:
             user = f"{user.partition('@')[0]}@{value}"
         elif key == "allow_nets" and value is not None:
-            nets_denied = nets_denied or not networks_allow(value, info.rip)
+            nets_denied = nets_denied or not networks_allow(value, info.address)
         if key not in HIDDEN_FIELDS and not key.startswith("userdb_"):
             visible.append((key, value))
     return Applied(

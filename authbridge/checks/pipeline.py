@@ -303,10 +303,12 @@ class CheckPipeline:
                 log.info("request refused by policy", request=info.id, why=refusal)
                 return Verdict(Outcome.FAIL, typed, Reason.POLICY)
         penalty = self.penalty if not info.no_penalty else None
+        bucket = None
         if penalty is not None:
-            delay = penalty.delay(info.rip, now)
+            bucket = penalty.key(info.rip, info.address)
+            delay = penalty.delay_of(bucket, now)
             if delay > 0:
-                yield _PenaltyWait(delay, penalty.key(info.rip) or "")
+                yield _PenaltyWait(delay, bucket or "")
         if plain:
             assert isinstance(credential, VerifyPlain)
             result: Result = yield from self._plain_cached(info, credential)
@@ -323,10 +325,11 @@ class CheckPipeline:
                 result = CredentialsFound(result.credentials, refuse_nologin(result.verdict))
         if penalty is not None and type(result) is Verdict:
             if result.outcome is Outcome.OK:
-                penalty.succeeded(info.rip)
+                penalty.succeeded_in(bucket)
             elif result.outcome is Outcome.FAIL and result.reason is not Reason.NOLOGIN:
                 # A nologin refusal came with the right password: not a guess.
-                penalty.failed(info.rip, result.user or "", _secret(credential), self.clock())
+                secret = _secret(credential)
+                penalty.failed_in(bucket, result.user or "", secret, self.clock())
         return result
 
     def finished(self, info: RequestInfo, verdict: Verdict) -> None:
@@ -338,11 +341,12 @@ class CheckPipeline:
         mechanism = REGISTRY.get(info.mechanism)
         if mechanism is None or mechanism.plaintext:
             return  # PLAIN, LOGIN: recorded with the verdict, in _steps
+        bucket = penalty.key(info.rip, info.address)
         if verdict.ok:
-            penalty.succeeded(info.rip)
+            penalty.succeeded_in(bucket)
         elif verdict.reason is Reason.PASSWORD_MISMATCH:
             secret = b"" if info.mechanism.startswith("SCRAM-") else None
-            penalty.failed(info.rip, verdict.user or "", secret, self.clock())
+            penalty.failed_in(bucket, verdict.user or "", secret, self.clock())
 
     def _plain_cached(self, info: RequestInfo, cred: VerifyPlain) -> Generator[_Op, Any, Verdict]:
         auth = self.auth

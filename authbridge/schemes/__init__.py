@@ -75,9 +75,18 @@ def parse_stored(value: str, default_scheme: str = "CRYPT") -> StoredPassword:
     return StoredPassword(scheme, value, encoding)
 
 
+def _decoded(entry: Scheme, stored: StoredPassword) -> bytes:
+    """``stored``'s data decoded for ``entry``, once per ``StoredPassword`` object."""
+    raw = stored.raw
+    if raw is None:
+        raw = _decode(entry, stored)
+        object.__setattr__(stored, "raw", raw)  # a cache, not part of the value
+    return raw
+
+
 def _raw(stored: StoredPassword) -> tuple[Scheme, bytes]:
     entry = _lookup(stored)
-    return entry, _decode(entry, stored)
+    return entry, _decoded(entry, stored)
 
 
 def verify_password(stored: StoredPassword, password: bytes, user: str) -> bool:
@@ -103,7 +112,7 @@ def plaintext(stored: StoredPassword) -> bytes | None:
     entry = _get(stored.scheme)
     if entry is None or entry.kind != "plain":
         return None
-    raw = _decode(entry, stored)
+    raw = _decoded(entry, stored)
     return entry.extract(raw) if entry.extract is not None else raw
 
 
@@ -113,7 +122,7 @@ def cram_md5_context(stored: StoredPassword) -> bytes | None:
     if entry is None:
         return None
     if entry.kind == "cram-md5":
-        return _decode(entry, stored)
+        return _decoded(entry, stored)
     secret = plaintext(stored)
     return None if secret is None else _cram_md5.context_from_password(secret)
 
@@ -139,7 +148,7 @@ def scram_credentials(
     if entry is None:
         return None
     if entry.kind == scheme.lower():
-        keys = _scram.parse(scheme, _decode(entry, stored))
+        keys = _scram.parse(scheme, _decoded(entry, stored))
     else:
         secret = plaintext(stored)
         if secret is None:
@@ -176,7 +185,7 @@ def digest_md5_secret(stored: StoredPassword, user: str) -> bytes | None:
     if entry is None:
         return None
     if entry.kind == "digest-md5":
-        return _decode(entry, stored)
+        return _decoded(entry, stored)
     secret = plaintext(stored)
     return None if secret is None else _digest_md5.secret(secret, user)
 

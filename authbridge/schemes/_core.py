@@ -30,6 +30,10 @@ class StoredPassword:
     scheme: str
     data: str = field(repr=False)
     encoding: Literal["b64", "hex"] | None = None
+    #: ``data`` decoded, kept from its first use (see ``schemes._decoded``): a store
+    #: that keeps its parsed entries (a passwd-file, per file version) decodes each
+    #: stored hash once, not on every login.
+    raw: bytes | None = field(default=None, init=False, repr=False, compare=False)
 
     def __str__(self) -> str:
         return self.__repr__()
