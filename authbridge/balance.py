@@ -5,7 +5,8 @@ connection wakes one process (the supervisor) and then the one worker it is hand
 never all of them. The supervisor accepts until the socket would block, decides the TCP
 allow-list there (it has the peer address), and passes the accepted descriptors to a
 worker over that worker's own ``SOCK_SEQPACKET`` socketpair with ``SCM_RIGHTS``: one
-message per worker per burst, one byte per descriptor naming the listener it came from.
+message per worker per burst, two bytes per descriptor: the index of the listener it
+came from and its address family (so the worker need not ask the kernel).
 
 "Least busy" is connections handed to a worker minus connections it has finished. The
 supervisor counts what it hands out; each worker counts what it finishes in its slot of
@@ -176,6 +177,8 @@ class Dispatcher:
     async def hand_out(self, index: int, clients: list[socket.socket]) -> None:
         """Pass ``clients`` (accepted on listener ``index``) to the least busy workers.
 
+        All of them come from one listener, so they share its address family.
+
         The supervisor's copies are closed in every case: each client ends up with a
         worker, or closed.
         """
@@ -187,6 +190,7 @@ class Dispatcher:
 
     async def _hand_out(self, index: int, clients: list[socket.socket]) -> None:
         left = clients
+        tag = bytes((index, clients[0].family if clients else 0))
         full: set[int] = set()
         gone: set[int] = set()
         deadline = trio.current_time() + GIVE_UP
@@ -220,7 +224,7 @@ class Dispatcher:
                 groups.setdefault(outlet.slot, (outlet, []))[1].append(client)
             left = []
             for outlet, group in groups.values():
-                sent, refused = _send(outlet.channel, index, group)
+                sent, refused = _send(outlet.channel, tag, group)
                 if sent:
                     stuck = False
                 if sent < len(group):
@@ -232,13 +236,13 @@ class Dispatcher:
 FULL, GONE = "full", "gone"
 
 
-def _send(channel: socket.socket, index: int, group: list[socket.socket]) -> tuple[int, str]:
+def _send(channel: socket.socket, tag: bytes, group: list[socket.socket]) -> tuple[int, str]:
     """Send ``group`` down ``channel``: how many went, and why the rest did not."""
     sent = 0
     while sent < len(group):
         chunk = group[sent : sent + MAX_FDS]
         try:
-            socket.send_fds(channel, [bytes([index]) * len(chunk)], [c.fileno() for c in chunk])
+            socket.send_fds(channel, [tag * len(chunk)], [c.fileno() for c in chunk])
         except BlockingIOError:
             return sent, FULL
         except OSError as exc:

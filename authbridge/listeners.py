@@ -229,9 +229,10 @@ async def receive_connections(
 ) -> None:
     """In a worker: serve the connections the supervisor hands over on ``channel``.
 
-    Each message carries accepted sockets (``SCM_RIGHTS``) and one byte per socket, the
+    Each message carries accepted sockets (``SCM_RIGHTS``) and two bytes per socket: the
     index of the listener it came from (the supervisor already applied that listener's
-    TCP allow-list). Reads until the channel would block, so a burst costs one wake-up.
+    TCP allow-list) and the socket's address family. Reads until the channel would block,
+    so a burst costs one wake-up.
     Returns when the supervisor closed its end. An unexpected exception is logged,
     counted under ``where="worker"`` (``count``) and receiving goes on.
     """
@@ -263,7 +264,9 @@ class HandoffClosed(Exception):
 
 def take_handed(channel: socket.socket, space: int) -> list[socket.socket]:
     """One handoff message's sockets, non-blocking (BlockingIOError when none is queued)."""
-    data, ancdata, flags, _address = channel.recvmsg(_HANDOFF_FDS, space, socket.MSG_CMSG_CLOEXEC)
+    data, ancdata, flags, _address = channel.recvmsg(
+        2 * _HANDOFF_FDS, space, socket.MSG_CMSG_CLOEXEC
+    )
     fds: list[int] = []
     for level, kind, payload in ancdata:
         if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
@@ -274,9 +277,11 @@ def take_handed(channel: socket.socket, space: int) -> list[socket.socket]:
     if flags & socket.MSG_CTRUNC:
         log.error("a handoff message lost descriptors", received=len(fds))
     socks = []
-    for fd in fds:
+    for at, fd in enumerate(fds):
         try:
-            sock = socket.socket(fileno=fd)
+            # Family and type given: the socket object need not ask the kernel for them.
+            family = data[2 * at + 1] if 2 * at + 1 < len(data) else -1
+            sock = socket.socket(family, socket.SOCK_STREAM, 0, fd)
             sock.setblocking(False)
         except OSError:
             os.close(fd)  # not a socket after all: the client (if any) sees it closed

@@ -119,10 +119,22 @@ async def test_the_index_byte_comes_along(pool2: Pool) -> None:
     served, clients = _pairs(1)
     await pool2.dispatcher.hand_out(7, served)
     data, ancdata, _flags, _addr = pool2.ends[0].recvmsg(16, HANDOFF_SPACE)
-    assert data == b"\x07" and ancdata
+    assert data == bytes((7, socket.AF_UNIX)) and ancdata
     fd = int.from_bytes(ancdata[0][2][:4], "little")
     os.close(fd)
     assert _closed(clients[0])
+
+
+async def test_a_tcp_socket_arrives_as_one(pool2: Pool) -> None:
+    server = socket.create_server(("127.0.0.1", 0))
+    client = socket.create_connection(server.getsockname())
+    accepted, _ = server.accept()
+    await pool2.dispatcher.hand_out(1, [accepted])
+    (got,) = pool2.received(0) + pool2.received(1)
+    assert got.family == socket.AF_INET and got.type == socket.SOCK_STREAM
+    assert got.getpeername() == client.getsockname()
+    for sock in (got, client, server):
+        sock.close()
 
 
 async def test_a_gone_worker_is_skipped_and_no_worker_means_the_client_sees_a_close(
@@ -176,7 +188,7 @@ async def test_a_full_queue_sends_the_connection_to_another_worker(pool2: Pool) 
 async def test_all_queues_full_then_closed_after_the_bound(
     pool2: Pool, autojump_clock: trio.testing.MockClock, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr("authbridge.balance._send", lambda channel, index, group: (0, "full"))
+    monkeypatch.setattr("authbridge.balance._send", lambda channel, tag, group: (0, "full"))
     served, clients = _pairs(2)
     started = trio.current_time()
     await pool2.dispatcher.hand_out(0, served)
