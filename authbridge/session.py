@@ -14,7 +14,7 @@ import collections
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
-from authbridge import addresses, wire
+from authbridge import addresses, replies, wire
 from authbridge.addresses import IPAddress
 from authbridge.mechanisms.base import (
     Accepted,
@@ -193,14 +193,15 @@ class Session:
 
     def handshake(self) -> bytes:
         """Everything the server says on accept, for one single write."""
-        lines = [wire.join_line("VERSION", str(PROTOCOL_MAJOR), str(PROTOCOL_MINOR))]
-        for mech in self.settings.mechanisms:
-            lines.append(wire.join_line("MECH", mech.name, *mech.flags))
-        lines.append(wire.join_line("SPID", str(self.settings.spid)))
-        lines.append(wire.join_line("CUID", str(self.settings.cuid)))
-        lines.append(wire.join_line("COOKIE", self.settings.cookie))
-        lines.append(wire.join_line("DONE"))
-        return b"".join(lines)
+        settings = self.settings
+        return replies.handshake_lines(
+            PROTOCOL_MAJOR,
+            PROTOCOL_MINOR,
+            ((mech.name, mech.flags) for mech in settings.mechanisms),
+            settings.spid,
+            settings.cuid,
+            settings.cookie,
+        )
 
     @property
     def in_flight(self) -> int:
@@ -369,7 +370,7 @@ class Session:
                 initial = wire.b64decode_strict(resp)
             except ValueError:
                 return self._fail_now(
-                    request, "Invalid base64 data in initial response", "invalid_base64"
+                    request, "Invalid base64 data in initial response", replies.INVALID_BASE64
                 )
         return self._apply_step(request, request.mechanism.initial(initial), now)
 
@@ -389,13 +390,7 @@ class Session:
             raise ProtocolViolation("broken CONT request")
         request = self._requests.get(request_id)
         if request is None:
-            return [
-                Send(
-                    wire.join_line(
-                        "FAIL", str(request_id), "reason=Authentication request timed out"
-                    )
-                )
-            ]
+            return [Send(replies.fail_reason_line(request_id, replies.TIMED_OUT))]
         if not request.accepts_cont:
             return self._fail_now(request, "Unexpected continuation")
         request.accepts_cont = False
@@ -404,7 +399,7 @@ class Session:
             decoded = wire.b64decode_strict(data)
         except ValueError:
             return self._fail_now(
-                request, "Invalid base64 data in continued response", "invalid_base64"
+                request, "Invalid base64 data in continued response", replies.INVALID_BASE64
             )
         if request.awaiting_final_cont and request.pending_ok is not None:
             # The client acknowledged our final data. What it sent means nothing (not
@@ -427,8 +422,7 @@ class Session:
             if step.username is not None and not self._learn_username(request, step.username):
                 return self._invalid_username(request)
             request.accepts_cont = True
-            line = wire.join_line("CONT", str(request.info.id), wire.b64encode(step.data))
-            return [Send(line)]
+            return [Send(replies.cont_line(request.info.id, step.data))]
         if isinstance(step, Failure):
             reason = Reason.PASSWORD_MISMATCH if step.password_mismatch else Reason.MALFORMED
             if request.pending_ok is not None:
@@ -443,8 +437,7 @@ class Session:
         if isinstance(step, Success):
             request.accepts_cont = True
             request.awaiting_final_cont = True
-            line = wire.join_line("CONT", str(request.info.id), wire.b64encode(step.data))
-            return [Send(line)]
+            return [Send(replies.cont_line(request.info.id, step.data))]
         if (
             isinstance(step, NeedCredentials)
             and step.early_username
@@ -505,10 +498,10 @@ class Session:
         info = request.info
         done = Finished(info, verdict)
         if verdict.outcome is Outcome.OK:
-            return [Send(self._ok_line(info.id, verdict)), done]
+            return [Send(replies.ok_line(info.id, verdict)), done]
         if verdict.outcome is Outcome.TEMPFAIL and self.settings.tempfail_disconnects:
             return [done, *self._close("temporary failure: closing so the MTA defers", False)]
-        line = self._fail_line(info.id, verdict)
+        line = replies.fail_line(info.id, verdict)
         if verdict.nodelay:
             return [Send(line), done]
         return [SendDelayed(line, info), done]
@@ -516,42 +509,9 @@ class Session:
     def _fail_now(self, request: _Request, reason: str, code: str | None = None) -> list[Action]:
         """Dovecot's immediate FAILs: no delay, no penalty, request forgotten."""
         del self._requests[request.info.id]
-        fields = ["FAIL", str(request.info.id)]
-        if code is not None:
-            fields.append(f"code={code}")
-        fields.append(wire.keyvalue("reason", reason))
         verdict = Verdict(Outcome.FAIL, None, Reason.MALFORMED)
-        return [Send(wire.join_line(*fields)), Finished(request.info, verdict)]
-
-    @staticmethod
-    def _tail(verdict: Verdict) -> list[str]:
-        fields: list[str] = []
-        if verdict.had_store_fields:
-            # Dovecot 2.3 writes the separator even when every store field is hidden,
-            # which leaves an empty field; clients tolerate it and we match it.
-            fields.append("\t".join(wire.keyvalue(k, v) for k, v in verdict.fields))
-        if verdict.original_user is not None and verdict.original_user != verdict.user:
-            # Also when no normalised name exists (user is None): Dovecot then repeats it.
-            fields.append(wire.keyvalue("original_user", verdict.original_user))
-        return fields
-
-    def _ok_line(self, request_id: int, verdict: Verdict) -> bytes:
-        user = verdict.user or ""
-        return wire.join_line(
-            "OK", str(request_id), wire.keyvalue("user", user), *self._tail(verdict)
-        )
-
-    def _fail_line(self, request_id: int, verdict: Verdict) -> bytes:
-        fields = ["FAIL", str(request_id)]
-        name = verdict.user if verdict.user is not None else verdict.original_user
-        if name is not None:
-            fields.append(wire.keyvalue("user", name))
-        if verdict.nodelay:
-            fields.append("nodelay")
-        if verdict.outcome is Outcome.TEMPFAIL:
-            fields.append("code=temp_fail")
-        fields.extend(self._tail(verdict))
-        return wire.join_line(*fields)
+        line = replies.fail_reason_line(request.info.id, reason, code)
+        return [Send(line), Finished(request.info, verdict)]
 
     # ------------------------------------------------------------------ housekeeping
 

@@ -1,0 +1,101 @@
+"""Every line the server writes on the auth-client protocol, built in one place.
+
+The handshake, ``CONT``, ``OK`` and ``FAIL`` lines, and the ``code=`` values a FAIL
+may carry (Dovecot 2.3's ``AUTH_CLIENT_FAIL_CODE_*``). The session decides *what* to
+answer; this module only knows *how* it looks on the wire.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from authbridge.verdict import Outcome, Verdict
+from authbridge.wire import b64encode, join_line, keyvalue
+
+# ------------------------------------------------------------------ FAIL codes
+
+#: A temporary failure (store down, internal error): the MTA should try again later.
+TEMP_FAIL = "temp_fail"
+#: The authorization identity was refused (Dovecot's code; authbridge's authzid
+#: refusal answers like Dovecot 2.3's passwd-file path does, without it).
+AUTHZ_FAIL = "authz_fail"
+#: The client's base64 could not be decoded.
+INVALID_BASE64 = "invalid_base64"
+#: Dovecot's codes for a disabled user and an expired password (not sent by authbridge,
+#: whose stores have neither; kept so the whole vocabulary is in one place).
+USER_DISABLED = "user_disabled"
+PASS_EXPIRED = "pass_expired"
+
+FAIL_CODES = frozenset({TEMP_FAIL, AUTHZ_FAIL, INVALID_BASE64, USER_DISABLED, PASS_EXPIRED})
+
+#: The reason of a CONT for a request id that is not (or no longer) in flight.
+TIMED_OUT = "Authentication request timed out"
+
+
+def code_field(code: str) -> str:
+    return f"code={code}"
+
+
+# ------------------------------------------------------------------ lines
+
+
+def handshake_lines(
+    major: int,
+    minor: int,
+    mechanisms: Iterable[tuple[str, Iterable[str]]],
+    spid: int,
+    cuid: int,
+    cookie: str,
+) -> bytes:
+    """Everything the server says on accept (``mechanisms``: name and MECH flags)."""
+    lines = [join_line("VERSION", str(major), str(minor))]
+    for name, flags in mechanisms:
+        lines.append(join_line("MECH", name, *flags))
+    lines.append(join_line("SPID", str(spid)))
+    lines.append(join_line("CUID", str(cuid)))
+    lines.append(join_line("COOKIE", cookie))
+    lines.append(join_line("DONE"))
+    return b"".join(lines)
+
+
+def cont_line(request_id: int, data: bytes) -> bytes:
+    """``CONT`` with the mechanism's challenge (or final server data), base64."""
+    return join_line("CONT", str(request_id), b64encode(data))
+
+
+def _tail(verdict: Verdict) -> list[str]:
+    fields: list[str] = []
+    if verdict.had_store_fields:
+        # Dovecot 2.3 writes the separator even when every store field is hidden,
+        # which leaves an empty field; clients tolerate it and we match it.
+        fields.append("\t".join(keyvalue(k, v) for k, v in verdict.fields))
+    if verdict.original_user is not None and verdict.original_user != verdict.user:
+        # Also when no normalised name exists (user is None): Dovecot then repeats it.
+        fields.append(keyvalue("original_user", verdict.original_user))
+    return fields
+
+
+def ok_line(request_id: int, verdict: Verdict) -> bytes:
+    """``OK`` for a successful verdict: the user and the entry's visible fields."""
+    return join_line("OK", str(request_id), keyvalue("user", verdict.user or ""), *_tail(verdict))
+
+
+def fail_line(request_id: int, verdict: Verdict) -> bytes:
+    """``FAIL`` for a failed or temporarily failed verdict."""
+    fields = ["FAIL", str(request_id)]
+    name = verdict.user if verdict.user is not None else verdict.original_user
+    if name is not None:
+        fields.append(keyvalue("user", name))
+    if verdict.nodelay:
+        fields.append("nodelay")
+    if verdict.outcome is Outcome.TEMPFAIL:
+        fields.append(code_field(TEMP_FAIL))
+    fields.extend(_tail(verdict))
+    return join_line(*fields)
+
+
+def fail_reason_line(request_id: int, reason: str, code: str | None = None) -> bytes:
+    """Dovecot's immediate ``FAIL`` with a ``reason=`` (and maybe a ``code=``), no user."""
+    if code is None:
+        return join_line("FAIL", str(request_id), keyvalue("reason", reason))
+    return join_line("FAIL", str(request_id), code_field(code), keyvalue("reason", reason))
