@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from authbridge.cache import CacheSettings
+from authbridge.errors import ConfigError as ConfigError  # re-exported: config.ConfigError
 from authbridge.mechanisms import REGISTRY as MECHANISMS
 from authbridge.penalty import PenaltySettings
 
@@ -25,10 +26,6 @@ T = TypeVar("T")
 DEFAULT_SOCKET = "/var/run/dovecot/auth-client"
 STORE_TYPES = ("passwd-file", "exim-file", "sql")
 SQL_DRIVERS = ("sqlite", "postgresql")
-
-
-class ConfigError(ValueError):
-    """The configuration is unusable; the message tells where and why."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -216,15 +213,15 @@ MAX_WORKERS = 64
 
 
 def parse_workers(value: int | str) -> int:
-    """``workers``: a count, or ``"auto"`` for one per core; ValueError says what is wrong."""
+    """``workers``: a count, or ``"auto"`` for one per core; ConfigError says what is wrong."""
     if value == "auto":
         return max(1, os.cpu_count() or 1)
     if isinstance(value, str):
         if not value.isdigit():
-            raise ValueError('expected a number of processes or "auto"')
+            raise ConfigError('expected a number of processes or "auto"')
         value = int(value)
     if not 1 <= value <= MAX_WORKERS:
-        raise ValueError(f"must be between 1 and {MAX_WORKERS}")
+        raise ConfigError(f"must be between 1 and {MAX_WORKERS}")
     return value
 
 
@@ -235,7 +232,7 @@ def _workers(srv: _Reader) -> int:
         raise srv.error("workers", f'expected a number or "auto", got {type(value).__name__}')
     try:
         return parse_workers(value)
-    except ValueError as exc:
+    except ConfigError as exc:
         raise srv.error("workers", str(exc)) from None
 
 

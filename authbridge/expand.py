@@ -10,10 +10,12 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
+from authbridge.errors import StoreError
+
 _SHORT = {"u": "user", "n": "username", "d": "domain", "s": "service", "r": "rip", "l": "lip"}
 
 
-class ExpansionError(ValueError):
+class ExpansionError(StoreError, ValueError):
     """A ``%`` sequence that names no known variable."""
 
 

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 
 from authbridge import addresses, replies, wire
 from authbridge.addresses import IPAddress
+from authbridge.errors import ProtocolError
 from authbridge.mechanisms.base import (
     Accepted,
     Challenge,
@@ -147,7 +148,7 @@ class _Request:
     awaiting_final_cont: bool = False
 
 
-class ProtocolViolation(Exception):
+class ProtocolViolation(ProtocolError):
     """The client broke a rule that makes Dovecot drop the connection."""
 
 
@@ -368,7 +369,7 @@ class Session:
         else:
             try:
                 initial = wire.b64decode_strict(resp)
-            except ValueError:
+            except wire.InvalidBase64:
                 return self._fail_now(
                     request, "Invalid base64 data in initial response", replies.INVALID_BASE64
                 )
@@ -397,7 +398,7 @@ class Session:
         request.last_activity = now
         try:
             decoded = wire.b64decode_strict(data)
-        except ValueError:
+        except wire.InvalidBase64:
             return self._fail_now(
                 request, "Invalid base64 data in continued response", replies.INVALID_BASE64
             )

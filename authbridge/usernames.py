@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from authbridge.errors import ProtocolError
+
 #: Dovecot's default ``auth_username_chars``.
 DEFAULT_USERNAME_CHARS = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ01234567890.-_@"
 
 
-class InvalidUsername(ValueError):
+class InvalidUsername(ProtocolError, ValueError):
     """The login name cannot be used; the message is safe to log."""
 
 

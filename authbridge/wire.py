@@ -13,6 +13,8 @@ import base64
 import binascii
 from dataclasses import dataclass, field
 
+from authbridge.errors import ProtocolError
+
 #: Dovecot's AUTH_CLIENT_MAX_LINE_LENGTH: a line plus its LF must fit in this many bytes.
 MAX_LINE_LENGTH = 16384
 
@@ -23,7 +25,7 @@ _ESCAPES = {"\x00": "\x010", "\x01": "\x011", "\t": "\x01t", "\r": "\x01r", "\n"
 _UNESCAPES = {"0": "\x00", "1": "\x01", "t": "\t", "r": "\r", "n": "\n"}
 
 
-class LineTooLong(Exception):
+class LineTooLong(ProtocolError):
     """The peer sent MAX_LINE_LENGTH bytes without a line feed."""
 
 
@@ -72,21 +74,25 @@ def keyvalue(key: str, value: str | None) -> str:
     return key if value is None else f"{key}={tabescape(value)}"
 
 
+class InvalidBase64(ProtocolError, ValueError):
+    """Client data that is not base64 as Dovecot reads it."""
+
+
 def b64decode_strict(text: str) -> bytes:
     """Decode base64 the way Dovecot does for auth data: padding required, no junk.
 
-    Raises ``ValueError`` for anything that is not valid base64.
+    Raises :class:`InvalidBase64` for anything that is not valid base64.
     """
     cleaned = "".join(text.split())
     data_chars = len(cleaned.rstrip("="))
     if len(cleaned) - data_chars > -data_chars % 4:
         # "=" beyond what completes the last group ("AAAA="): Python's strict mode lets
         # it pass, Dovecot does not. Unused low bits ("AB==") pass in both.
-        raise ValueError("invalid base64")
+        raise InvalidBase64("invalid base64")
     try:
         return base64.b64decode(cleaned.encode("ascii"), validate=True)
     except (binascii.Error, UnicodeEncodeError) as exc:
-        raise ValueError("invalid base64") from exc
+        raise InvalidBase64("invalid base64") from exc
 
 
 def b64encode(data: bytes) -> str:

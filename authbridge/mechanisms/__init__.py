@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from authbridge.errors import ConfigError
 from authbridge.mechanisms.base import Mechanism
 from authbridge.mechanisms.cram_md5 import CramMd5
 from authbridge.mechanisms.login import Login
@@ -14,7 +15,7 @@ REGISTRY: dict[str, type[Mechanism]] = {
 }
 
 
-class UnknownMechanism(ValueError):
+class UnknownMechanism(ConfigError):
     """A configured mechanism name that authbridge does not implement."""
 
 

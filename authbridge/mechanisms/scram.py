@@ -153,7 +153,7 @@ class _Scram(Mechanism):
         try:
             # Dovecot's base64 rules, whitespace skipped, as for the protocol's payloads.
             proof = wire.b64decode_strict(proof_field[2:])
-        except ValueError:
+        except wire.InvalidBase64:
             return Failure("invalid base64 in ClientProof")
         size = hashlib.new(self.digest).digest_size
         if len(proof) != size:

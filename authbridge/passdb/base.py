@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Protocol, runtime_checkable
 if TYPE_CHECKING:
     from authbridge.session import RequestInfo
 
+from authbridge.errors import StoreError
 from authbridge.records import record
 from authbridge.schemes import StoredPassword, is_expensive
 
@@ -82,11 +83,11 @@ def pick_dummy_password(entries: Iterable[PassdbEntry]) -> StoredPassword | None
     return fallback
 
 
-class StoreUnavailable(Exception):
+class StoreUnavailable(StoreError):
     """The store cannot answer right now (unreadable file, database down)."""
 
 
-class StoreFormatError(ValueError):
+class StoreFormatError(StoreError, ValueError):
     """A store file does not parse; the message names the file and line."""
 
 

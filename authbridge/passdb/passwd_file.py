@@ -21,7 +21,7 @@ from authbridge.passdb.base import (
     read_store_bytes,
 )
 from authbridge.passdb.line_index import LineIndex
-from authbridge.schemes import StoredPassword, apply_compat_suffix, parse_stored
+from authbridge.schemes import SchemeError, StoredPassword, apply_compat_suffix, parse_stored
 
 log = logging.getLogger(__name__)
 
@@ -86,7 +86,7 @@ def parse_entry(
     parts = [user, *rest.split(":")]
     try:
         password = parse_stored(apply_compat_suffix(parts[1]), default_scheme)
-    except ValueError as exc:
+    except SchemeError as exc:
         # Dovecot drops just this user (e.g. a [56] value that is not 32 hex).
         log.error("%s: user %r skipped: %s", path, user, exc)
         return None

@@ -18,6 +18,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal, Protocol
 
+from authbridge.errors import ConfigError
+
 _SHORT = {"u": "user", "n": "username", "d": "domain", "s": "service", "r": "rip", "l": "lip"}
 _NAMES = frozenset(_SHORT.values())
 #: Variables whose value depends on the request, not only on the user.
@@ -26,7 +28,7 @@ REQUEST_VARIABLES = frozenset({"service", "rip", "lip"})
 Paramstyle = Literal["qmark", "format", "numeric"]
 
 
-class QueryError(ValueError):
+class QueryError(ConfigError):
     """A password_query that cannot be turned into a parameterised statement."""
 
 

@@ -9,18 +9,12 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Literal
 
+from authbridge.errors import SchemeError as SchemeError  # re-exported
+
 Encoding = Literal["none", "b64", "hex"]
 
 # Which non-plaintext mechanism (besides PLAIN/LOGIN) a scheme's stored data can serve.
 Kind = Literal["plain", "cram-md5", "scram-sha-1", "scram-sha-256", "digest-md5", "other"]
-
-
-class SchemeError(ValueError):
-    """A stored password value that cannot be used (unknown scheme, bad encoding, bad length).
-
-    The message names the scheme and the problem, never the stored data or a password:
-    it ends up in logs.
-    """
 
 
 @dataclass(frozen=True, slots=True)
