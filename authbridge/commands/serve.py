@@ -23,6 +23,7 @@ import trio
 from authbridge import __version__, gctune, supervisor, systemd
 from authbridge.authenticator import Authenticator
 from authbridge.cache import AuthCache
+from authbridge.commands.defaults import config_path
 from authbridge.config import Config, ConfigError, StoreConfig, load_config, parse_workers
 from authbridge.contained import Streak, report
 from authbridge.hashing import Hasher
@@ -127,7 +128,10 @@ def _demo_users() -> Path:
 
 def build_config(args: argparse.Namespace) -> Config:
     """The config file (if any) with command-line flags applied on top."""
-    config = load_config(args.config) if args.config else Config(source="<command line>")
+    path = args.config
+    if path is None and not (args.demo or args.passwd_file or args.exim_file):
+        path = config_path(None)  # /etc/authbridge/authbridge.toml when it exists
+    config = load_config(path) if path else Config(source="<command line>")
     server = config.server
     if args.demo:
         os.makedirs(DEMO_DIR, exist_ok=True)
@@ -597,8 +601,9 @@ def _demo_hint(args: argparse.Namespace, config: Config) -> None:
     if args.demo:
         print(
             f"authbridge demo: socket {config.server.socket_path}, users from "
-            f"{config.stores[0].path}\n  try: doveadm auth test -a "
-            f"{config.server.socket_path} -x secured demo demopass",
+            f"{config.stores[0].path}\n  try: authbridge auth test -a "
+            f"{config.server.socket_path} demo demopass\n  (or: doveadm auth test -a "
+            f"{config.server.socket_path} -x secured demo demopass)",
             file=sys.stderr,
         )
 
