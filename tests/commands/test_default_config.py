@@ -78,3 +78,27 @@ def test_auth_test_takes_the_socket_from_the_config(config: Path) -> None:
     proc = run("auth", "test", "alice", "alicepass", config=config)
     assert proc.returncode == 75
     assert f"cannot connect to {config.parent / 'ab-socket'}" in proc.stderr
+
+
+def _serve_config(*argv: str) -> str:
+    import argparse
+
+    from authbridge.commands import serve
+
+    parser = argparse.ArgumentParser()
+    serve.add_arguments(parser)
+    return serve.build_config(parser.parse_args(list(argv))).source
+
+
+def test_serve_reads_the_default_unless_told_otherwise(
+    config: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("AUTHBRIDGE_CONFIG", str(config))
+    assert _serve_config() == str(config)
+    other = tmp_path / "other.toml"
+    other.write_text(config.read_text())
+    assert _serve_config("--config", str(other)) == str(other)
+    # Store flags or --demo describe a whole setup of their own: the default stays out.
+    assert _serve_config("--passwd-file", str(tmp_path / "users")) == "<command line>"
+    monkeypatch.setenv("AUTHBRIDGE_CONFIG", str(tmp_path / "absent.toml"))
+    assert _serve_config("--passwd-file", str(tmp_path / "users")) == "<command line>"
