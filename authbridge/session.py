@@ -29,6 +29,19 @@ from authbridge.mechanisms.base import (
     VerifyPlain,
 )
 from authbridge.records import record
+from authbridge.states import (
+    CONNECTION,
+    REQUEST,
+    Conn,
+    ConnEvent,
+    ConnEventKind,
+    ConnState,
+    IllegalTransition,
+    Req,
+    ReqEvent,
+    ReqEventKind,
+    ReqState,
+)
 from authbridge.usernames import InvalidUsername, UsernamePolicy
 from authbridge.verdict import Outcome, Reason, Verdict
 
@@ -138,14 +151,18 @@ class _Request:
     mechanism: Mechanism
     ticket: int
     last_activity: float
-    accepts_cont: bool = False
-    checking: bool = False
+    state: ReqState = Req.STEPPING
     #: The login name, once the mechanism has seen it (as typed, and normalised).
     typed: str | None = None
     user: str | None = None
     #: After the mechanism's final data went out, the OK that the next CONT releases.
     pending_ok: Verdict | None = None
-    awaiting_final_cont: bool = False
+
+    def to(self, event: ReqEventKind) -> None:
+        try:
+            self.state = REQUEST[self.state][event]
+        except KeyError:
+            raise IllegalTransition(f"{event.value} in state {self.state.value}") from None
 
 
 class ProtocolViolation(ProtocolError):
@@ -171,6 +188,9 @@ class SessionSettings:
 @dataclass
 class Session:
     settings: SessionSettings
+    #: Where the connection is; moved only through :meth:`_to` (``states.CONNECTION``).
+    state: ConnState = Conn.AWAIT_VERSION
+    #: ``state is Conn.CLOSED``, kept as a plain attribute for the shell's checks.
     closed: bool = False
     client_major: int | None = None
     client_minor: int = 0
@@ -187,8 +207,15 @@ class Session:
     _blocked_on: int | None = None
     #: Unblocks since the last receive(): bounds the shell's inline-check recursion.
     _unblocks: int = 0
-    #: A violation seen while checks were running: the close waits for them.
+    #: A violation seen while checks were running (state DRAINING): the close waits.
     _closing: str | None = None
+
+    def _to(self, event: ConnEventKind) -> None:
+        try:
+            self.state = state = CONNECTION[self.state][event]
+        except KeyError:
+            raise IllegalTransition(f"{event.value} in state {self.state.value}") from None
+        self.closed = state is Conn.CLOSED
 
     # ------------------------------------------------------------------ handshake
 
@@ -212,7 +239,7 @@ class Session:
 
     def receive(self, data: bytes | bytearray, now: float) -> list[Action]:
         """Feed bytes from the client; returns what to do, in order."""
-        if self.closed or self._closing is not None:
+        if self.state is Conn.CLOSED or self.state is Conn.DRAINING:
             return []
         try:
             lines = self._buffer.feed(data)
@@ -235,7 +262,8 @@ class Session:
         """
         if self.closed:
             return []
-        if any(request.checking for request in self._requests.values()):
+        if any(request.state is Req.CHECKING for request in self._requests.values()):
+            self._to(ConnEvent.VIOLATION_WHILE_CHECKING)
             self._closing = reason
             self._held.clear()
             return []
@@ -267,7 +295,7 @@ class Session:
 
     def _checking_id(self, line: str) -> int | None:
         """The id of the request being checked that ``line`` is about, if any."""
-        if self.client_pid is None or not self._requests:
+        if self.state is not Conn.READY or not self._requests:
             return None
         for command in ("AUTH\t", "CONT\t", "CANCEL\t"):
             if line.startswith(command):
@@ -278,19 +306,21 @@ class Session:
         word = rest.split("\t", 1)[0]
         request_id = wire.parse_uint(wire.split_fields(word)[0] if line[0] == "A" else word)
         request = self._requests.get(request_id) if request_id else None
-        return request_id if request is not None and request.checking else None
+        checking = request is not None and request.state is Req.CHECKING
+        return request_id if checking else None
 
     def _close(self, reason: str, violation: bool = True) -> list[Action]:
-        self.closed = True
+        self._to(ConnEvent.CLOSE)
         self._requests.clear()
         self._held.clear()
         return [Close(reason, violation)]
 
     def _handle_line(self, line: str, now: float) -> list[Action]:
-        if self.client_major is None:
+        state = self.state
+        if state is Conn.AWAIT_VERSION:
             self._handle_version(line)
             return []
-        if self.client_pid is None:
+        if state is Conn.AWAIT_CPID:
             self._handle_cpid(line)
             return []
         if line.startswith("AUTH\t"):
@@ -313,6 +343,7 @@ class Session:
         if major != PROTOCOL_MAJOR:
             raise ProtocolViolation(f"client speaks major version {major}, not {PROTOCOL_MAJOR}")
         self.client_major, self.client_minor = major, minor
+        self._to(ConnEvent.VERSION)
 
     def _handle_cpid(self, line: str) -> None:
         if not line.startswith("CPID\t"):
@@ -321,6 +352,7 @@ class Session:
         if not pid:
             raise ProtocolViolation("client said its PID is 0 or sent a malformed CPID")
         self.client_pid = pid
+        self._to(ConnEvent.CPID)
 
     # ------------------------------------------------------------------ AUTH
 
@@ -392,9 +424,10 @@ class Session:
         request = self._requests.get(request_id)
         if request is None:
             return [Send(replies.fail_reason_line(request_id, replies.TIMED_OUT))]
-        if not request.accepts_cont:
+        state = request.state
+        if ReqEvent.CONT not in REQUEST[state]:
             return self._fail_now(request, "Unexpected continuation")
-        request.accepts_cont = False
+        request.to(ReqEvent.CONT)
         request.last_activity = now
         try:
             decoded = wire.b64decode_strict(data)
@@ -402,7 +435,7 @@ class Session:
             return self._fail_now(
                 request, "Invalid base64 data in continued response", replies.INVALID_BASE64
             )
-        if request.awaiting_final_cont and request.pending_ok is not None:
+        if state is Req.AWAITING_FINAL_CONT and request.pending_ok is not None:
             # The client acknowledged our final data. What it sent means nothing (not
             # even a NUL fails it), but it must be base64, as in Dovecot.
             return self._finish(request, request.pending_ok)
@@ -422,7 +455,7 @@ class Session:
             # validates it right there, before prompting for the password.
             if step.username is not None and not self._learn_username(request, step.username):
                 return self._invalid_username(request)
-            request.accepts_cont = True
+            request.to(ReqEvent.CHALLENGE)
             return [Send(replies.cont_line(request.info.id, step.data))]
         if isinstance(step, Failure):
             reason = Reason.PASSWORD_MISMATCH if step.password_mismatch else Reason.MALFORMED
@@ -436,8 +469,7 @@ class Session:
             assert request.pending_ok is not None
             return self._finish(request, request.pending_ok)
         if isinstance(step, Success):
-            request.accepts_cont = True
-            request.awaiting_final_cont = True
+            request.to(ReqEvent.FINAL_DATA)
             return [Send(replies.cont_line(request.info.id, step.data))]
         if (
             isinstance(step, NeedCredentials)
@@ -445,7 +477,7 @@ class Session:
             and not self._learn_username(request, step.username)
         ):
             return self._invalid_username(request)
-        request.checking = True
+        request.to(ReqEvent.CHECK)
         request.last_activity = now
         return [Check(request.ticket, request.info, step)]
 
@@ -468,7 +500,7 @@ class Session:
         request = self._requests.get(request_id)
         if self.closed or request is None or request.ticket != ticket:
             return self._unblock(now)
-        request.checking = False
+        request.to(ReqEvent.CHECKED)
         if isinstance(result, CredentialsFound):
             request.pending_ok = result.verdict
             request.last_activity = now
@@ -480,15 +512,15 @@ class Session:
 
     def _unblock(self, now: float) -> list[Action]:
         """Go on with held lines once the request they wait for is no longer checked."""
-        if self._closing is not None and not self.closed:
-            if any(request.checking for request in self._requests.values()):
+        if self.state is Conn.DRAINING:
+            if any(request.state is Req.CHECKING for request in self._requests.values()):
                 return []
-            return self._close(self._closing)
+            return self._close(self._closing or "")
         blocked = self._blocked_on
         if blocked is None or self.closed:
             return []
         request = self._requests.get(blocked)
-        if request is not None and request.checking:
+        if request is not None and request.state is Req.CHECKING:
             return []
         self._blocked_on = None
         self._unblocks += 1
@@ -529,7 +561,7 @@ class Session:
         infos = [r.info for r in self._requests.values()]
         self._requests.clear()
         self._held.clear()
-        self.closed = True
+        self._to(ConnEvent.CLOSE)
         return infos
 
 
