@@ -10,10 +10,9 @@ from authbridge.authenticator import Authenticator
 from authbridge.cache import AuthCache, CacheSettings
 from authbridge.hashing import Hasher
 from authbridge.mechanisms.base import VerifyPlain
-from authbridge.passdb.passwd_file import PasswdFileStore
 from authbridge.session import Credential, RequestInfo
 from authbridge.verdict import Outcome, Reason, Verdict
-from tests.support.credentials import CramAnswer, settle
+from tests.support.credentials import CramAnswer, authenticator_on, settle, verdict_on
 from tests.support.memory_store import MemoryStore
 
 USERS = """\
@@ -149,29 +148,11 @@ def _cram(user: str, password: bytes) -> CramAnswer:
 @pytest.fixture(params=["task", "inline"])
 def fields_auth(request: pytest.FixtureRequest, tmp_path: Path) -> Authenticator:
     """FIELDS_USERS behind the task path (async lookup) and the inline path (check_now)."""
-    if request.param == "task":
-        return Authenticator([MemoryStore(FIELDS_USERS)], Hasher())
-    path = tmp_path / "users"
-    path.write_text(FIELDS_USERS)
-    store = PasswdFileStore(path)
-    store.load()
-    return Authenticator([store], Hasher())
+    return authenticator_on(request.param, FIELDS_USERS, tmp_path)
 
 
 async def _verdict(auth: Authenticator, credential: Credential | CramAnswer) -> Verdict:
-    """Whichever path the store allows, as the server calls it."""
-    if isinstance(credential, CramAnswer):
-        now = auth.check_now(info(), credential.credential)
-        if now is None:
-            now = await auth.check(info(), credential.credential)
-        return settle(credential.mechanism, now)
-    now = auth.check_now(info(), credential)
-    if now is not None:
-        assert isinstance(now, Verdict)
-        return now
-    result = await auth.check(info(), credential)
-    assert isinstance(result, Verdict)
-    return result
+    return await verdict_on(auth, info(), credential)
 
 
 @pytest.mark.parametrize("compat", [False, True], ids=["default", "compat"])

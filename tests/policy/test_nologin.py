@@ -20,13 +20,12 @@ from authbridge.events import FAIL2BAN_WORDS
 from authbridge.hashing import Hasher
 from authbridge.mechanisms.base import NeedCredentials, VerifyPlain
 from authbridge.metrics import result_label
-from authbridge.passdb.passwd_file import PasswdFileStore
 from authbridge.passdb.sql import SqlStore
 from authbridge.passdb.sql_sqlite import SqliteBackend
 from authbridge.session import Credential, CredentialsFound, RequestInfo
 from authbridge.verdict import Outcome, Reason, Verdict, refuse_nologin
 from tests.sql.conftest import DEPLOY, make_sqlite
-from tests.support.credentials import CramAnswer, settle
+from tests.support.credentials import CramAnswer, authenticator_on, verdict_on
 from tests.support.memory_store import MemoryStore
 
 USERS = """\
@@ -52,29 +51,11 @@ def cram(user: str, password: bytes, challenge: bytes = CHALLENGE) -> CramAnswer
 @pytest.fixture(params=["task", "inline"])
 def auth(request: pytest.FixtureRequest, tmp_path: Path) -> Authenticator:
     """The same users behind the task path (async lookup) and the inline path (get)."""
-    if request.param == "task":
-        return Authenticator([MemoryStore(USERS)], Hasher())
-    path = tmp_path / "users"
-    path.write_text(USERS)
-    store = PasswdFileStore(path)
-    store.load()
-    return Authenticator([store], Hasher())
+    return authenticator_on(request.param, USERS, tmp_path)
 
 
 async def verdict_of(auth: Authenticator, credential: Credential | CramAnswer) -> Verdict:
-    """Whichever path the fixture's store allows, as the server would call it."""
-    if isinstance(credential, CramAnswer):
-        now = auth.check_now(info(), credential.credential)
-        if now is None:
-            now = await auth.check(info(), credential.credential)
-        return settle(credential.mechanism, now)
-    now = auth.check_now(info(), credential)
-    if now is not None:
-        assert isinstance(now, Verdict)
-        return now
-    result = await auth.check(info(), credential)
-    assert isinstance(result, Verdict)
-    return result
+    return await verdict_on(auth, info(), credential)
 
 
 @pytest.mark.parametrize(

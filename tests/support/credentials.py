@@ -4,11 +4,16 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+from pathlib import Path
 
+from authbridge.authenticator import Authenticator
+from authbridge.hashing import Hasher
 from authbridge.mechanisms.base import Accepted, Failure, Mechanism, NeedCredentials
 from authbridge.mechanisms.cram_md5 import CramMd5
-from authbridge.session import CredentialsFound, failed_after_lookup
+from authbridge.passdb.passwd_file import PasswdFileStore
+from authbridge.session import Credential, CredentialsFound, RequestInfo, failed_after_lookup
 from authbridge.verdict import Reason, Verdict
+from tests.support.memory_store import MemoryStore
 
 
 class CramAnswer:
@@ -33,3 +38,33 @@ def settle(mechanism: Mechanism, result: Verdict | CredentialsFound) -> Verdict:
         return result.verdict
     assert isinstance(step, Failure) and step.password_mismatch
     return failed_after_lookup(result.verdict, Reason.PASSWORD_MISMATCH)
+
+
+def authenticator_on(path_kind: str, users: str, tmp_path: Path) -> Authenticator:
+    """``users`` (passwd-file text) behind the task path (an in-memory store without
+    ``get``: async lookup) or the inline path (a loaded passwd-file: ``check_now``)."""
+    if path_kind == "task":
+        return Authenticator([MemoryStore(users)], Hasher())
+    path = tmp_path / "users"
+    path.write_text(users)
+    store = PasswdFileStore(path)
+    store.load()
+    return Authenticator([store], Hasher())
+
+
+async def verdict_on(
+    auth: Authenticator, info: RequestInfo, credential: Credential | CramAnswer
+) -> Verdict:
+    """Whichever path the authenticator's store allows, as the server calls it."""
+    if isinstance(credential, CramAnswer):
+        found = auth.check_now(info, credential.credential)
+        if found is None:
+            found = await auth.check(info, credential.credential)
+        return settle(credential.mechanism, found)
+    now = auth.check_now(info, credential)
+    if now is not None:
+        assert isinstance(now, Verdict)
+        return now
+    result = await auth.check(info, credential)
+    assert isinstance(result, Verdict)
+    return result
