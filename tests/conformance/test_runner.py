@@ -13,7 +13,9 @@ from pathlib import Path
 import pytest
 
 from tests.conformance.transcript import (
+    ALL_MECHANISMS,
     CORPUS,
+    DEFAULT_MECHANISMS,
     Directive,
     Literal,
     Replayer,
@@ -26,6 +28,7 @@ from tests.conformance.transcript import (
     split_segments,
     unescape,
 )
+from tests.fuzz.differential import MECHANISMS as FUZZER_MECHANISMS
 from tests.support.dovecot import DovecotAuth
 
 
@@ -81,6 +84,21 @@ def test_handshake_macro_and_groups_parse(tmp_path: Path) -> None:
     assert kinds == ["Send", *["Expect"] * 8, "ExpectUnordered", "Quiet", "Disconnect"]
 
 
+def test_mechanisms_header_picks_the_server_pair_and_the_handshake(tmp_path: Path) -> None:
+    path = tmp_path / "t.txt"
+    body = "C: VERSION\\t1\\t0\nS: <handshake>\n"
+    path.write_text("# title: x\n" + body)
+    assert parse_transcript(path).mechanisms == DEFAULT_MECHANISMS
+    path.write_text("# title: x\n# mechanisms: " + " ".join(ALL_MECHANISMS) + "\n" + body)
+    transcript = parse_transcript(path)
+    assert transcript.mechanisms == ALL_MECHANISMS == FUZZER_MECHANISMS
+    # Two more MECH lines: SCRAM-SHA-1 and SCRAM-SHA-256.
+    assert len(transcript.steps) == 1 + 8 + 2
+    path.write_text("# title: x\n# mechanisms: plain scram-sha-1\n" + body)
+    with pytest.raises(TranscriptSyntaxError):
+        parse_transcript(path)
+
+
 def test_missing_title_is_an_error(tmp_path: Path) -> None:
     path = tmp_path / "t.txt"
     path.write_text("C: VERSION\\t1\\t0\n")
@@ -133,3 +151,46 @@ def test_runner_accepts_the_right_version_of_a_wrong_transcript(
     path = tmp_path / "right.txt"
     path.write_text("# title: right\n" + HEAD + PLAIN_BAD + "S: FAIL\\t1\\tuser=userx\n")
     Replayer(str(conformance_dovecot.socket_path)).run(parse_transcript(path))
+
+
+SCRAM_HEAD = "# mechanisms: " + " ".join(ALL_MECHANISMS) + "\n" + HEAD
+SCRAM_FIRST = (
+    "C: AUTH\\t1\\tSCRAM-SHA-256\\tservice=smtp\\tresp={scram-first sha-256 userx n0nce}\n"
+    "S: CONT\\t1\\t{scram-server-first}\n"
+)
+# Each of these contradicts what Dovecot 2.3 really does with SCRAM.
+WRONG_SCRAM_TRANSCRIPTS = {
+    "bad-proof-expected-ok": SCRAM_HEAD
+    + SCRAM_FIRST
+    + "C: CONT\\t1\\t{scram-final-badproof}\nS: CONT\\t1\\t{scram-server-final}\n",
+    "wrong-password-expected-ok": SCRAM_HEAD
+    + SCRAM_FIRST
+    + "C: CONT\\t1\\t{scram-final wrong}\nS: CONT\\t1\\t{scram-server-final}\n",
+    "server-first-for-another-nonce": SCRAM_HEAD
+    + "C: AUTH\\t1\\tSCRAM-SHA-256\\tservice=smtp\\tresp={scram-first sha-256 userx abc}\n"
+    + "C: AUTH\\t2\\tSCRAM-SHA-256\\tservice=smtp\\tresp={scram-first sha-256 userx xyz}\n"
+    + "S: CONT\\t1\\t{scram-server-first}\nS: CONT\\t1\\t{scram-server-first}\n",
+}
+
+
+@pytest.mark.interop
+def test_runner_checks_scram_answers(
+    tmp_path: Path, conformance_all_mechs_dovecot: DovecotAuth
+) -> None:
+    """The SCRAM directives' wrong variants are caught; the right one passes (control)."""
+    for name, text in sorted(WRONG_SCRAM_TRANSCRIPTS.items()):
+        path = tmp_path / f"{name}.txt"
+        path.write_text(f"# title: deliberately wrong ({name})\n" + text)
+        with pytest.raises(TranscriptMismatch):
+            Replayer(str(conformance_all_mechs_dovecot.socket_path), timeout=2.0).run(
+                parse_transcript(path)
+            )
+    path = tmp_path / "right.txt"
+    path.write_text(
+        "# title: right\n"
+        + SCRAM_HEAD
+        + SCRAM_FIRST
+        + "C: CONT\\t1\\t{scram-final secret}\nS: CONT\\t1\\t{scram-server-final}\n"
+        + "C: CONT\\t1\\t\nS: OK\\t1\\tuser=userx\n"
+    )
+    Replayer(str(conformance_all_mechs_dovecot.socket_path)).run(parse_transcript(path))

@@ -21,6 +21,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from tests.fuzz.diff_cases import ScramClient
+
 REPO = Path(__file__).resolve().parents[2]
 CORPUS = REPO / "protocol" / "transcripts"
 USERS_FILE = REPO / "protocol" / "users.passwd"
@@ -29,17 +31,37 @@ DEFAULT_TIMEOUT = 5.0
 # Dovecot flushes delayed FAILs on a 500 ms timer even with auth_failure_delay = 0.
 OWED_REPLY_WAIT = 1.0
 
+# The mechanisms the corpus servers offer unless a transcript's "# mechanisms:" says otherwise.
+DEFAULT_MECHANISMS: tuple[str, ...] = ("plain", "login", "cram-md5")
+# The other set a transcript may ask for: the differential fuzzer's (all five).
+ALL_MECHANISMS: tuple[str, ...] = ("plain", "login", "cram-md5", "scram-sha-1", "scram-sha-256")
+MECHANISM_SETS: tuple[tuple[str, ...], ...] = (DEFAULT_MECHANISMS, ALL_MECHANISMS)
+
+# Each mechanism's MECH line, as Dovecot 2.3 (and so authbridge) sends it.
+MECH_LINES: dict[str, str] = {
+    "plain": r"MECH\tPLAIN\tplaintext",
+    "login": r"MECH\tLOGIN\tplaintext",
+    "cram-md5": r"MECH\tCRAM-MD5\tdictionary\tactive",
+    "scram-sha-1": r"MECH\tSCRAM-SHA-1\tmutual-auth",
+    "scram-sha-256": r"MECH\tSCRAM-SHA-256\tmutual-auth",
+}
+
+
+def handshake(mechanisms: Sequence[str] = DEFAULT_MECHANISMS) -> tuple[str, ...]:
+    """The handshake patterns a server offering ``mechanisms`` sends."""
+    return (
+        r"VERSION\t1\t2",
+        *(MECH_LINES[m] for m in mechanisms),
+        r"SPID\t{int}",
+        r"CUID\t{int}",
+        r"COOKIE\t{hex32}",
+        r"DONE",
+    )
+
+
 # The handshake authbridge and Dovecot 2.3 (auth_mechanisms = plain login cram-md5) send.
-HANDSHAKE: tuple[str, ...] = (
-    r"VERSION\t1\t2",
-    r"MECH\tPLAIN\tplaintext",
-    r"MECH\tLOGIN\tplaintext",
-    r"MECH\tCRAM-MD5\tdictionary\tactive",
-    r"SPID\t{int}",
-    r"CUID\t{int}",
-    r"COOKIE\t{hex32}",
-    r"DONE",
-)
+HANDSHAKE: tuple[str, ...] = handshake()
+SCRAM_DIGESTS = {"sha-1": "sha1", "sha-256": "sha256"}
 
 CRAM_CHALLENGE = re.compile(rb"<[0-9]+\.[0-9]+@[^<>\s]+>")
 
@@ -201,6 +223,8 @@ class Transcript:
     title: str
     path: Path
     steps: list[Step] = field(default_factory=list)
+    #: The mechanisms both servers must offer for this transcript (one of MECHANISM_SETS).
+    mechanisms: tuple[str, ...] = DEFAULT_MECHANISMS
 
 
 _MACRO = re.compile(r"<(\w+)(?:\s+([0-9.]+))?>")
@@ -234,6 +258,10 @@ def parse_transcript(path: Path) -> Transcript:
             header = raw[1:].strip()
             if header.lower().startswith("title:"):
                 transcript.title = header.split(":", 1)[1].strip()
+            elif header.lower().startswith("mechanisms:"):
+                if any(isinstance(s, Expect) for s in transcript.steps):
+                    raise TranscriptSyntaxError(f"{where}: '# mechanisms:' after the handshake")
+                transcript.mechanisms = _mechanism_set(header.split(":", 1)[1], where)
             continue
         tag, sep, rest = raw.partition(": ")
         if not sep:
@@ -255,7 +283,7 @@ def parse_transcript(path: Path) -> Transcript:
             if macro is None:
                 transcript.steps.append(Expect(tuple(split_segments(rest, where)), where))
             elif macro.group(1) == "handshake":
-                for pattern in HANDSHAKE:
+                for pattern in handshake(transcript.mechanisms):
                     transcript.steps.append(Expect(tuple(split_segments(pattern, where)), where))
             elif macro.group(1) == "disconnect":
                 transcript.steps.append(Disconnect(where))
@@ -277,6 +305,17 @@ def parse_transcript(path: Path) -> Transcript:
     if not transcript.steps:
         raise TranscriptSyntaxError(f"{path.name}: no steps")
     return transcript
+
+
+def _mechanism_set(text: str, where: str) -> tuple[str, ...]:
+    wanted = tuple(text.lower().split())
+    for known in MECHANISM_SETS:
+        if wanted == known:
+            return known
+    raise TranscriptSyntaxError(
+        f"{where}: mechanisms must be one of "
+        + " or ".join(repr(" ".join(m)) for m in MECHANISM_SETS)
+    )
 
 
 def _macro_seconds(macro: re.Match[str], where: str) -> float:
@@ -391,6 +430,9 @@ class Replayer:
         self.socket_path = socket_path
         self.timeout = timeout
         self.challenges: dict[bytes, bytes] = {}
+        # SCRAM per request id: the client half, and the server-first message it answers.
+        self.scram: dict[bytes, ScramClient] = {}
+        self.server_firsts: dict[bytes, bytes] = {}
 
     # -- client side ---------------------------------------------------------------
 
@@ -417,9 +459,49 @@ class Replayer:
                     self.challenges[fields[1]],
                     seg.name.endswith("upper"),
                 )
+            elif seg.name.startswith("scram-"):
+                out += base64.b64encode(self._scram_client(seg, out, where))
             else:
                 raise TranscriptSyntaxError(f"{where}: unknown client directive {seg.name!r}")
         return out
+
+    def _scram_client(self, seg: Directive, prefix: bytes, where: str) -> bytes:
+        """The SCRAM client message a ``{scram-...}`` directive stands for (before base64)."""
+        fields = prefix.split(b"\t")
+        if len(fields) < 2:
+            raise TranscriptSyntaxError(f"{where}: {{{seg.name}}} outside an AUTH or CONT line")
+        request_id = fields[1]
+        if seg.name == "scram-first":
+            parts = seg.arg.split(" ")
+            if len(parts) != 3 or parts[0].lower() not in SCRAM_DIGESTS:
+                raise TranscriptSyntaxError(
+                    f"{where}: {{scram-first ALG USER NONCE}} with ALG sha-1 or sha-256"
+                )
+            client = ScramClient(
+                SCRAM_DIGESTS[parts[0].lower()],
+                unescape(parts[1], where),
+                b"",
+                unescape(parts[2], where),
+            )
+            self.scram[request_id] = client
+            return client.client_first()
+        if request_id not in self.server_firsts:
+            raise TranscriptSyntaxError(
+                f"{where}: {{{seg.name}}} with no {{scram-server-first}} seen for this id"
+            )
+        client, server_first = self.scram[request_id], self.server_firsts[request_id]
+        if seg.name == "scram-final":
+            client.password = unescape(seg.arg, where)
+            return client.client_final(server_first)
+        if seg.name == "scram-final-badproof":
+            client.password = b"not the password"
+            return client.client_final(server_first)
+        if seg.name == "scram-final-proof":
+            password, _, template = seg.arg.partition(" ")
+            client.password = unescape(password, where)
+            without_proof, _, proof = client.client_final(server_first).rpartition(b",p=")
+            return without_proof + b",p=" + unescape(template, where).replace(b"%p", proof)
+        raise TranscriptSyntaxError(f"{where}: unknown client directive {seg.name!r}")
 
     # -- server side ---------------------------------------------------------------
 
@@ -437,31 +519,55 @@ class Replayer:
                 parts.append(rb"[^\t]*")
             elif seg.name == "challenge":
                 parts.append(rb"(?P<challenge>[A-Za-z0-9+/]+={0,2})")
+            elif seg.name == "scram-server-first":
+                parts.append(rb"(?P<scram_first>[A-Za-z0-9+/]+={0,2})")
+            elif seg.name == "scram-server-final":
+                parts.append(rb"(?P<scram_final>[A-Za-z0-9+/]+={0,2})")
             elif seg.name == "b64":
                 parts.append(re.escape(base64.b64encode(unescape(seg.arg, where))))
             else:
                 raise TranscriptSyntaxError(f"{where}: unknown server directive {seg.name!r}")
         return re.compile(b"".join(parts), re.DOTALL)
 
-    def _try(self, segments: Sequence[Segment], line: bytes, where: str) -> bytes | None:
-        """Match without side effects; returns the CRAM challenge captured (or b"")."""
+    def _try(self, segments: Sequence[Segment], line: bytes, where: str) -> dict[str, bytes] | None:
+        """Match without side effects; returns what to remember (CRAM challenge, SCRAM
+        server-first), decoded, by group name."""
         found = self.pattern_regex(segments, where).fullmatch(line)
         if found is None:
             return None
-        if "challenge" not in found.groupdict():
-            return b""
-        challenge = base64.b64decode(found.group("challenge"), validate=True)
-        return challenge if CRAM_CHALLENGE.fullmatch(challenge) else None
+        fields = line.split(b"\t")
+        scram = self.scram.get(fields[1]) if len(fields) > 1 else None
+        captured: dict[str, bytes] = {}
+        for name, value in found.groupdict().items():
+            data = base64.b64decode(value, validate=True)
+            if name == "challenge" and not CRAM_CHALLENGE.fullmatch(data):
+                return None
+            if name == "scram_first" and (
+                scram is None or not data.startswith(b"r=" + scram.nonce)
+            ):
+                return None
+            if name == "scram_final" and (
+                scram is None
+                or scram.server_signature is None
+                or not data.startswith(b"v=")
+                or not hmac.compare_digest(_b64_or_empty(data[2:]), scram.server_signature)
+            ):
+                return None
+            captured[name] = data
+        return captured
 
-    def _remember(self, line: bytes, challenge: bytes) -> None:
-        if challenge:
-            self.challenges[line.split(b"\t")[1]] = challenge
+    def _remember(self, line: bytes, captured: dict[str, bytes]) -> None:
+        request_id = line.split(b"\t")[1] if captured else b""
+        if "challenge" in captured:
+            self.challenges[request_id] = captured["challenge"]
+        if "scram_first" in captured:
+            self.server_firsts[request_id] = captured["scram_first"]
 
     def match(self, segments: Sequence[Segment], line: bytes, where: str) -> bool:
-        challenge = self._try(segments, line, where)
-        if challenge is None:
+        captured = self._try(segments, line, where)
+        if captured is None:
             return False
-        self._remember(line, challenge)
+        self._remember(line, captured)
         return True
 
     @staticmethod
@@ -483,7 +589,7 @@ class Replayer:
                 )
             lines.append(line)
         # Which pattern may take which line; then a perfect bipartite matching.
-        captures: dict[tuple[int, int], bytes] = {}
+        captures: dict[tuple[int, int], dict[str, bytes]] = {}
         for pi, pattern in enumerate(step.patterns):
             for li, line in enumerate(lines):
                 got = self._try(pattern, line, step.where[pi])
@@ -572,6 +678,13 @@ class Replayer:
                 )
             if conn.eof:
                 raise TranscriptMismatch("end: server disconnected, transcript did not expect it")
+
+
+def _b64_or_empty(data: bytes) -> bytes:
+    try:
+        return base64.b64decode(data, validate=True)
+    except ValueError:
+        return b""
 
 
 def _request_id(field: bytes) -> bytes:
