@@ -42,17 +42,12 @@ SMALL, LARGE = 200, 1000
 CHURN_SMALL, CHURN_LARGE = 100, 500
 
 
-def serve_requests(count: int, level: str) -> None:
-    """The measured workload (run inside valgrind)."""
-    import trio
-
+def _measured_store(level: str) -> object:
+    """Logs configured for the run and one {SSHA512} user ``joe`` (password ``pw``) in
+    memory: the store both measured workloads authenticate against."""
     from authbridge import logs
-    from authbridge.authenticator import Authenticator
-    from authbridge.config import Config
-    from authbridge.hashing import Hasher
     from authbridge.passdb.passwd_file import parse_passwd_file
     from authbridge.schemes import generate
-    from authbridge.server import AuthServer
 
     logs.configure("json", level, open(os.devnull, "w"))  # noqa: SIM115 - for the whole run
 
@@ -69,10 +64,24 @@ def serve_requests(count: int, level: str) -> None:
         def get(self, user: str) -> object:
             return self.entries.get(user)
 
+    return Store()
+
+
+def serve_requests(count: int, level: str) -> None:
+    """The measured workload (run inside valgrind)."""
+    import trio
+
+    from authbridge.authenticator import Authenticator
+    from authbridge.config import Config
+    from authbridge.hashing import Hasher
+    from authbridge.server import AuthServer
+
+    store = _measured_store(level)
+
     resp = base64.b64encode(b"\0joe\0pw").decode()
 
     async def main() -> None:
-        server = AuthServer(Config(), Authenticator([Store()], Hasher()))  # type: ignore[list-item]
+        server = AuthServer(Config(), Authenticator([store], Hasher()))  # type: ignore[list-item]
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         ours.setblocking(False)
 
@@ -126,29 +135,13 @@ def churn_connections(count: int, level: str) -> None:
 
     import trio
 
-    from authbridge import logs
     from authbridge.authenticator import Authenticator
     from authbridge.config import Config
     from authbridge.hashing import Hasher
     from authbridge.listeners import unix_listener
-    from authbridge.passdb.passwd_file import parse_passwd_file
-    from authbridge.schemes import generate
     from authbridge.server import AuthServer
 
-    logs.configure("json", level, open(os.devnull, "w"))  # noqa: SIM115 - for the whole run
-
-    class Store:
-        name = "memory"
-
-        def __init__(self) -> None:
-            stored = generate("SSHA512", b"pw", "joe")
-            self.entries = parse_passwd_file(f"joe:{stored}\n", "memory")
-
-        async def lookup(self, user: str, info: object = None) -> object:
-            return self.entries.get(user)
-
-        def get(self, user: str) -> object:
-            return self.entries.get(user)
+    store = _measured_store(level)
 
     resp = base64.b64encode(b"\0joe\0pw")
     hello = (
@@ -174,7 +167,7 @@ def churn_connections(count: int, level: str) -> None:
             sock.close()
 
     async def main() -> None:
-        server = AuthServer(Config(), Authenticator([Store()], Hasher()))  # type: ignore[list-item]
+        server = AuthServer(Config(), Authenticator([store], Hasher()))  # type: ignore[list-item]
         listener = unix_listener(path, 0o600, None, None)
         try:
             async with trio.open_nursery() as nursery:
