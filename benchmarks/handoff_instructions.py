@@ -22,15 +22,14 @@ from __future__ import annotations
 
 import argparse
 import os
-import re
 import shutil
-import site
 import socket
-import subprocess
 import sys
 import tempfile
 import threading
 from pathlib import Path
+
+from instructions import callgrind_instructions  # benchmarks/, beside this script
 
 REPO = Path(__file__).resolve().parents[1]
 SMALL, LARGE = 200, 1000
@@ -101,30 +100,7 @@ def workload(mode: str, count: int) -> None:
 
 
 def counted(mode: str, count: int) -> int:
-    valgrind = shutil.which("valgrind")
-    if valgrind is None:
-        raise SystemExit("valgrind is not installed (apt-get install valgrind)")
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(REPO), *site.getsitepackages()]))
-    result = subprocess.run(
-        [
-            valgrind,
-            "--tool=callgrind",
-            "--callgrind-out-file=/dev/null",
-            os.path.realpath(sys.executable),
-            __file__,
-            "--run",
-            mode,
-            str(count),
-        ],
-        env=env,
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    found = re.search(r"Collected\s*:\s*(\d+)", result.stderr)
-    if result.returncode != 0 or found is None:
-        raise SystemExit(f"the measured run failed:\n{result.stderr[-2000:]}")
-    return int(found.group(1))
+    return callgrind_instructions(REPO, __file__, "--run", mode, str(count))
 
 
 def main() -> int:

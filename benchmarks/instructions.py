@@ -183,8 +183,9 @@ def churn_connections(count: int, level: str) -> None:
     trio.run(main)
 
 
-def counted(repo: Path, count: int, level: str, churn: bool = False) -> int:
-    """Instructions of one run of the workload under callgrind."""
+def callgrind_instructions(repo: Path, script: str, *args: str) -> int:
+    """Instructions of one run of ``script`` ``args`` under callgrind, ``repo`` first on
+    the path."""
     valgrind = shutil.which("valgrind")
     if valgrind is None:
         raise SystemExit("valgrind is not installed (apt-get install valgrind)")
@@ -198,12 +199,8 @@ def counted(repo: Path, count: int, level: str, churn: bool = False) -> int:
             "--tool=callgrind",
             "--callgrind-out-file=/dev/null",
             os.path.realpath(sys.executable),
-            __file__,
-            "--run",
-            str(count),
-            "--log-level",
-            level,
-            *(["--churn"] if churn else []),
+            script,
+            *args,
         ],
         env=env,
         capture_output=True,
@@ -214,6 +211,12 @@ def counted(repo: Path, count: int, level: str, churn: bool = False) -> int:
     if result.returncode != 0 or found is None:
         raise SystemExit(f"the measured run failed:\n{result.stderr[-2000:]}")
     return int(found.group(1))
+
+
+def counted(repo: Path, count: int, level: str, churn: bool = False) -> int:
+    """Instructions of one run of the workload under callgrind."""
+    extra = ["--churn"] if churn else []
+    return callgrind_instructions(repo, __file__, "--run", str(count), "--log-level", level, *extra)
 
 
 def main() -> int:
