@@ -7,6 +7,7 @@ and the key, and the old configuration keeps serving.
 
 from __future__ import annotations
 
+import difflib
 import ipaddress
 import os
 import re
@@ -26,6 +27,13 @@ T = TypeVar("T")
 DEFAULT_SOCKET = "/var/run/dovecot/auth-client"
 STORE_TYPES = ("passwd-file", "exim-file", "sql")
 SQL_DRIVERS = ("sqlite", "postgresql")
+LOG_FORMATS = ("auto", "json", "console")
+LOG_LEVELS = ("debug", "info", "warning", "error")
+UNKNOWN_USER_MODES = ("fingerprint", "typed")
+#: The tables a config file may have (``store`` as ``[[store]]``, one per store).
+TABLES = ("server", "store", "policy", "log", "metrics", "penalty", "cache")
+#: Postfix gives up on the auth socket after this many seconds.
+POSTFIX_TIMEOUT = 10.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -139,9 +147,23 @@ class _Reader:
 
     def error(self, key: str, problem: str) -> ConfigError:
         dotted = f"{self.prefix}.{key}" if self.prefix else key
-        line = _line_of(self.text, key, self.prefix)
-        where = f"{self.source}:{line}" if line else self.source
-        return ConfigError(f"{where}: {dotted}: {problem}")
+        return ConfigError(f"{self.where(key)}: {dotted}: {problem}")
+
+    def where(self, key: str) -> str:
+        """``FILE:LINE`` of ``key`` in this table (``FILE`` alone when not found)."""
+        line = self.line(key)
+        return f"{self.source}:{line}" if line else self.source
+
+    def line(self, key: str) -> int | None:
+        if isinstance(self.table.get(key), dict | list) and _is_table(self.table[key]):
+            dotted = f"{_section_name(self.prefix)}.{key}" if self.prefix else key
+            header = _header_line(self.text, dotted)
+            if header:
+                return header
+        return _line_of(self.text, key, self.prefix)
+
+    def is_set(self, key: str) -> bool:
+        return key in self.table
 
     def get(
         self, key: str, kind: type[T], default: T, check: Callable[[T], str | None] | None = None
@@ -181,22 +203,76 @@ class _Reader:
         return values
 
     def finish(self) -> None:
-        for key in self.table:
-            if key not in self.used:
-                raise self.error(key, "unknown setting")
+        """Refuse the first (in file order) key this table does not have, with a guess."""
+        unknown = [key for key in self.table if key not in self.used]
+        if not unknown:
+            return
+        key = min(unknown, key=lambda k: self.line(k) or 1 << 30)
+        guess = _did_you_mean(key, self.used)
+        if _is_table(self.table[key]):
+            dotted = f"{_section_name(self.prefix)}.{key}" if self.prefix else key
+            raise ConfigError(f"{self.where(key)}: unknown table {dotted!r}{guess}")
+        raise self.error(key, f"unknown setting{guess}")
+
+
+def _is_table(value: Any) -> bool:
+    """A TOML table or array of tables (``[name]`` / ``[[name]]``), not a plain value."""
+    if isinstance(value, list):
+        return bool(value) and all(isinstance(item, dict) for item in value)
+    return isinstance(value, dict)
+
+
+def _did_you_mean(word: str, known: set[str] | tuple[str, ...]) -> str:
+    """`` (did you mean 'x'?)`` for the closest known name, or nothing when none is close."""
+    close = difflib.get_close_matches(word, sorted(known), n=1, cutoff=0.6)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def _section_name(prefix: str) -> str:
+    """``store[1]`` -> ``store``: the name its header carries in the file."""
+    return prefix.partition("[")[0]
+
+
+_HEADER = re.compile(r"^[ \t]*\[\[?[ \t]*([^\]\n]+?)[ \t]*\]\]?", re.MULTILINE)
+
+
+def _headers(text: str) -> list[tuple[str, re.Match[str]]]:
+    """Every table header of the file with its dotted name, quotes and spaces removed."""
+    found = []
+    for match in _HEADER.finditer(text):
+        parts = [part.strip().strip("\"'") for part in match.group(1).split(".")]
+        found.append((".".join(parts), match))
+    return found
+
+
+def _header_line(text: str, dotted: str) -> int | None:
+    """Line of the first ``[dotted]`` or ``[[dotted]]`` header (tomllib gives no lines)."""
+    for name, match in _headers(text):
+        if name == dotted:
+            return text.count("\n", 0, match.start()) + 1
+    return None
 
 
 def _line_of(text: str, key: str, section: str = "") -> int | None:
-    """Best-effort line number of ``key`` inside ``section`` (for error messages)."""
-    start = 0
+    """Best-effort line number of ``key`` inside ``section`` (for error messages).
+
+    The key is looked for between the section's header (the nth for ``store[n]``) and
+    the next header; top-level keys before the first header.
+    """
+    headers = _headers(text)
     name, _, index = section.partition("[")
+    start, end = 0, len(text)
     if name:
-        headers = list(re.finditer(rf"^[ \t]*\[\[?{re.escape(name)}\]\]?", text, re.MULTILINE))
+        own = [match for dotted, match in headers if dotted == name]
         nth = int(index.rstrip("]")) if index else 0
-        if nth < len(headers):
-            start = headers[nth].end()
-    pattern = re.compile(rf"^[ \t]*\"?{re.escape(key)}\"?[ \t]*=", re.MULTILINE)
-    match = pattern.search(text, start)
+        if nth >= len(own):
+            return None
+        start = own[nth].end()
+    following = [match.start() for _, match in headers if match.start() >= start]
+    if following:
+        end = following[0]
+    pattern = re.compile(rf"^[ \t]*[\"']?{re.escape(key)}[\"']?[ \t]*[=.]", re.MULTILINE)
+    match = pattern.search(text, start, end)
     return text.count("\n", 0, match.start()) + 1 if match else None
 
 
@@ -236,6 +312,39 @@ def _workers(srv: _Reader) -> int:
         raise srv.error("workers", str(exc)) from None
 
 
+def _one_of(choices: tuple[str, ...]) -> Callable[[str], str | None]:
+    """A check accepting ``choices`` only; the refusal lists them and guesses the intent."""
+
+    def check(value: str) -> str | None:
+        if value in choices:
+            return None
+        return f"must be one of {', '.join(choices)}{_did_you_mean(value, choices)}"
+
+    return check
+
+
+def total_delay_problem(failure_delay: float, penalty: PenaltySettings) -> str | None:
+    """Why a failure delay plus the largest penalty step would outlast Postfix, or None."""
+    if not penalty.enabled or failure_delay + max(penalty.steps) < POSTFIX_TIMEOUT:
+        return None
+    return (
+        f"failure_delay ({failure_delay:g} s) plus the largest penalty step "
+        f"({max(penalty.steps):g} s) must stay below Postfix's {POSTFIX_TIMEOUT:g} s timeout"
+    )
+
+
+def _check_total_delay(
+    policy: PolicyConfig, penalty: PenaltySettings, pol: _Reader, pen: _Reader
+) -> None:
+    """Blame the setting the file actually sets: steps, else failure_delay (both: steps)."""
+    problem = total_delay_problem(policy.failure_delay, penalty)
+    if problem is None:
+        return
+    if pen.is_set("steps") or not pol.is_set("failure_delay"):
+        raise pen.error("steps", problem)
+    raise pol.error("failure_delay", problem)
+
+
 def _mode(value: str) -> str | None:
     return None if re.fullmatch(r"0?[0-7]{3,4}", value) else 'must be an octal mode like "0660"'
 
@@ -254,13 +363,18 @@ def parse_config(text: str, source: str = "<string>", base_dir: Path | None = No
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{source}: TOML syntax error: {exc}") from None
     root = _Reader(source, text, data, "")
+    # A misspelt table name first: its settings would otherwise be silently missing.
+    root.used.update(TABLES)
+    root.finish()
 
     srv = _Reader(source, text, _table(root, "server"), "server")
     mechanisms = srv.strings("mechanisms", _DEF.mechanisms)
     for name in mechanisms:
         if name.upper() not in MECHANISMS:
-            known = ", ".join(sorted(n.lower() for n in MECHANISMS))
-            raise srv.error("mechanisms", f"unknown mechanism {name!r} (known: {known})")
+            names = tuple(n.lower() for n in MECHANISMS)
+            known = ", ".join(sorted(names))
+            guess = _did_you_mean(name.lower(), names)
+            raise srv.error("mechanisms", f"unknown mechanism {name!r} (known: {known}){guess}")
     if not mechanisms:
         raise srv.error("mechanisms", "at least one mechanism is needed")
     server = ServerConfig(
@@ -294,15 +408,11 @@ def parse_config(text: str, source: str = "<string>", base_dir: Path | None = No
         kind = st.get("type", str, "passwd-file")
         if kind not in STORE_TYPES:
             known = ", ".join(STORE_TYPES)
-            raise st.error("type", f"unknown store type {kind!r} (known: {known})")
+            guess = _did_you_mean(kind, STORE_TYPES)
+            raise st.error("type", f"unknown store type {kind!r} (known: {known}){guess}")
         default_scheme = st.get("default_scheme", str, "MD5" if kind == "sql" else "CRYPT")
         if kind == "sql":
-            driver = st.get(
-                "driver",
-                str,
-                "",
-                lambda v: None if v in SQL_DRIVERS else f"must be one of {', '.join(SQL_DRIVERS)}",
-            )
+            driver = st.get("driver", str, "", _one_of(SQL_DRIVERS))
             dsn = st.get("dsn", str, "")
             if not dsn:
                 raise st.error("dsn", "an sql store needs a dsn (sqlite: a file path)")
@@ -346,28 +456,9 @@ def parse_config(text: str, source: str = "<string>", base_dir: Path | None = No
 
     lg = _Reader(source, text, _table(root, "log"), "log")
     log_config = LogConfig(
-        format=lg.get(
-            "format",
-            str,
-            "auto",
-            lambda v: None if v in ("auto", "json", "console") else "must be auto, json or console",
-        ),
-        level=lg.get(
-            "level",
-            str,
-            "info",
-            lambda v: (
-                None
-                if v in ("debug", "info", "warning", "error")
-                else "must be debug, info, warning or error"
-            ),
-        ),
-        unknown_users=lg.get(
-            "unknown_users",
-            str,
-            "fingerprint",
-            lambda v: None if v in ("fingerprint", "typed") else "must be fingerprint or typed",
-        ),
+        format=lg.get("format", str, "auto", _one_of(LOG_FORMATS)),
+        level=lg.get("level", str, "info", _one_of(LOG_LEVELS)),
+        unknown_users=lg.get("unknown_users", str, "fingerprint", _one_of(UNKNOWN_USER_MODES)),
     )
     lg.finish()
 
@@ -394,11 +485,7 @@ def parse_config(text: str, source: str = "<string>", base_dir: Path | None = No
         max_entries=pen.get("max_entries", int, pdef.max_entries, _positive),
     )
     pen.finish()
-    if policy.failure_delay + max(penalty.steps) >= 10 and penalty.enabled:
-        raise pol.error(
-            "failure_delay",
-            "failure_delay plus the largest penalty step must stay below Postfix's 10 s timeout",
-        )
+    _check_total_delay(policy, penalty, pol, pen)
 
     ca = _Reader(source, text, _table(root, "cache"), "cache")
     cdef = CacheSettings()
