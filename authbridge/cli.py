@@ -3,23 +3,64 @@
 Each command module exposes ``add_arguments(parser)`` and ``run(args) -> int``; keeping
 the imports lazy means ``authbridge pw`` never pays for trio and the server never pays
 for the config emitters.
+
+No traceback reaches a user: :func:`main` is the last line of defence, and every way out
+of it is one line on stderr (or none) and one of these exit statuses, shared by every
+command (a command documents any status of its own in its ``--help``, e.g. ``auth test``
+and ``pw`` use doveadm's 75/77):
+
+====  =====================================================================================
+0     success
+1     the command ran and found problems (``doctor`` FAIL lines, ``check`` problems)
+2     bad usage or unusable input: unknown option, bad value, a config that does not load
+70    internal error, a bug (EX_SOFTWARE): ``authbridge COMMAND: internal error: TYPE at
+      file:line`` -- never the exception's text, which may hold a secret
+74    a file, socket or device the command needed failed (EX_IOERR): its name and the
+      system's reason
+130   interrupted (Ctrl-C)
+141   standard output was closed early (``authbridge capabilities | head -3``): nothing is
+      printed, as for a C tool killed by SIGPIPE (128 + 13), which is what shells report
+====  =====================================================================================
+
+``serve`` keeps its own error handling (it logs through structlog); only what escapes it
+reaches the handlers here.
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib
+import os
+import select
 import sys
+import traceback
 from collections.abc import Sequence
+from pathlib import Path
+from typing import NoReturn
 
 from authbridge import __version__
+
+EX_OK = 0
+EX_USAGE = 2
+EX_SOFTWARE = 70
+EX_IOERR = 74
+EX_INTERRUPTED = 130
+EX_STDOUT_CLOSED = 141
 
 # name -> (module, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
     "serve": ("authbridge.commands.serve", "run the auth-client server"),
     "pw": ("authbridge.commands.pw", "make or verify a password hash, like doveadm pw"),
-    "emit-exim-config": ("authbridge.commands.emit_exim", "write the Exim side of the setup"),
-    "emit-postfix-config": ("authbridge.commands.emit_postfix", "write the Postfix side"),
+    "emit-exim-config": (
+        "authbridge.commands.emit_exim",
+        "write the Exim side of the setup (Debian split config, standalone exim.conf or "
+        "one section on stdout)",
+    ),
+    "emit-postfix-config": (
+        "authbridge.commands.emit_postfix",
+        "print the Postfix side of the setup (main.cf lines, master.cf entry, sender maps); "
+        "--write writes the maps",
+    ),
     "capabilities": (
         "authbridge.commands.capabilities",
         "which mechanisms each user's stored password allows",
@@ -40,12 +81,38 @@ COMMANDS: dict[str, tuple[str, str]] = {
 }
 
 
+class OneLineParser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line (the usage block is in ``--help``)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(EX_USAGE, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args_list = list(sys.argv[1:] if argv is None else argv)
-    parser = argparse.ArgumentParser(add_help=False)
-    parser.add_argument("command", nargs="?")
-    known, _ = parser.parse_known_args(args_list[:1])
-    full = argparse.ArgumentParser(
+    command = args_list[0] if args_list and args_list[0] in COMMANDS else None
+    try:
+        result = _dispatch(args_list, command)
+        sys.stdout.flush()  # a closed pipe shows here, not at interpreter exit
+        return result
+    except BrokenPipeError as exc:
+        if _stdout_closed():
+            _silence_stdout()
+            return EX_STDOUT_CLOSED
+        return _say(command, f"error: {exc.strerror}", EX_IOERR)
+    except KeyboardInterrupt:
+        return _say(command, "interrupted", EX_INTERRUPTED)
+    except OSError as exc:
+        if exc.strerror is None:  # not the system's words: it may carry anything
+            return _say(command, _internal_error(exc), EX_SOFTWARE)
+        name = f"{exc.filename}: " if exc.filename is not None else ""
+        return _say(command, f"error: {name}{exc.strerror}", EX_IOERR)
+    except Exception as exc:
+        return _say(command, _internal_error(exc), EX_SOFTWARE)
+
+
+def _dispatch(args_list: list[str], command: str | None) -> int:
+    full = OneLineParser(
         prog="authbridge",
         description="Serve the Dovecot auth-client protocol from Dovecot-style user stores.",
     )
@@ -54,7 +121,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     sub.required = True
     for name, (module_name, help_text) in COMMANDS.items():
         command_parser = sub.add_parser(name, help=help_text, description=help_text)
-        if name == known.command:
+        if name == command:
             module = importlib.import_module(module_name)
             module.add_arguments(command_parser)
     args = full.parse_args(args_list)
@@ -62,3 +129,47 @@ def main(argv: Sequence[str] | None = None) -> int:
     module = importlib.import_module(COMMANDS[args.command][0])
     result: int = module.run(args)
     return result
+
+
+def _internal_error(exc: BaseException) -> str:
+    """``internal error: TYPE at file:line``: where our code was when it went wrong."""
+    frames = traceback.extract_tb(exc.__traceback__)
+    package = Path(__file__).resolve().parent
+    ours = [f for f in frames if Path(f.filename).resolve().is_relative_to(package)]
+    where = (ours or frames)[-1:] if frames else []
+    place = ""
+    if where:
+        path = Path(where[0].filename).resolve()
+        shown = path.relative_to(package.parent) if path.is_relative_to(package) else path.name
+        place = f" at {shown}:{where[0].lineno}"
+    return f"internal error: {type(exc).__name__}{place}"
+
+
+def _say(command: str | None, text: str, status: int) -> int:
+    prefix = f"authbridge {command}" if command else "authbridge"
+    try:
+        sys.stderr.write(f"{prefix}: {text}\n")
+        sys.stderr.flush()
+    except OSError:
+        pass  # stderr is gone too: the exit status is all that is left
+    return status
+
+
+def _stdout_closed() -> bool:
+    """Whether stdout is a pipe or socket whose reader has gone (POLLERR on the write end)."""
+    try:
+        poller = select.poll()
+        poller.register(sys.__stdout__.fileno() if sys.__stdout__ else 1, select.POLLOUT)
+        return any(event & (select.POLLERR | select.POLLHUP) for _, event in poller.poll(0))
+    except (OSError, ValueError):
+        return False
+
+
+def _silence_stdout() -> None:
+    """Point stdout at /dev/null so the interpreter's final flush does not fail again."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError):
+        pass
