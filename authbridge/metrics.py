@@ -230,7 +230,7 @@ def result_label(verdict: Verdict) -> str:
         return "ok"
     if verdict.outcome is Outcome.TEMPFAIL:
         return "tempfail"
-    if verdict.reason in (Reason.POLICY, Reason.NETWORK_DENIED):
+    if verdict.reason in (Reason.POLICY, Reason.NETWORK_DENIED, Reason.PLAINTEXT_INSECURE):
         return "rejected_policy"
     if verdict.reason is Reason.MALFORMED:
         return "protocol_error"

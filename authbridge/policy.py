@@ -7,10 +7,37 @@ do); authbridge does, as defence in depth, unless it runs in Dovecot-compatible 
 from __future__ import annotations
 
 import ipaddress
+from dataclasses import dataclass
 from functools import cached_property
 
 from authbridge.config import PolicyConfig
 from authbridge.session import RequestInfo
+from authbridge.verdict import Reason
+
+
+@dataclass(frozen=True, slots=True)
+class Refusal:
+    """Why a request fails before any lookup: for the event, the log line and the FAIL."""
+
+    reason: Reason
+    #: The log line's ``why=``.
+    why: str
+    #: Extra fields of the FAIL (``reason=``: what doveadm prints and Postfix shows).
+    fields: tuple[tuple[str, str | None], ...] = ()
+
+
+#: The text Dovecot's own login processes give for the same refusal, so an admin who
+#: knows Dovecot recognises it (Dovecot's auth service on this socket never refuses it).
+PLAINTEXT_DISALLOWED = "Plaintext authentication disallowed on non-secure (SSL/TLS) connections."
+
+PLAINTEXT_INSECURE = Refusal(
+    Reason.PLAINTEXT_INSECURE,
+    "plaintext mechanism on a session that is not secured",
+    (("reason", PLAINTEXT_DISALLOWED),),
+)
+#: Network refusals say nothing on the wire: the client learns no more than a FAIL.
+NO_RIP = Refusal(Reason.POLICY, "request without rip")
+OUTSIDE_NETWORKS = Refusal(Reason.POLICY, "client address outside the allowed networks")
 
 
 class PolicyGate:
@@ -21,15 +48,15 @@ class PolicyGate:
     def _networks(self) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
         return tuple(ipaddress.ip_network(n, strict=False) for n in self.config.allowed_networks)
 
-    def refusal(self, info: RequestInfo, plaintext_mechanism: bool) -> str | None:
+    def refusal(self, info: RequestInfo, plaintext_mechanism: bool) -> Refusal | None:
         """Why the request must fail before any lookup, or ``None`` to let it through."""
         if self.config.require_secured and plaintext_mechanism and not info.secured:
-            return "plaintext mechanism on a session that is not secured"
+            return PLAINTEXT_INSECURE
         if self._networks:
             address = info.address
             if address is None:
                 if not self.config.allow_no_rip:
-                    return "request without rip"
+                    return NO_RIP
             elif not any(address in net for net in self._networks):
-                return "client address outside the allowed networks"
+                return OUTSIDE_NETWORKS
         return None

@@ -32,6 +32,8 @@ class Reason(enum.Enum):
     FORCED_FAIL = "forced_fail"
     NETWORK_DENIED = "network_denied"
     POLICY = "policy"
+    #: PLAIN/LOGIN on a session the MTA did not mark ``secured`` (default mode).
+    PLAINTEXT_INSECURE = "plaintext_insecure"
     STORE_ERROR = "store_error"
     BROKEN_HASH = "broken_hash"
     #: The right credential, but the store marks the user ``nologin`` (default mode).

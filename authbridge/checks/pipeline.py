@@ -300,8 +300,14 @@ class CheckPipeline:
         if self.policy is not None:
             refusal = self.policy.refusal(info, plain)
             if refusal is not None:
-                log.info("request refused by policy", request=info.id, why=refusal)
-                return Verdict(Outcome.FAIL, typed, Reason.POLICY)
+                log.info("request refused by policy", request=info.id, why=refusal.why)
+                return Verdict(
+                    Outcome.FAIL,
+                    typed,
+                    refusal.reason,
+                    fields=refusal.fields,
+                    had_store_fields=bool(refusal.fields),
+                )
         penalty = self.penalty if not info.no_penalty else None
         bucket = None
         if penalty is not None:

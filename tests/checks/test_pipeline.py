@@ -114,7 +114,7 @@ def test_policy_gates_come_before_any_lookup(store: Counting) -> None:
     verdict = pipeline(store, policy=gate).run(
         info(secured=False), VerifyPlain("plain", "", b"pw"), 0.0
     )
-    assert isinstance(verdict, Verdict) and verdict.reason is Reason.POLICY
+    assert isinstance(verdict, Verdict) and verdict.reason is Reason.PLAINTEXT_INSECURE
     assert verdict.user == "plain" and store.gets == 0
 
 
