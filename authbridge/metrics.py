@@ -786,6 +786,11 @@ def parse_listen(listen: str) -> tuple[str, int]:
     return host.strip("[]") or "127.0.0.1", int(port_text)
 
 
+def host_port(host: str, port: int) -> str:
+    """``HOST:PORT``, an IPv6 host in brackets (what ``--metrics-listen`` takes back)."""
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
 class _QuietHandler(WSGIRequestHandler):
     def log_message(self, format: str, *args: Any) -> None:
         """Scrapes are not worth a log line each."""
@@ -847,6 +852,9 @@ class MetricsHTTP:
                 f"cannot serve metrics on {listen}: {exc.strerror or exc}"
             ) from None
         self.address: tuple[str, int] = self.server.server_address[:2]  # type: ignore[assignment]
+        #: ``HOST:PORT`` as bound (``[V6]:PORT``; the kernel's port when 0 was asked for),
+        #: for the log line: ``:9723`` in the config says nothing of which interface.
+        self.bound = host_port(*self.address)
         self._thread = threading.Thread(target=self._serve, daemon=True, name="metrics-http")
 
     def _serve(self) -> None:

@@ -196,7 +196,7 @@ class Supervisor:
         """Serve until SIGTERM/SIGINT; 0 after a clean stop, 1 if the start failed."""
         if self.http is not None:
             self.http.start()
-            log.info("metrics listening", address=self.config.metrics.listen)
+            log.info("metrics listening", address=self.http.bound)
         try:
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(self._signals)

@@ -329,7 +329,7 @@ class Daemon:
     async def run(self) -> None:
         if self.http is not None:
             self.http.start()
-            log.info("metrics listening", address=self.config.metrics.listen)
+            log.info("metrics listening", address=self.http.bound)
         try:
             await self._run()
         finally:
