@@ -2,23 +2,34 @@
 
 It asks the live pieces rather than reading our own templates: the daemon's handshake
 on its socket, Exim's parsed configuration (``exim -bP``), Postfix's (``postconf -h``),
-and the file permissions the MTA users meet. Each finding is one line, ``ok``,
-``warn`` or ``FAIL``; the exit status is 1 if anything failed.
+and the file permissions the MTA users meet; each store is loaded (file stores) or
+queried for a user that cannot exist (SQL stores, with ``check``'s own probe). Each
+finding is one line, ``ok``, ``warn`` or ``FAIL``; the exit status is 1 if anything
+failed. A finding's ``Fix:`` is a shell command that runs as printed: it names the
+socket, config and directories this run used.
 """
 
 from __future__ import annotations
 
 import argparse
+import grp
+import logging
 import os
+import shlex
 import shutil
 import socket
 import subprocess
 import sys
+from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from authbridge.commands.defaults import config_path
-from authbridge.config import Config
+from authbridge.commands import check
+from authbridge.commands.defaults import config_path, default_config
+from authbridge.config import Config, StoreConfig
+from authbridge.mta import postfix
 from authbridge.mta.access import connectable_by, readable_by
 from authbridge.mta.errors import MtaConfigError
 from authbridge.mta.options import load_authbridge_config
@@ -26,11 +37,22 @@ from authbridge.passdb import StoreFormatError, StoreUnavailable, open_file_stor
 
 EXIM_AUTH_DRIVER = "dovecot"
 
+#: The group deploy/install-debian.sh runs the daemon with: store files are for it.
+DAEMON_GROUP = "authbridge"
+
+#: Debian's exim4 configuration directory, for the emit-exim-config fix.
+DEBIAN_EXIM_DIR = Path("/etc/exim4")
+
 
 @dataclass(frozen=True)
 class Finding:
     level: str  # "ok", "warn", "FAIL"
     message: str
+    fix: str = ""  # a shell command that runs as printed, or nothing
+
+    def line(self) -> str:
+        fix = f". Fix: {self.fix}" if self.fix else ""
+        return f"{self.level:<4}  {self.message}{fix}"
 
 
 @dataclass(frozen=True)
@@ -40,18 +62,48 @@ class Handshake:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--config", metavar="FILE", help="authbridge TOML configuration")
-    parser.add_argument("--socket", metavar="PATH", help="authbridge's auth-client socket")
     parser.add_argument(
-        "--exim-config", metavar="FILE", help="check this exim.conf (default: Exim's own)"
+        "--config",
+        metavar="FILE",
+        help="authbridge TOML configuration: its socket and stores are checked "
+        "(default: /etc/authbridge/authbridge.toml when it exists)",
+    )
+    parser.add_argument(
+        "--socket",
+        metavar="PATH",
+        help="authbridge's auth-client socket (default: the config's [server] socket)",
+    )
+    parser.add_argument(
+        "--exim-config",
+        metavar="FILE",
+        help="check this exim.conf (default: Exim's own, when exim is on PATH)",
     )
     parser.add_argument("--no-exim", action="store_true", help="skip the Exim checks")
-    parser.add_argument("--postfix-dir", metavar="DIR", help="check this Postfix config directory")
     parser.add_argument(
-        "--postconf", metavar="PATH", default="postconf", help="postconf binary to ask"
+        "--postfix-dir",
+        metavar="DIR",
+        help="check the Postfix configuration in DIR, e.g. /etc/postfix (default: no Postfix "
+        "checks)",
     )
-    parser.add_argument("--exim-user", default="Debian-exim")
-    parser.add_argument("--postfix-user", default="postfix")
+    parser.add_argument(
+        "--postconf",
+        metavar="PATH",
+        default="postconf",
+        help="the postconf binary that reads --postfix-dir (default: postconf on PATH)",
+    )
+    parser.add_argument(
+        "--exim-user",
+        metavar="USER",
+        default="Debian-exim",
+        help="the user Exim runs as, who must reach the socket and read the TLS key "
+        "(default Debian-exim)",
+    )
+    parser.add_argument(
+        "--postfix-user",
+        metavar="USER",
+        default="postfix",
+        help="the user Postfix's smtpd runs as, who must reach the socket (default postfix)",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -61,7 +113,7 @@ def run(args: argparse.Namespace) -> int:
         sys.stderr.write(f"authbridge doctor: error: {exc}\n")
         return 2
     for finding in findings:
-        sys.stdout.write(f"{finding.level:<4}  {finding.message}\n")
+        sys.stdout.write(finding.line() + "\n")
     return 1 if any(f.level == "FAIL" for f in findings) else 0
 
 
@@ -73,7 +125,7 @@ def diagnose(args: argparse.Namespace) -> list[Finding]:
         try:
             config = load_authbridge_config(args.config)
         except MtaConfigError as exc:
-            findings.append(Finding("FAIL", f"config: {exc}. Fix: correct that line and rerun"))
+            findings.append(Finding("FAIL", f"config: {exc}: correct it and run doctor again"))
             config = None
         if config is not None:
             findings.append(Finding("ok", f"config: {args.config} is valid"))
@@ -82,10 +134,22 @@ def diagnose(args: argparse.Namespace) -> list[Finding]:
     if not socket_path:
         if findings:
             return findings
-        raise MtaConfigError("pass --socket PATH or --config FILE")
+        raise MtaConfigError(
+            f"no configuration ({default_config()} does not exist): "
+            "pass --config FILE or --socket PATH"
+        )
     handshake = _check_daemon(socket_path, findings)
     if not args.no_exim and (args.exim_config or shutil.which("exim")):
-        _check_exim(args, socket_path, handshake, findings)
+        if shutil.which("exim"):
+            _check_exim(args, socket_path, handshake, findings)
+        else:
+            findings.append(
+                Finding(
+                    "FAIL",
+                    f"exim: no exim binary on PATH to read {args.exim_config}",
+                    "apt-get install exim4-daemon-heavy",
+                )
+            )
     if args.postfix_dir:
         _check_postfix(args, socket_path, handshake, findings)
     return findings
@@ -95,24 +159,76 @@ def diagnose(args: argparse.Namespace) -> list[Finding]:
 
 
 def _check_stores(config: Config, findings: list[Finding]) -> None:
-    """Every file store exists, is readable and parses (SQL stores are checked live)."""
+    """Every store loads (file) or answers its query (SQL), as ``check`` sees it; the
+    users a ``nologin`` field disables are listed with their reason."""
     for store_config in config.stores:
-        if store_config.type == "sql":
-            continue
-        store = open_file_store(store_config.type, store_config.path, store_config.default_scheme)
-        try:
-            count = store.load()
-        except StoreUnavailable as exc:
-            findings.append(
-                Finding(
-                    "FAIL",
-                    f"store: {exc}. Fix: create it, or chmod/chgrp it so authbridge can read it",
-                )
-            )
-        except StoreFormatError as exc:
-            findings.append(Finding("FAIL", f"store: {exc}. Fix: correct that line"))
-        else:
-            findings.append(Finding("ok", f"store: {store.name}: {count} users"))
+        report = check.Report()
+        with _store_warnings(report):
+            if store_config.type == "sql":
+                check._check_sql(store_config, report)
+            else:
+                _check_file_store(store_config, report, findings)
+        findings += [Finding("ok", f"store: {_unprefixed(line)}") for line in report.lines]
+        findings += [Finding("FAIL", f"store: {_unprefixed(p)}") for p in report.problems]
+
+
+def _unprefixed(text: str) -> str:
+    """``check`` starts its store lines with "store "; doctor's ``store:`` says it already."""
+    return text.strip().removeprefix("store ")
+
+
+def _check_file_store(
+    store_config: StoreConfig, report: check.Report, findings: list[Finding]
+) -> None:
+    store = open_file_store(store_config.type, store_config.path, store_config.default_scheme)
+    try:
+        count = store.load()
+    except StoreUnavailable as exc:
+        findings.append(Finding("FAIL", f"store: {exc}", _store_file_fix(Path(store_config.path))))
+        return
+    except StoreFormatError as exc:
+        findings.append(Finding("FAIL", f"store: {exc}: correct that line"))
+        return
+    report.info(f"{store.name}: {count} users")
+    tally = check.Report()
+    check._tally(list(store.entries()), Counter(), tally, store_config.path)
+    report.lines += [f"{store.name}: {line.strip()}" for line in tally.lines]
+    report.problems += tally.problems
+
+
+def _store_file_fix(path: Path) -> str:
+    """A command that makes the store file exist and readable by the daemon's group."""
+    try:
+        grp.getgrnam(DAEMON_GROUP)
+        group = ["-g", DAEMON_GROUP]
+        mode = "0640"
+    except KeyError:  # no such group here: the daemon runs as the user who runs doctor
+        group, mode = [], "0600"
+    if not path.exists():
+        return shlex.join(["install", "-D", "-m", mode, *group, "/dev/null", str(path)])
+    quoted = shlex.quote(str(path))
+    if group:
+        return f"chgrp {DAEMON_GROUP} {quoted} && chmod 0640 {quoted}"
+    return f"chmod u+r {quoted}"
+
+
+@contextmanager
+def _store_warnings(report: check.Report) -> Iterator[None]:
+    """The warnings store loaders log (duplicates, bad entries) become problems, once."""
+    collector = check._Collect()
+    root = logging.getLogger("authbridge")
+    saved = (root.propagate, root.level)
+    root.addHandler(collector)
+    root.propagate = False
+    root.setLevel(logging.WARNING)
+    try:
+        yield
+    finally:
+        root.removeHandler(collector)
+        root.propagate, level = saved
+        root.setLevel(level)
+        for message in collector.messages:
+            report.problem(message)
 
 
 def read_handshake(path: str, timeout: float = 3.0) -> Handshake:
@@ -166,6 +282,33 @@ def _check_user_can_connect(path: str, user: str, who: str, findings: list[Findi
         findings.append(Finding("FAIL", f"{who}: {report.reason}; it cannot reach {path}"))
     else:
         findings.append(Finding("ok", f"{who}: {user} may connect to {path}"))
+
+
+# -- how to run authbridge again ------------------------------------------------------
+
+
+def authbridge_command() -> list[str]:
+    """This authbridge as a shell can start it: by name when PATH finds it, else by path."""
+    if shutil.which("authbridge"):
+        return ["authbridge"]
+    return [sys.executable, "-m", "authbridge"]
+
+
+def _source_arguments(args: argparse.Namespace, socket_path: str) -> list[str]:
+    """What this run was told about the daemon, for a command that needs the same."""
+    if args.config and not args.socket:
+        return ["--config", str(Path(args.config).resolve())]
+    return ["--socket", socket_path]
+
+
+def _emit_exim_fix(args: argparse.Namespace, socket_path: str) -> str:
+    """Debian's split config when that is what Exim reads, else the section to paste."""
+    command = [*authbridge_command(), "emit-exim-config"]
+    if not args.exim_config and (DEBIAN_EXIM_DIR / "update-exim4.conf.conf").is_file():
+        command += ["--debian-split", str(DEBIAN_EXIM_DIR)]
+    else:
+        command += ["--section", "auth"]
+    return shlex.join(command + _source_arguments(args, socket_path))
 
 
 # -- Exim ------------------------------------------------------------------------------
@@ -227,16 +370,14 @@ def _check_key_matches_certificate(cert: str, key: str, findings: list[Finding])
     cert_key, private_key = _public_key("cert", cert), _public_key("key", key)
     if cert_key is None or private_key is None:
         findings.append(
-            Finding(
-                "FAIL", f"exim: openssl cannot read {cert} or {key}. Fix: check both are PEM files"
-            )
+            Finding("FAIL", f"exim: openssl cannot read {cert} or {key}: check both are PEM files")
         )
     elif cert_key != private_key:
         findings.append(
             Finding(
                 "FAIL",
                 f"exim: the TLS key {key} does not belong to the certificate {cert}; STARTTLS "
-                "fails. Fix: point MAIN_TLS_CERTIFICATE/MAIN_TLS_PRIVATEKEY (or tls_certificate/"
+                "fails: point MAIN_TLS_CERTIFICATE/MAIN_TLS_PRIVATEKEY (or tls_certificate/"
                 "tls_privatekey) at a matching pair",
             )
         )
@@ -252,8 +393,8 @@ def _check_exim(
         findings.append(
             Finding(
                 "FAIL",
-                "exim: this Exim has no dovecot authenticator (exim4-daemon-light). "
-                "Fix: apt-get install exim4-daemon-heavy",
+                "exim: this Exim has no dovecot authenticator (exim4-daemon-light)",
+                "apt-get install exim4-daemon-heavy",
             )
         )
         return
@@ -275,8 +416,8 @@ def _check_exim(
         findings.append(
             Finding(
                 "FAIL",
-                "exim: no driver = dovecot authenticator is configured. "
-                "Fix: authbridge emit-exim-config --debian-split /etc/exim4",
+                "exim: no driver = dovecot authenticator is configured",
+                _emit_exim_fix(args, socket_path),
             )
         )
         return
@@ -311,8 +452,9 @@ def _check_exim(
             findings.append(
                 Finding(
                     "FAIL",
-                    f"exim: {report.reason}; STARTTLS fails. Fix: chgrp {args.exim_user} {key} "
-                    f"&& chmod 0640 {key}",
+                    f"exim: {report.reason}; STARTTLS fails",
+                    f"chgrp {shlex.quote(args.exim_user)} {shlex.quote(key)} "
+                    f"&& chmod 0640 {shlex.quote(key)}",
                 )
             )
         elif report is not None:
@@ -328,36 +470,64 @@ def _check_postfix(
     args: argparse.Namespace, socket_path: str, handshake: Handshake | None, findings: list[Finding]
 ) -> None:
     names = ("smtpd_sasl_type", "smtpd_sasl_path", "queue_directory", "smtpd_tls_auth_only")
-    proc = subprocess.run(
-        [args.postconf, "-c", args.postfix_dir, *names],
-        capture_output=True,
-        text=True,
-        timeout=30,
-        check=False,
-    )
+    postconf = [args.postconf, "-c", args.postfix_dir]
+    try:
+        proc = subprocess.run(
+            [*postconf, *names], capture_output=True, text=True, timeout=30, check=False
+        )
+    except FileNotFoundError:
+        findings.append(_postconf_missing(args.postconf))
+        return
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        reason = getattr(exc, "strerror", None) or "no answer within 30 s"
+        findings.append(Finding("FAIL", f"postfix: cannot run {args.postconf}: {reason}"))
+        return
     if proc.returncode != 0:
-        findings.append(Finding("FAIL", f"postfix: postconf failed: {proc.stderr.strip()}"))
+        first = (proc.stderr.strip().splitlines() or [f"exit status {proc.returncode}"])[0]
+        findings.append(Finding("FAIL", f"postfix: postconf failed: {first}"))
         return
     values = _options(proc.stdout)
-    if values.get("smtpd_sasl_type") != "dovecot":
-        findings.append(Finding("FAIL", "postfix: smtpd_sasl_type is not dovecot"))
+    queue = values.get("queue_directory", "")
+    wanted, _chroot = postfix.sasl_path_for(socket_path, queue)
+    fix = shlex.join([*postconf, "-e", "smtpd_sasl_type=dovecot", f"smtpd_sasl_path={wanted}"])
+    sasl_type = values.get("smtpd_sasl_type")
+    if sasl_type != "dovecot":
+        findings.append(
+            Finding(
+                "FAIL", f"postfix: smtpd_sasl_type is {sasl_type or '(empty)'}, not dovecot", fix
+            )
+        )
     sasl_path = values.get("smtpd_sasl_path", "")
-    resolved = (
-        sasl_path
-        if sasl_path.startswith("/")
-        else str(Path(values.get("queue_directory", "")) / sasl_path)
-    )
+    resolved = sasl_path if sasl_path.startswith("/") else str(Path(queue) / sasl_path)
     if _same_file(resolved, socket_path):
         findings.append(Finding("ok", f"postfix: smtpd_sasl_path {sasl_path} -> {socket_path}"))
     else:
         findings.append(
             Finding(
-                "FAIL", f"postfix: smtpd_sasl_path {sasl_path} is {resolved}, not {socket_path}"
+                "FAIL",
+                f"postfix: smtpd_sasl_path {sasl_path} is {resolved}, not {socket_path}",
+                fix,
             )
         )
     if values.get("smtpd_tls_auth_only") != "yes":
-        findings.append(Finding("warn", "postfix: smtpd_tls_auth_only is not yes"))
+        findings.append(
+            Finding(
+                "warn",
+                "postfix: smtpd_tls_auth_only is not yes",
+                shlex.join([*postconf, "-e", "smtpd_tls_auth_only=yes"]),
+            )
+        )
     _check_user_can_connect(socket_path, args.postfix_user, "postfix", findings)
+
+
+def _postconf_missing(postconf: str) -> Finding:
+    if postconf == "postconf":
+        return Finding(
+            "FAIL",
+            "postfix: postconf is not on PATH (is Postfix installed? else pass --postconf PATH)",
+            "apt-get install postfix",
+        )
+    return Finding("FAIL", f"postfix: {postconf} does not exist: pass --postconf PATH")
 
 
 def _same_file(a: str, b: str) -> bool:

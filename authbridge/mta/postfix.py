@@ -32,10 +32,15 @@ def sasl_path(settings: MtaSettings, queue_directory: str) -> tuple[str, bool]:
     A chrooted smtpd sees only the queue directory, and resolves a relative path
     against it: the socket must live there (Debian's default: private/auth).
     """
+    return sasl_path_for(settings.socket_path, queue_directory)
+
+
+def sasl_path_for(socket_path: str, queue_directory: str) -> tuple[str, bool]:
+    """:func:`sasl_path` for a bare socket path (doctor's fix has no MtaSettings)."""
     queue = queue_directory.rstrip("/") + "/"
-    if settings.socket_path.startswith(queue):
-        return settings.socket_path[len(queue) :], True
-    return settings.socket_path, False
+    if queue != "/" and socket_path.startswith(queue):
+        return socket_path[len(queue) :], True
+    return socket_path, False
 
 
 def _postfix_network(network: IPNetwork) -> str:

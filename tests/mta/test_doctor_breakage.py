@@ -43,7 +43,9 @@ def test_a_key_that_does_not_match_the_certificate(
     code, lines = _doctor("--socket", str(auth_socket.path), "--exim-config", str(conf))
     assert code == 1
     assert any(
-        line.startswith("FAIL") and "does not belong to the certificate" in line and "Fix:" in line
+        line.startswith("FAIL")
+        and "does not belong to the certificate" in line
+        and "at a matching pair" in line
         for line in lines
     ), lines
     good = _exim_conf(runtime_dir(tmp_path, "good"), auth_socket.path, tls_files)
