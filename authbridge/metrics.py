@@ -347,6 +347,13 @@ class Metrics:
             registry=r,
             multiprocess_mode="livemax",
         )
+        self.stores_unavailable = Gauge(
+            "authbridge_store_unavailable",
+            "1 while a store's file is missing or unreadable (the last good copy serves).",
+            ["store"],
+            registry=r,
+            multiprocess_mode="livemax",
+        )
         self.hash_queue = Gauge(
             "authbridge_hash_queue_depth",
             "Password verifications waiting for or running in the worker pool.",
@@ -461,6 +468,7 @@ class Metrics:
     def prime_stores(self, stores: Iterable[str]) -> None:
         """Create every (store, result) lookup series, as :meth:`prime` does."""
         for store in stores:
+            self.stores_unavailable.labels(store)
             for result in LOOKUP_RESULTS:
                 self.lookup_duration.labels(store, result)
         self._dirty = True
@@ -482,6 +490,10 @@ class Metrics:
         self.reloads.labels(result="success" if ok else "failure").inc()
         if ok:
             self.last_reload.set(time.time())
+
+    def store_unavailable(self, store: str, unavailable: bool) -> None:
+        """Flag (or clear) a store whose file is gone or unreadable."""
+        self.stores_unavailable.labels(store).set(1 if unavailable else 0)
 
     def observe_lookup(self, store: str, result: str, seconds: float) -> None:
         """One store lookup; ``result`` is one of :data:`LOOKUP_RESULTS`.

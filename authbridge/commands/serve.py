@@ -50,13 +50,14 @@ from authbridge.passdb import (
 )
 from authbridge.passdb.base import (
     CountsInternalErrors,
-    FileSignature,
     PassdbEntry,
     StoreFormatError,
     StoreUnavailable,
-    file_signature,
     pick_dummy_password,
+    unreadable,
 )
+from authbridge.passdb.drivers import postgresql_driver_problem
+from authbridge.passdb.watch import StoreWatcher
 from authbridge.schemes import StoredPassword
 from authbridge.server import AuthServer
 
@@ -192,8 +193,33 @@ def build_config(args: argparse.Namespace) -> Config:
     return config
 
 
+def require_sql_backends(config: Config) -> None:
+    """Refuse SQL stores that could only fail every login: an SQLite file that is not
+    there (never created here: an empty database would hide the mistake) or a
+    PostgreSQL store without its driver. Raises ConfigError naming file and key."""
+    for index, store in enumerate(config.stores):
+        if store.type != "sql":
+            continue
+        where = f"{config.source}: store[{index}]"
+        if store.driver == "sqlite":
+            path = Path(store.dsn)
+            if not path.exists():
+                why: str | None = "does not exist (authbridge never creates it)"
+            elif not path.is_file():
+                why = "is not a file"
+            else:
+                why = unreadable(path)
+            if why is not None:
+                raise ConfigError(f"{where}.dsn: SQLite database {store.dsn}: {why}")
+        elif store.driver == "postgresql":
+            problem = postgresql_driver_problem()
+            if problem is not None:
+                raise ConfigError(f"{where}.driver: {problem}")
+
+
 def open_stores(config: Config) -> list[Passdb]:
     """Every configured store, file stores loaded; raises on the first that cannot be."""
+    require_sql_backends(config)
     stores: list[Passdb] = []
     for store_config in config.stores:
         if store_config.type == "sql":
@@ -314,6 +340,7 @@ class Daemon:
         self.authenticator.on_lookup = self.metrics.observe_lookup
         self.metrics.prime_stores(store.name for store in stores)
         self._wire_stores(stores)
+        self.watcher = StoreWatcher(self.metrics, self.cache.flush)
         # Bound here, before the event loop, so a taken port is a clean start-up error.
         # A worker's metrics are served by its supervisor.
         self.http = (
@@ -501,11 +528,12 @@ class Daemon:
     async def _watch_stores(self) -> None:
         """Re-read a store file when it changes (checked once a second, like Dovecot).
 
-        Nothing a check meets ends the watching: a file that does not load keeps the
-        last good copy serving, and an unexpected exception is contained and counted
+        Also reopens an SQLite database replaced by rename, and logs and flags a file
+        that disappears or turns unreadable (see authbridge.passdb.watch). Nothing a
+        check meets ends the watching: a file that does not load keeps the last good
+        copy serving, and an unexpected exception is contained and counted
         (``where=reload``); the next change is picked up as usual.
         """
-        failed: dict[Path, FileSignature] = {}  # versions that did not load: not retried
         streak = Streak(
             "reload",
             "store file check failed; the last good copies keep serving",
@@ -514,44 +542,11 @@ class Daemon:
         while True:
             await trio.sleep(1)
             try:
-                for store in _file_stores(self.stores):
-                    await self._check_store(store, failed)
+                await self.watcher.check_all(self.stores)
             except Exception as exc:
                 streak.failed(exc)
             else:
                 streak.ok()
-
-    async def _check_store(self, store: FileStore, failed: dict[Path, FileSignature]) -> None:
-        signature = file_signature(store.path)
-        if signature is None or signature in (store.loaded_signature, failed.get(store.path)):
-            return
-        try:
-            count = await trio.to_thread.run_sync(store.load)
-        except (StoreFormatError, StoreUnavailable) as exc:
-            failed[store.path] = signature
-            log.error(
-                "store reload failed; the last good copy keeps serving",
-                store=store.name,
-                error=str(exc),
-            )
-            self.metrics.reloaded(False)
-            return
-        except Exception as exc:
-            # load() swaps only a fully parsed copy in, so the old one still serves.
-            failed[store.path] = signature
-            report(
-                "reload",
-                exc,
-                "store reload failed; the last good copy keeps serving",
-                self.metrics.internal_error,
-                store=store.name,
-            )
-            self.metrics.reloaded(False)
-            return
-        failed.pop(store.path, None)
-        log.info("store reloaded", store=store.name, users=count)
-        self.cache.flush()
-        self.metrics.reloaded(True)
 
 
 def _sample_password(stores: list[Passdb]) -> StoredPassword | None:
@@ -585,6 +580,7 @@ def raise_fd_limit(wanted: int) -> int:
 def run(args: argparse.Namespace) -> int:
     try:
         config = build_config(args)
+        require_sql_backends(config)
     except ConfigError as exc:
         print(f"authbridge: {exc}", file=sys.stderr)
         return 2
@@ -674,6 +670,7 @@ def _serve(args: argparse.Namespace, config: Config, worker: int | None = None) 
         # A worker listens on nothing: its supervisor accepts and hands connections over.
         listeners = open_listeners(config, inherited) if handoff is None else []
     except (
+        ConfigError,  # an SQLite file gone since run() looked
         StoreFormatError,
         StoreUnavailable,
         ListenerError,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterable
 from dataclasses import field
 from pathlib import Path
@@ -48,6 +49,20 @@ def file_signature(path: Path) -> FileSignature | None:
     except OSError:
         return None
     return (st.st_mtime_ns, st.st_size, st.st_ino)
+
+
+def unreadable(path: Path) -> str | None:
+    """Why ``path`` cannot be opened for reading now (``None``: it can).
+
+    An open, not a stat: a file whose mode or owner changed under the daemon keeps its
+    signature but can no longer be read.
+    """
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK)
+    except OSError as exc:
+        return exc.strerror or type(exc).__name__
+    os.close(fd)
+    return None
 
 
 def read_store_file(path: Path) -> tuple[str, FileSignature | None]:

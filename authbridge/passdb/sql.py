@@ -253,6 +253,11 @@ def make_backend(config: StoreConfig) -> ThreadBackend | AsyncBackend:
 
         return SqliteBackend(config.dsn, config.pool_size, config.timeout)
     if config.driver == "postgresql":
+        from authbridge.passdb.drivers import postgresql_driver_problem
+
+        problem = postgresql_driver_problem()
+        if problem is not None:
+            raise SqlConfigError(f"postgresql store: {problem}")
         from authbridge.passdb.sql_pq import PqBackend
 
         return PqBackend(config.dsn, config.pool_size, config.timeout)
