@@ -2,6 +2,8 @@
 
 Writes Debian split-config snippets (``--debian-split /etc/exim4``), a whole
 standalone exim.conf (``--standalone FILE``), or prints one section (``--section``).
+``--debian-split`` refuses a directory without ``update-exim4.conf.conf`` (a mistyped
+path would get a whole conf.d tree nobody reads) unless ``--force``.
 """
 
 from __future__ import annotations
@@ -22,6 +24,9 @@ from authbridge.mta.settings import MtaSettings, check_path, parse_networks
 
 SENDER_MAP_NAME = "authbridge-senders"
 
+#: The file that makes a directory Debian's exim4 configuration (update-exim4.conf reads it).
+DEBIAN_MARKER = "update-exim4.conf.conf"
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     mode = parser.add_argument_group("output (choose one)").add_mutually_exclusive_group(
@@ -30,9 +35,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     mode.add_argument(
         "--debian-split",
         metavar="DIR",
-        help="write conf.d/{main,acl,auth} snippets under DIR (usually /etc/exim4)",
+        help="write conf.d/{main,acl,auth} snippets under DIR, Debian's exim4 directory "
+        f"with its {DEBIAN_MARKER} (usually /etc/exim4)",
     )
-    mode.add_argument("--standalone", metavar="FILE", help="write a whole exim.conf")
+    mode.add_argument(
+        "--standalone", metavar="FILE", help="write a whole exim.conf to FILE (needs TLS files)"
+    )
     mode.add_argument(
         "--section", choices=("main", "acl", "auth"), help="print one section to stdout"
     )
@@ -44,13 +52,39 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     add_common_arguments(parser)
     tls = parser.add_argument_group("TLS client certificates")
-    tls.add_argument("--tls-verify-certificates", metavar="FILE", help="CA bundle")
-    tls.add_argument("--tls-verify-hosts", metavar="CIDRS", action="append")
-    tls.add_argument("--tls-try-verify-hosts", metavar="CIDRS", action="append")
+    tls.add_argument(
+        "--tls-verify-certificates",
+        metavar="FILE",
+        help="CA bundle that client certificates are verified against",
+    )
+    tls.add_argument(
+        "--tls-verify-hosts",
+        metavar="CIDRS",
+        action="append",
+        help="clients that must present a valid certificate (repeatable)",
+    )
+    tls.add_argument(
+        "--tls-try-verify-hosts",
+        metavar="CIDRS",
+        action="append",
+        help="clients whose certificate is verified when they present one (repeatable)",
+    )
     alone = parser.add_argument_group("--standalone only")
-    alone.add_argument("--spool-dir", default="/var/spool/exim4")
-    alone.add_argument("--log-file-path", default="/var/log/exim4/%slog")
-    alone.add_argument("--pid-file", metavar="FILE")
+    alone.add_argument(
+        "--spool-dir",
+        metavar="DIR",
+        default="/var/spool/exim4",
+        help="Exim's spool_directory (default /var/spool/exim4)",
+    )
+    alone.add_argument(
+        "--log-file-path",
+        metavar="PATH",
+        default="/var/log/exim4/%slog",
+        help="Exim's log_file_path, one %%s or 'syslog' (default /var/log/exim4/%%slog)",
+    )
+    alone.add_argument(
+        "--pid-file", metavar="FILE", help="Exim's pid_file_path (default: Exim's own)"
+    )
     alone.add_argument(
         "--listen",
         metavar="ADDR:PORT",
@@ -60,6 +94,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--exim-user",
+        metavar="USER",
         default="Debian-exim",
         help="the user Exim runs as, for the key permission check (default Debian-exim)",
     )
@@ -104,7 +139,20 @@ def _listen(values: list[str]) -> tuple[tuple[str, int], ...]:
     return tuple(result)
 
 
+def _refuse_foreign_split_dir(directory: str, force: bool) -> None:
+    """A --debian-split DIR must be Debian's exim4 directory, or the admin says --force."""
+    root = Path(directory)
+    if force or (root / DEBIAN_MARKER).is_file():
+        return
+    raise MtaConfigError(
+        f"--debian-split {directory}: no {DEBIAN_MARKER} there, so it is not Debian's exim4 "
+        "directory (usually /etc/exim4); nothing written (--force writes there anyway)"
+    )
+
+
 def _run(args: argparse.Namespace) -> int:
+    if args.debian_split:
+        _refuse_foreign_split_dir(args.debian_split, args.force)
     debian = bool(args.debian_split) or args.flavour == "debian"
     settings = build_settings(
         args,

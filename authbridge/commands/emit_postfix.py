@@ -1,8 +1,10 @@
 """``authbridge emit-postfix-config``: the Postfix side of SMTP AUTH through authbridge.
 
 Prints the main.cf lines and the master.cf submission entry (``--section`` picks one)
-and writes the sender-ownership maps they name, with the same idempotent, ``--force``
-and ``--diff`` behaviour as ``emit-exim-config``.
+and the sender-ownership maps they name. Nothing is written unless ``--write`` is given:
+then the maps go under ``--map-dir`` (which must exist: a host without Postfix gets no
+/etc/postfix), with the same idempotent, ``--force`` and ``--diff`` behaviour as
+``emit-exim-config``. main.cf and master.cf are never touched; the admin adds the lines.
 """
 
 from __future__ import annotations
@@ -26,27 +28,36 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--section",
         choices=("main", "master", "all"),
         default="all",
-        help="print the main.cf lines, the master.cf entry, or both (default)",
+        help="print the main.cf lines, the master.cf entry, or both and the maps (default)",
     )
-    add_common_arguments(parser)
+    add_common_arguments(parser, mta="Postfix")
+    parser.add_argument(
+        "--write",
+        action="store_true",
+        help="write the sender maps under --map-dir (default: print them, write nothing)",
+    )
     pf = parser.add_argument_group("Postfix")
     pf.add_argument(
         "--map-dir",
+        metavar="DIR",
         default="/etc/postfix",
-        help="where the sender maps are written (default /etc/postfix)",
+        help="where the sender maps live, an existing directory (default /etc/postfix)",
     )
     pf.add_argument(
         "--queue-directory",
+        metavar="DIR",
         default=postfix.DEFAULT_QUEUE_DIRECTORY,
         help="Postfix's queue_directory, the chroot of smtpd (default /var/spool/postfix)",
     )
     pf.add_argument(
         "--postfix-user",
+        metavar="USER",
         default="postfix",
         help="the user smtpd runs as, for the socket permission check (default postfix)",
     )
     pf.add_argument(
         "--service",
+        metavar="NAME",
         default="submission",
         help="master.cf service name of the entry, e.g. submission or 127.0.0.1:587",
     )
@@ -97,15 +108,29 @@ def _run(args: argparse.Namespace) -> int:
         if args.section == "all":
             sys.stdout.write("# ---- add to master.cf ----\n")
         sys.stdout.write(postfix.master_cf(settings, options))
-    status = apply_plan(plan, diff=args.diff, force=args.force)
+    if args.write or args.diff:
+        if args.write and not args.diff and not map_dir.is_dir():
+            raise MtaConfigError(
+                f"--map-dir {map_dir} is not a directory (is Postfix installed here?); "
+                "create it or pass --map-dir DIR"
+            )
+        status = apply_plan(plan, diff=args.diff, force=args.force)
+    else:
+        status = 0
+        if args.section == "all":
+            for item in plan:
+                sys.stdout.write(f"# ---- map {item.path} (written with --write) ----\n")
+                sys.stdout.write(item.content)
     print_notes(
         "notes",
         postfix.notes(settings, options) + socket_warnings(settings.socket_path, args.postfix_user),
     )
     if not args.diff:
+        steps = [] if args.write else [f"run again with --write to write the maps into {map_dir}"]
         print_notes(
             "next",
             [
+                *steps,
                 "add the main.cf lines (or postconf -e each) and the master.cf entry",
                 "postfix check && postfix reload",
                 f"make sure authbridge serves {settings.socket_path}, writable by postfix",

@@ -24,10 +24,24 @@ from authbridge.mta.settings import (
 )
 
 
-def add_common_arguments(parser: argparse.ArgumentParser) -> None:
+def add_common_arguments(parser: argparse.ArgumentParser, mta: str = "Exim") -> None:
+    """The options both emitters take; ``mta`` ("Exim" or "Postfix") names the one whose
+    configuration the help texts talk about."""
+    sender_map = (
+        "without them Exim uses an existing lsearch file as it is"
+        if mta == "Exim"
+        else "Postfix reads it as a texthash: table"
+    )
     group = parser.add_argument_group("what authbridge serves (override --config)")
-    group.add_argument("--config", metavar="FILE", help="authbridge TOML configuration")
-    group.add_argument("--socket", metavar="PATH", help="authbridge's auth-client socket")
+    group.add_argument(
+        "--config",
+        metavar="FILE",
+        help="authbridge TOML configuration: socket, mechanisms and networks come from it "
+        "(default: /etc/authbridge/authbridge.toml when it exists)",
+    )
+    group.add_argument(
+        "--socket", metavar="PATH", help=f"authbridge's auth-client socket, where {mta} connects"
+    )
     group.add_argument(
         "--mechanisms",
         metavar="LIST",
@@ -61,10 +75,9 @@ def add_common_arguments(parser: argparse.ArgumentParser) -> None:
     policy.add_argument(
         "--sender-map",
         metavar="FILE",
-        help="the MTA's sender map: written from --allow-sender/--senders-from; "
-        "without them Exim uses an existing lsearch file as it is",
+        help=f"{mta}'s sender map: written from --allow-sender/--senders-from; {sender_map}",
     )
-    policy.add_argument("--hostname", help="the MTA's primary host name")
+    policy.add_argument("--hostname", help=f"{mta}'s primary host name (default: {mta}'s own)")
     tls = parser.add_argument_group("TLS")
     tls.add_argument("--tls-cert", metavar="FILE", help="server certificate (PEM)")
     tls.add_argument("--tls-key", metavar="FILE", help="server private key (PEM)")
@@ -79,7 +92,16 @@ def add_common_arguments(parser: argparse.ArgumentParser) -> None:
         help="also offer PLAIN/LOGIN before STARTTLS (passwords in clear text on the wire)",
     )
     output = parser.add_argument_group("writing files")
-    output.add_argument("--force", action="store_true", help="replace files that differ")
+    output.add_argument(
+        "--force",
+        action="store_true",
+        help="replace files that differ from what would be written"
+        + (
+            " and write into a --debian-split DIR that is no exim4 directory"
+            if mta == "Exim"
+            else ""
+        ),
+    )
     output.add_argument(
         "--diff",
         action="store_true",

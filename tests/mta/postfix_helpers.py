@@ -103,13 +103,14 @@ def emit_postfix(
     require_postfix()
     conf_dir, maps = run / "conf", run / "maps"
     conf_dir.mkdir(parents=True)
+    maps.mkdir()
     queue, data = run / "spool", run / "data"
     _make_queue(queue, data)
     result = emit(
         "emit-postfix-config",
         "--tls-cert", str(tls.cert), "--tls-key", str(tls.key),
         "--map-dir", str(maps), "--queue-directory", str(queue),
-        "--service", f"127.0.0.1:{port}",
+        "--service", f"127.0.0.1:{port}", "--write",
         *emit_args,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
