@@ -23,8 +23,21 @@ import trio
 from authbridge import __version__, gctune, supervisor, systemd
 from authbridge.authenticator import Authenticator
 from authbridge.cache import AuthCache
-from authbridge.commands.defaults import config_path
-from authbridge.config import Config, ConfigError, StoreConfig, load_config, parse_workers
+from authbridge.commands.defaults import config_path, default_config
+from authbridge.config import (
+    DEFAULT_SOCKET,
+    LOG_FORMATS,
+    LOG_LEVELS,
+    UNKNOWN_USER_MODES,
+    Config,
+    ConfigError,
+    PolicyConfig,
+    ServerConfig,
+    StoreConfig,
+    load_config,
+    parse_workers,
+    total_delay_problem,
+)
 from authbridge.contained import Streak, report
 from authbridge.hashing import Hasher
 from authbridge.listeners import (
@@ -39,6 +52,7 @@ from authbridge.listeners import (
     unix_listener,
 )
 from authbridge.logs import configure, get_logger
+from authbridge.mechanisms import REGISTRY as MECHANISMS
 from authbridge.mechanisms import UnknownMechanism, resolve
 from authbridge.metrics import Metrics, MetricsHTTP, MetricsListenError
 from authbridge.passdb import (
@@ -70,29 +84,59 @@ DRAIN_TIMEOUT = 10.0
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--config", metavar="FILE", help="TOML configuration file")
-    parser.add_argument("--socket", metavar="PATH", help="UNIX socket path to listen on")
-    parser.add_argument("--socket-mode", metavar="MODE", help="socket file mode, e.g. 0660")
-    parser.add_argument("--socket-owner", metavar="USER")
-    parser.add_argument("--socket-group", metavar="GROUP")
+    """Every option with a help text; a flag given overrides the config file's setting."""
+    parser.add_argument(
+        "--config",
+        metavar="FILE",
+        help=f"TOML configuration file (default: {default_config()} when it exists "
+        "and no --demo or store flag is given)",
+    )
+    parser.add_argument(
+        "--socket",
+        metavar="PATH",
+        help=f"UNIX socket path to listen on (default: {DEFAULT_SOCKET})",
+    )
+    parser.add_argument(
+        "--socket-mode",
+        metavar="MODE",
+        help=f"socket file mode, octal (default: {ServerConfig().socket_mode:04o})",
+    )
+    parser.add_argument(
+        "--socket-owner",
+        metavar="USER",
+        help="owner of the socket file, a name or number (default: the daemon's user)",
+    )
+    parser.add_argument(
+        "--socket-group",
+        metavar="GROUP",
+        help="group of the socket file, e.g. Debian-exim (default: the daemon's group)",
+    )
     parser.add_argument(
         "--passwd-file",
         metavar="FILE",
         action="append",
-        help="Dovecot passwd-file store (repeatable; replaces [[store]])",
+        help="Dovecot passwd-file store (repeatable); added after the config's [[store]] "
+        "tables, before any --exim-file",
     )
     parser.add_argument(
         "--exim-file",
         metavar="FILE",
         action="append",
-        help="Exim-style login:md5hash store (repeatable; adds to --passwd-file)",
+        help="Exim-style login:md5hash store (repeatable); added after the config's "
+        "[[store]] tables and any --passwd-file",
     )
-    parser.add_argument("--mechanisms", metavar="LIST", help="comma-separated, e.g. plain,login")
+    parser.add_argument(
+        "--mechanisms",
+        metavar="LIST",
+        help="comma-separated SASL mechanisms to offer, in order; known: "
+        f"{', '.join(name.lower() for name in MECHANISMS)} "
+        f"(default: {','.join(ServerConfig().mechanisms)})",
+    )
     parser.add_argument(
         "--failure-delay",
         metavar="SECONDS",
         type=float,
-        help="delay before a FAIL reply (0 disables)",
+        help=f"delay before a FAIL reply, 0 = at once (default: {PolicyConfig().failure_delay})",
     )
     parser.add_argument(
         "--dovecot-compat",
@@ -102,18 +146,26 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--metrics-listen",
         metavar="HOST:PORT",
-        help="serve /metrics and /healthz there (default: off)",
+        help="serve /metrics and /healthz there; ':PORT' = 127.0.0.1 (default: off)",
     )
     parser.add_argument(
         "--workers",
         metavar="N",
-        help='serving processes sharing the sockets: a number or "auto" (one per core)',
+        help='serving processes sharing the sockets: N, or "auto" for one per core '
+        f"(default: {ServerConfig().workers})",
     )
-    parser.add_argument("--log-format", choices=("auto", "json", "console"))
-    parser.add_argument("--log-level", choices=("debug", "info", "warning", "error"))
+    parser.add_argument(
+        "--log-format",
+        choices=LOG_FORMATS,
+        help="console (key=value), json (one object per line) or auto: console on a "
+        "terminal, json otherwise (default: auto)",
+    )
+    parser.add_argument(
+        "--log-level", choices=LOG_LEVELS, help="least severe level logged (default: info)"
+    )
     parser.add_argument(
         "--log-unknown-users",
-        choices=("fingerprint", "typed"),
+        choices=UNKNOWN_USER_MODES,
         help="log names no store knows (maybe passwords) as a fingerprint (default) or typed",
     )
     parser.add_argument(
@@ -164,15 +216,17 @@ def build_config(args: argparse.Namespace) -> Config:
             raise ConfigError(f"--mechanisms: {exc}") from None
         server = replace(server, mechanisms=names)
     config = replace(config, server=server)
-    if args.passwd_file or args.exim_file:
-        config = replace(
-            config,
-            stores=tuple(StoreConfig("passwd-file", p) for p in args.passwd_file or ())
-            + tuple(StoreConfig("exim-file", p) for p in args.exim_file or ()),
-        )
+    flagged = tuple(StoreConfig("passwd-file", p) for p in args.passwd_file or ()) + tuple(
+        StoreConfig("exim-file", p) for p in args.exim_file or ()
+    )
+    if flagged:
+        config = replace(config, stores=add_stores(config.stores, flagged))
     if args.failure_delay is not None:
         if args.failure_delay < 0:
             raise ConfigError("--failure-delay: must not be negative")
+        problem = total_delay_problem(args.failure_delay, config.penalty)
+        if problem is not None and not args.dovecot_compat:
+            raise ConfigError(f"--failure-delay: {problem}")
         config = replace(config, policy=replace(config.policy, failure_delay=args.failure_delay))
     if args.log_format or args.log_level or args.log_unknown_users:
         config = replace(
@@ -189,7 +243,9 @@ def build_config(args: argparse.Namespace) -> Config:
     if args.dovecot_compat:
         config = config.dovecot_compatible()
     if not config.stores:
-        raise ConfigError(f"{config.source}: no user store: add a [[store]] table or --passwd-file")
+        raise ConfigError(
+            f"{config.source}: no user store: add a [[store]] table, --passwd-file or --exim-file"
+        )
     return config
 
 
@@ -215,6 +271,24 @@ def require_sql_backends(config: Config) -> None:
             problem = postgresql_driver_problem()
             if problem is not None:
                 raise ConfigError(f"{where}.driver: {problem}")
+
+
+def add_stores(
+    configured: tuple[StoreConfig, ...], flagged: tuple[StoreConfig, ...]
+) -> tuple[StoreConfig, ...]:
+    """The config's stores, then the command line's, each file once.
+
+    ``--passwd-file`` and ``--exim-file`` add to ``[[store]]`` (as for ``capabilities``);
+    a file the config already serves as the same type is not opened twice.
+    """
+    stores = list(configured)
+    seen = {(store.type, os.path.realpath(store.path)) for store in configured if store.path}
+    for store in flagged:
+        key = (store.type, os.path.realpath(store.path))
+        if key not in seen:
+            seen.add(key)
+            stores.append(store)
+    return tuple(stores)
 
 
 def open_stores(config: Config) -> list[Passdb]:
@@ -607,8 +681,9 @@ def _demo_hint(args: argparse.Namespace, config: Config) -> None:
 def _startup_error(exc: Exception, listeners: Sequence[Listener] = ()) -> int:
     for listener in listeners:
         listener.remove()
+    # Logs go to stderr (the journal under systemd) in the configured format: one line
+    # there is the message; a plain copy beside it would say the same thing twice.
     log.error("cannot start", error=str(exc))
-    print(f"authbridge: {exc}", file=sys.stderr)
     return 1
 
 
