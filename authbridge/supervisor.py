@@ -247,8 +247,7 @@ class Supervisor:
     def _fail(self, reason: str) -> None:
         if self.failure is None:
             self.failure = reason
-            log.error("cannot start", error=reason)
-            print(f"authbridge: {reason}", file=sys.stderr)
+            log.error("cannot start", error=reason)  # on stderr: no plain copy beside it
         self._stop.set()
 
     async def _keep(self, worker: Worker) -> None:
