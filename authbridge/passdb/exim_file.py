@@ -9,43 +9,71 @@ checks them with ``${if crypteq{$auth3}{\\{md5\\}...}}``. Those lines are served
 - a ``{SCHEME}`` prefix picks any Dovecot scheme (``{md5}`` included);
 - ``#`` lines and blank lines are comments; a line starting with blanks continues the
   previous one, as in lsearch.
+
+Every entry is checked at load (see validation): a line with no key is skipped, a user
+whose value is no usable hash stays known (a login is a plain failure), and each
+problem is logged as ``file:line: reason``; with ``strict`` the file is refused.
 """
 
 from __future__ import annotations
 
-import logging
 import re
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from authbridge.passdb.base import (
     FileSignature,
     PassdbEntry,
-    StoreFormatError,
     pick_dummy_password,
     read_store_file,
 )
+from authbridge.passdb.validation import (
+    EntryProblem,
+    log_problems,
+    name_problem,
+    password_problem,
+    strict_error,
+)
 from authbridge.schemes import StoredPassword, parse_stored
-
-log = logging.getLogger(__name__)
+from authbridge.usernames import UsernamePolicy
 
 _KEY = re.compile(r"([^:\s]+)\s*:?\s*(.*)")
 _BARE_MD5 = re.compile(r"[0-9A-Fa-f]{32}|[A-Za-z0-9+/]{22}==")
 
 
-def _password(value: str, path: str, lineno: int, user: str) -> StoredPassword:
+def _password(value: str, user: str) -> tuple[StoredPassword | None, str | None]:
+    """The stored password of a value, and why it cannot work (``None``: it can)."""
     value = value.split(":", 1)[0].strip()
+    if not value:
+        return None, f"user {user!r} has no password"
     if value.startswith("{"):
-        return parse_stored(value)
+        stored = parse_stored(value)
+        return stored, password_problem(user, stored)
+    # Kept as PLAIN-MD5 even when malformed: the user stays known and fails to log in.
+    stored = parse_stored("{PLAIN-MD5}" + value)
     if not _BARE_MD5.fullmatch(value):
-        raise StoreFormatError(
-            f"{path}:{lineno}: user {user!r}: expected an MD5 hash (32 hex digits or 24 "
-            "base64 characters) or a {SCHEME}-prefixed value"
+        return stored, (
+            f"user {user!r}: expected an MD5 hash (32 hex digits or 24 base64 characters) "
+            "or a {SCHEME}-prefixed value"
         )
-    return parse_stored("{PLAIN-MD5}" + value)
+    return stored, None
 
 
 def parse_exim_file(text: str, path: str = "<string>") -> dict[str, PassdbEntry]:
+    """The entries of an Exim password file; its problems are logged (see read_exim_file)."""
+    entries, problems = read_exim_file(text, path)
+    log_problems(f"exim-file:{path}", problems)
+    return entries
+
+
+def read_exim_file(
+    text: str, path: str = "<string>", usernames: UsernamePolicy | None = None
+) -> tuple[dict[str, PassdbEntry], list[EntryProblem]]:
+    """The entries of an Exim password file and every problem found in it."""
+    policy = usernames or UsernamePolicy()
+    problems: list[EntryProblem] = []
+    first_line: dict[str, int] = {}
     logical: list[tuple[int, str]] = []
     for lineno, raw in enumerate(text.split("\n"), start=1):
         line = raw.rstrip("\r")
@@ -60,15 +88,20 @@ def parse_exim_file(text: str, path: str = "<string>") -> dict[str, PassdbEntry]
     for lineno, line in logical:
         match = _KEY.fullmatch(line)
         if match is None:
-            raise StoreFormatError(f"{path}:{lineno}: not a 'login:hash' line")
+            problems.append(EntryProblem(path, lineno, "not a 'login:hash' line: skipped"))
+            continue
         user, value = match.group(1).lower(), match.group(2)
         if user in entries:
-            log.warning(
-                "%s:%d: user %r exists more than once; the first entry wins", path, lineno, user
-            )
+            repeat = f"user {user!r} exists more than once; line {first_line[user]} wins"
+            problems.append(EntryProblem(path, lineno, repeat))
             continue
-        entries[user] = PassdbEntry(user, _password(value, path, lineno, user))
-    return entries
+        password, reason = _password(value, user)
+        reason = name_problem(user, policy) or reason
+        if reason is not None:
+            problems.append(EntryProblem(path, lineno, reason, user))
+        entries[user] = PassdbEntry(user, password)
+        first_line[user] = lineno
+    return entries, problems
 
 
 @dataclass
@@ -76,10 +109,17 @@ class EximFileStore:
     """An Exim ``login:hash`` file held in memory."""
 
     path: Path
+    strict: bool = False
+    usernames: UsernamePolicy = field(default_factory=UsernamePolicy)
 
     def __post_init__(self) -> None:
         self._entries: dict[str, PassdbEntry] = {}
         self.loaded_signature: FileSignature | None = None
+        #: What the last successful load found wrong, in file order.
+        self.problems: list[EntryProblem] = []
+        self._invalid: dict[str, EntryProblem] = {}
+        #: Called with the store after every successful load (the daemon's metric).
+        self.on_loaded: Callable[[EximFileStore], None] | None = None
 
     @property
     def name(self) -> str:
@@ -88,9 +128,21 @@ class EximFileStore:
     def load(self) -> int:
         """Read and parse the file; the old copy stays if this raises."""
         text, signature = read_store_file(self.path)
-        self._entries = parse_exim_file(text, str(self.path))
+        entries, problems = read_exim_file(text, str(self.path), self.usernames)
+        log_problems(self.name, problems)
+        if problems and self.strict:
+            raise strict_error(self.name, problems)
+        self._entries = entries
+        self.problems = problems
+        self._invalid = {p.user: p for p in problems if p.user is not None}
         self.loaded_signature = signature
+        if self.on_loaded is not None:
+            self.on_loaded(self)
         return len(self._entries)
+
+    def invalid_entry(self, user: str) -> EntryProblem | None:
+        """The load's problem with ``user``'s entry, if it had one."""
+        return self._invalid.get(user.lower()) if self._invalid else None
 
     def __len__(self) -> int:
         return len(self._entries)

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import itertools
 import logging
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from authbridge.passdb.base import (
@@ -21,7 +22,15 @@ from authbridge.passdb.base import (
     read_store_bytes,
 )
 from authbridge.passdb.line_index import LineIndex
+from authbridge.passdb.validation import (
+    EntryProblem,
+    log_problems,
+    name_problem,
+    password_problem,
+    strict_error,
+)
 from authbridge.schemes import SchemeError, StoredPassword, apply_compat_suffix, parse_stored
+from authbridge.usernames import UsernamePolicy
 
 log = logging.getLogger(__name__)
 
@@ -81,15 +90,79 @@ def parse_entry(
     user: str, rest: str | None, default_scheme: str = "CRYPT", path: str = "<string>"
 ) -> PassdbEntry | None:
     """The entry for one indexed line; ``None`` when Dovecot would drop the user."""
-    if rest is None:
-        return PassdbEntry(user, None)
-    parts = [user, *rest.split(":")]
     try:
-        password = parse_stored(apply_compat_suffix(parts[1]), default_scheme)
+        return _entry(user, rest, default_scheme)
     except SchemeError as exc:
         # Dovecot drops just this user (e.g. a [56] value that is not 32 hex).
         log.error("%s: user %r skipped: %s", path, user, exc)
         return None
+
+
+def validate_passwd_file(
+    index: LineIndex,
+    path: str = "<string>",
+    default_scheme: str = "CRYPT",
+    usernames: UsernamePolicy | None = None,
+    duplicates: Iterable[int] = (),
+) -> list[EntryProblem]:
+    """Every line of an indexed file checked as a login would meet it (see validation).
+
+    ``duplicates``: the numbers of the lines the index found a name repeated on.
+    """
+    policy = usernames or UsernamePolicy()
+    problems: list[EntryProblem] = []
+    data = index.data
+    repeated = set(duplicates)
+    for lineno, _offset, line in _lines(data):
+        user = line.partition(":")[0]
+        if not user:
+            problems.append(EntryProblem(path, lineno, "empty user name: line skipped"))
+            continue
+        if repeated and lineno in repeated:
+            first_line = data.count(b"\n", 0, index.offset(user) or 0) + 1
+            repeat = f"user {user!r} exists more than once; line {first_line} wins"
+            problems.append(EntryProblem(path, lineno, repeat))
+            continue
+        reason = name_problem(user, policy) or _password_problem(user, _rest(line), default_scheme)
+        if reason is not None:
+            problems.append(EntryProblem(path, lineno, reason, user))
+    return problems
+
+
+def _password_problem(user: str, rest: str | None, default_scheme: str) -> str | None:
+    """The password half of a line checked, without building its entry (load time)."""
+    if rest is None:
+        return password_problem(user, None)
+    value, _sep, fields = rest.partition(":")
+    try:
+        stored = parse_stored(apply_compat_suffix(value), default_scheme)
+    except SchemeError as exc:
+        return f"user {user!r} skipped: {exc}"
+    nopassword = "nopassword" in fields and _entry(user, rest, default_scheme).has("nopassword")
+    return password_problem(user, stored, nopassword)
+
+
+def _lines(data: bytes) -> Iterator[tuple[int, int, str]]:
+    """(line number, offset, text less its CR) of every line a user could be on."""
+    pos, lineno, end_of_data = 0, 0, len(data)
+    find = data.find
+    while pos < end_of_data:
+        lineno += 1
+        end = find(b"\n", pos)
+        if end < 0:
+            end = end_of_data
+        if end > pos and data[pos] != 35:  # "#": a comment
+            line = data[pos:end].decode("utf-8", "surrogateescape")
+            yield lineno, pos, line[:-1] if line.endswith("\r") else line
+        pos = end + 1
+
+
+def _entry(user: str, rest: str | None, default_scheme: str) -> PassdbEntry:
+    """The entry of one line; SchemeError when Dovecot would drop the user."""
+    if rest is None:
+        return PassdbEntry(user, None)
+    parts = [user, *rest.split(":")]
+    password = parse_stored(apply_compat_suffix(parts[1]), default_scheme)
     return PassdbEntry(user, password, _extra_fields(parts))
 
 
@@ -109,16 +182,28 @@ def parse_passwd_file(
 
 @dataclass
 class PasswdFileStore:
-    """A passwd-file held in memory."""
+    """A passwd-file held in memory.
+
+    Every load checks every line (:func:`validate_passwd_file`): each problem is logged
+    as ``file:line: reason`` and kept in :attr:`problems`; with ``strict`` a file with
+    any problem is refused as one that does not parse.
+    """
 
     path: Path
     default_scheme: str = "CRYPT"
+    strict: bool = False
+    usernames: UsernamePolicy = field(default_factory=UsernamePolicy)
 
     def __post_init__(self) -> None:
         self._index = LineIndex(b"")
         self.loaded_signature: FileSignature | None = None
         #: Entries parsed from this version of the file (``None``: no such user).
         self._parsed: dict[str, PassdbEntry | None] = {}
+        #: What the last successful load found wrong, in file order.
+        self.problems: list[EntryProblem] = []
+        self._invalid: dict[str, EntryProblem] = {}
+        #: Called with the store after every successful load (the daemon's metric).
+        self.on_loaded: Callable[[PasswdFileStore], None] | None = None
 
     @property
     def name(self) -> str:
@@ -127,10 +212,27 @@ class PasswdFileStore:
     def load(self) -> int:
         """Read and index the file; the old copy stays if this raises."""
         data, signature = read_store_bytes(self.path)
-        self._index = index_passwd_file(data, str(self.path))
+        find_nul(data, str(self.path))
+        repeats: list[int] = []  # duplicates are among the problems below
+        index = LineIndex(data, lambda _user, lineno: repeats.append(lineno))
+        problems = validate_passwd_file(
+            index, str(self.path), self.default_scheme, self.usernames, repeats
+        )
+        log_problems(self.name, problems)
+        if problems and self.strict:
+            raise strict_error(self.name, problems)
+        self._index = index
         self._parsed = {}
+        self.problems = problems
+        self._invalid = {p.user: p for p in problems if p.user is not None}
         self.loaded_signature = signature
+        if self.on_loaded is not None:
+            self.on_loaded(self)
         return len(self._index)
+
+    def invalid_entry(self, user: str) -> EntryProblem | None:
+        """The load's problem with ``user``'s entry, if it had one."""
+        return self._invalid.get(user) if self._invalid else None
 
     def __len__(self) -> int:
         return len(self._index)

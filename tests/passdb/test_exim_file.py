@@ -51,6 +51,16 @@ async def test_keys_match_case_insensitively(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("bad", ["userz:5ebe2294", "userz:not-a-hash-at-all-here"])
-def test_a_value_that_cannot_be_an_md5_names_file_and_line(bad: str) -> None:
-    with pytest.raises(StoreFormatError, match=r"passwd:2: user 'userz'"):
-        parse_exim_file(f"# c\n{bad}\n", "passwd")
+def test_a_value_that_cannot_be_an_md5_names_file_and_line(
+    bad: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A warning at load (the user stays known and fails to log in); --strict refuses."""
+    path = tmp_path / "passwd"
+    path.write_text(f"# c\n{bad}\nok:{HEX}\n")
+    store = EximFileStore(path)
+    assert store.load() == 2
+    assert f"{path}:2: user 'userz': expected an MD5 hash" in caplog.text
+    assert [p.line for p in store.problems] == [2]
+    strict = EximFileStore(path, strict=True)
+    with pytest.raises(StoreFormatError, match=rf"{path}:2: user 'userz'"):
+        strict.load()

@@ -1,0 +1,114 @@
+"""Every entry of a store file checked when the file is read: the admin hears of an
+entry that can never log in from the load, not from its user.
+
+A problem is ``file:line: reason``; reasons name the user (a store's user names are not
+secrets) but never the stored hash or password. What a problem does to the entry is the
+store's business: a line with no usable user name is skipped (it never was reachable),
+a user with a malformed password stays known, so a login is a plain failure.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+from authbridge.passdb.base import StoreFormatError
+from authbridge.schemes import StoredPassword, wellformed
+from authbridge.usernames import InvalidUsername, UsernamePolicy
+
+#: The logger of entry problems (``authbridge check`` lists them from the stores instead).
+LOGGER = "authbridge.passdb.validation"
+log = logging.getLogger(LOGGER)
+
+BOM = "\ufeff"
+
+#: Problems quoted in the one-line error of a strict load.
+STRICT_QUOTED = 5
+#: Problems logged one per line at each load; the rest are counted in one more line.
+LOGGED = 100
+
+
+@dataclass(frozen=True, slots=True)
+class EntryProblem:
+    """One entry that cannot work as written."""
+
+    path: str
+    line: int
+    reason: str
+    #: The user the line is for, when it names one a login could reach.
+    user: str | None = None
+
+    @property
+    def where(self) -> str:
+        return f"{self.path}:{self.line}"
+
+    def __str__(self) -> str:
+        return f"{self.where}: {self.reason}"
+
+
+@functools.lru_cache(maxsize=8)
+def _usual_name(usernames: UsernamePolicy) -> re.Pattern[str]:
+    """Names ``usernames`` leaves as they are (but for case): checked in one match."""
+    chars = "".join(sorted(usernames.allowed_chars))
+    return re.compile(f"[{re.escape(chars)}]+" if chars else ".+", re.DOTALL)
+
+
+def name_problem(name: str, usernames: UsernamePolicy) -> str | None:
+    """Why a login can never reach the user ``name`` as stored, or ``None``."""
+    if (
+        not usernames.default_domain
+        and _usual_name(usernames).fullmatch(name)
+        and (not usernames.lowercase or name == name.lower())
+    ):
+        return None  # the usual case, without normalise's loop over the characters
+    if not name:
+        return "empty user name"
+    if name.startswith(BOM):
+        return f"user {name!r} starts with a UTF-8 byte order mark: it can never match"
+    try:
+        normalised = usernames.normalise(name)
+    except InvalidUsername as exc:
+        return f"user {name!r} can never log in: {exc}"
+    if normalised != name:
+        return (
+            f"user {name!r} can never match: logins are looked up as {normalised!r}"
+            " (write the name in lower case)"
+        )
+    return None
+
+
+def password_problem(
+    user: str, stored: StoredPassword | None, nopassword: bool = False
+) -> str | None:
+    """Why ``user``'s stored password can never verify, or ``None``.
+
+    ``nopassword``: the entry accepts any password, so nothing stored needs to make sense.
+    """
+    if nopassword:
+        return None
+    if stored is None:
+        return f"user {user!r} has no password field (no ':' after the name)"
+    reason = wellformed.problem(stored)
+    return None if reason is None else f"user {user!r}: {reason}"
+
+
+def log_problems(store: str, problems: Sequence[EntryProblem]) -> None:
+    """One warning per problem (at most :data:`LOGGED`), each ``file:line: reason``."""
+    for problem in problems[:LOGGED]:
+        log.warning("%s", problem)
+    if len(problems) > LOGGED:
+        log.warning("%s: %d more invalid entries not shown", store, len(problems) - LOGGED)
+
+
+def strict_error(name: str, problems: Iterable[EntryProblem]) -> StoreFormatError:
+    """The error that refuses a store with invalid entries under ``--strict``."""
+    found = list(problems)
+    quoted = "; ".join(str(p) for p in found[:STRICT_QUOTED])
+    more = f" (and {len(found) - STRICT_QUOTED} more)" if len(found) > STRICT_QUOTED else ""
+    return StoreFormatError(
+        f"{name}: {len(found)} invalid entr{'y' if len(found) == 1 else 'ies'} "
+        f"refused by --strict: {quoted}{more}"
+    )
