@@ -55,7 +55,18 @@ def run(args: argparse.Namespace) -> int:
         return 2
     totals: Counter[str] = Counter()
     users = 0
-    for store_config in stores:
+    file_stores = [s for s in stores if s.type != "sql"]
+    for index, store_config in enumerate(stores):
+        if store_config.type == "sql":  # no user list to walk: say so, never open "" as a file
+            print(
+                f"authbridge capabilities: {path}: store[{index}] is an SQL store "
+                f"({store_config.driver}) whose users cannot be listed; "
+                f"authbridge check --config {path} queries it",
+                file=sys.stderr,
+            )
+    if not file_stores:
+        return 1
+    for store_config in file_stores:
         store = open_file_store(store_config.type, store_config.path, store_config.default_scheme)
         try:
             store.load()
