@@ -26,6 +26,7 @@ quick:{PLAIN}pw::::::nodelay
 disabled:{PLAIN}pw::::::fail nodelay nologin reason=Account_disabled
 renamed:{PLAIN}pw::::::user=canonical@example.org
 broken:{NOSUCHSCHEME}xyz
+twox:{BLF-CRYPT}$2x$04$a4Z.K7wnIApXPmOTJ3XbI./BXTGtop9ZdixRLeUQ3ROu9sR/eY2D.
 """
 
 
@@ -112,8 +113,18 @@ async def test_nodelay_and_user_override(auth: Authenticator) -> None:
     assert renamed.user == "canonical@example.org"
 
 
-async def test_broken_stored_password_is_an_internal_failure(auth: Authenticator) -> None:
+async def test_malformed_stored_password_is_a_plain_failure(auth: Authenticator) -> None:
+    """The entry's fault, not the server's (issue #17): a FAIL, never a temporary failure."""
     verdict = await auth.check(info(), VerifyPlain("broken", "", b"x"))
+    assert verdict.outcome is Outcome.FAIL and verdict.reason is Reason.BROKEN_HASH
+
+
+async def test_a_wellformed_hash_we_cannot_verify_is_an_internal_failure(
+    auth: Authenticator,
+) -> None:
+    """$2x$ (bcrypt's old 8-bit bug) cannot be verified for a non-ASCII password here."""
+    assert (await auth.check(info(), VerifyPlain("twox", "", b"pw"))).ok
+    verdict = await auth.check(info(), VerifyPlain("twox", "", "pw\u00e9".encode()))
     assert verdict.outcome is Outcome.TEMPFAIL and verdict.reason is Reason.BROKEN_HASH
 
 

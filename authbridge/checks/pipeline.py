@@ -38,7 +38,7 @@ from authbridge.mechanisms.base import Credentials, NeedCredentials, ScramKeys, 
 from authbridge.passdb.base import Passdb, PassdbEntry, StoreUnavailable
 from authbridge.penalty import PenaltyTracker
 from authbridge.policy import PolicyGate
-from authbridge.schemes import StoredPassword
+from authbridge.schemes import StoredPassword, wellformed
 from authbridge.session import Credential, CredentialsFound, RequestInfo
 from authbridge.usernames import InvalidUsername
 from authbridge.verdict import Outcome, Reason, Verdict, refuse_nologin
@@ -140,10 +140,13 @@ def _closing(steps: _Steps) -> Any:
 class _Found:
     """A user the stores know, with its extra fields applied: ready for the secret."""
 
-    __slots__ = ("applied", "entry", "typed", "user")
+    __slots__ = ("applied", "entry", "store", "typed", "user")
 
-    def __init__(self, user: str, typed: str, entry: PassdbEntry, applied: Applied) -> None:
+    def __init__(
+        self, user: str, typed: str, entry: PassdbEntry, applied: Applied, store: Passdb
+    ) -> None:
         self.user, self.typed, self.entry, self.applied = user, typed, entry, applied
+        self.store = store
 
     def verdict(self, outcome: Outcome, reason: Reason) -> Verdict:
         applied = self.applied
@@ -399,6 +402,9 @@ class CheckPipeline:
             except schemes.SchemeError as exc:
                 return self._unusable(found, exc)
         if not matched:
+            invalid = _invalid_entry(found)
+            if invalid is not None:  # {CRYPT}garbage, no password field: never matches
+                return self._refused_invalid(found, invalid)
             return found.verdict(Outcome.FAIL, Reason.PASSWORD_MISMATCH)
         if found.applied.forced_fail:
             return found.verdict(Outcome.FAIL, Reason.FORCED_FAIL)
@@ -436,9 +442,25 @@ class CheckPipeline:
         return CredentialsFound(credentials, found.verdict(Outcome.OK, Reason.NONE))
 
     def _unusable(self, found: _Found, exc: schemes.SchemeError) -> Verdict:
+        """A stored password that could not be used. Malformed data (the store's, which
+        its load already reported) is a plain failure in both modes, as in Dovecot 2.3;
+        anything else is ours: an internal failure unless ``broken_hash_is_tempfail``
+        is off."""
+        invalid = _invalid_entry(found)
+        if invalid is None and found.entry.password is not None:
+            reason = wellformed.problem(found.entry.password)  # a SQL row: checked now
+            if reason is not None:
+                invalid = f"store={found.store.name} user={found.user} row: {reason}"
+        if invalid is not None:
+            return self._refused_invalid(found, invalid)
         _std_log.error("user %s: unusable stored password: %s", found.user, exc)
         outcome = Outcome.TEMPFAIL if self.auth.broken_hash_is_tempfail else Outcome.FAIL
         return found.verdict(outcome, Reason.BROKEN_HASH)
+
+    def _refused_invalid(self, found: _Found, invalid: str) -> Verdict:
+        """The plain failure of an entry that can never log in, logged with its place."""
+        _std_log.error("%s; login of %s refused", invalid, found.user)
+        return found.verdict(Outcome.FAIL, Reason.BROKEN_HASH)
 
     def _find(
         self,
@@ -504,10 +526,19 @@ class CheckPipeline:
                 return Verdict(Outcome.TEMPFAIL, user, Reason.STORE_ERROR, original_user=typed)
         else:
             applied = plain_entry(user)
-        found = _Found(user, typed, entry, applied)
+        found = _Found(user, typed, entry, applied, store)
         if applied.nets_denied:
             return found.verdict(Outcome.FAIL, Reason.NETWORK_DENIED)
         return found
+
+
+def _invalid_entry(found: _Found) -> str | None:
+    """``file:line: reason`` when the store's load found the entry unusable."""
+    invalid_entry = getattr(found.store, "invalid_entry", None)
+    if invalid_entry is None:
+        return None
+    problem = invalid_entry(found.user)
+    return None if problem is None else str(problem)
 
 
 def _secret(credential: Credential) -> bytes | None:

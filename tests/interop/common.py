@@ -37,9 +37,13 @@ USERS: dict[str, User] = {
 AUTHBRIDGE_ARGS = ("--dovecot-compat", "--failure-delay", "0")
 
 # A user whose stored password no scheme can check. Dovecot 2.3 answers FAIL (535 at the
-# MTA); authbridge outside --dovecot-compat treats it as an internal failure (4xx).
+# MTA), and so does authbridge in both modes: the entry is malformed, not the server broken.
 BROKEN_HASH_USER = "brokenhash"
 _BROKEN_HASH_LINE = f"{BROKEN_HASH_USER}:{{NO-SUCH-SCHEME}}0123456789abcdef::::::\n"
+# A user whose lookup is an internal failure (an extra field naming an unknown variable):
+# authbridge outside --dovecot-compat closes the connection, so the MTA defers (4xx).
+INTERNAL_FAILURE_USER = "internalfailure"
+_INTERNAL_FAILURE_LINE = f"{INTERNAL_FAILURE_USER}:{{PLAIN}}x::::::quota=%{{nosuchvariable}}\n"
 
 
 def hash_password(scheme: str, password: str) -> str:
@@ -59,7 +63,7 @@ def hash_password(scheme: str, password: str) -> str:
 def write_users_file(path: Path) -> Path:
     """Write every user of USERS as a passwd-file line (mode 0644, the servers drop root)."""
     lines = [f"{u.name}:{hash_password(u.scheme, u.password)}::::::\n" for u in USERS.values()]
-    path.write_text("".join(lines) + _BROKEN_HASH_LINE)
+    path.write_text("".join(lines) + _BROKEN_HASH_LINE + _INTERNAL_FAILURE_LINE)
     path.chmod(0o644)
     return path
 

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.interop.common import BROKEN_HASH_USER, USERS, AuthServer
+from tests.interop.common import INTERNAL_FAILURE_USER, USERS, AuthServer
 from tests.support import free_tcp_port, require_binary, runtime_dir
 from tests.support.authbridge_proc import AuthbridgeServer
 from tests.support.exim import EximConfig, EximDaemon, exim_pipe_command, write_exim_config
@@ -125,19 +125,19 @@ def test_postfix_cram_md5_without_tls_is_accepted(strict_postfix: PostfixMaster)
 # ---- internal failures: authbridge closes the connection so the MTA defers (4xx) -----
 
 
-def test_exim_defers_on_unusable_stored_hash(strict_exim: EximConfig) -> None:
+def test_exim_defers_on_internal_failure(strict_exim: EximConfig) -> None:
     pipe = exim_pipe_command(strict_exim, client_ip=LAN_CLIENT, tls=True)
     result = run_swaks(
-        pipe=pipe, auth="PLAIN", user=BROKEN_HASH_USER, password="x", tls=True, timeout=3
+        pipe=pipe, auth="PLAIN", user=INTERNAL_FAILURE_USER, password="x", tls=True, timeout=3
     )
     assert result.auth_code == 435, result.transcript
 
 
-def test_postfix_defers_on_unusable_stored_hash(strict_postfix: PostfixMaster) -> None:
+def test_postfix_defers_on_internal_failure(strict_postfix: PostfixMaster) -> None:
     result = run_swaks(
         server=strict_postfix.server,
         auth="PLAIN",
-        user=BROKEN_HASH_USER,
+        user=INTERNAL_FAILURE_USER,
         password="x",
         tls=True,
         timeout=3,

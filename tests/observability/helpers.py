@@ -44,6 +44,8 @@ USERS = {
         User("carol", "Car0l-0bs-cram-key", "CRAM-MD5"),
     )
 }
+#: A user whose lookup is an internal failure (an extra field names an unknown variable;
+#: a malformed hash would be a plain failure since issue #17).
 BROKEN_USER = "broken"
 
 
@@ -62,7 +64,7 @@ def hash_password(scheme: str, password: str) -> str:
 
 def users_file_text() -> str:
     lines = [f"{u.name}:{hash_password(u.scheme, u.password)}::::::\n" for u in USERS.values()]
-    return "".join(lines) + f"{BROKEN_USER}:{{NO-SUCH-SCHEME}}0123456789::::::\n"
+    return "".join(lines) + f"{BROKEN_USER}:{{PLAIN}}x::::::quota=%{{nosuchvariable}}\n"
 
 
 # ---------------------------------------------------------------------- /metrics

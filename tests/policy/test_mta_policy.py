@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.interop.common import BROKEN_HASH_USER
+from tests.interop.common import INTERNAL_FAILURE_USER
 from tests.policy.conftest import start_bridge
 from tests.policy.mta import (
     DOVEADM_AUTH_FAILED,
@@ -204,7 +204,7 @@ def test_allow_nets_local_means_no_rip(strict: Peers) -> None:
 
 def test_exim_answers_435_on_internal_failure(strict: Peers) -> None:
     result = exim_session(
-        strict.exim, BROKEN_HASH_USER, client_ip=LAN, tls=True, password="x", timeout=8
+        strict.exim, INTERNAL_FAILURE_USER, client_ip=LAN, tls=True, password="x", timeout=8
     )
     assert result.auth_code == 435, result.transcript
     again = exim_session(strict.exim, "plainuser", client_ip=LAN, tls=True)
@@ -212,7 +212,7 @@ def test_exim_answers_435_on_internal_failure(strict: Peers) -> None:
 
 
 def test_postfix_answers_454_on_internal_failure(strict: Peers) -> None:
-    result = postfix_session(strict.postfix.server, BROKEN_HASH_USER, password="x", timeout=8)
+    result = postfix_session(strict.postfix.server, INTERNAL_FAILURE_USER, password="x", timeout=8)
     assert result.auth_code == 454, result.transcript
     again = postfix_session(strict.postfix.server, "plainuser")
     assert again.auth_code == 235, again.transcript
@@ -227,7 +227,9 @@ def no_disconnect(policy_dir: Path, policy_users: Path, policy_tls: TlsFiles) ->
 
 def test_without_disconnect_both_mtas_say_535(no_disconnect: Peers) -> None:
     """The reason the disconnect exists: both MTAs turn code=temp_fail into a 535."""
-    exim = exim_session(no_disconnect.exim, BROKEN_HASH_USER, client_ip=LAN, tls=True, password="x")
+    exim = exim_session(
+        no_disconnect.exim, INTERNAL_FAILURE_USER, client_ip=LAN, tls=True, password="x"
+    )
     assert exim.auth_code == 535, exim.transcript
-    postfix = postfix_session(no_disconnect.postfix.server, BROKEN_HASH_USER, password="x")
+    postfix = postfix_session(no_disconnect.postfix.server, INTERNAL_FAILURE_USER, password="x")
     assert postfix.auth_code == 535, postfix.transcript
