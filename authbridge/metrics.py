@@ -354,6 +354,13 @@ class Metrics:
             registry=r,
             multiprocess_mode="livemax",
         )
+        self.invalid_entries = Gauge(
+            "authbridge_store_invalid_entries",
+            "Entries the last load of a store file found unusable (file:line in the log).",
+            ["store"],
+            registry=r,
+            multiprocess_mode="livemax",
+        )
         self.hash_queue = Gauge(
             "authbridge_hash_queue_depth",
             "Password verifications waiting for or running in the worker pool.",
@@ -494,6 +501,10 @@ class Metrics:
     def store_unavailable(self, store: str, unavailable: bool) -> None:
         """Flag (or clear) a store whose file is gone or unreadable."""
         self.stores_unavailable.labels(store).set(1 if unavailable else 0)
+
+    def store_invalid_entries(self, store: str, count: int) -> None:
+        """How many entries the last successful load of ``store`` found unusable."""
+        self.invalid_entries.labels(store).set(count)
 
     def observe_lookup(self, store: str, result: str, seconds: float) -> None:
         """One store lookup; ``result`` is one of :data:`LOOKUP_RESULTS`.

@@ -3,19 +3,29 @@
 CRAM-MD5 and SCRAM need a plaintext-equivalent secret on the server: a user whose hash
 is SHA512-CRYPT can log in with PLAIN or LOGIN but never with CRAM-MD5. Run this before
 advertising a mechanism, and see who would be locked out.
+
+Users who cannot log in at all are shown as such, never as usable: an entry the store's
+load found invalid (``invalid`` and its ``file:line: reason``; lines with no usable user
+are listed after the users) and a user disabled by ``nologin`` (``disabled`` and the
+entry's ``reason=``). Neither counts in the summary.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import logging
 import sys
 from collections import Counter
+from collections.abc import Iterator
 
 from authbridge import schemes
 from authbridge.commands.defaults import config_path, default_config
 from authbridge.config import ConfigError, StoreConfig, load_config
-from authbridge.passdb import StoreFormatError, StoreUnavailable, open_file_store
+from authbridge.passdb import FileStore, StoreFormatError, StoreUnavailable, open_file_store
+from authbridge.passdb.base import PassdbEntry
+from authbridge.passdb.validation import LOGGER as ENTRY_PROBLEMS_LOGGER
 
 #: The mechanisms authbridge serves, in report order.
 MECHANISM_ORDER = ("PLAIN", "LOGIN", "CRAM-MD5", "SCRAM-SHA-1", "SCRAM-SHA-256")
@@ -66,36 +76,80 @@ def run(args: argparse.Namespace) -> int:
             )
     if not file_stores:
         return 1
+    invalid, disabled, lines = 0, 0, 0
     for store_config in file_stores:
         store = open_file_store(store_config.type, store_config.path, store_config.default_scheme)
         try:
-            store.load()
+            with _problems_not_logged():  # reported below, with the users
+                store.load()
         except (StoreFormatError, StoreUnavailable) as exc:
             print(f"authbridge: {exc}", file=sys.stderr)
             return 1
+        shown: set[str] = set()
         for entry in sorted(store.entries(), key=lambda e: e.user):
-            user = entry.user
             users += 1
-            if entry.password is None:
-                scheme, allowed = "(none)", frozenset[str]()
-            else:
-                scheme = entry.password.scheme
-                known = scheme.upper().split(".")[0] in schemes.available_schemes()
-                allowed = schemes.mechanisms_allowed(entry.password) if known else frozenset()
-                if not known:
-                    scheme += " (unknown scheme)"
-            totals.update(allowed)
-            ordered = [m for m in MECHANISM_ORDER if m in allowed]
-            if args.json:
-                print(
-                    json.dumps(
-                        {"store": store.name, "user": user, "scheme": scheme, "mechanisms": ordered}
-                    )
-                )
-            else:
-                print(f"{user}\t{scheme}\t{' '.join(ordered) or '-'}")
+            shown.add(entry.user)
+            row, allowed = _row(store, entry)
+            if row["status"] == "ok":
+                totals.update(allowed)
+            invalid += row["status"] == "invalid"
+            disabled += row["status"] == "disabled"
+            _print_row(row, args.json)
+        for problem in store.problems:
+            if problem.user is None or problem.user not in shown:
+                lines += 1  # a line no login reaches (no user name, a repeat, dropped)
+                row = {"store": store.name, "status": "invalid", "problem": str(problem)}
+                _print_row(row, args.json)
     if not args.json:
-        print(f"\n{users} users:", file=sys.stderr)
+        more = f"; {lines} more invalid lines" if lines else ""
+        print(f"\n{users} users ({invalid} invalid, {disabled} disabled{more}):", file=sys.stderr)
         for mech in MECHANISM_ORDER:
             print(f"  {mech:<14} usable by {totals[mech]} of {users}", file=sys.stderr)
     return 0
+
+
+def _row(store: FileStore, entry: PassdbEntry) -> tuple[dict[str, object], frozenset[str]]:
+    """What one user can do: ``status`` ok, invalid (with ``problem``) or disabled
+    (with the entry's ``reason``, if any); mechanisms as its stored scheme allows."""
+    row: dict[str, object] = {"store": store.name, "user": entry.user}
+    problem = store.invalid_entry(entry.user)
+    if entry.password is None:
+        row["scheme"], allowed = "(none)", frozenset[str]()
+    else:
+        row["scheme"] = entry.password.scheme
+        allowed = frozenset() if problem else schemes.mechanisms_allowed(entry.password)
+    row["mechanisms"] = [m for m in MECHANISM_ORDER if m in allowed]
+    if problem is not None:
+        row["status"], row["problem"] = "invalid", str(problem)
+    elif entry.has("nologin"):
+        row["status"], row["reason"] = "disabled", entry.field("reason") or ""
+    else:
+        row["status"] = "ok"
+    return row, allowed
+
+
+def _print_row(row: dict[str, object], as_json: bool) -> None:
+    if as_json:
+        print(json.dumps(row))
+        return
+    if "user" not in row:
+        print(f"-\t-\t-\tinvalid: {row['problem']}")
+        return
+    mechanisms = " ".join(row["mechanisms"]) or "-"  # type: ignore[arg-type]
+    line = f"{row['user']}\t{row['scheme']}\t{mechanisms}"
+    if row["status"] == "invalid":
+        line += f"\tinvalid: {row['problem']}"
+    elif row["status"] == "disabled":
+        line += "\tdisabled (nologin" + (f": {row['reason']})" if row["reason"] else ")")
+    print(line)
+
+
+@contextlib.contextmanager
+def _problems_not_logged() -> Iterator[None]:
+    """The store's own warnings off: this report lists the same problems with the users."""
+    logger = logging.getLogger(ENTRY_PROBLEMS_LOGGER)
+    saved, logger.disabled = logger.disabled, True
+    try:
+        yield
+    finally:
+        logger.disabled = saved

@@ -144,6 +144,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="behave exactly like Dovecot 2.3 on the wire (policy gates off)",
     )
     parser.add_argument(
+        "--strict",
+        action="store_true",
+        help="refuse to start or reload when a store file has an invalid entry "
+        "(default: each is a file:line warning; see authbridge check)",
+    )
+    parser.add_argument(
         "--metrics-listen",
         metavar="HOST:PORT",
         help="serve /metrics and /healthz there; ':PORT' = 127.0.0.1 (default: off)",
@@ -291,8 +297,9 @@ def add_stores(
     return tuple(stores)
 
 
-def open_stores(config: Config) -> list[Passdb]:
-    """Every configured store, file stores loaded; raises on the first that cannot be."""
+def open_stores(config: Config, strict: bool = False) -> list[Passdb]:
+    """Every configured store, file stores loaded; raises on the first that cannot be
+    (``strict``: also on a file with an invalid entry, then and at every reload)."""
     require_sql_backends(config)
     stores: list[Passdb] = []
     for store_config in config.stores:
@@ -303,8 +310,9 @@ def open_stores(config: Config) -> list[Passdb]:
             log.info("store opened", store=stores[-1].name)
             continue
         store = open_file_store(store_config.type, store_config.path, store_config.default_scheme)
+        store.strict = strict
         count = store.load()
-        log.info("store loaded", store=store.name, users=count)
+        log.info("store loaded", store=store.name, users=count, invalid_entries=len(store.problems))
         stores.append(store)
     return stores
 
@@ -530,6 +538,13 @@ class Daemon:
         for store in stores:
             if isinstance(store, CountsInternalErrors):
                 store.on_internal_error = self.metrics.internal_error
+        for file_store in _file_stores(stores):
+            # Counted at every load from now on (watcher reloads too), and for this one.
+            file_store.on_loaded = self._count_invalid_entries
+            self._count_invalid_entries(file_store)
+
+    def _count_invalid_entries(self, store: FileStore) -> None:
+        self.metrics.store_invalid_entries(store.name, len(store.problems))
 
     async def reload(self) -> bool:
         """Re-read config and stores; swap them in whole, or keep the old ones.
@@ -556,7 +571,8 @@ class Daemon:
     async def _reload(self) -> bool:
         try:
             config = build_config(self.args)
-            stores = await trio.to_thread.run_sync(open_stores, config)
+            strict = bool(getattr(self.args, "strict", False))
+            stores = await trio.to_thread.run_sync(open_stores, config, strict)
         except (ConfigError, StoreFormatError, StoreUnavailable) as exc:
             log.error("reload refused; the previous configuration keeps serving", error=str(exc))
             self.metrics.reloaded(False)
@@ -738,7 +754,7 @@ def _serve(args: argparse.Namespace, config: Config, worker: int | None = None) 
             handoff = supervisor.worker_handoff(worker)
             if handoff is None:
                 raise ListenerError("a worker started without its supervisor's handoff channel")
-        stores = open_stores(config)
+        stores = open_stores(config, bool(getattr(args, "strict", False)))
         # Signals wait (blocked) until the event loop listens for them: a SIGTERM
         # that arrives between bind() and then still means "drain and exit 0".
         signal.pthread_sigmask(signal.SIG_BLOCK, HANDLED_SIGNALS)

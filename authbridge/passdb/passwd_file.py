@@ -93,8 +93,9 @@ def parse_entry(
     try:
         return _entry(user, rest, default_scheme)
     except SchemeError as exc:
-        # Dovecot drops just this user (e.g. a [56] value that is not 32 hex).
-        log.error("%s: user %r skipped: %s", path, user, exc)
+        # Dovecot drops just this user (e.g. a [56] value that is not 32 hex); the
+        # load reported it with its line (validate_passwd_file).
+        log.debug("%s: user %r skipped: %s", path, user, exc)
         return None
 
 

@@ -96,11 +96,14 @@ def password_problem(
 
 
 def log_problems(store: str, problems: Sequence[EntryProblem]) -> None:
-    """One warning per problem (at most :data:`LOGGED`), each ``file:line: reason``."""
+    """One warning per problem (at most :data:`LOGGED`), each ``file:line: reason``,
+    and a count, so that every load of the file says it (the watcher's reloads too)."""
     for problem in problems[:LOGGED]:
         log.warning("%s", problem)
-    if len(problems) > LOGGED:
-        log.warning("%s: %d more invalid entries not shown", store, len(problems) - LOGGED)
+    if problems:
+        hidden = len(problems) - LOGGED
+        more = f" ({hidden} not shown)" if hidden > 0 else ""
+        log.warning("%s: invalid_entries=%d%s", store, len(problems), more)
 
 
 def strict_error(name: str, problems: Iterable[EntryProblem]) -> StoreFormatError:
