@@ -47,6 +47,12 @@ EX_IOERR = 74
 EX_INTERRUPTED = 130
 EX_STDOUT_CLOSED = 141
 
+EXIT_STATUS_HELP = (
+    "exit status (every command): 0 success, 1 problems found, 2 bad usage or input, "
+    "70 internal error, 74 a file or socket failed, 130 interrupted, 141 stdout closed "
+    "early (quiet); auth test and pw add doveadm's, see their --help"
+)
+
 # name -> (module, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
     "serve": ("authbridge.commands.serve", "run the auth-client server"),
@@ -115,6 +121,7 @@ def _dispatch(args_list: list[str], command: str | None) -> int:
     full = OneLineParser(
         prog="authbridge",
         description="Serve the Dovecot auth-client protocol from Dovecot-style user stores.",
+        epilog=EXIT_STATUS_HELP,
     )
     full.add_argument("--version", action="version", version=f"authbridge {__version__}")
     sub = full.add_subparsers(dest="command", metavar="COMMAND")

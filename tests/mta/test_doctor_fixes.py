@@ -8,6 +8,7 @@ stores and never named disabled users.
 
 from __future__ import annotations
 
+import argparse
 import os
 import sqlite3
 import subprocess
@@ -16,6 +17,7 @@ from pathlib import Path
 
 import pytest
 
+from authbridge.mta import doctor
 from tests.mta.conftest import AuthSocket
 from tests.mta.test_doctor import _doctor, _exim_conf
 from tests.support import runtime_dir
@@ -159,3 +161,10 @@ def test_sql_store_is_connected_and_queried(tmp_path: Path) -> None:
     assert code == 1
     assert any(f"database {absent} does not exist" in line for line in lines), lines
     assert not absent.exists()  # doctor never creates an empty database
+
+
+def test_every_doctor_option_has_a_help_text() -> None:
+    parser = argparse.ArgumentParser()
+    doctor.add_arguments(parser)
+    silent = [a.option_strings[0] for a in parser._actions if a.option_strings and not a.help]
+    assert silent == []
