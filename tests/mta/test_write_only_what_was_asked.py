@@ -35,7 +35,10 @@ def test_postfix_without_write_prints_everything_and_creates_nothing(tmp_path: P
     # the maps the lines name are shown, so nothing is missing from the printout
     assert f"# ---- map {map_dir / 'authbridge_sender_owners.regexp'}" in result.stdout
     assert "192.0.2.0/24\tDUNNO" in result.stdout
-    assert "sales@example.org\talice, sales@example.org" in result.stdout
+    assert any(
+        line.startswith("sales@example.org\t") and "alice" in line
+        for line in result.stdout.splitlines()
+    ), result.stdout  # the sender map's entry for --allow-sender
     assert "--write" in result.stderr  # the next step says how to write them
 
 
