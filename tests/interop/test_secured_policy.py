@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.interop.common import INTERNAL_FAILURE_USER, USERS, AuthServer
+from tests.interop.common import BROKEN_HASH_USER, INTERNAL_FAILURE_USER, USERS, AuthServer
 from tests.support import free_tcp_port, require_binary, runtime_dir
 from tests.support.authbridge_proc import AuthbridgeServer
 from tests.support.exim import EximConfig, EximDaemon, exim_pipe_command, write_exim_config
@@ -120,6 +120,29 @@ def test_postfix_cram_md5_without_tls_is_accepted(strict_postfix: PostfixMaster)
         server=strict_postfix.server, auth="CRAM-MD5", user=user.name, password=user.password
     )
     assert result.auth_code == 235, result.transcript
+
+
+# ---- a malformed store entry: the entry's fault, a plain 535 (issue #17), never 4xx ---
+
+
+def test_exim_answers_535_for_a_malformed_stored_hash(strict_exim: EximConfig) -> None:
+    pipe = exim_pipe_command(strict_exim, client_ip=LAN_CLIENT, tls=True)
+    result = run_swaks(
+        pipe=pipe, auth="PLAIN", user=BROKEN_HASH_USER, password="x", tls=True, timeout=5
+    )
+    assert result.auth_code == 535, result.transcript
+
+
+def test_postfix_answers_535_for_a_malformed_stored_hash(strict_postfix: PostfixMaster) -> None:
+    result = run_swaks(
+        server=strict_postfix.server,
+        auth="PLAIN",
+        user=BROKEN_HASH_USER,
+        password="x",
+        tls=True,
+        timeout=5,
+    )
+    assert result.auth_code == 535, result.transcript
 
 
 # ---- internal failures: authbridge closes the connection so the MTA defers (4xx) -----

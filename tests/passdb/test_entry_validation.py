@@ -14,10 +14,18 @@ from pathlib import Path
 import pytest
 
 from authbridge import schemes
+from authbridge.authenticator import Authenticator
+from authbridge.hashing import Hasher
+from authbridge.mechanisms.base import VerifyPlain
 from authbridge.passdb import StoreFormatError
 from authbridge.passdb.exim_file import EximFileStore
 from authbridge.passdb.passwd_file import PasswdFileStore
+from authbridge.passdb.sql import SqlStore
+from authbridge.passdb.sql_sqlite import SqliteBackend
 from authbridge.schemes import wellformed
+from authbridge.session import RequestInfo
+from authbridge.verdict import Outcome, Reason, Verdict
+from tests.sql.conftest import QUERY, make_sqlite
 from tests.support import free_tcp_port, runtime_dir, wait_for_text, wait_for_value
 from tests.support.authbridge_proc import AuthbridgeServer
 
@@ -304,3 +312,36 @@ def test_capabilities_shows_invalid_and_disabled_users(issue_users: Path) -> Non
     # Only good and plainuser can use PLAIN; the others are invalid or disabled.
     assert "PLAIN          usable by 2 of" in proc.stderr
     assert "disabled" in proc.stderr and "2 disabled" in proc.stderr
+
+
+# ---------------------------------------------------------------- SQL rows
+
+
+async def test_a_malformed_sql_row_is_a_plain_failure_logged_without_its_hash(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    db = make_sqlite(
+        tmp_path / "users.sqlite",
+        [
+            ("u1@example.org", "{SHA512-CRYPT}notahash"),
+            ("x@example.org", "{NOSUCH}abc"),
+            ("ok@example.org", "{PLAIN}okpass"),
+        ],
+    )
+    store = SqlStore(SqliteBackend(str(db)), QUERY)
+    auth = Authenticator([store], Hasher())
+    info = RequestInfo(id=1, mechanism="PLAIN", service="smtp", secured=True)
+    try:
+        with caplog.at_level(logging.INFO):
+            for user in ("u1@example.org", "x@example.org"):
+                verdict = await auth.check(info, VerifyPlain(user, "", b"whatever"))
+                assert isinstance(verdict, Verdict)
+                assert verdict.outcome is Outcome.FAIL, user  # was TEMPFAIL
+                assert verdict.reason is Reason.BROKEN_HASH
+            ok = await auth.check(info, VerifyPlain("ok@example.org", "", b"okpass"))
+            assert isinstance(ok, Verdict) and ok.outcome is Outcome.OK
+    finally:
+        await store.aclose()
+    assert f"store={store.name} user=u1@example.org row: SHA512-CRYPT: " in caplog.text
+    assert f"store={store.name} user=x@example.org row: unknown password scheme" in caplog.text
+    assert "notahash" not in caplog.text
