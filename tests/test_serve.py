@@ -251,18 +251,18 @@ def test_a_broken_stored_hash_fails_that_user_only_and_logs_user_and_scheme(rund
         client.send(
             f"AUTH\t1\tPLAIN\tservice=smtp\tsecured\tresp={_plain('broken', 'x')}\n".encode()
         )
-        # An internal failure: the connection is closed so the MTA answers 4xx, not 535.
-        assert client.line() is None
+        # The entry's fault, reported at load: a plain FAIL (535), never a 4xx (issue #17).
+        assert client.until("FAIL") == "FAIL\t1\tuser=broken"
         other = Client(rundir / "auth-client")
         other.send(
             HELLO
             + f"AUTH\t1\tPLAIN\tservice=smtp\tsecured\tresp={_plain('userx', 'secret')}\n".encode()
         )
         assert other.until("OK") == "OK\t1\tuser=userx"
-        log = wait_for_text(server.stderr_text, '"result": "tempfail"')
-    assert "broken" in log and "PLAIN-MD5" in log
+        log = wait_for_text(server.stderr_text, "login of broken refused")
+    assert f"{users}:2: user 'broken': PLAIN-MD5" in log
     assert broken_data not in log
-    assert '"result": "tempfail"' in log
+    assert '"result": "tempfail"' not in log
 
 
 def test_the_readme_demo_command_serves_the_bundled_users(rundir: Path) -> None:
