@@ -575,16 +575,33 @@ class AuthServer:
             conn.scope = None
 
     def _dispatch(
-        self, conn: Connection, actions: list[Any], nursery: trio.Nursery, now: float
+        self,
+        conn: Connection,
+        actions: list[Any],
+        nursery: trio.Nursery,
+        now: float,
+        closes: list[Close] | None = None,
     ) -> None:
-        """Carry out a session's actions; ``now`` is when they were decided."""
+        """Carry out a session's actions; ``now`` is when they were decided.
+
+        A close comes last, after every other action of the read that caused it
+        (``closes`` collects them, also from checks completed inline on the way): a
+        check answered inline can release the close of a violation that a later line
+        made, while replies to lines before that one are still in ``actions``.
+        """
+        outermost = closes is None
+        pending_closes: list[Close] = [] if closes is None else closes
         inline_budget = INLINE_CHECKS_PER_READ
         for action in actions:
             if isinstance(action, Send):
                 conn.push(action.data)
             elif isinstance(action, SendDelayed):
+                # Through the queue even with no delay: like Dovecot's failure queue,
+                # a FAIL goes out after the rest of the read is handled, so a violation
+                # later in the same read closes the connection without it. (A bare
+                # server, without run_background, has no queue task: it sends at once.)
                 delay = self.config.policy.failure_delay
-                if delay > 0:
+                if delay > 0 or self._background is not None:
                     self.delay_queue.add(conn, action.data, delay)
                 else:
                     conn.push(action.data)
@@ -596,7 +613,7 @@ class AuthServer:
                     result = self._run_check(conn, action, now)
                     if not isinstance(result, Pending):
                         inline_budget -= 1
-                        self._complete(conn, action, result, nursery, now)
+                        self._complete(conn, action, result, nursery, now, pending_closes)
                         continue
                     pending = result
                 self._checks_in_flight += 1
@@ -609,12 +626,18 @@ class AuthServer:
             elif isinstance(action, Finished):
                 self._finished(conn, action.info, action.verdict, 0.0)
             elif isinstance(action, Close):
-                if action.violation:
-                    self.metrics.protocol_errors.inc()
-                    log.warning("protocol violation, closing", cuid=conn.cuid, reason=action.reason)
-                else:
-                    log.info("closing connection", cuid=conn.cuid, reason=action.reason)
-                conn.close_after_flush()
+                pending_closes.append(action)
+        if outermost:
+            for close in pending_closes:
+                self._close(conn, close)
+
+    def _close(self, conn: Connection, action: Close) -> None:
+        if action.violation:
+            self.metrics.protocol_errors.inc()
+            log.warning("protocol violation, closing", cuid=conn.cuid, reason=action.reason)
+        else:
+            log.info("closing connection", cuid=conn.cuid, reason=action.reason)
+        conn.close_after_flush()
 
     async def _checker(
         self,
@@ -671,13 +694,15 @@ class AuthServer:
         verdict: Verdict | CredentialsFound,
         nursery: trio.Nursery,
         started: float,
+        closes: list[Close] | None = None,
     ) -> None:
         now = trio.current_time()
         actions = conn.session.complete(action.ticket, action.info.id, verdict, now)
         for item in actions:
             if isinstance(item, Finished):
                 self._finished(conn, item.info, item.verdict, now - started)
-        self._dispatch(conn, [a for a in actions if not isinstance(a, Finished)], nursery, now)
+        rest = [a for a in actions if not isinstance(a, Finished)]
+        self._dispatch(conn, rest, nursery, now, closes)
 
     def _check_failed(self, exc: BaseException, conn: Connection, action: Check) -> Verdict:
         """A check that raised is an internal failure of that request only: TEMPFAIL."""
