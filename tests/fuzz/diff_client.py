@@ -91,6 +91,9 @@ class _Conversation:
         self.owed: set[bytes] = set()
         #: Reply ids whose SCRAM client is known under another id (see _scram_by_nonce).
         self.aliases: dict[bytes, ScramClient] = {}
+        #: Client nonces as they went out on the wire (a payload mutation may have
+        #: shortened or changed the one the case's ScramClient made).
+        self.sent_nonces: list[bytes] = []
         self.changed = trio.Event()
 
     async def reader(self) -> None:
@@ -137,7 +140,7 @@ class _Conversation:
             return b"CONT\t" + fields[1] + b"\t<cram-challenge>"
         scram = self.state.scram.get(fields[1]) or self._scram_by_nonce(fields[1], data)
         if scram is not None and data.startswith(b"r="):
-            nonce_ok = data[2:].startswith(scram.nonce)
+            nonce_ok = self._echoes_sent_nonce(data[2:], scram.nonce)
             text = re.sub(rb"^r=[^,]*", b"r=<nonce ok>" if nonce_ok else b"r=<nonce bad>", data)
             text = re.sub(rb",s=[^,]*", b",s=<salt>", text)
             return b"CONT\t" + fields[1] + b"\tscram:" + text
@@ -164,9 +167,34 @@ class _Conversation:
                 return client
         return None
 
+    def _echoes_sent_nonce(self, server_nonce: bytes, case_nonce: bytes) -> bool:
+        """Whether the server nonce starts with the client nonce it was sent.
+
+        Judged against what went out, not the case's own nonce: after a truncated
+        client-first, a server's random part may by chance begin with the cut-off
+        byte and so look like the full nonce at one server and not at the other.
+        """
+        sent = self.sent_nonces or [case_nonce]
+        return any(server_nonce.startswith(nonce) for nonce in sent)
+
+    def _note_nonce(self, fields: list[bytes]) -> None:
+        """Remember the client nonce of a client-first message in an AUTH or CONT."""
+        payload = fields[-1]
+        if fields[0] == b"AUTH":
+            payload = next((f[5:] for f in fields if f.startswith(b"resp=")), b"")
+        try:
+            text = base64.b64decode(payload, validate=True)
+        except ValueError:
+            return
+        match = re.search(rb"(?:^|,)r=([^,]*)", text)
+        if match is not None and not text.startswith(b"c="):
+            self.sent_nonces.append(match.group(1))
+
     def _note_sent(self, data: bytes) -> None:
         for line in data.split(b"\n")[:-1]:
             fields = line.rstrip(b"\r").split(b"\t")
+            if len(fields) > 2 and fields[0] in (b"AUTH", b"CONT"):
+                self._note_nonce(fields)
             if len(fields) > 1 and fields[0] in (b"AUTH", b"CONT"):
                 self.owed.add(_request_id(fields[1]))
             elif len(fields) > 1 and fields[0] == b"CANCEL":
