@@ -48,7 +48,7 @@ CASES = [
     Case(("serve", "--workers", "banana", "--config", "{good}"), 2, "--workers"),
     # pw
     Case(("pw", "-r", "abc"), 2, "invalid int value"),
-    Case(("pw", "-s", "NOSUCH", "-p", "x"), 2, "NOSUCH"),
+    Case(("pw", "-s", "NOSUCH", "-p", "x"), 75, "NOSUCH"),
     Case(("pw", "-s", "PLAIN", "-p", "x"), 141, closed_stdout=True),
     # emit-exim-config
     Case(("emit-exim-config", "--section", "auth", "--config", "{dir}"), 2, "Is a directory"),

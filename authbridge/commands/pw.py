@@ -4,6 +4,12 @@ The output is a ``{SCHEME}…`` value for a passwd-file, in the exact form Dovec
 ``doveadm pw`` prints, so the same file works with Dovecot and with authbridge.
 The password is taken from ``-p``, typed twice on a terminal (not echoed), or read as
 one line from standard input; it is never printed.
+
+Exit statuses are doveadm's, so scripts written for ``doveadm pw`` keep working: 0 on
+success, 75 when ``-t`` finds a mismatch and for every failure doveadm reports as
+fatal (unknown scheme, unusable hash, DIGEST-MD5 without ``-u``). Unlike doveadm, an
+empty password is refused (status 2, as a bad input), and Ctrl-C ends even a long hash
+at once (status 130, from the command line's handler).
 """
 
 from __future__ import annotations
@@ -12,7 +18,11 @@ import argparse
 import getpass
 import os
 import sys
+import threading
+from collections.abc import Callable
+from typing import TypeVar
 
+from authbridge.commands.pw_rounds import rounds_warning
 from authbridge.schemes import (
     SchemeError,
     available_schemes,
@@ -25,8 +35,11 @@ from authbridge.schemes import (
 DEFAULT_SCHEME = "ARGON2ID"
 
 EXIT_OK = 0
-EXIT_MISMATCH = 1
-EXIT_ERROR = 2
+EXIT_BAD_INPUT = 2  # no password, an empty one, two entries that differ
+EXIT_FAILURE = 75  # doveadm pw's status for a mismatch and for any fatal error
+EXIT_MISMATCH = EXIT_FAILURE
+
+T = TypeVar("T")
 
 
 class PasswordInputError(Exception):
@@ -34,6 +47,11 @@ class PasswordInputError(Exception):
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.epilog = (
+        f"exit status: {EXIT_OK} success; {EXIT_FAILURE} password mismatch (-t), unknown "
+        f"scheme or unusable hash (as doveadm pw); {EXIT_BAD_INPUT} bad usage, no or empty "
+        "password; 130 interrupted"
+    )
     parser.add_argument(
         "-s",
         "--scheme",
@@ -45,18 +63,25 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--password",
         metavar="PASS",
         help="the password (visible to other local users in the process list; "
-        "prefer the prompt or standard input)",
+        "prefer the prompt or standard input); an empty one is refused",
     )
-    parser.add_argument("-u", "--user", default="", help="user name (needed for DIGEST-MD5)")
     parser.add_argument(
-        "-r", "--rounds", type=int, metavar="N", help="cost: rounds / iterations / bcrypt cost"
+        "-u", "--user", default="", help="user name (needed for DIGEST-MD5; default none)"
+    )
+    parser.add_argument(
+        "-r",
+        "--rounds",
+        type=int,
+        metavar="N",
+        help="cost: rounds / iterations / bcrypt cost (default: the scheme's, as doveadm); "
+        "a value out of the scheme's range is clamped, with a warning",
     )
     parser.add_argument(
         "-t",
         "--test",
         metavar="HASH",
         help="verify the password against HASH instead of making one; exit 0 on a match, "
-        f"{EXIT_MISMATCH} on a mismatch, {EXIT_ERROR} if HASH is unusable",
+        f"{EXIT_FAILURE} on a mismatch or if HASH is unusable",
     )
     parser.add_argument(
         "-V", "--verify", action="store_true", help="verify the new hash and say so"
@@ -71,8 +96,8 @@ def _argv_bytes(text: str) -> bytes:
 
 def read_password(args: argparse.Namespace, confirm: bool) -> bytes:
     if args.password is not None:
-        return _argv_bytes(args.password)
-    if sys.stdin.isatty():
+        password = _argv_bytes(args.password)
+    elif sys.stdin.isatty():
         if confirm:
             first = getpass.getpass("Enter new password: ")
             if getpass.getpass("Retype new password: ") != first:
@@ -90,10 +115,35 @@ def read_password(args: argparse.Namespace, confirm: bool) -> bytes:
     return password
 
 
+def interruptible(work: Callable[[], T]) -> T:
+    """Run ``work`` in a thread so that Ctrl-C reaches us while a C hash runs for long.
+
+    Python handles a signal only between bytecodes of the main thread; a bcrypt of cost
+    31 is one C call of hours. The hash libraries release the GIL, so the main thread
+    waits on the worker and a KeyboardInterrupt ends the command at once (the worker is
+    a daemon thread and dies with the process).
+    """
+    outcome: list[T] = []
+    failure: list[BaseException] = []
+
+    def target() -> None:
+        try:
+            outcome.append(work())
+        except BaseException as exc:  # handed to the main thread below
+            failure.append(exc)
+
+    worker = threading.Thread(target=target, name="pw-hash", daemon=True)
+    worker.start()
+    worker.join()
+    if failure:
+        raise failure[0]
+    return outcome[0]
+
+
 def _test(args: argparse.Namespace) -> int:
     stored = parse_stored(args.test)
     password = read_password(args, confirm=False)
-    if verify_password(stored, password, args.user):
+    if interruptible(lambda: verify_password(stored, password, args.user)):
         print(f"{args.test} (verified)")
         return EXIT_OK
     print("authbridge pw: password mismatch", file=sys.stderr)
@@ -101,12 +151,15 @@ def _test(args: argparse.Namespace) -> int:
 
 
 def _generate(args: argparse.Namespace) -> int:
+    warning = rounds_warning(args.scheme, args.rounds)
+    if warning is not None:
+        print(f"authbridge pw: warning: {warning}", file=sys.stderr)
     password = read_password(args, confirm=True)
-    value = generate(args.scheme, password, args.user, args.rounds)
+    value = interruptible(lambda: generate(args.scheme, password, args.user, args.rounds))
     if args.verify:
-        if not verify_password(parse_stored(value), password, args.user):
+        if not interruptible(lambda: verify_password(parse_stored(value), password, args.user)):
             print("authbridge pw: the new hash does not verify (bug)", file=sys.stderr)
-            return EXIT_ERROR
+            return EXIT_FAILURE
         value += " (verified)"
     print(value)
     return EXIT_OK
@@ -118,9 +171,12 @@ def run(args: argparse.Namespace) -> int:
         return EXIT_OK
     try:
         return _test(args) if args.test is not None else _generate(args)
-    except (SchemeError, PasswordInputError) as exc:
+    except SchemeError as exc:
         print(f"authbridge pw: {exc}", file=sys.stderr)
-        return EXIT_ERROR
-    except (EOFError, KeyboardInterrupt):
+        return EXIT_FAILURE
+    except PasswordInputError as exc:
+        print(f"authbridge pw: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except EOFError:
         print("authbridge pw: no password given", file=sys.stderr)
-        return EXIT_ERROR
+        return EXIT_BAD_INPUT

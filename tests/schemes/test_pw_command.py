@@ -74,14 +74,14 @@ def test_rounds() -> None:
 
 
 def test_digest_md5_needs_user() -> None:
-    assert run("-s", "DIGEST-MD5", "-p", "test").returncode == 2
+    assert run("-s", "DIGEST-MD5", "-p", "test").returncode == 75  # as doveadm pw
     result = run("-s", "DIGEST-MD5", "-p", "test", "-u", "testuser1")
     assert result.stdout.decode().strip() == "{DIGEST-MD5}77c1a8c437c9b08ba2f460fe5d58db5d"
 
 
 def test_unknown_scheme() -> None:
     result = run("-s", "NOSUCH", "-p", "hunter2")
-    assert result.returncode == 2
+    assert result.returncode == 75  # doveadm pw: "Fatal: Unknown scheme", status 75
     assert b"NOSUCH" in result.stderr
     assert b"hunter2" not in result.stdout + result.stderr
 
@@ -90,9 +90,9 @@ def test_unknown_scheme() -> None:
     ("stored", "password", "code"),
     [
         ("{SHA1}qUqP5cyxm6YcTAhz05Hph5gvu9M=", "test", 0),
-        ("{SHA1}qUqP5cyxm6YcTAhz05Hph5gvu9M=", "wrong", 1),
-        ("{SHA1}not*base64", "test", 2),
-        ("{NOSUCH}x", "test", 2),
+        ("{SHA1}qUqP5cyxm6YcTAhz05Hph5gvu9M=", "wrong", 75),
+        ("{SHA1}not*base64", "test", 75),
+        ("{NOSUCH}x", "test", 75),
     ],
 )
 def test_verify_mode(stored: str, password: str, code: int) -> None:
@@ -100,7 +100,7 @@ def test_verify_mode(stored: str, password: str, code: int) -> None:
     assert result.returncode == code
     if code == 0:
         assert result.stdout.decode().strip() == f"{stored} (verified)"
-    elif code == 1:
+    elif "wrong" in password:
         assert b"mismatch" in result.stderr
     assert password.encode() not in result.stdout + result.stderr
 
