@@ -48,7 +48,9 @@ class AuthTestError(Exception):
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    sub = parser.add_subparsers(dest="auth_command", metavar="SUBCOMMAND")
+    sub = parser.add_subparsers(
+        dest="auth_command", metavar="SUBCOMMAND", help="test: one login (the only one)"
+    )
     sub.required = True
     test = sub.add_parser(
         "test",
