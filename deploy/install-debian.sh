@@ -1,6 +1,7 @@
 #!/bin/sh
 # Install authbridge's system integration on Debian 12: the authbridge user and group,
-# /etc/authbridge with an example config and users file, the systemd units.
+# /etc/authbridge with an example config and users file, the systemd units, the man pages
+# (authbridge(1), authbridge-COMMAND(1)) and bash completion, under /usr/local/share.
 # Idempotent: run it again after an upgrade; it never overwrites your config or users file,
 # and the unit files it owns are refreshed (put your own changes in drop-ins).
 #
@@ -140,6 +141,27 @@ rmdir "$UNITS/authbridge.service.d" "$UNITS/authbridge.socket.d" 2>/dev/null || 
 
 install -d -m 0755 "$R/usr/local/share/doc/authbridge"
 install -m 0644 "$HERE/README.md" "$R/usr/local/share/doc/authbridge/README.md"
+
+# --- man pages (made from the installed program's options) and bash completion ----------
+# The pages are generated, never shipped, so they always match the installed version.
+if [ -n "$VENV" ]; then
+  MANPY=$R$VENV/bin/python
+elif [ -r "$R$BIN" ]; then
+  MANPY=$(head -n 1 "$R$BIN" | sed -n 's/^#! *//p')  # the entry point's interpreter
+else
+  MANPY=
+fi
+MAN1=$R/usr/local/share/man/man1
+install -d -m 0755 "$MAN1"
+# shellcheck disable=SC2086  # a shebang may carry arguments (#!/usr/bin/env python3)
+if [ -n "$MANPY" ] && $MANPY -m authbridge.manpages "$MAN1" >/dev/null; then
+  chmod 0644 "$MAN1"/authbridge*.1
+else
+  echo "warning: man pages not installed: no Python that imports authbridge (pass --venv or --bin)" >&2
+fi
+install -d -m 0755 "$R/usr/local/share/bash-completion/completions"
+install -m 0644 "$HERE/completion/authbridge.bash" \
+  "$R/usr/local/share/bash-completion/completions/authbridge"
 
 # --- activate (only on a live systemd host) -------------------------------------------------
 enabled=no
