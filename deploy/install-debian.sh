@@ -194,4 +194,4 @@ else
   echo "  4. Exim: driver = dovecot authenticators with server_socket = $socket_path"
 fi
 echo "     (authbridge emit-exim-config / emit-postfix-config write them for you)"
-echo "  5. check: doveadm auth test -a $socket_path USER   (or: authbridge's own test client)"
+echo "  5. check: authbridge auth test -a $socket_path USER   (or, with dovecot-core: doveadm auth test -a $socket_path USER)"

@@ -38,8 +38,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="report on the stores of this config (default: /etc/authbridge/authbridge.toml "
         "when it exists and no --passwd-file/--exim-file is given)",
     )
-    parser.add_argument("--passwd-file", metavar="FILE", action="append", default=[])
-    parser.add_argument("--exim-file", metavar="FILE", action="append", default=[])
+    parser.add_argument(
+        "--passwd-file",
+        metavar="FILE",
+        action="append",
+        default=[],
+        help="a Dovecot passwd-file to report on, after the config's stores (repeatable)",
+    )
+    parser.add_argument(
+        "--exim-file",
+        metavar="FILE",
+        action="append",
+        default=[],
+        help="an Exim login:md5hash file to report on, after the config's stores (repeatable)",
+    )
     parser.add_argument("--json", action="store_true", help="one JSON object per user")
 
 
