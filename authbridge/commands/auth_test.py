@@ -32,7 +32,7 @@ from collections.abc import Sequence
 from typing import TextIO
 
 from authbridge import wire
-from authbridge.commands.defaults import DEFAULT_SOCKET, config_path
+from authbridge.commands.defaults import DEFAULT_SOCKET, client_socket, config_path
 
 EX_OK = 0
 EX_USAGE = 64
@@ -72,7 +72,8 @@ def add_test_arguments(parser: argparse.ArgumentParser) -> None:
         "--socket",
         metavar="PATH",
         help="auth-client socket, PATH or HOST:PORT (default: the socket of the config "
-        f"file, else {DEFAULT_SOCKET})",
+        f"file, else {DEFAULT_SOCKET}; when that is the default and does not exist, the "
+        "socket install-debian.sh's systemd unit listens on)",
     )
     parser.add_argument(
         "--config",
@@ -147,11 +148,11 @@ def _target(args: argparse.Namespace) -> str:
         return str(args.socket)
     path = config_path(args.config)
     if path is None:
-        return DEFAULT_SOCKET
+        return client_socket(DEFAULT_SOCKET)
     from authbridge.config import ConfigError, load_config
 
     try:
-        return load_config(path).server.socket_path
+        return client_socket(load_config(path).server.socket_path)
     except ConfigError as exc:
         raise _Usage(f"{exc} (or give --socket)") from None
 

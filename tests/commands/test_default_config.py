@@ -102,3 +102,22 @@ def test_serve_reads_the_default_unless_told_otherwise(
     assert _serve_config("--passwd-file", str(tmp_path / "users")) == "<command line>"
     monkeypatch.setenv("AUTHBRIDGE_CONFIG", str(tmp_path / "absent.toml"))
     assert _serve_config("--passwd-file", str(tmp_path / "users")) == "<command line>"
+
+
+def test_client_socket_finds_the_installed_systemd_socket(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Under socket activation the config names no socket: auth test must still find it
+    (the default /var/run/dovecot/auth-client does not exist on such a host)."""
+    default = str(tmp_path / "dovecot-auth-client")  # the default, absent here
+    monkeypatch.setattr(defaults, "DEFAULT_SOCKET", default)
+    installed = tmp_path / "auth-client"
+    installed.touch()
+    missing = str(tmp_path / "nothing-here")
+    assert defaults.client_socket(default, (missing, str(installed))) == str(installed)
+    # A socket the config names is kept, existing or not; nothing found keeps the default.
+    assert defaults.client_socket("/srv/x/auth", (str(installed),)) == "/srv/x/auth"
+    assert defaults.client_socket(default, (missing,)) == default
+    # The default is kept when it exists.
+    Path(default).touch()
+    assert defaults.client_socket(default, (str(installed),)) == default
