@@ -189,7 +189,10 @@ def _check_file_store(
     except StoreFormatError as exc:
         findings.append(Finding("FAIL", f"store: {exc}: correct that line"))
         return
-    report.info(f"{store.name}: {count} users")
+    invalid = f", {len(store.problems)} invalid entries" if store.problems else ""
+    report.info(f"{store.name}: {count} users{invalid}")
+    # Each invalid entry (file:line: reason) is a FAIL: that user cannot log in.
+    report.problems += [str(problem) for problem in store.problems]
     tally = check.Report()
     check._tally(list(store.entries()), Counter(), tally, store_config.path)
     report.lines += [f"{store.name}: {line.strip()}" for line in tally.lines]
