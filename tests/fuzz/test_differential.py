@@ -64,6 +64,8 @@ async def test_compat_mode_answers_like_dovecot(
     )
     outcome.crashes = crash_lines(authbridge.stderr_text())[before:]
     print(f"seed {seed}: {outcome.summary()}")
+    for divergence in outcome.unconfirmed:  # shown with -s or when the test fails
+        print("not confirmed by a replay:", divergence.case.describe(), divergence.why)
     problems = [d.report() for d in outcome.divergences] + outcome.dead + outcome.crashes
     assert not problems, (
         f"seed {seed}: {outcome.summary()}; replay with AUTHBRIDGE_DIFF_SEED={seed} or "
