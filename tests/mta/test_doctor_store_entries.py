@@ -12,8 +12,7 @@ def test_doctor_fails_each_invalid_entry_with_file_and_line(tmp_path: Path) -> N
     users.write_text("good:{PLAIN}x\nu1:{SHA512-CRYPT}notahash\nx:{NOSUCH}abc\n")
     config = tmp_path / "authbridge.toml"
     config.write_text(
-        f'[server]\nsocket = "{tmp_path}/sock"\n'
-        f'[[store]]\ntype = "passwd-file"\npath = "{users}"\n'
+        f'[server]\nsocket = "{tmp_path}/sock"\n[[store]]\ntype = "passwd-file"\npath = "{users}"\n'
     )
     result = subprocess.run(
         [sys.executable, "-m", "authbridge", "doctor", "--config", str(config), "--no-exim"],
