@@ -21,9 +21,10 @@ from typing import Any, Protocol, cast, runtime_checkable
 
 import trio
 
-from authbridge.config import ConfigError, StoreConfig
+from authbridge.config import StoreConfig
 from authbridge.contained import report
-from authbridge.passdb.base import PassdbEntry, StoreFormatError, StoreUnavailable
+from authbridge.passdb.base import PassdbEntry
+from authbridge.passdb.sql_errors import SqlConfigError, SqlStoreError
 from authbridge.passdb.sql_query import (
     Paramstyle,
     PreparedQuery,
@@ -48,14 +49,6 @@ __all__ = [
 Observer = Callable[[str, str, float], None]
 
 Row = tuple[Sequence[str], Sequence[Any]]
-
-
-class SqlConfigError(ConfigError, StoreFormatError):
-    """An sql store setting that cannot work (caught at start and at reload alike)."""
-
-
-class SqlStoreError(StoreUnavailable):
-    """The database did not answer a lookup; the message never carries row data."""
 
 
 class Backend(Protocol):
