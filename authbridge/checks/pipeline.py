@@ -23,15 +23,16 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator, Callable, Generator
-from typing import TYPE_CHECKING, Any
+from collections.abc import AsyncIterator, Callable, Generator, Sequence
+from typing import Any, Protocol
 
 import trio
 
 from authbridge import schemes, userlog
+from authbridge.cache import AuthCache
 from authbridge.checks.fields import Applied, apply_fields, plain_entry
 from authbridge.expand import ExpansionError
-from authbridge.hashing import HasherUnavailable
+from authbridge.hashing import Hasher, HasherUnavailable
 from authbridge.logs import get_logger
 from authbridge.mechanisms import REGISTRY
 from authbridge.mechanisms.base import Credentials, NeedCredentials, ScramKeys, VerifyPlain
@@ -40,11 +41,8 @@ from authbridge.penalty import PenaltyTracker
 from authbridge.policy import PolicyGate
 from authbridge.schemes import StoredPassword, wellformed
 from authbridge.session import Credential, CredentialsFound, RequestInfo
-from authbridge.usernames import InvalidUsername
+from authbridge.usernames import InvalidUsername, UsernamePolicy
 from authbridge.verdict import Outcome, Reason, Verdict, refuse_nologin
-
-if TYPE_CHECKING:
-    from authbridge.authenticator import Authenticator
 
 _std_log = logging.getLogger("authbridge.authenticator")
 log = get_logger("authbridge.checks")
@@ -171,17 +169,48 @@ class _Found:
         )
 
 
+class StoreAccess(Protocol):
+    """What the pipeline reads of the stores and how to read them.
+
+    :class:`authbridge.authenticator.Authenticator` is the one implementation; it runs
+    this pipeline itself, so the pipeline names only this shape, not that class, and the
+    import goes one way (authenticator → pipeline).
+    """
+
+    @property
+    def stores(self) -> Sequence[Passdb]: ...
+    @property
+    def hasher(self) -> Hasher: ...
+    @property
+    def usernames(self) -> UsernamePolicy: ...
+    @property
+    def cache(self) -> AuthCache: ...
+    @property
+    def clock(self) -> Callable[[], float]: ...
+    @property
+    def dummy_password(self) -> StoredPassword | None: ...
+    @property
+    def broken_hash_is_tempfail(self) -> bool: ...
+    @property
+    def nologin_refuses(self) -> bool: ...
+    @property
+    def on_lookup(self) -> Callable[[str, str, float], None] | None: ...
+    @property
+    def client_dependent(self) -> bool: ...
+
+
 class CheckPipeline:
     """Every rule between a credential and its verdict, in order.
 
     ``authenticator`` holds the stores and how to read them (user name policy, cache,
-    hasher, dummy hash, mode switches); ``policy`` and ``penalty`` are the gates before
-    any store is asked (``None``: no gate, as for :meth:`Authenticator.check`).
+    hasher, dummy hash, mode switches: a :class:`StoreAccess`); ``policy`` and
+    ``penalty`` are the gates before any store is asked (``None``: no gate, as for
+    :meth:`Authenticator.check <authbridge.authenticator.Authenticator.check>`).
     """
 
     def __init__(
         self,
-        authenticator: Authenticator,
+        authenticator: StoreAccess,
         policy: PolicyGate | None = None,
         penalty: PenaltyTracker | None = None,
         *,
