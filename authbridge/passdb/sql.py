@@ -14,7 +14,6 @@ failure, the exception is logged by type and place only and counted
 
 from __future__ import annotations
 
-import logging
 import time
 from collections.abc import Callable, Sequence
 from typing import Any, Protocol, cast, runtime_checkable
@@ -23,6 +22,7 @@ import trio
 
 from authbridge.config import StoreConfig
 from authbridge.contained import report
+from authbridge.logs import get_stdlib_logger
 from authbridge.passdb.base import PassdbEntry
 from authbridge.passdb.sql_errors import SqlConfigError, SqlStoreError
 from authbridge.passdb.sql_query import (
@@ -34,7 +34,7 @@ from authbridge.passdb.sql_query import (
 )
 from authbridge.schemes import StoredPassword, parse_stored
 
-log = logging.getLogger(__name__)
+log = get_stdlib_logger(__name__)
 
 __all__ = [
     "QueryError",
@@ -223,7 +223,7 @@ class SqlStore:
             self.errors += 1
             self._observe("error", started)
             # The authenticator logs the outage with the user; this is the detail.
-            log.debug("sql store lookup failed: %s", exc)
+            log.debug("sql store lookup failed", store=self.name, error=str(exc))
             raise
         if not rows:
             self._observe("not_found", started)
