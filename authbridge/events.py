@@ -64,11 +64,16 @@ _KEYED_COMMANDS = frozenset({"AUTH", "OK"})
 _FAIL2BAN_UNSAFE = re.compile(r"[(),:\"\\\s]")
 
 
+#: Deliberately the standard-library logger, not structlog's: this module's events are
+#: structlog key-values (``log``, :func:`authentication_event`), but asking whether INFO
+#: is on is done for every authentication, and ``Logger.isEnabledFor`` is a cached dict
+#: lookup, cheaper than a bound structlog logger's level check.
 _auth_stdlib_logger = logging.getLogger(AUTH_LOGGER)
 
 
 def _info_enabled() -> bool:
-    """Whether INFO events would be written at all (checked before building one)."""
+    """Whether INFO events would be written at all (checked before building one, on the
+    per-authentication path: see :data:`_auth_stdlib_logger`)."""
     return _auth_stdlib_logger.isEnabledFor(logging.INFO)
 
 

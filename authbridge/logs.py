@@ -550,3 +550,68 @@ def authentication_event(logger: Any, logger_name: str, *values: Any) -> None:
 def get_logger(name: str) -> Any:
     """A logger whose lines carry ``logger=name``."""
     return structlog.get_logger(name)
+
+
+#: Keys every event gets from the processors; not part of what it says (see :class:`_Event`).
+_META_KEYS = frozenset({"logger", "level", "timestamp"})
+
+
+class _Event(dict[str, Any]):
+    """An event handed to a standard-library logger as its message.
+
+    :class:`structlog.stdlib.ProcessorFormatter` (our handler's formatter) renders the
+    dict like any other event. Any other handler reads ``record.getMessage()``, which is
+    ``str()`` of this: ``authbridge check``'s collector, pytest's ``caplog``, Python's
+    last-resort handler before :func:`configure`. An event about a place in a file
+    (``where="users:3"``, with its text in ``reason``) reads ``users:3: <reason>``, the
+    ``FILE:LINE: reason`` form those tools list; any other reads
+    ``<event> key=value ...``.
+    """
+
+    __slots__ = ()
+
+    def __str__(self) -> str:
+        where, reason = self.get("where"), self.get("reason")
+        if where is not None and reason is not None:
+            return f"{where}: {reason}"
+        rest = " ".join(
+            f"{key}={value}"
+            for key, value in self.items()
+            if key != "event" and key not in _META_KEYS
+        )
+        event = str(self.get("event", ""))
+        return f"{event} {rest}" if rest else event
+
+
+def _to_record(
+    logger: logging.Logger, method: str, event_dict: dict[str, Any]
+) -> tuple[tuple[_Event], dict[str, Any]]:
+    """The arguments of the standard-library call: what ``wrap_for_formatter`` does,
+    with the event readable as text too (:class:`_Event`)."""
+    return (_Event(event_dict),), {"extra": {"_logger": logger, "_name": method}}
+
+
+#: The processors of :func:`get_stdlib_logger`: those :func:`configure` gives every
+#: other event, in the same order, so its lines have the same keys in the same order.
+_STDLIB_CHAIN: list[Any] = [
+    structlog.stdlib.filter_by_level,
+    structlog.stdlib.add_logger_name,
+    structlog.contextvars.merge_contextvars,
+    structlog.processors.add_log_level,
+    structlog.processors.TimeStamper(fmt="iso", utc=True),
+    _drop_secrets,
+    _to_record,
+]
+
+
+def get_stdlib_logger(name: str) -> structlog.stdlib.BoundLogger:
+    """The same API as :func:`get_logger` (event + key=values), delivered as a record of
+    the standard-library logger ``name``.
+
+    For code outside the per-request path whose lines someone collects or silences by
+    logger name: the store loaders (``authbridge check`` and ``doctor`` gather their
+    warnings with a ``logging.Handler``; ``capabilities`` switches a logger off) and the
+    checks' rarer failures. Levels, ``disabled`` and handlers of the standard-library
+    logger apply; once :func:`configure` ran, the line is rendered like every other.
+    """
+    return structlog.stdlib.BoundLogger(logging.getLogger(name), _STDLIB_CHAIN, {})

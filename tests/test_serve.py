@@ -8,6 +8,7 @@ tests/interop/).
 from __future__ import annotations
 
 import base64
+import json
 import os
 import signal
 import socket
@@ -259,8 +260,15 @@ def test_a_broken_stored_hash_fails_that_user_only_and_logs_user_and_scheme(rund
             + f"AUTH\t1\tPLAIN\tservice=smtp\tsecured\tresp={_plain('userx', 'secret')}\n".encode()
         )
         assert other.until("OK") == "OK\t1\tuser=userx"
-        log = wait_for_text(server.stderr_text, "login of broken refused")
-    assert f"{users}:2: user 'broken': PLAIN-MD5" in log
+        log = wait_for_text(server.stderr_text, "login refused: invalid store entry")
+    refused = [
+        event
+        for event in (json.loads(line) for line in log.splitlines() if line.startswith("{"))
+        if event.get("event") == "login refused: invalid store entry"
+    ]
+    assert refused[0]["user"] == "broken"
+    assert refused[0]["where"] == f"{users}:2"
+    assert refused[0]["reason"].startswith("user 'broken': PLAIN-MD5")
     assert broken_data not in log
     assert '"result": "tempfail"' not in log
 

@@ -7,15 +7,15 @@ hidden/visible split of fields in replies.
 from __future__ import annotations
 
 import ipaddress
-import logging
 from dataclasses import dataclass
 
 from authbridge.addresses import IPAddress
 from authbridge.expand import expand, variables
+from authbridge.logs import get_stdlib_logger
 from authbridge.passdb.base import PassdbEntry
 from authbridge.session import RequestInfo
 
-log = logging.getLogger(__name__)
+log = get_stdlib_logger(__name__)
 
 #: Fields that only switch password checking off: not returned, not even counted.
 CONSUMED = frozenset({"nopassword", "noauthenticate"})
@@ -65,7 +65,7 @@ def networks_allow(spec: str, address: IPAddress | None) -> bool:
             if address in ipaddress.ip_network(token, strict=False):
                 return True
         except ValueError:
-            log.warning("ignoring unparsable allow_nets entry %r", token)
+            log.warning("ignoring unparsable allow_nets entry", entry=token)
     return False
 
 

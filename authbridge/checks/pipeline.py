@@ -21,18 +21,18 @@ against (the penalty of that comparison is recorded by :meth:`CheckPipeline.fini
 from __future__ import annotations
 
 import contextlib
-import logging
 import time
-from collections.abc import AsyncIterator, Callable, Generator
-from typing import TYPE_CHECKING, Any
+from collections.abc import AsyncIterator, Callable, Generator, Sequence
+from typing import Any, Protocol
 
 import trio
 
 from authbridge import schemes, userlog
+from authbridge.cache import AuthCache
 from authbridge.checks.fields import Applied, apply_fields, plain_entry
 from authbridge.expand import ExpansionError
-from authbridge.hashing import HasherUnavailable
-from authbridge.logs import get_logger
+from authbridge.hashing import Hasher, HasherUnavailable
+from authbridge.logs import get_logger, get_stdlib_logger
 from authbridge.mechanisms import REGISTRY
 from authbridge.mechanisms.base import Credentials, NeedCredentials, ScramKeys, VerifyPlain
 from authbridge.passdb.base import Passdb, PassdbEntry, StoreUnavailable
@@ -40,14 +40,13 @@ from authbridge.penalty import PenaltyTracker
 from authbridge.policy import PolicyGate
 from authbridge.schemes import StoredPassword, wellformed
 from authbridge.session import Credential, CredentialsFound, RequestInfo
-from authbridge.usernames import InvalidUsername
+from authbridge.usernames import InvalidUsername, UsernamePolicy
 from authbridge.verdict import Outcome, Reason, Verdict, refuse_nologin
 
-if TYPE_CHECKING:
-    from authbridge.authenticator import Authenticator
-
-_std_log = logging.getLogger("authbridge.authenticator")
 log = get_logger("authbridge.checks")
+#: The store-side failures, under the logger name they always had (operators filter
+#: on it); delivered through the standard library like the stores' own warnings.
+_std_log = get_stdlib_logger("authbridge.authenticator")
 
 #: A store lookup plus hash check that takes longer than this is an internal failure
 #: (Postfix gives up after 10 s anyway).
@@ -171,17 +170,48 @@ class _Found:
         )
 
 
+class StoreAccess(Protocol):
+    """What the pipeline reads of the stores and how to read them.
+
+    :class:`authbridge.authenticator.Authenticator` is the one implementation; it runs
+    this pipeline itself, so the pipeline names only this shape, not that class, and the
+    import goes one way (authenticator → pipeline).
+    """
+
+    @property
+    def stores(self) -> Sequence[Passdb]: ...
+    @property
+    def hasher(self) -> Hasher: ...
+    @property
+    def usernames(self) -> UsernamePolicy: ...
+    @property
+    def cache(self) -> AuthCache: ...
+    @property
+    def clock(self) -> Callable[[], float]: ...
+    @property
+    def dummy_password(self) -> StoredPassword | None: ...
+    @property
+    def broken_hash_is_tempfail(self) -> bool: ...
+    @property
+    def nologin_refuses(self) -> bool: ...
+    @property
+    def on_lookup(self) -> Callable[[str, str, float], None] | None: ...
+    @property
+    def client_dependent(self) -> bool: ...
+
+
 class CheckPipeline:
     """Every rule between a credential and its verdict, in order.
 
     ``authenticator`` holds the stores and how to read them (user name policy, cache,
-    hasher, dummy hash, mode switches); ``policy`` and ``penalty`` are the gates before
-    any store is asked (``None``: no gate, as for :meth:`Authenticator.check`).
+    hasher, dummy hash, mode switches: a :class:`StoreAccess`); ``policy`` and
+    ``penalty`` are the gates before any store is asked (``None``: no gate, as for
+    :meth:`Authenticator.check <authbridge.authenticator.Authenticator.check>`).
     """
 
     def __init__(
         self,
-        authenticator: Authenticator,
+        authenticator: StoreAccess,
         policy: PolicyGate | None = None,
         penalty: PenaltyTracker | None = None,
         *,
@@ -376,7 +406,7 @@ class CheckPipeline:
         if verdict.outcome is Outcome.TEMPFAIL:
             stale = cache.stale_success(user, cred.password)
             if stale is not None:
-                _std_log.warning("store failing; serving a cached success for %s", user)
+                _std_log.warning("store failing; serving a cached success", user=user)
                 return stale
         elif verdict.reason in _CACHEABLE and not verdict.client_specific:
             cache.store(user, cred.password, verdict, now)
@@ -397,7 +427,7 @@ class CheckPipeline:
             try:
                 matched = yield _Verify(stored, cred.password, found.user)
             except HasherUnavailable as exc:
-                _std_log.error("cannot verify %s now: %s", found.user, exc)
+                _std_log.error("cannot verify now", user=found.user, error=str(exc))
                 return found.verdict(Outcome.TEMPFAIL, Reason.STORE_ERROR)
             except schemes.SchemeError as exc:
                 return self._unusable(found, exc)
@@ -425,11 +455,10 @@ class CheckPipeline:
             return self._unusable(found, exc)
         if answer is None:
             _std_log.info(
-                "user %s: %s needs a plaintext or %s stored password, not %s",
-                found.user,
-                cred.scheme,
-                cred.scheme,
-                stored.scheme,
+                "mechanism needs a plaintext or same-scheme stored password",
+                user=found.user,
+                needs=cred.scheme,
+                stored=stored.scheme,
             )
             return found.verdict(Outcome.FAIL, Reason.SCHEME_NOT_AVAILABLE)
         if found.applied.forced_fail:
@@ -450,16 +479,20 @@ class CheckPipeline:
         if invalid is None and found.entry.password is not None:
             reason = wellformed.problem(found.entry.password)  # a SQL row: checked now
             if reason is not None:
-                invalid = f"store={found.store.name} user={found.user} row: {reason}"
+                invalid = (f"store={found.store.name} user={found.user} row", reason)
         if invalid is not None:
             return self._refused_invalid(found, invalid)
-        _std_log.error("user %s: unusable stored password: %s", found.user, exc)
+        _std_log.error("unusable stored password", user=found.user, error=str(exc))
         outcome = Outcome.TEMPFAIL if self.auth.broken_hash_is_tempfail else Outcome.FAIL
         return found.verdict(outcome, Reason.BROKEN_HASH)
 
-    def _refused_invalid(self, found: _Found, invalid: str) -> Verdict:
-        """The plain failure of an entry that can never log in, logged with its place."""
-        _std_log.error("%s; login of %s refused", invalid, found.user)
+    def _refused_invalid(self, found: _Found, invalid: tuple[str, str]) -> Verdict:
+        """The plain failure of an entry that can never log in, logged with its place
+        (``invalid``: where, as ``file:line``, and why)."""
+        where, reason = invalid
+        _std_log.error(
+            "login refused: invalid store entry", user=found.user, where=where, reason=reason
+        )
         return found.verdict(Outcome.FAIL, Reason.BROKEN_HASH)
 
     def _find(
@@ -490,7 +523,7 @@ class CheckPipeline:
             # Refused before the lookup, as by Dovecot: no store saw the name (so no
             # user= rename) and no nopassword entry can accept such a password.
             _std_log.info(
-                "user %s: password with control characters refused", userlog.unknown_name(user)
+                "password with control characters refused", user=userlog.unknown_name(user)
             )
             return Verdict(Outcome.FAIL, user, Reason.MALFORMED, original_user=typed)
         entry = None
@@ -504,7 +537,7 @@ class CheckPipeline:
                     on_lookup(store.name, "error", time.perf_counter() - started)
                 # No store confirmed the name: it may be a password typed as a user name.
                 shown = userlog.unknown_name(user)
-                _std_log.error("store unavailable while authenticating %s: %s", shown, exc)
+                _std_log.error("store unavailable while authenticating", user=shown, error=str(exc))
                 return Verdict(Outcome.TEMPFAIL, user, Reason.STORE_ERROR, original_user=typed)
             if on_lookup is not None:
                 result = "not_found" if entry is None else "found"
@@ -522,7 +555,7 @@ class CheckPipeline:
             try:
                 applied = apply_fields(entry, user, info)
             except ExpansionError as exc:
-                _std_log.error("user %s: extra fields cannot be expanded: %s", user, exc)
+                _std_log.error("extra fields cannot be expanded", user=user, error=str(exc))
                 return Verdict(Outcome.TEMPFAIL, user, Reason.STORE_ERROR, original_user=typed)
         else:
             applied = plain_entry(user)
@@ -532,13 +565,13 @@ class CheckPipeline:
         return found
 
 
-def _invalid_entry(found: _Found) -> str | None:
-    """``file:line: reason`` when the store's load found the entry unusable."""
+def _invalid_entry(found: _Found) -> tuple[str, str] | None:
+    """Where (``file:line``) and why, when the store's load found the entry unusable."""
     invalid_entry = getattr(found.store, "invalid_entry", None)
     if invalid_entry is None:
         return None
     problem = invalid_entry(found.user)
-    return None if problem is None else str(problem)
+    return None if problem is None else (problem.where, problem.reason)
 
 
 def _secret(credential: Credential) -> bytes | None:

@@ -9,11 +9,11 @@ onwards, space separated).
 from __future__ import annotations
 
 import itertools
-import logging
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from authbridge.logs import get_stdlib_logger
 from authbridge.passdb.base import (
     FileSignature,
     PassdbEntry,
@@ -32,7 +32,7 @@ from authbridge.passdb.validation import (
 from authbridge.schemes import SchemeError, StoredPassword, apply_compat_suffix, parse_stored
 from authbridge.usernames import UsernamePolicy
 
-log = logging.getLogger(__name__)
+log = get_stdlib_logger(__name__)
 
 #: Parsed entries kept per file version (a user who logs in again is not re-parsed);
 #: bounded, so a 100k-user file stays within its memory target: when full, it starts over.
@@ -74,7 +74,10 @@ def index_passwd_file(data: bytes, path: str = "<string>") -> LineIndex:
 
     def duplicate(user: str, lineno: int) -> None:
         log.warning(
-            "%s:%d: user %r exists more than once; the first entry wins", path, lineno, user
+            "duplicate user",
+            where=f"{path}:{lineno}",
+            user=user,
+            reason=f"user {user!r} exists more than once; the first entry wins",
         )
 
     return LineIndex(data, duplicate)
@@ -95,7 +98,7 @@ def parse_entry(
     except SchemeError as exc:
         # Dovecot drops just this user (e.g. a [56] value that is not 32 hex); the
         # load reported it with its line (validate_passwd_file).
-        log.debug("%s: user %r skipped: %s", path, user, exc)
+        log.debug("user skipped", store=path, user=user, error=str(exc))
         return None
 
 

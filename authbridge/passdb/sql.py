@@ -14,16 +14,17 @@ failure, the exception is logged by type and place only and counted
 
 from __future__ import annotations
 
-import logging
 import time
 from collections.abc import Callable, Sequence
 from typing import Any, Protocol, cast, runtime_checkable
 
 import trio
 
-from authbridge.config import ConfigError, StoreConfig
+from authbridge.config import StoreConfig
 from authbridge.contained import report
-from authbridge.passdb.base import PassdbEntry, StoreFormatError, StoreUnavailable
+from authbridge.logs import get_stdlib_logger
+from authbridge.passdb.base import PassdbEntry
+from authbridge.passdb.sql_errors import SqlConfigError, SqlStoreError
 from authbridge.passdb.sql_query import (
     Paramstyle,
     PreparedQuery,
@@ -33,7 +34,7 @@ from authbridge.passdb.sql_query import (
 )
 from authbridge.schemes import StoredPassword, parse_stored
 
-log = logging.getLogger(__name__)
+log = get_stdlib_logger(__name__)
 
 __all__ = [
     "QueryError",
@@ -48,14 +49,6 @@ __all__ = [
 Observer = Callable[[str, str, float], None]
 
 Row = tuple[Sequence[str], Sequence[Any]]
-
-
-class SqlConfigError(ConfigError, StoreFormatError):
-    """An sql store setting that cannot work (caught at start and at reload alike)."""
-
-
-class SqlStoreError(StoreUnavailable):
-    """The database did not answer a lookup; the message never carries row data."""
 
 
 class Backend(Protocol):
@@ -230,7 +223,7 @@ class SqlStore:
             self.errors += 1
             self._observe("error", started)
             # The authenticator logs the outage with the user; this is the detail.
-            log.debug("sql store lookup failed: %s", exc)
+            log.debug("sql store lookup failed", store=self.name, error=str(exc))
             raise
         if not rows:
             self._observe("not_found", started)

@@ -22,6 +22,7 @@ import trio
 from psycopg import pq
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
+from authbridge.passdb.sql_errors import SqlConfigError, SqlStoreError
 from authbridge.passdb.sql_query import Paramstyle
 
 _STATEMENT = b"authbridge_password_query"
@@ -122,8 +123,6 @@ class PqBackend:
     paramstyle: Paramstyle = "numeric"
 
     def __init__(self, dsn: str, pool_size: int = 4, timeout: float = 5.0) -> None:
-        from authbridge.passdb.sql import SqlConfigError
-
         self.description = describe(dsn)
         self.timeout = timeout
         try:
@@ -169,8 +168,6 @@ class PqBackend:
     async def aquery(
         self, sql: str, params: tuple[str, ...], deadline: float
     ) -> tuple[list[str], list[tuple[Any, ...]]]:
-        from authbridge.passdb.sql import SqlStoreError
-
         encoded: list[bytes | None] = [p.encode() for p in params]
         query = sql.encode()
         async with self._slots:

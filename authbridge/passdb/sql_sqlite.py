@@ -19,6 +19,7 @@ from typing import Any
 from urllib.parse import quote
 
 from authbridge.passdb.base import FileSignature
+from authbridge.passdb.sql_errors import SqlStoreError
 from authbridge.passdb.sql_query import Paramstyle
 
 #: SQLite calls the progress handler every this many virtual machine instructions.
@@ -63,8 +64,6 @@ class SqliteBackend:
         The new file is opened and its schema read first: if that fails (not a
         database, unreadable) SqlStoreError is raised and the pool stays as it was.
         """
-        from authbridge.passdb.sql import SqlStoreError
-
         inode = _inode(self.path)
         conn: sqlite3.Connection | None = None
         try:
@@ -94,8 +93,6 @@ class SqliteBackend:
     def query(
         self, sql: str, params: tuple[str, ...], deadline: float
     ) -> tuple[list[str], list[tuple[Any, ...]]]:
-        from authbridge.passdb.sql import SqlStoreError
-
         with self._lock:
             conn, generation = self._idle.pop() if self._idle else (None, self._generation)
         try:

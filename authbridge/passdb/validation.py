@@ -10,18 +10,18 @@ a user with a malformed password stays known, so a login is a plain failure.
 from __future__ import annotations
 
 import functools
-import logging
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
+from authbridge.logs import get_stdlib_logger
 from authbridge.passdb.base import StoreFormatError
 from authbridge.schemes import StoredPassword, wellformed
 from authbridge.usernames import InvalidUsername, UsernamePolicy
 
 #: The logger of entry problems (``authbridge check`` lists them from the stores instead).
 LOGGER = "authbridge.passdb.validation"
-log = logging.getLogger(LOGGER)
+log = get_stdlib_logger(LOGGER)
 
 BOM = "\ufeff"
 
@@ -99,11 +99,14 @@ def log_problems(store: str, problems: Sequence[EntryProblem]) -> None:
     """One warning per problem (at most :data:`LOGGED`), each ``file:line: reason``,
     and a count, so that every load of the file says it (the watcher's reloads too)."""
     for problem in problems[:LOGGED]:
-        log.warning("%s", problem)
+        log.warning("invalid store entry", where=problem.where, reason=problem.reason)
     if problems:
-        hidden = len(problems) - LOGGED
-        more = f" ({hidden} not shown)" if hidden > 0 else ""
-        log.warning("%s: invalid_entries=%d%s", store, len(problems), more)
+        log.warning(
+            "store has invalid entries",
+            store=store,
+            invalid_entries=len(problems),
+            not_shown=max(0, len(problems) - LOGGED),
+        )
 
 
 def strict_error(name: str, problems: Iterable[EntryProblem]) -> StoreFormatError:

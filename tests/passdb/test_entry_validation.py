@@ -3,6 +3,7 @@ failure at login (never a 435), reported with its file and line, never its hash.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import re
@@ -10,6 +11,7 @@ import subprocess
 import sys
 import urllib.request
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -201,11 +203,16 @@ def test_broken_entries_fail_plainly_and_good_users_log_in(
         assert _auth_test(server.socket_path, "plainuser", "plainpass") == LOGIN_OK
         for user in ("x", "u1", "nocolon"):
             assert _auth_test(server.socket_path, user, "whatever") == LOGIN_FAILED, user
-        log = wait_for_text(server.stderr_text, "login of u1 refused")
-        assert f"{issue_users}:3: user 'u1': SHA512-CRYPT" in log
-        log = wait_for_text(server.stderr_text, "login of x refused")
-        assert f"{issue_users}:2: user 'x': unknown password scheme" in log
-        assert "invalid_entries" in log and f"{issue_users}:1: user '" in log
+        log = wait_for_text(server.stderr_text, REFUSED, count=3)
+        refused = {e["user"]: e for e in _events(log, REFUSED)}
+        assert refused["u1"]["where"] == f"{issue_users}:3"
+        assert refused["u1"]["reason"].startswith("user 'u1': SHA512-CRYPT")
+        assert refused["x"]["where"] == f"{issue_users}:2"
+        assert refused["x"]["reason"].startswith("user 'x': unknown password scheme")
+        assert _events(log, "store has invalid entries")[0]["invalid_entries"] == 9
+        first = [e for e in _events(log, "invalid store entry") if e["where"].endswith(":1")]
+        assert first[0]["where"] == f"{issue_users}:1"
+        assert first[0]["reason"].startswith("user '")
         for secret in SECRETS:
             assert secret not in log, secret
         scrape = wait_for_value(
@@ -214,6 +221,16 @@ def test_broken_entries_fail_plainly_and_good_users_log_in(
         assert f'authbridge_store_invalid_entries{{store="passwd-file:{issue_users}"}} 9.0' in (
             scrape
         )
+
+
+#: The event of a login refused because the load found the user's entry unusable.
+REFUSED = "login refused: invalid store entry"
+
+
+def _events(log: str, event: str) -> list[dict[str, Any]]:
+    """The JSON lines of ``log`` whose event is ``event``."""
+    found = (json.loads(line) for line in log.splitlines() if line.startswith("{"))
+    return [e for e in found if e.get("event") == event]
 
 
 def _scrape(port: int) -> str:
