@@ -20,6 +20,8 @@ import argparse
 import logging
 import sys
 from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TextIO
@@ -74,6 +76,29 @@ class _Collect(logging.Handler):
             self.messages.append(record.getMessage().splitlines()[0])
         except Exception:  # a malformed log call must not stop the check
             self.messages.append(f"{record.name}: {record.msg!s}")
+
+
+@contextmanager
+def store_warnings_as_problems(report: Report) -> Iterator[None]:
+    """The warnings store loaders log (duplicates, bad entries) become problems, once.
+
+    Only here: the "authbridge" loggers stop propagating while stores load, so the
+    warnings are not also printed as log lines, and are restored afterwards.
+    """
+    collector = _Collect()
+    root = logging.getLogger("authbridge")
+    saved = (root.propagate, root.level)
+    root.addHandler(collector)
+    root.propagate = False
+    root.setLevel(logging.WARNING)
+    try:
+        yield
+    finally:
+        root.removeHandler(collector)
+        root.propagate, level = saved
+        root.setLevel(level)
+        for message in collector.messages:
+            report.problem(message)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -131,15 +156,9 @@ def check(config: Config, path: str) -> Report:
     )
     if not config.stores:
         report.problem("no [[store]]: every login would fail")
-    collector = _Collect()
-    root = logging.getLogger("authbridge")
-    saved = (root.propagate, root.level)
-    root.addHandler(collector)
-    root.propagate = False
-    root.setLevel(logging.WARNING)
     allowed: Counter[str] = Counter()
     users = 0
-    try:
+    with store_warnings_as_problems(report):
         for store_config in config.stores:
             if store_config.type == "sql":
                 _check_sql(store_config, report)
@@ -147,12 +166,6 @@ def check(config: Config, path: str) -> Report:
             entries = _check_file(store_config, report)
             users += len(entries)
             _tally(entries, allowed, report, store_config.path)
-    finally:
-        root.removeHandler(collector)
-        root.propagate, level = saved
-        root.setLevel(level)
-    for message in collector.messages:
-        report.problem(message)
     enabled = [m.upper() for m in srv.mechanisms]
     report.info(f"mechanisms: {' '.join(enabled)}")
     if users:

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import grp
-import logging
 import os
 import shlex
 import shutil
@@ -21,8 +20,6 @@ import socket
 import subprocess
 import sys
 from collections import Counter
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -163,7 +160,7 @@ def _check_stores(config: Config, findings: list[Finding]) -> None:
     users a ``nologin`` field disables are listed with their reason."""
     for store_config in config.stores:
         report = check.Report()
-        with _store_warnings(report):
+        with check.store_warnings_as_problems(report):
             if store_config.type == "sql":
                 check._check_sql(store_config, report)
             else:
@@ -213,25 +210,6 @@ def _store_file_fix(path: Path) -> str:
     if group:
         return f"chgrp {DAEMON_GROUP} {quoted} && chmod 0640 {quoted}"
     return f"chmod u+r {quoted}"
-
-
-@contextmanager
-def _store_warnings(report: check.Report) -> Iterator[None]:
-    """The warnings store loaders log (duplicates, bad entries) become problems, once."""
-    collector = check._Collect()
-    root = logging.getLogger("authbridge")
-    saved = (root.propagate, root.level)
-    root.addHandler(collector)
-    root.propagate = False
-    root.setLevel(logging.WARNING)
-    try:
-        yield
-    finally:
-        root.removeHandler(collector)
-        root.propagate, level = saved
-        root.setLevel(level)
-        for message in collector.messages:
-            report.problem(message)
 
 
 def read_handshake(path: str, timeout: float = 3.0) -> Handshake:
