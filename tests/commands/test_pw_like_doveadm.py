@@ -130,12 +130,20 @@ def _exit_status_within(pid: int, deadline: float) -> int | None:
     return None
 
 
+def _default_sigint() -> None:
+    """Give the child Ctrl-C's usual meaning: a test run started in the background by a
+    non-interactive shell (as a CI job may be) inherits SIGINT ignored, and an ignored
+    SIGINT rightly leaves pw running."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def test_ctrl_c_ends_a_cost_31_bcrypt_with_130() -> None:
     proc = subprocess.Popen(
         [*PW, "-s", "BLF-CRYPT", "-r", "40", "-p", "x"],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         stdin=subprocess.DEVNULL,
+        preexec_fn=_default_sigint,
     )
     try:
         assert proc.stderr is not None
@@ -156,6 +164,7 @@ def test_ctrl_c_ends_a_cost_31_bcrypt_with_130() -> None:
 def test_ctrl_c_at_the_prompt_exits_130_without_traceback() -> None:
     pid, fd = pty.fork()
     if pid == 0:  # child: the pty is its terminal, so pw prompts
+        _default_sigint()
         os.execv(sys.executable, [*PW, "-s", "SSHA256"])
     status = None
     try:
