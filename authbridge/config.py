@@ -17,8 +17,8 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, TypeVar
 
+from authbridge.core.mechanisms import REGISTRY as MECHANISMS
 from authbridge.errors import ConfigError as ConfigError  # re-exported: config.ConfigError
-from authbridge.mechanisms import REGISTRY as MECHANISMS
 
 T = TypeVar("T")
 

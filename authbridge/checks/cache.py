@@ -21,7 +21,7 @@ from dataclasses import dataclass
 # Defined with the rest of the configuration (which must not import the checks);
 # re-exported here, next to the cache it configures.
 from authbridge.config import CacheSettings as CacheSettings
-from authbridge.verdict import Verdict
+from authbridge.core.verdict import Verdict
 
 
 @dataclass(slots=True)

@@ -14,12 +14,11 @@ import ipaddress
 from collections import OrderedDict
 from dataclasses import dataclass, field
 
-from authbridge import addresses
-from authbridge.addresses import IPAddress
-
 # Defined with the rest of the configuration (which must not import the checks);
 # re-exported here, next to the tracker it configures.
 from authbridge.config import PenaltySettings as PenaltySettings
+from authbridge.core import addresses
+from authbridge.core.addresses import IPAddress
 
 #: How many recent (user, password) checksums per address do not raise the penalty.
 RECENT_CHECKSUMS = 10
