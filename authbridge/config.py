@@ -17,10 +17,8 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, TypeVar
 
-from authbridge.cache import CacheSettings
+from authbridge.core.mechanisms import REGISTRY as MECHANISMS
 from authbridge.errors import ConfigError as ConfigError  # re-exported: config.ConfigError
-from authbridge.mechanisms import REGISTRY as MECHANISMS
-from authbridge.penalty import PenaltySettings
 
 T = TypeVar("T")
 
@@ -34,6 +32,28 @@ UNKNOWN_USER_MODES = ("fingerprint", "typed")
 TABLES = ("server", "store", "policy", "log", "metrics", "penalty", "cache")
 #: Postfix gives up on the auth socket after this many seconds.
 POSTFIX_TIMEOUT = 10.0
+
+
+@dataclass(frozen=True, slots=True)
+class PenaltySettings:
+    enabled: bool = True
+    #: Seconds of delay for penalty levels 1, 2, 3, ... (the last value repeats).
+    steps: tuple[float, ...] = (1.0, 2.0, 4.0, 6.0)
+    #: A record with no failure for this long is forgotten.
+    forget_after: float = 60.0
+    ipv6_prefix: int = 64
+    #: Addresses never penalised (e.g. the webmail host).
+    trusted_networks: tuple[str, ...] = ()
+    #: Bound on tracked addresses; the least recently failed are dropped first.
+    max_entries: int = 100_000
+
+
+@dataclass(frozen=True, slots=True)
+class CacheSettings:
+    enabled: bool = False
+    ttl: float = 300.0
+    negative_ttl: float = 60.0
+    max_entries: int = 100_000
 
 
 @dataclass(frozen=True, slots=True)

@@ -41,10 +41,10 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from authbridge import wire  # noqa: E402
 from authbridge.benchclient.engine import Plan, blocking_handshake  # noqa: E402
 from authbridge.benchclient.runner import Summary, run_plan  # noqa: E402
 from authbridge.benchclient.workload import Credential, prepare  # noqa: E402
+from authbridge.core import wire  # noqa: E402
 from authbridge.schemes import generate  # noqa: E402
 from tests.support.dovecot import DovecotAuth  # noqa: E402
 

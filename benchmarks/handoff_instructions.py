@@ -4,7 +4,7 @@
     python benchmarks/handoff_instructions.py
 
 With ``workers = N`` the supervisor accepts and passes each connection to a worker over
-a socketpair (``SCM_RIGHTS``; see ``authbridge/balance.py``). This counts, under
+a socketpair (``SCM_RIGHTS``; see ``authbridge/daemon/balance.py``). This counts, under
 ``valgrind --tool=callgrind``, the instructions per connection of two workloads that do
 nothing with a connection but close it, so the difference is the handoff alone:
 
@@ -38,9 +38,9 @@ SMALL, LARGE = 200, 1000
 def workload(mode: str, count: int) -> None:
     import trio
 
-    from authbridge import logs
-    from authbridge.balance import Board, Dispatcher, Outlet, channel_pair
-    from authbridge.listeners import accept_connections, receive_connections, unix_listener
+    from authbridge.daemon.balance import Board, Dispatcher, Outlet, channel_pair
+    from authbridge.daemon.listeners import accept_connections, receive_connections, unix_listener
+    from authbridge.observability import logs
 
     logs.configure("json", "warning", open(os.devnull, "w"))  # noqa: SIM115 - whole run
     directory = tempfile.mkdtemp(prefix="ab-handoff-")

@@ -45,7 +45,7 @@ CHURN_SMALL, CHURN_LARGE = 100, 500
 def _measured_store(level: str) -> object:
     """Logs configured for the run and one {SSHA512} user ``joe`` (password ``pw``) in
     memory: the store both measured workloads authenticate against."""
-    from authbridge import logs
+    from authbridge.observability import logs
     from authbridge.passdb.passwd_file import parse_passwd_file
     from authbridge.schemes import generate
 
@@ -71,10 +71,10 @@ def serve_requests(count: int, level: str) -> None:
     """The measured workload (run inside valgrind)."""
     import trio
 
-    from authbridge.authenticator import Authenticator
+    from authbridge.checks.authenticator import Authenticator
+    from authbridge.checks.hashing import Hasher
     from authbridge.config import Config
-    from authbridge.hashing import Hasher
-    from authbridge.server import AuthServer
+    from authbridge.daemon.server import AuthServer
 
     store = _measured_store(level)
 
@@ -115,8 +115,8 @@ async def _accept_forever(server: Any, listener: Any, nursery: Any) -> None:
 
     import trio
 
-    from authbridge import listeners
     from authbridge.commands import serve
+    from authbridge.daemon import listeners
 
     accept = getattr(listeners, "accept_connections", None)
     if accept is not None:
@@ -135,11 +135,11 @@ def churn_connections(count: int, level: str) -> None:
 
     import trio
 
-    from authbridge.authenticator import Authenticator
+    from authbridge.checks.authenticator import Authenticator
+    from authbridge.checks.hashing import Hasher
     from authbridge.config import Config
-    from authbridge.hashing import Hasher
-    from authbridge.listeners import unix_listener
-    from authbridge.server import AuthServer
+    from authbridge.daemon.listeners import unix_listener
+    from authbridge.daemon.server import AuthServer
 
     store = _measured_store(level)
 

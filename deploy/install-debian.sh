@@ -154,7 +154,7 @@ fi
 MAN1=$R/usr/local/share/man/man1
 install -d -m 0755 "$MAN1"
 # shellcheck disable=SC2086  # a shebang may carry arguments (#!/usr/bin/env python3)
-if [ -n "$MANPY" ] && $MANPY -m authbridge.manpages "$MAN1" >/dev/null; then
+if [ -n "$MANPY" ] && $MANPY -m authbridge.commands.manpages "$MAN1" >/dev/null; then
   chmod 0644 "$MAN1"/authbridge*.1
 else
   echo "warning: man pages not installed: no Python that imports authbridge (pass --venv or --bin)" >&2

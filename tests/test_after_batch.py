@@ -1,7 +1,7 @@
 """Replies go out before their bookkeeping; the bookkeeping is never lost or late.
 
 The metrics and the authentication event of a request are deferred to the end of the
-scheduler batch (``authbridge.after_batch``), so that clients served in the same batch
+scheduler batch (``authbridge.observability.after_batch``), so that clients served in the same batch
 do not wait for each other's log lines. Checked as structure: what is already on the
 client's socket when the bookkeeping runs, and what is already logged when an
 in-process client has its reply. The latency effect is in ``benchmarks/flood.py``.
@@ -16,15 +16,15 @@ import socket
 import pytest
 import trio
 
-from authbridge import after_batch, logs
-from authbridge.after_batch import AfterBatch
-from authbridge.authenticator import Authenticator
+from authbridge.checks.authenticator import Authenticator
+from authbridge.checks.hashing import Hasher
+from authbridge.checks.penalty import PenaltySettings
 from authbridge.config import Config, PolicyConfig
-from authbridge.hashing import Hasher
-from authbridge.penalty import PenaltySettings
-from authbridge.server import AuthServer
-from authbridge.session import RequestInfo
-from authbridge.verdict import Verdict
+from authbridge.core.session import RequestInfo
+from authbridge.core.verdict import Verdict
+from authbridge.daemon.server import AuthServer
+from authbridge.observability import after_batch, logs
+from authbridge.observability.after_batch import AfterBatch
 from tests.support import root_logging_restored
 from tests.support.memory_store import MemoryStore
 

@@ -6,12 +6,12 @@ from pathlib import Path
 
 import pytest
 
-from authbridge.authenticator import Authenticator
-from authbridge.cache import AuthCache, CacheSettings
-from authbridge.hashing import Hasher
-from authbridge.mechanisms.base import VerifyPlain
-from authbridge.session import Credential, RequestInfo
-from authbridge.verdict import Outcome, Reason, Verdict
+from authbridge.checks.authenticator import Authenticator
+from authbridge.checks.cache import AuthCache, CacheSettings
+from authbridge.checks.hashing import Hasher
+from authbridge.core.mechanisms.base import VerifyPlain
+from authbridge.core.session import Credential, RequestInfo
+from authbridge.core.verdict import Outcome, Reason, Verdict
 from tests.support.credentials import CramAnswer, authenticator_on, settle, verdict_on
 from tests.support.memory_store import MemoryStore
 

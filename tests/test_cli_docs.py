@@ -1,7 +1,7 @@
 """The command line documents itself: help texts, man pages (issue #17 item 9).
 
 Every option of every command (and of ``auth test``) has a help text, and
-``python -m authbridge.manpages DIR`` writes a page per command that renders without
+``python -m authbridge.commands.manpages DIR`` writes a page per command that renders without
 roff warnings and names every option the parser accepts.
 """
 
@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from authbridge.cli import COMMANDS
-from authbridge.cli_parsers import CommandParser, all_commands, arguments
+from authbridge.commands.cli_parsers import CommandParser, all_commands, arguments
 
 COMMAND_LIST = list(all_commands())
 
@@ -53,7 +53,7 @@ def test_every_option_has_a_help_text(command: CommandParser) -> None:
 def pages(tmp_path_factory: pytest.TempPathFactory) -> Path:
     directory = tmp_path_factory.mktemp("man1")
     result = subprocess.run(
-        [sys.executable, "-m", "authbridge.manpages", str(directory)],
+        [sys.executable, "-m", "authbridge.commands.manpages", str(directory)],
         capture_output=True,
         text=True,
         timeout=120,

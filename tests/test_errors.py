@@ -4,14 +4,15 @@ from __future__ import annotations
 
 import pytest
 
-from authbridge import config, errors, schemes, wire
-from authbridge.expand import ExpansionError, expand
-from authbridge.mechanisms import UnknownMechanism, resolve
+from authbridge import config, errors, schemes
+from authbridge.checks.expand import ExpansionError, expand
+from authbridge.core import wire
+from authbridge.core.mechanisms import UnknownMechanism, resolve
+from authbridge.core.session import ProtocolViolation
+from authbridge.core.usernames import InvalidUsername, UsernamePolicy
 from authbridge.passdb.base import StoreFormatError, StoreUnavailable
 from authbridge.passdb.sql import SqlConfigError
 from authbridge.passdb.sql_query import QueryError
-from authbridge.session import ProtocolViolation
-from authbridge.usernames import InvalidUsername, UsernamePolicy
 
 
 @pytest.mark.parametrize(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from authbridge.expand import ExpansionError, expand, variables
+from authbridge.checks.expand import ExpansionError, expand, variables
 
 VALUES = variables("alice@example.org", "smtp", "192.0.2.7", None)
 

@@ -1,4 +1,4 @@
-"""The supervisor's handoff (authbridge.balance) and a worker's receive path, in one process.
+"""The supervisor's handoff (authbridge.daemon.balance) and a worker's receive path, in one process.
 
 Real listening sockets, real ``SOCK_SEQPACKET`` socketpairs and real ``SCM_RIGHTS``: the
 "workers" here are the far ends of the pairs, read with the worker's own code.
@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 import trio
 
-from authbridge.balance import Board, Dispatcher, Outlet, channel_pair
-from authbridge.listeners import (
+from authbridge.daemon.balance import Board, Dispatcher, Outlet, channel_pair
+from authbridge.daemon.listeners import (
     HANDOFF_SPACE,
     HandoffClosed,
     Listener,
@@ -188,7 +188,7 @@ async def test_a_full_queue_sends_the_connection_to_another_worker(pool2: Pool) 
 async def test_all_queues_full_then_closed_after_the_bound(
     pool2: Pool, autojump_clock: trio.testing.MockClock, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr("authbridge.balance._send", lambda channel, tag, group: (0, "full"))
+    monkeypatch.setattr("authbridge.daemon.balance._send", lambda channel, tag, group: (0, "full"))
     served, clients = _pairs(2)
     started = trio.current_time()
     await pool2.dispatcher.hand_out(0, served)
@@ -304,7 +304,7 @@ async def test_worker_receive_serves_each_handed_socket_and_ends_on_close(
 async def test_worker_receive_contains_an_exception_and_goes_on(
     pool2: Pool, monkeypatch: pytest.MonkeyPatch, autojump_clock: trio.testing.MockClock
 ) -> None:
-    from authbridge import listeners
+    from authbridge.daemon import listeners
 
     real = listeners.take_handed
     calls = {"n": 0}

@@ -7,8 +7,8 @@ from pathlib import Path
 
 from mypy import api
 
-from authbridge.session import RequestInfo
-from authbridge.verdict import Outcome, Reason, Verdict
+from authbridge.core.session import RequestInfo
+from authbridge.core.verdict import Outcome, Reason, Verdict
 
 
 def test_records_compare_and_hash_like_frozen_dataclasses() -> None:
@@ -25,7 +25,7 @@ def test_mypy_refuses_an_assignment_to_a_record_field(tmp_path: Path) -> None:
     source.write_text(
         textwrap.dedent(
             """
-            from authbridge.verdict import Outcome, Reason, Verdict
+            from authbridge.core.verdict import Outcome, Reason, Verdict
 
             verdict = Verdict(Outcome.FAIL, "u", Reason.PASSWORD_MISMATCH)
             verdict.user = "admin"

@@ -14,7 +14,7 @@ import socket
 import threading
 from pathlib import Path
 
-from authbridge import wire
+from authbridge.core import wire
 from tests.support import runtime_dir, wait_for_text, wait_until
 from tests.support.authbridge_proc import AuthbridgeServer
 

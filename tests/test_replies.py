@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from authbridge import replies
-from authbridge.verdict import Outcome, Reason, Verdict
+from authbridge.core import replies
+from authbridge.core.verdict import Outcome, Reason, Verdict
 
 
 def test_handshake() -> None:

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from scramp import ScramClient, ScramException
 
-from authbridge import wire
+from authbridge.core import wire
 from tests.support import require_binary, runtime_dir
 from tests.support.authbridge_proc import AuthbridgeServer
 from tests.support.dovecot import DovecotAuth

@@ -20,7 +20,7 @@ from pathlib import Path
 import bcrypt
 import pytest
 
-from authbridge import wire
+from authbridge.core import wire
 from tests.support import require_binary, runtime_dir, wait_for_text, wait_for_unix_socket
 from tests.support.authbridge_proc import AuthbridgeServer
 

@@ -10,8 +10,8 @@ import pytest
 import trio
 import trio.testing
 
-from authbridge.server import READ_SIZE, Connection
-from authbridge.session import Session, SessionSettings
+from authbridge.core.session import Session, SessionSettings
+from authbridge.daemon.server import READ_SIZE, Connection
 
 
 def _connection() -> tuple[Connection, socket.socket]:

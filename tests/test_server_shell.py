@@ -10,9 +10,9 @@ from pathlib import Path
 import trio
 import trio.testing
 
-from authbridge.listeners import Listener, accept_connections, unix_listener
-from authbridge.server import MAX_OUTBOX, Connection
-from authbridge.session import Session, SessionSettings
+from authbridge.core.session import Session, SessionSettings
+from authbridge.daemon.listeners import Listener, accept_connections, unix_listener
+from authbridge.daemon.server import MAX_OUTBOX, Connection
 
 
 def _connection(sndbuf: int | None = None) -> tuple[Connection, socket.socket]:

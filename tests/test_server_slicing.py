@@ -17,12 +17,12 @@ import socket
 
 import trio
 
-from authbridge import logs
-from authbridge.authenticator import Authenticator
+from authbridge.checks.authenticator import Authenticator
+from authbridge.checks.hashing import Hasher
+from authbridge.checks.penalty import PenaltySettings
 from authbridge.config import Config, PolicyConfig
-from authbridge.hashing import Hasher
-from authbridge.penalty import PenaltySettings
-from authbridge.server import ABORTED_EVENTS_PER_STEP, AuthServer
+from authbridge.daemon.server import ABORTED_EVENTS_PER_STEP, AuthServer
+from authbridge.observability import logs
 from tests.support import root_logging_restored
 from tests.support.memory_store import MemoryStore
 

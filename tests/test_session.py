@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from authbridge.mechanisms import resolve
-from authbridge.mechanisms.base import NeedCredentials, VerifyPlain
-from authbridge.session import (
+from authbridge.core.mechanisms import resolve
+from authbridge.core.mechanisms.base import NeedCredentials, VerifyPlain
+from authbridge.core.session import (
     Check,
     Close,
     Finished,
@@ -16,7 +16,7 @@ from authbridge.session import (
     SessionSettings,
     flatten,
 )
-from authbridge.verdict import Outcome, Reason, Verdict
+from authbridge.core.verdict import Outcome, Reason, Verdict
 
 HELLO = b"VERSION\t1\t0\nCPID\t42\n"
 PLAIN_IR = "AHVzZXJ4AHNlY3JldA=="  # \0userx\0secret

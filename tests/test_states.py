@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import pytest
 
-from authbridge import states
-from authbridge.mechanisms.login import Login
-from authbridge.mechanisms.plain import Plain
-from authbridge.session import Check, Session, SessionSettings
-from authbridge.states import (
+from authbridge.core import states
+from authbridge.core.mechanisms.login import Login
+from authbridge.core.mechanisms.plain import Plain
+from authbridge.core.session import Check, Session, SessionSettings
+from authbridge.core.states import (
     CONN_STATES,
     CONNECTION,
     REQ_STATES,
@@ -18,7 +18,7 @@ from authbridge.states import (
     Req,
     ReqEvent,
 )
-from authbridge.verdict import Outcome, Reason, Verdict
+from authbridge.core.verdict import Outcome, Reason, Verdict
 
 
 def _reachable(table: object, start: object) -> set[object]:

@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from authbridge import wire
+from authbridge.core import wire
 
 
 @pytest.mark.parametrize(

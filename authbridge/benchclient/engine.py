@@ -19,8 +19,8 @@ from array import array
 from dataclasses import dataclass, field
 from typing import Literal
 
-from authbridge import wire
 from authbridge.benchclient.workload import Attempt, cont_reply
+from authbridge.core import wire
 
 Mode = Literal["pipeline", "churn"]
 

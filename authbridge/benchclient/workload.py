@@ -1,6 +1,6 @@
 """What the load client sends: credentials, mechanisms and the request lines they make.
 
-Request lines are built once per credential with :func:`authbridge.wire.join_line`, so
+Request lines are built once per credential with :func:`authbridge.core.wire.join_line`, so
 the hot loop only prefixes the request id; that keeps the client cheap enough to
 saturate a server written in C.
 """
@@ -14,7 +14,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from authbridge import wire
+from authbridge.core import wire
 
 MECHANISMS = ("PLAIN", "LOGIN", "CRAM-MD5")
 

@@ -9,11 +9,11 @@ from __future__ import annotations
 import ipaddress
 from dataclasses import dataclass
 
-from authbridge.addresses import IPAddress
-from authbridge.expand import expand, variables
-from authbridge.logs import get_stdlib_logger
+from authbridge.checks.expand import expand, variables
+from authbridge.core.addresses import IPAddress
+from authbridge.core.session import RequestInfo
+from authbridge.observability.logs import get_stdlib_logger
 from authbridge.passdb.base import PassdbEntry
-from authbridge.session import RequestInfo
 
 log = get_stdlib_logger(__name__)
 

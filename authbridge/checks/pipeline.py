@@ -27,21 +27,22 @@ from typing import Any, Protocol
 
 import trio
 
-from authbridge import schemes, userlog
-from authbridge.cache import AuthCache
+from authbridge import schemes
+from authbridge.checks.cache import AuthCache
+from authbridge.checks.expand import ExpansionError
 from authbridge.checks.fields import Applied, apply_fields, plain_entry
-from authbridge.expand import ExpansionError
-from authbridge.hashing import Hasher, HasherUnavailable
-from authbridge.logs import get_logger, get_stdlib_logger
-from authbridge.mechanisms import REGISTRY
-from authbridge.mechanisms.base import Credentials, NeedCredentials, ScramKeys, VerifyPlain
+from authbridge.checks.hashing import Hasher, HasherUnavailable
+from authbridge.checks.penalty import PenaltyTracker
+from authbridge.checks.policy import PolicyGate
+from authbridge.core.mechanisms import REGISTRY
+from authbridge.core.mechanisms.base import Credentials, NeedCredentials, ScramKeys, VerifyPlain
+from authbridge.core.session import Credential, CredentialsFound, RequestInfo
+from authbridge.core.usernames import InvalidUsername, UsernamePolicy
+from authbridge.core.verdict import Outcome, Reason, Verdict, refuse_nologin
+from authbridge.observability import userlog
+from authbridge.observability.logs import get_logger, get_stdlib_logger
 from authbridge.passdb.base import Passdb, PassdbEntry, StoreUnavailable
-from authbridge.penalty import PenaltyTracker
-from authbridge.policy import PolicyGate
 from authbridge.schemes import StoredPassword, wellformed
-from authbridge.session import Credential, CredentialsFound, RequestInfo
-from authbridge.usernames import InvalidUsername, UsernamePolicy
-from authbridge.verdict import Outcome, Reason, Verdict, refuse_nologin
 
 log = get_logger("authbridge.checks")
 #: The store-side failures, under the logger name they always had (operators filter
@@ -173,7 +174,7 @@ class _Found:
 class StoreAccess(Protocol):
     """What the pipeline reads of the stores and how to read them.
 
-    :class:`authbridge.authenticator.Authenticator` is the one implementation; it runs
+    :class:`authbridge.checks.authenticator.Authenticator` is the one implementation; it runs
     this pipeline itself, so the pipeline names only this shape, not that class, and the
     import goes one way (authenticator → pipeline).
     """
@@ -206,7 +207,7 @@ class CheckPipeline:
     ``authenticator`` holds the stores and how to read them (user name policy, cache,
     hasher, dummy hash, mode switches: a :class:`StoreAccess`); ``policy`` and
     ``penalty`` are the gates before any store is asked (``None``: no gate, as for
-    :meth:`Authenticator.check <authbridge.authenticator.Authenticator.check>`).
+    :meth:`Authenticator.check <authbridge.checks.authenticator.Authenticator.check>`).
     """
 
     def __init__(

@@ -31,8 +31,8 @@ import sys
 from collections.abc import Sequence
 from typing import TextIO
 
-from authbridge import wire
 from authbridge.commands.defaults import DEFAULT_SOCKET, client_socket, config_path
+from authbridge.core import wire
 
 EX_OK = 0
 EX_USAGE = 64

@@ -20,9 +20,10 @@ from typing import Any
 import structlog
 import trio
 
-from authbridge import __version__, gctune, supervisor, systemd
-from authbridge.authenticator import Authenticator
-from authbridge.cache import AuthCache
+from authbridge import __version__
+from authbridge.checks.authenticator import Authenticator
+from authbridge.checks.cache import AuthCache
+from authbridge.checks.hashing import Hasher
 from authbridge.commands.defaults import config_path, default_config
 from authbridge.config import (
     DEFAULT_SOCKET,
@@ -38,9 +39,10 @@ from authbridge.config import (
     parse_workers,
     total_delay_problem,
 )
-from authbridge.contained import Streak, report
-from authbridge.hashing import Hasher
-from authbridge.listeners import (
+from authbridge.core.mechanisms import REGISTRY as MECHANISMS
+from authbridge.core.mechanisms import UnknownMechanism, resolve
+from authbridge.daemon import gctune, supervisor, systemd
+from authbridge.daemon.listeners import (
     HANDOFF_SPACE,
     HandoffClosed,
     Listener,
@@ -51,10 +53,10 @@ from authbridge.listeners import (
     tcp_listener,
     unix_listener,
 )
-from authbridge.logs import configure, get_logger
-from authbridge.mechanisms import REGISTRY as MECHANISMS
-from authbridge.mechanisms import UnknownMechanism, resolve
-from authbridge.metrics import Metrics, MetricsHTTP, MetricsListenError
+from authbridge.daemon.server import AuthServer
+from authbridge.observability.contained import Streak, report
+from authbridge.observability.logs import configure, get_logger
+from authbridge.observability.metrics import Metrics, MetricsHTTP, MetricsListenError
 from authbridge.passdb import (
     EximFileStore,
     FileStore,
@@ -73,7 +75,6 @@ from authbridge.passdb.base import (
 from authbridge.passdb.drivers import postgresql_driver_problem
 from authbridge.passdb.watch import StoreWatcher
 from authbridge.schemes import StoredPassword
-from authbridge.server import AuthServer
 
 log = get_logger("authbridge.serve")
 

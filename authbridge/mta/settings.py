@@ -12,7 +12,7 @@ import ipaddress
 import re
 from dataclasses import dataclass, field
 
-from authbridge.mechanisms import REGISTRY
+from authbridge.core.mechanisms import REGISTRY
 from authbridge.mta.errors import MtaConfigError
 from authbridge.mta.senders import SenderMap
 

@@ -9,10 +9,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 if TYPE_CHECKING:
-    from authbridge.session import RequestInfo
+    from authbridge.core.session import RequestInfo
 
+from authbridge.core.records import record
 from authbridge.errors import StoreError
-from authbridge.records import record
 from authbridge.schemes import StoredPassword, is_expensive
 
 

@@ -22,6 +22,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from authbridge.core.usernames import UsernamePolicy
 from authbridge.passdb.base import (
     FileSignature,
     PassdbEntry,
@@ -36,7 +37,6 @@ from authbridge.passdb.validation import (
     strict_error,
 )
 from authbridge.schemes import StoredPassword, parse_stored
-from authbridge.usernames import UsernamePolicy
 
 _KEY = re.compile(r"([^:\s]+)\s*:?\s*(.*)")
 _BARE_MD5 = re.compile(r"[0-9A-Fa-f]{32}|[A-Za-z0-9+/]{22}==")

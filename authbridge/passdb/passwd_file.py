@@ -13,7 +13,8 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from authbridge.logs import get_stdlib_logger
+from authbridge.core.usernames import UsernamePolicy
+from authbridge.observability.logs import get_stdlib_logger
 from authbridge.passdb.base import (
     FileSignature,
     PassdbEntry,
@@ -30,7 +31,6 @@ from authbridge.passdb.validation import (
     strict_error,
 )
 from authbridge.schemes import SchemeError, StoredPassword, apply_compat_suffix, parse_stored
-from authbridge.usernames import UsernamePolicy
 
 log = get_stdlib_logger(__name__)
 

@@ -21,8 +21,8 @@ from typing import Any, Protocol, cast, runtime_checkable
 import trio
 
 from authbridge.config import StoreConfig
-from authbridge.contained import report
-from authbridge.logs import get_stdlib_logger
+from authbridge.observability.contained import report
+from authbridge.observability.logs import get_stdlib_logger
 from authbridge.passdb.base import PassdbEntry
 from authbridge.passdb.sql_errors import SqlConfigError, SqlStoreError
 from authbridge.passdb.sql_query import (
@@ -45,7 +45,7 @@ __all__ = [
 ]
 
 #: ``observe(store_name, result, seconds)``; result is "found", "not_found" or "error"
-#: (the signature of ``authbridge.metrics.Metrics.observe_lookup``).
+#: (the signature of ``authbridge.observability.metrics.Metrics.observe_lookup``).
 Observer = Callable[[str, str, float], None]
 
 Row = tuple[Sequence[str], Sequence[Any]]

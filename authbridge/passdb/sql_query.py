@@ -33,7 +33,7 @@ class QueryError(ConfigError):
 
 
 class RequestContext(Protocol):
-    """What a lookup may know about the request (authbridge.session.RequestInfo fits)."""
+    """What a lookup may know about the request (authbridge.core.session.RequestInfo fits)."""
 
     @property
     def service(self) -> str: ...

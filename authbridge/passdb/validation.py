@@ -14,10 +14,10 @@ import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-from authbridge.logs import get_stdlib_logger
+from authbridge.core.usernames import InvalidUsername, UsernamePolicy
+from authbridge.observability.logs import get_stdlib_logger
 from authbridge.passdb.base import StoreFormatError
 from authbridge.schemes import StoredPassword, wellformed
-from authbridge.usernames import InvalidUsername, UsernamePolicy
 
 #: The logger of entry problems (``authbridge check`` lists them from the stores instead).
 LOGGER = "authbridge.passdb.validation"

@@ -18,8 +18,8 @@ from typing import Protocol
 
 import trio
 
-from authbridge.contained import report
-from authbridge.logs import get_logger
+from authbridge.observability.contained import report
+from authbridge.observability.logs import get_logger
 from authbridge.passdb.base import (
     FileSignature,
     StoreFormatError,
@@ -35,7 +35,7 @@ log = get_logger("authbridge.serve")
 
 
 class WatchMetrics(Protocol):
-    """What the watcher moves (``authbridge.metrics.Metrics`` fits)."""
+    """What the watcher moves (``authbridge.observability.metrics.Metrics`` fits)."""
 
     def reloaded(self, ok: bool) -> None: ...
 

@@ -8,18 +8,19 @@ from pathlib import Path
 
 import pytest
 
-from authbridge import addresses, schemes
-from authbridge.authenticator import Authenticator
+from authbridge import schemes
+from authbridge.checks.authenticator import Authenticator
+from authbridge.checks.hashing import Hasher
+from authbridge.checks.penalty import PenaltySettings, PenaltyTracker
 from authbridge.checks.pipeline import CheckPipeline
+from authbridge.checks.policy import PolicyGate
 from authbridge.config import PolicyConfig
-from authbridge.hashing import Hasher
-from authbridge.mechanisms.base import VerifyPlain
-from authbridge.mechanisms.plain import Plain
+from authbridge.core import addresses
+from authbridge.core.mechanisms.base import VerifyPlain
+from authbridge.core.mechanisms.plain import Plain
+from authbridge.core.session import RequestInfo, Send, Session, SessionSettings
+from authbridge.core.verdict import Verdict
 from authbridge.passdb.passwd_file import PasswdFileStore
-from authbridge.penalty import PenaltySettings, PenaltyTracker
-from authbridge.policy import PolicyGate
-from authbridge.session import RequestInfo, Send, Session, SessionSettings
-from authbridge.verdict import Verdict
 
 
 def _session() -> Session:

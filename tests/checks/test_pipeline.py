@@ -11,17 +11,17 @@ import pytest
 import trio
 import trio.testing
 
-from authbridge.authenticator import Authenticator
+from authbridge.checks.authenticator import Authenticator
+from authbridge.checks.hashing import Hasher
+from authbridge.checks.penalty import PenaltySettings, PenaltyTracker
 from authbridge.checks.pipeline import CheckPipeline, Pending
+from authbridge.checks.policy import PolicyGate
 from authbridge.config import PolicyConfig
-from authbridge.hashing import Hasher
-from authbridge.mechanisms.base import NeedCredentials, ScramKeys, VerifyPlain
+from authbridge.core.mechanisms.base import NeedCredentials, ScramKeys, VerifyPlain
+from authbridge.core.session import CredentialsFound, RequestInfo
+from authbridge.core.verdict import Outcome, Reason, Verdict
 from authbridge.passdb.passwd_file import PasswdFileStore
-from authbridge.penalty import PenaltySettings, PenaltyTracker
-from authbridge.policy import PolicyGate
 from authbridge.schemes import generate
-from authbridge.session import CredentialsFound, RequestInfo
-from authbridge.verdict import Outcome, Reason, Verdict
 from tests.support.memory_store import MemoryStore
 
 

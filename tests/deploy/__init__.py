@@ -1,1 +1,1 @@
-"""Tests of deploy/ (systemd units, installer) and authbridge.systemd."""
+"""Tests of deploy/ (systemd units, installer) and authbridge.daemon.systemd."""

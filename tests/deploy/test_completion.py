@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from authbridge.cli import COMMANDS
-from authbridge.cli_parsers import all_commands, arguments
+from authbridge.commands.cli_parsers import all_commands, arguments
 from authbridge.schemes import available_schemes
 from tests.support import require_binary
 

@@ -13,8 +13,8 @@ import re
 from pathlib import Path
 
 from authbridge import config
-from authbridge.cache import CacheSettings
-from authbridge.penalty import PenaltySettings
+from authbridge.checks.cache import CacheSettings
+from authbridge.checks.penalty import PenaltySettings
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "deploy" / "authbridge.toml.example"
 _SETTING = re.compile(r"^#([a-z0-9_]+ = .*)$", re.MULTILINE)

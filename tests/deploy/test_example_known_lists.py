@@ -12,7 +12,7 @@ import re
 from pathlib import Path
 
 from authbridge import config
-from authbridge.mechanisms import REGISTRY as MECHANISMS
+from authbridge.core.mechanisms import REGISTRY as MECHANISMS
 from authbridge.schemes import available_schemes
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "deploy" / "authbridge.toml.example"

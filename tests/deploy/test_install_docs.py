@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from authbridge.cli import COMMANDS
-from authbridge.manpages import all_pages
+from authbridge.commands.manpages import all_pages
 from tests.support import require_binary
 
 REPO = Path(__file__).resolve().parents[2]

@@ -1,4 +1,4 @@
-"""authbridge.systemd.inherited_sockets with real fd passing.
+"""authbridge.daemon.systemd.inherited_sockets with real fd passing.
 
 The environment-only cases run in-process on a dict; everything that needs fds 3, 4, ...
 runs in a child process, which receives real sockets the way systemd hands them over:
@@ -20,7 +20,7 @@ from typing import Any
 
 import pytest
 
-from authbridge.systemd import SocketActivationError, inherited_sockets
+from authbridge.daemon.systemd import SocketActivationError, inherited_sockets
 from tests.support import require_binary
 
 REPO = str(Path(__file__).resolve().parents[2])
@@ -45,7 +45,7 @@ _CHILD_PRELUDE = textwrap.dedent(
 _CHILD_REPORT = textwrap.dedent(
     """
     import json, os, socket, sys
-    from authbridge.systemd import SocketActivationError, inherited_sockets
+    from authbridge.daemon.systemd import SocketActivationError, inherited_sockets
     try:
         found = inherited_sockets()
     except SocketActivationError as exc:

@@ -1,4 +1,5 @@
-"""authbridge.systemd.Notifier against a real AF_UNIX datagram socket standing in for systemd."""
+"""authbridge.daemon.systemd.Notifier against a real AF_UNIX datagram socket standing in for
+systemd."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from authbridge.systemd import Notifier
+from authbridge.daemon.systemd import Notifier
 
 
 @pytest.fixture

@@ -16,10 +16,10 @@ import sys
 import atheris
 
 with atheris.instrument_imports():
-    from authbridge import wire
-    from authbridge.mechanisms import REGISTRY
-    from authbridge.mechanisms.base import Credentials, NeedCredentials, ScramKeys
-    from authbridge.session import (
+    from authbridge.core import wire
+    from authbridge.core.mechanisms import REGISTRY
+    from authbridge.core.mechanisms.base import Credentials, NeedCredentials, ScramKeys
+    from authbridge.core.session import (
         Check,
         Close,
         CredentialsFound,
@@ -28,7 +28,7 @@ with atheris.instrument_imports():
         Session,
         SessionSettings,
     )
-    from authbridge.verdict import Outcome, Reason, Verdict
+    from authbridge.core.verdict import Outcome, Reason, Verdict
 
 SERVER_COMMANDS = {
     b"VERSION",

@@ -19,8 +19,8 @@ from dataclasses import dataclass, field
 from hypothesis import given
 from hypothesis import strategies as st
 
-from authbridge.mechanisms import resolve
-from authbridge.session import (
+from authbridge.core.mechanisms import resolve
+from authbridge.core.session import (
     Check,
     Close,
     Finished,
@@ -29,7 +29,7 @@ from authbridge.session import (
     Session,
     SessionSettings,
 )
-from authbridge.verdict import Outcome, Reason, Verdict
+from authbridge.core.verdict import Outcome, Reason, Verdict
 from tests.fuzz.settings import FUZZ
 
 IDS = st.integers(0, 6).map(str) | st.sampled_from(["", "x", "-1", "4294967296", "01"])

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from authbridge import wire
+from authbridge.core import wire
 from tests.fuzz.settings import FUZZ
 
 # Bytes rich in the characters the protocol cares about.

@@ -22,14 +22,14 @@ from typing import Any
 
 import trio
 
-from authbridge.authenticator import Authenticator
+from authbridge.checks.authenticator import Authenticator
+from authbridge.checks.hashing import Hasher
+from authbridge.checks.penalty import PenaltySettings
 from authbridge.config import Config, PolicyConfig, ServerConfig
-from authbridge.hashing import Hasher
-from authbridge.listeners import unix_listener
-from authbridge.metrics import INTERNAL_ERROR_PLACES, Metrics
-from authbridge.penalty import PenaltySettings
+from authbridge.daemon.listeners import unix_listener
+from authbridge.daemon.server import AuthServer
+from authbridge.observability.metrics import INTERNAL_ERROR_PLACES, Metrics
 from authbridge.schemes import cram_md5
-from authbridge.server import AuthServer
 from tests.support.memory_store import MemoryStore
 
 #: Seconds any single wait of a test may take before it fails (a hang is a failure).

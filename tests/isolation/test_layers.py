@@ -26,14 +26,16 @@ from typing import Any
 import pytest
 import trio
 
-from authbridge import events, logs, schemes, wire
-from authbridge.authenticator import Authenticator
+from authbridge import schemes
+from authbridge.checks.authenticator import Authenticator
+from authbridge.checks.hashing import Hasher
 from authbridge.checks.pipeline import CheckPipeline
-from authbridge.hashing import Hasher
-from authbridge.mechanisms.plain import Plain
-from authbridge.metrics import Metrics
-from authbridge.server import AuthServer, Connection
-from authbridge.session import Session
+from authbridge.core import wire
+from authbridge.core.mechanisms.plain import Plain
+from authbridge.core.session import Session
+from authbridge.daemon.server import AuthServer, Connection
+from authbridge.observability import events, logs
+from authbridge.observability.metrics import Metrics
 from tests.isolation.harness import (
     DEADLINE,
     PASSWORD,

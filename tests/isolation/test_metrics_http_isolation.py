@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 from prometheus_client import Gauge
 
-from authbridge.metrics import Metrics, MetricsHTTP
+from authbridge.observability.metrics import Metrics, MetricsHTTP
 from tests.isolation.background import SECRET, FaultyDaemon, assert_contained_once
 from tests.observability.helpers import http_get, parse_exposition
 from tests.support import wait_for_value

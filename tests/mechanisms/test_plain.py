@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from authbridge.mechanisms.base import Failure, VerifyPlain
-from authbridge.mechanisms.plain import Plain, split_plain
+from authbridge.core.mechanisms.base import Failure, VerifyPlain
+from authbridge.core.mechanisms.plain import Plain, split_plain
 
 
 @pytest.mark.parametrize(

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from scramp import ScramClient, ScramMechanism
 
-from authbridge.mechanisms.base import (
+from authbridge.core.mechanisms.base import (
     Challenge,
     Credentials,
     Failure,
@@ -13,7 +13,7 @@ from authbridge.mechanisms.base import (
     ScramKeys,
     Success,
 )
-from authbridge.mechanisms.scram import ScramSha256
+from authbridge.core.mechanisms.scram import ScramSha256
 
 
 def _keys(password: str) -> ScramKeys:

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from authbridge import logs
+from authbridge.observability import logs
 from tests.observability.helpers import scrape
 from tests.support import free_tcp_port, runtime_dir, wait_for_value
 from tests.support.authbridge_proc import AuthbridgeServer

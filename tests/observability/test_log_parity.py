@@ -19,9 +19,9 @@ import structlog
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from authbridge import events, logs, userlog
-from authbridge.session import RequestInfo
-from authbridge.verdict import Outcome, Reason, Verdict
+from authbridge.core.session import RequestInfo
+from authbridge.core.verdict import Outcome, Reason, Verdict
+from authbridge.observability import events, logs, userlog
 from tests.support import root_logging_restored
 
 #: isoformat() leaves the fraction out when it is exactly zero, on both paths.

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from authbridge.metrics import Metrics, MetricsHTTP, MetricsListenError, host_port
+from authbridge.observability.metrics import Metrics, MetricsHTTP, MetricsListenError, host_port
 from tests.observability.helpers import http_get
 from tests.support import runtime_dir, wait_for_text, wait_until
 from tests.support.authbridge_proc import AuthbridgeServer

@@ -16,8 +16,8 @@ from collections.abc import Iterator
 import pytest
 import structlog
 
-from authbridge import logs
 from authbridge.commands import check
+from authbridge.observability import logs
 from authbridge.passdb.passwd_file import index_passwd_file
 from authbridge.passdb.validation import LOGGER as ENTRY_PROBLEMS_LOGGER
 from authbridge.passdb.validation import EntryProblem, log_problems

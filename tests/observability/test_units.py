@@ -12,8 +12,10 @@ from collections.abc import Iterator
 import pytest
 from prometheus_client import generate_latest
 
-from authbridge import events, logs, userlog
-from authbridge.metrics import (
+from authbridge.core.session import RequestInfo
+from authbridge.core.verdict import Outcome, Reason, Verdict
+from authbridge.observability import events, logs, userlog
+from authbridge.observability.metrics import (
     LOOKUP_RESULTS,
     RESULTS,
     Metrics,
@@ -22,8 +24,6 @@ from authbridge.metrics import (
     parse_listen,
     result_label,
 )
-from authbridge.session import RequestInfo
-from authbridge.verdict import Outcome, Reason, Verdict
 from tests.observability.helpers import RESULTS_SET, http_get, parse_exposition
 from tests.support import root_logging_restored
 
@@ -77,9 +77,9 @@ def test_names_follow_prometheus_conventions() -> None:
 
 
 def test_duration_buckets_cover_failure_delay_and_penalty() -> None:
+    from authbridge.checks.penalty import PenaltySettings
     from authbridge.config import PolicyConfig
-    from authbridge.metrics import DURATION_BUCKETS
-    from authbridge.penalty import PenaltySettings
+    from authbridge.observability.metrics import DURATION_BUCKETS
 
     worst = PolicyConfig().failure_delay + max(PenaltySettings().steps)
     assert any(b >= worst for b in DURATION_BUCKETS)

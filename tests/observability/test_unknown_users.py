@@ -17,14 +17,14 @@ from collections.abc import Iterator
 
 import pytest
 
-from authbridge import events, logs, userlog
-from authbridge.authenticator import Authenticator
+from authbridge.checks.authenticator import Authenticator
+from authbridge.checks.hashing import Hasher
 from authbridge.config import ConfigError, parse_config
-from authbridge.hashing import Hasher
-from authbridge.mechanisms.base import VerifyPlain
+from authbridge.core.mechanisms.base import VerifyPlain
+from authbridge.core.session import RequestInfo
+from authbridge.core.verdict import Outcome, Reason, Verdict
+from authbridge.observability import events, logs, userlog
 from authbridge.passdb.base import StoreUnavailable
-from authbridge.session import RequestInfo
-from authbridge.verdict import Outcome, Reason, Verdict
 from tests.support import root_logging_restored
 
 FINGERPRINT = re.compile(r"^#[0-9a-f]{8}/\d+$")
@@ -76,7 +76,7 @@ def test_fingerprint_shape_and_stability() -> None:
 def test_fingerprint_key_is_per_process() -> None:
     """Another process fingerprints the same name differently: the key is never shared,
     so a fingerprint cannot be reproduced (and a short name guessed) from outside."""
-    code = "from authbridge import userlog; print(userlog.fingerprint('same-name'))"
+    code = "from authbridge.observability import userlog; print(userlog.fingerprint('same-name'))"
     other = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=30
     ).stdout.strip()

@@ -16,17 +16,17 @@ from typing import Any
 import pytest
 
 from authbridge import schemes
-from authbridge.authenticator import Authenticator
-from authbridge.hashing import Hasher
-from authbridge.mechanisms.base import VerifyPlain
+from authbridge.checks.authenticator import Authenticator
+from authbridge.checks.hashing import Hasher
+from authbridge.core.mechanisms.base import VerifyPlain
+from authbridge.core.session import RequestInfo
+from authbridge.core.verdict import Outcome, Reason, Verdict
 from authbridge.passdb import StoreFormatError
 from authbridge.passdb.exim_file import EximFileStore
 from authbridge.passdb.passwd_file import PasswdFileStore
 from authbridge.passdb.sql import SqlStore
 from authbridge.passdb.sql_sqlite import SqliteBackend
 from authbridge.schemes import wellformed
-from authbridge.session import RequestInfo
-from authbridge.verdict import Outcome, Reason, Verdict
 from tests.sql.conftest import QUERY, make_sqlite
 from tests.support import free_tcp_port, runtime_dir, wait_for_text, wait_for_value
 from tests.support.authbridge_proc import AuthbridgeServer

@@ -10,14 +10,14 @@ import os
 import signal
 from pathlib import Path
 
-from authbridge.authenticator import Authenticator
-from authbridge.cache import AuthCache, CacheSettings
-from authbridge.hashing import Hasher
-from authbridge.mechanisms.base import VerifyPlain
+from authbridge.checks.authenticator import Authenticator
+from authbridge.checks.cache import AuthCache, CacheSettings
+from authbridge.checks.hashing import Hasher
+from authbridge.core.mechanisms.base import VerifyPlain
+from authbridge.core.session import RequestInfo
+from authbridge.core.verdict import Outcome, Reason, Verdict
 from authbridge.passdb.base import PassdbEntry, StoreUnavailable
 from authbridge.passdb.passwd_file import parse_passwd_file
-from authbridge.session import RequestInfo
-from authbridge.verdict import Outcome, Reason, Verdict
 from tests.policy.authclient import AuthClient
 from tests.policy.conftest import StartBridge
 from tests.policy.daemon import metrics_args, pid_of, scrape, wait_for_metrics, wait_until

@@ -15,13 +15,13 @@ from pathlib import Path
 import pytest
 
 from authbridge import schemes
-from authbridge.authenticator import Authenticator
-from authbridge.hashing import Hasher
-from authbridge.mechanisms.base import VerifyPlain
+from authbridge.checks.authenticator import Authenticator
+from authbridge.checks.hashing import Hasher
+from authbridge.core.mechanisms.base import VerifyPlain
+from authbridge.core.session import RequestInfo
+from authbridge.core.verdict import Outcome, Reason, Verdict
 from authbridge.passdb.passwd_file import PasswdFileStore
 from authbridge.schemes import StoredPassword
-from authbridge.session import RequestInfo
-from authbridge.verdict import Outcome, Reason, Verdict
 from tests.policy.authclient import AuthClient
 from tests.policy.conftest import StartBridge
 

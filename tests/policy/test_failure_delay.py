@@ -14,7 +14,7 @@ import trio
 import trio.testing
 
 from authbridge.config import PolicyConfig
-from authbridge.server import FailureDelayQueue
+from authbridge.daemon.server import FailureDelayQueue
 from tests.policy.authclient import AuthClient, plain_resp
 from tests.policy.conftest import StartBridge
 from tests.policy.daemon import (

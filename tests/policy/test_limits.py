@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from authbridge import wire
 from authbridge.config import ServerConfig
+from authbridge.core import wire
 from tests.policy.authclient import AuthClient, ConnectionClosed, plain_resp
 from tests.policy.conftest import StartBridge
 from tests.policy.daemon import open_files_soft_limit, pid_of

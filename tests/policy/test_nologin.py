@@ -13,17 +13,17 @@ from pathlib import Path
 
 import pytest
 
-from authbridge.authenticator import Authenticator
-from authbridge.cache import AuthCache, CacheSettings
+from authbridge.checks.authenticator import Authenticator
+from authbridge.checks.cache import AuthCache, CacheSettings
+from authbridge.checks.hashing import Hasher
 from authbridge.config import parse_config
-from authbridge.events import FAIL2BAN_WORDS
-from authbridge.hashing import Hasher
-from authbridge.mechanisms.base import NeedCredentials, VerifyPlain
-from authbridge.metrics import result_label
+from authbridge.core.mechanisms.base import NeedCredentials, VerifyPlain
+from authbridge.core.session import Credential, CredentialsFound, RequestInfo
+from authbridge.core.verdict import Outcome, Reason, Verdict, refuse_nologin
+from authbridge.observability.events import FAIL2BAN_WORDS
+from authbridge.observability.metrics import result_label
 from authbridge.passdb.sql import SqlStore
 from authbridge.passdb.sql_sqlite import SqliteBackend
-from authbridge.session import Credential, CredentialsFound, RequestInfo
-from authbridge.verdict import Outcome, Reason, Verdict, refuse_nologin
 from tests.sql.conftest import DEPLOY, make_sqlite
 from tests.support.credentials import CramAnswer, authenticator_on, verdict_on
 from tests.support.memory_store import MemoryStore

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 
-from authbridge import wire
+from authbridge.core import wire
 from tests.policy.authclient import AuthClient, ConnectionClosed
 from tests.policy.conftest import StartBridge
 from tests.policy.test_secrets_not_logged import find_secrets

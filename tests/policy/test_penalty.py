@@ -10,8 +10,8 @@ import time
 
 import pytest
 
+from authbridge.checks.penalty import PenaltySettings, PenaltyTracker
 from authbridge.config import ConfigError, PolicyConfig, parse_config
-from authbridge.penalty import PenaltySettings, PenaltyTracker
 from tests.policy.authclient import AuthClient
 from tests.policy.conftest import StartBridge
 from tests.policy.users import PASSWORDS

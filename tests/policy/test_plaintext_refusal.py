@@ -14,12 +14,12 @@ from pathlib import Path
 
 import pytest
 
-from authbridge import replies
+from authbridge.checks.policy import PLAINTEXT_DISALLOWED, PLAINTEXT_INSECURE, PolicyGate
 from authbridge.config import PolicyConfig, parse_config
-from authbridge.metrics import result_label
-from authbridge.policy import PLAINTEXT_DISALLOWED, PLAINTEXT_INSECURE, PolicyGate
-from authbridge.session import RequestInfo
-from authbridge.verdict import Outcome, Reason, Verdict
+from authbridge.core import replies
+from authbridge.core.session import RequestInfo
+from authbridge.core.verdict import Outcome, Reason, Verdict
+from authbridge.observability.metrics import result_label
 from tests.support import runtime_dir, wait_for_text
 from tests.support.authbridge_proc import AuthbridgeServer
 from tests.support.dovecot import doveadm_auth

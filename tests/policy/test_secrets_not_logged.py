@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from authbridge import wire
+from authbridge.core import wire
 from tests.policy.authclient import AuthClient, plain_resp
 from tests.policy.conftest import StartBridge
 from tests.policy.daemon import metrics_args, scrape_text, wait_for_metrics

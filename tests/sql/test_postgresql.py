@@ -15,9 +15,9 @@ import pytest
 import trio
 from prometheus_client import CollectorRegistry
 
+from authbridge.checks.expand import expand, variables
 from authbridge.config import StoreConfig
-from authbridge.expand import expand, variables
-from authbridge.metrics import Metrics
+from authbridge.observability.metrics import Metrics
 from authbridge.passdb.base import StoreUnavailable
 from authbridge.passdb.sql import SqlStore, open_sql_store
 from authbridge.schemes import verify_password

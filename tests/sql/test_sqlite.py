@@ -10,8 +10,8 @@ from typing import Any
 import pytest
 import trio
 
+from authbridge.checks.expand import expand, variables
 from authbridge.config import ConfigError, StoreConfig, parse_config
-from authbridge.expand import expand, variables
 from authbridge.passdb.base import StoreFormatError, StoreUnavailable
 from authbridge.passdb.sql import SqlStore, open_sql_store
 from authbridge.passdb.sql_sqlite import SqliteBackend

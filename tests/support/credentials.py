@@ -6,13 +6,13 @@ import hashlib
 import hmac
 from pathlib import Path
 
-from authbridge.authenticator import Authenticator
-from authbridge.hashing import Hasher
-from authbridge.mechanisms.base import Accepted, Failure, Mechanism, NeedCredentials
-from authbridge.mechanisms.cram_md5 import CramMd5
+from authbridge.checks.authenticator import Authenticator
+from authbridge.checks.hashing import Hasher
+from authbridge.core.mechanisms.base import Accepted, Failure, Mechanism, NeedCredentials
+from authbridge.core.mechanisms.cram_md5 import CramMd5
+from authbridge.core.session import Credential, CredentialsFound, RequestInfo, failed_after_lookup
+from authbridge.core.verdict import Reason, Verdict
 from authbridge.passdb.passwd_file import PasswdFileStore
-from authbridge.session import Credential, CredentialsFound, RequestInfo, failed_after_lookup
-from authbridge.verdict import Reason, Verdict
 from tests.support.memory_store import MemoryStore
 
 

@@ -44,7 +44,7 @@ def _install() -> None:
     if "scrape_once" in FAULTS:
         from prometheus_client.registry import Collector
 
-        from authbridge import metrics
+        from authbridge.observability import metrics
 
         class FailsOnce(Collector):
             def __init__(self) -> None:
@@ -64,18 +64,18 @@ def _install() -> None:
 
         metrics.Metrics.__init__ = init  # type: ignore[method-assign]
     if "cache_len" in FAULTS:
-        from authbridge.cache import AuthCache
+        from authbridge.checks.cache import AuthCache
 
         def broken_len(self: Any) -> int:
             raise _boom()
 
         AuthCache.__len__ = broken_len  # type: ignore[method-assign]
     if "apply_once" in FAULTS:
-        from authbridge.server import AuthServer
+        from authbridge.daemon.server import AuthServer
 
         AuthServer.apply_config = _once(AuthServer.apply_config)  # type: ignore[method-assign]
     if "flush_once" in FAULTS:
-        from authbridge.cache import AuthCache
+        from authbridge.checks.cache import AuthCache
 
         AuthCache.flush = _once(AuthCache.flush)  # type: ignore[method-assign]
     if "load_marker" in FAULTS:
@@ -108,7 +108,7 @@ def _install() -> None:
 
         Daemon._flush_cache = crash  # type: ignore[method-assign]
     if "supervisor_check_once" in FAULTS and not IN_WORKER:
-        from authbridge.supervisor import Supervisor
+        from authbridge.daemon.supervisor import Supervisor
 
         Supervisor._check_workers = _once(Supervisor._check_workers)  # type: ignore[method-assign]
 

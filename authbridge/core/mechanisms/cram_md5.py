@@ -12,7 +12,7 @@ import socket
 import time
 from typing import ClassVar
 
-from authbridge.mechanisms.base import (
+from authbridge.core.mechanisms.base import (
     Accepted,
     Challenge,
     Credentials,

@@ -31,9 +31,9 @@ from dataclasses import dataclass
 
 import trio
 
-from authbridge.contained import Counter, Streak, report
-from authbridge.listeners import CAPACITY_ERRNOS, CAPACITY_PAUSE, GONE_ERRNOS, Listener
-from authbridge.logs import get_logger
+from authbridge.daemon.listeners import CAPACITY_ERRNOS, CAPACITY_PAUSE, GONE_ERRNOS, Listener
+from authbridge.observability.contained import Counter, Streak, report
+from authbridge.observability.logs import get_logger
 
 log = get_logger("authbridge.balance")
 

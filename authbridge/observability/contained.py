@@ -16,7 +16,7 @@ from collections.abc import Callable
 from pathlib import PurePath
 from typing import Any
 
-from authbridge.logs import get_logger
+from authbridge.observability.logs import get_logger
 
 log = get_logger("authbridge.contained")
 

@@ -11,20 +11,20 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Sequence
 
-from authbridge.cache import AuthCache
+from authbridge.checks.cache import AuthCache
 from authbridge.checks.fields import HIDDEN_FIELDS
+from authbridge.checks.hashing import Hasher
 from authbridge.checks.pipeline import (
     ILLEGAL_PASSWORD_BYTES,
     CheckPipeline,
     Pending,
     password_has_illegal_bytes,
 )
-from authbridge.hashing import Hasher
+from authbridge.core.session import Credential, CredentialsFound, RequestInfo
+from authbridge.core.usernames import UsernamePolicy
+from authbridge.core.verdict import Verdict
 from authbridge.passdb.base import Passdb
 from authbridge.schemes import StoredPassword
-from authbridge.session import Credential, CredentialsFound, RequestInfo
-from authbridge.usernames import UsernamePolicy
-from authbridge.verdict import Verdict
 
 __all__ = ["HIDDEN_FIELDS", "ILLEGAL_PASSWORD_BYTES", "Authenticator", "password_has_illegal_bytes"]
 
@@ -52,7 +52,7 @@ class Authenticator:
         #: an internal failure. Dovecot 2.3 answers a plain FAIL; compat mode does too.
         self.broken_hash_is_tempfail = True
         #: An OK whose fields carry ``nologin`` is answered as a FAIL (see
-        #: :func:`authbridge.verdict.refuse_nologin`); Dovecot 2.3, and compat mode, say OK.
+        #: :func:`authbridge.core.verdict.refuse_nologin`); Dovecot 2.3, and compat mode, say OK.
         self.nologin_refuses = True
         #: Called with (store name, "found" | "not_found" | "error", seconds) per lookup.
         self.on_lookup: Callable[[str, str, float], None] | None = None

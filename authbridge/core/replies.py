@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from authbridge.verdict import Outcome, Verdict
-from authbridge.wire import b64encode, join_line, keyvalue
+from authbridge.core.verdict import Outcome, Verdict
+from authbridge.core.wire import b64encode, join_line, keyvalue
 
 # ------------------------------------------------------------------ FAIL codes
 

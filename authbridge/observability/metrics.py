@@ -44,10 +44,11 @@ from prometheus_client.registry import Collector
 from prometheus_client.samples import Sample
 from prometheus_client.utils import floatToGoString
 
-from authbridge import __version__, after_batch, logs
-from authbridge.contained import Streak, report
-from authbridge.session import RequestInfo
-from authbridge.verdict import Outcome, Reason, Verdict
+from authbridge import __version__
+from authbridge.core.session import RequestInfo
+from authbridge.core.verdict import Outcome, Reason, Verdict
+from authbridge.observability import after_batch, logs
+from authbridge.observability.contained import Streak, report
 
 # ``*_created`` series double every counter and no dashboard or alert reads them.
 prometheus_client.disable_created_metrics()  # type: ignore[no-untyped-call]

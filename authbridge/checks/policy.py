@@ -11,8 +11,8 @@ from dataclasses import dataclass
 from functools import cached_property
 
 from authbridge.config import PolicyConfig
-from authbridge.session import RequestInfo
-from authbridge.verdict import Reason
+from authbridge.core.session import RequestInfo
+from authbridge.core.verdict import Reason
 
 
 @dataclass(frozen=True, slots=True)

@@ -14,7 +14,7 @@ from abc import ABC, abstractmethod
 from dataclasses import field
 from typing import ClassVar
 
-from authbridge.records import record
+from authbridge.core.records import record
 
 
 @record

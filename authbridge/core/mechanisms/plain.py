@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import ClassVar
 
-from authbridge.mechanisms.base import Failure, Mechanism, Step, VerifyPlain, decode_text
+from authbridge.core.mechanisms.base import Failure, Mechanism, Step, VerifyPlain, decode_text
 
 
 def split_plain(data: bytes) -> tuple[bytes, bytes, bytes] | None:

@@ -18,15 +18,10 @@ import secrets
 from collections import OrderedDict
 from dataclasses import dataclass
 
-from authbridge.verdict import Verdict
-
-
-@dataclass(frozen=True, slots=True)
-class CacheSettings:
-    enabled: bool = False
-    ttl: float = 300.0
-    negative_ttl: float = 60.0
-    max_entries: int = 100_000
+# Defined with the rest of the configuration (which must not import the checks);
+# re-exported here, next to the cache it configures.
+from authbridge.config import CacheSettings as CacheSettings
+from authbridge.core.verdict import Verdict
 
 
 @dataclass(slots=True)

@@ -4,7 +4,7 @@ Standard-library loggers (``logging.getLogger``) are routed through the same
 processors, so every line has one shape whichever API emitted it.
 
 Every line ends in one :class:`_Sink`. While a scheduler batch runs (see
-:mod:`authbridge.after_batch`), the lines of the event-loop thread are collected and
+:mod:`authbridge.observability.after_batch`), the lines of the event-loop thread are collected and
 handed on together when the batch ends: one string, one ``write``. A stream that is a
 real file descriptor (stdout, stderr, a pipe, journald's socket) is written by a thread
 of its own, so a full or slow log stream never stops the event loop: what waits for it
@@ -31,7 +31,7 @@ from typing import Any
 import structlog
 import trio
 
-from authbridge import userlog
+from authbridge.observability import userlog
 
 _LEVELS = {
     "debug": logging.DEBUG,
@@ -89,7 +89,8 @@ def configure(
     """Set up logging for the whole process; safe to call again.
 
     ``unknown_users`` says how login names no store recognised appear (see
-    :mod:`authbridge.userlog`): as a fingerprint unless the operator asks for ``typed``.
+    :mod:`authbridge.observability.userlog`): as a fingerprint unless the operator asks
+    for ``typed``.
 
     ``auto`` means JSON unless ``stream`` is a terminal: under systemd or in a pipe,
     journald and log shippers get one JSON object a line; a person gets columns.

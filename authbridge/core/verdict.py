@@ -10,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 import enum
 
-from authbridge.records import record
+from authbridge.core.records import record
 
 
 class Outcome(enum.Enum):

@@ -1,4 +1,5 @@
-"""Man pages in roff, made from the argparse definitions: ``python -m authbridge.manpages DIR``.
+"""Man pages in roff, made from the argparse definitions by
+``python -m authbridge.commands.manpages DIR``.
 
 Writes ``authbridge.1`` and one ``authbridge-COMMAND.1`` per command (sub-commands such
 as ``auth test`` are sections of their command's page). Generated at install time by
@@ -13,7 +14,7 @@ from pathlib import Path
 
 from authbridge import __version__
 from authbridge.cli import COMMANDS, EXIT_STATUS_HELP
-from authbridge.cli_parsers import CommandParser, all_commands, arguments
+from authbridge.commands.cli_parsers import CommandParser, all_commands, arguments
 
 CONFIG_FILE = "/etc/authbridge/authbridge.toml"
 
@@ -163,7 +164,7 @@ def write_pages(directory: Path) -> list[Path]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m authbridge.manpages",
+        prog="python -m authbridge.commands.manpages",
         description="write authbridge.1 and authbridge-COMMAND.1 into DIR",
     )
     parser.add_argument("directory", metavar="DIR", type=Path, help="where to write the pages")
@@ -171,7 +172,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         written = write_pages(args.directory)
     except OSError as exc:
-        print(f"authbridge.manpages: {exc.filename}: {exc.strerror}", file=sys.stderr)
+        print(f"authbridge.commands.manpages: {exc.filename}: {exc.strerror}", file=sys.stderr)
         return 74
     print(f"wrote {len(written)} pages to {args.directory}")
     return 0

@@ -1,4 +1,4 @@
-"""The trio shell around :class:`~authbridge.session.Session`.
+"""The trio shell around :class:`~authbridge.core.session.Session`.
 
 One task per connection, on a non-blocking socket, reads and feeds the session. Checks
 that nothing must wait for are answered inline; the others run as tasks, so replies go
@@ -22,17 +22,13 @@ from typing import Any, Protocol, cast
 
 import trio
 
-from authbridge import contained, events
-from authbridge.after_batch import AfterBatch
-from authbridge.authenticator import Authenticator
+from authbridge.checks.authenticator import Authenticator
+from authbridge.checks.penalty import PenaltyTracker
 from authbridge.checks.pipeline import CheckPipeline, Pending
+from authbridge.checks.policy import PolicyGate
 from authbridge.config import Config
-from authbridge.logs import get_logger
-from authbridge.mechanisms import resolve
-from authbridge.metrics import Metrics
-from authbridge.penalty import PenaltyTracker
-from authbridge.policy import PolicyGate
-from authbridge.session import (
+from authbridge.core.mechanisms import resolve
+from authbridge.core.session import (
     Check,
     Close,
     CredentialsFound,
@@ -43,8 +39,12 @@ from authbridge.session import (
     Session,
     SessionSettings,
 )
-from authbridge.usernames import UsernamePolicy
-from authbridge.verdict import Outcome, Reason, Verdict
+from authbridge.core.usernames import UsernamePolicy
+from authbridge.core.verdict import Outcome, Reason, Verdict
+from authbridge.observability import contained, events
+from authbridge.observability.after_batch import AfterBatch
+from authbridge.observability.logs import get_logger
+from authbridge.observability.metrics import Metrics
 
 log = get_logger("authbridge.server")
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import ClassVar
 
-from authbridge.mechanisms.base import Challenge, Mechanism, Step, VerifyPlain, decode_text
+from authbridge.core.mechanisms.base import Challenge, Mechanism, Step, VerifyPlain, decode_text
 
 USERNAME_PROMPT = b"Username:"
 PASSWORD_PROMPT = b"Password:"

@@ -14,8 +14,11 @@ import ipaddress
 from collections import OrderedDict
 from dataclasses import dataclass, field
 
-from authbridge import addresses
-from authbridge.addresses import IPAddress
+# Defined with the rest of the configuration (which must not import the checks);
+# re-exported here, next to the tracker it configures.
+from authbridge.config import PenaltySettings as PenaltySettings
+from authbridge.core import addresses
+from authbridge.core.addresses import IPAddress
 
 #: How many recent (user, password) checksums per address do not raise the penalty.
 RECENT_CHECKSUMS = 10
@@ -23,20 +26,6 @@ RECENT_CHECKSUMS = 10
 #: address is parsed once per request by the session; this keeps the bucket derived
 #: from it (the trusted-network test, the IPv6 prefix).
 KEY_CACHE_SIZE = 4096
-
-
-@dataclass(frozen=True, slots=True)
-class PenaltySettings:
-    enabled: bool = True
-    #: Seconds of delay for penalty levels 1, 2, 3, ... (the last value repeats).
-    steps: tuple[float, ...] = (1.0, 2.0, 4.0, 6.0)
-    #: A record with no failure for this long is forgotten.
-    forget_after: float = 60.0
-    ipv6_prefix: int = 64
-    #: Addresses never penalised (e.g. the webmail host).
-    trusted_networks: tuple[str, ...] = ()
-    #: Bound on tracked addresses; the least recently failed are dropped first.
-    max_entries: int = 100_000
 
 
 @dataclass(slots=True)

@@ -14,10 +14,9 @@ import collections
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
-from authbridge import addresses, replies, wire
-from authbridge.addresses import IPAddress
-from authbridge.errors import ProtocolError
-from authbridge.mechanisms.base import (
+from authbridge.core import addresses, replies, wire
+from authbridge.core.addresses import IPAddress
+from authbridge.core.mechanisms.base import (
     Accepted,
     Challenge,
     Credentials,
@@ -28,8 +27,8 @@ from authbridge.mechanisms.base import (
     Success,
     VerifyPlain,
 )
-from authbridge.records import record
-from authbridge.states import (
+from authbridge.core.records import record
+from authbridge.core.states import (
     CONNECTION,
     REQUEST,
     Conn,
@@ -42,8 +41,9 @@ from authbridge.states import (
     ReqEventKind,
     ReqState,
 )
-from authbridge.usernames import InvalidUsername, UsernamePolicy
-from authbridge.verdict import Outcome, Reason, Verdict
+from authbridge.core.usernames import InvalidUsername, UsernamePolicy
+from authbridge.core.verdict import Outcome, Reason, Verdict
+from authbridge.errors import ProtocolError
 
 PROTOCOL_MAJOR = 1
 PROTOCOL_MINOR = 2

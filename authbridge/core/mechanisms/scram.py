@@ -14,8 +14,8 @@ import hmac
 import secrets
 from typing import ClassVar
 
-from authbridge import wire
-from authbridge.mechanisms.base import (
+from authbridge.core import wire
+from authbridge.core.mechanisms.base import (
     Challenge,
     Credentials,
     Failure,

@@ -10,7 +10,7 @@ reply can be seen before that (an in-process peer runs only after that wait), so
 event and the counters are still complete by the time anyone can look.
 
 The end of a batch is also when the log lines the batch produced are written, all in
-one go (:func:`authbridge.logs.end_batch`), and when other per-batch work registered
+one go (:func:`authbridge.observability.logs.end_batch`), and when other per-batch work registered
 with :func:`at_batch_end` runs (a worker's counters reaching the shared files).
 """
 
@@ -23,7 +23,7 @@ from typing import Any
 
 import trio
 
-from authbridge import contained, logs
+from authbridge.observability import contained, logs
 
 #: Beyond this many pending items the queue runs at once: bounded memory whatever a
 #: batch holds (a batch normally completes a few dozen requests at most).

@@ -4,7 +4,7 @@ One Python event loop uses one core. With ``workers = N`` the supervisor binds (
 from systemd) the listening sockets, starts N ordinary ``authbridge serve`` processes,
 and is the only process waiting on those sockets: it accepts each burst of connections
 and passes every one to the least busy worker over that worker's own socketpair (see
-:mod:`authbridge.balance`), so a new connection wakes one worker, not all. Once handed
+:mod:`authbridge.daemon.balance`), so a new connection wakes one worker, not all. Once handed
 over, a connection is the worker's alone; the supervisor stays out of its traffic.
 
 The supervisor speaks sd_notify to its workers as systemd speaks it to a service: each
@@ -46,12 +46,12 @@ from typing import Any
 
 import trio
 
-from authbridge import systemd
-from authbridge.balance import Board, Dispatcher, Outlet, channel_pair
 from authbridge.config import Config
-from authbridge.contained import Streak, report
-from authbridge.listeners import Listener
-from authbridge.logs import get_logger
+from authbridge.daemon import systemd
+from authbridge.daemon.balance import Board, Dispatcher, Outlet, channel_pair
+from authbridge.daemon.listeners import Listener
+from authbridge.observability.contained import Streak, report
+from authbridge.observability.logs import get_logger
 
 log = get_logger("authbridge.supervisor")
 
@@ -127,7 +127,7 @@ class Supervisor:
         #: ``count(where)`` for contained exceptions (a no-op without metrics).
         self.count_internal_error: Callable[[str], None] | None = None
         if config.metrics.listen:
-            from authbridge.metrics import MetricsHTTP, SupervisorMetrics
+            from authbridge.observability.metrics import MetricsHTTP, SupervisorMetrics
 
             self.metrics = SupervisorMetrics(self.metrics_dir)
             self.count_internal_error = self.metrics.internal_error

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
+from authbridge.core.mechanisms.base import Mechanism
+from authbridge.core.mechanisms.cram_md5 import CramMd5
+from authbridge.core.mechanisms.login import Login
+from authbridge.core.mechanisms.plain import Plain
+from authbridge.core.mechanisms.scram import ScramSha1, ScramSha256
 from authbridge.errors import ConfigError
-from authbridge.mechanisms.base import Mechanism
-from authbridge.mechanisms.cram_md5 import CramMd5
-from authbridge.mechanisms.login import Login
-from authbridge.mechanisms.plain import Plain
-from authbridge.mechanisms.scram import ScramSha1, ScramSha256
 
 #: Every mechanism authbridge knows, keyed by its upper-case SASL name.
 REGISTRY: dict[str, type[Mechanism]] = {

@@ -2,7 +2,7 @@
 
 Everything that moves a connection or a request from one state to another is written
 here, as data: :data:`CONNECTION` and :data:`REQUEST` map each state to the events it
-accepts and the state each leads to. :class:`authbridge.session.Session` asks
+accepts and the state each leads to. :class:`authbridge.core.session.Session` asks
 :func:`advance` for every move, so a move the tables do not list is a bug that shows at
 once (:class:`IllegalTransition`), and :func:`accepts` tells whether a client line
 applies in a state (a ``CONT`` for a request that is not waiting for one, say).

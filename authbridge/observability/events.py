@@ -6,9 +6,9 @@ redacts every payload that may hold one (``resp=``, ``CONT`` data in both direct
 password-like extra fields) and whatever line it does not recognise.
 
 A login name no store recognised may be a password typed into the wrong field: it is
-logged as a keyed fingerprint (:mod:`authbridge.userlog`), in the authentication event,
-the fail2ban line and the ``user=`` of ``FAIL`` replies in the trace. Names a store
-found are logged as typed.
+logged as a keyed fingerprint (:mod:`authbridge.observability.userlog`), in the
+authentication event, the fail2ban line and the ``user=`` of ``FAIL`` replies in the
+trace. Names a store found are logged as typed.
 """
 
 from __future__ import annotations
@@ -17,11 +17,12 @@ import logging
 import re
 from collections import OrderedDict
 
-from authbridge import userlog, wire
-from authbridge.logs import authentication_event, get_logger, request_event
-from authbridge.metrics import result_label
-from authbridge.session import RequestInfo
-from authbridge.verdict import Outcome, Reason, Verdict
+from authbridge.core import wire
+from authbridge.core.session import RequestInfo
+from authbridge.core.verdict import Outcome, Reason, Verdict
+from authbridge.observability import userlog
+from authbridge.observability.logs import authentication_event, get_logger, request_event
+from authbridge.observability.metrics import result_label
 
 AUTH_LOGGER = "authbridge.auth"
 log = get_logger(AUTH_LOGGER)
@@ -155,7 +156,7 @@ def _authentication_event(
 ) -> None:
     """The one shape of the ``authentication`` event, finished or aborted.
 
-    Its fields are :data:`authbridge.logs.AUTH_FIELDS`, in that order.
+    Its fields are :data:`authbridge.observability.logs.AUTH_FIELDS`, in that order.
     """
     authentication_event(
         log,

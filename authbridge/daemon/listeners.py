@@ -19,8 +19,8 @@ from typing import Any
 
 import trio
 
-from authbridge.contained import Counter, Streak
-from authbridge.logs import get_logger
+from authbridge.observability.contained import Counter, Streak
+from authbridge.observability.logs import get_logger
 
 log = get_logger("authbridge.listeners")
 

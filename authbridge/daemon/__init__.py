@@ -1,0 +1,1 @@
+"""The trio shell: listeners, the per-connection server, the supervisor and its workers, systemd."""
