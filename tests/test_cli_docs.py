@@ -18,6 +18,7 @@ import pytest
 
 from authbridge.cli import COMMANDS
 from authbridge.commands.cli_parsers import CommandParser, all_commands, arguments
+from tests.support import missing_peer
 
 COMMAND_LIST = list(all_commands())
 
@@ -70,7 +71,7 @@ def _rendered(page: Path) -> str:
     elif shutil.which("groff"):
         command = ["groff", "-man", "-Tascii", "-rLL=400n", "-P-cbou", str(page)]
     else:
-        pytest.skip("neither man nor groff to render a page")
+        missing_peer("neither man nor groff to render a page (install-peers.sh: groff-base)")
     result = subprocess.run(command, capture_output=True, text=True, timeout=60, env=env)
     assert result.returncode == 0, result.stderr
     return result.stdout
