@@ -33,9 +33,7 @@ import importlib
 import os
 import select
 import sys
-import traceback
 from collections.abc import Sequence
-from pathlib import Path
 from typing import NoReturn
 
 from authbridge import __version__
@@ -139,17 +137,12 @@ def _dispatch(args_list: list[str], command: str | None) -> int:
 
 
 def _internal_error(exc: BaseException) -> str:
-    """``internal error: TYPE at file:line``: where our code was when it went wrong."""
-    frames = traceback.extract_tb(exc.__traceback__)
-    package = Path(__file__).resolve().parent
-    ours = [f for f in frames if Path(f.filename).resolve().is_relative_to(package)]
-    where = (ours or frames)[-1:] if frames else []
-    place = ""
-    if where:
-        path = Path(where[0].filename).resolve()
-        shown = path.relative_to(package.parent) if path.is_relative_to(package) else path.name
-        place = f" at {shown}:{where[0].lineno}"
-    return f"internal error: {type(exc).__name__}{place}"
+    """``internal error: TYPE at file:line``: where our code was when it went wrong (the
+    innermost authbridge frame, as the daemon's contained errors name it)."""
+    from authbridge.observability.contained import where_raised  # only when it happens
+
+    place = where_raised(exc)
+    return f"internal error: {place['error']} at {place.get('via', place['location'])}"
 
 
 def _say(command: str | None, text: str, status: int) -> int:
