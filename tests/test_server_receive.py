@@ -17,7 +17,7 @@ from authbridge.daemon.server import READ_SIZE, Connection
 def _connection() -> tuple[Connection, socket.socket]:
     ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
     ours.setblocking(False)
-    session = Session(SessionSettings(mechanisms=(), spid=1, cuid=1, cookie="0" * 32))
+    session = Session(SessionSettings(mechanisms=(), spid=1), cuid=1, cookie="0" * 32)
     return Connection(ours, session, 1), theirs
 
 

@@ -20,7 +20,7 @@ def _connection(sndbuf: int | None = None) -> tuple[Connection, socket.socket]:
     ours.setblocking(False)
     if sndbuf is not None:
         ours.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, sndbuf)
-    session = Session(SessionSettings(mechanisms=(), spid=1, cuid=1, cookie="0" * 32))
+    session = Session(SessionSettings(mechanisms=(), spid=1), cuid=1, cookie="0" * 32)
     return Connection(ours, session, 1), theirs
 
 
@@ -106,3 +106,40 @@ def test_tcp_allow_list_judges_the_address_accept_returned() -> None:
             assert Listener(other, "unix:x").peer_allowed("")  # no list: everyone
     finally:
         listener.sock.close()
+
+
+async def test_connections_share_one_settings_object_and_a_reload_replaces_it() -> None:
+    from dataclasses import replace
+
+    from authbridge.checks.authenticator import Authenticator
+    from authbridge.checks.hashing import Hasher
+    from authbridge.config import Config
+    from authbridge.daemon.server import AuthServer
+
+    server = AuthServer(Config(), Authenticator([], Hasher()))
+    first = server.settings
+    handshakes: list[bytes] = []
+    sessions: list[Session] = []
+    async with trio.open_nursery() as nursery:
+        for _ in range(2):
+            ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+            ours.setblocking(False)
+            nursery.start_soon(server.serve_socket, ours)
+            with trio.fail_after(10):
+                await trio.lowlevel.wait_readable(theirs)
+            handshakes.append(theirs.recv(4096))
+            new = [c.session for c in server.connections]
+            sessions.extend(n for n in new if all(n is not s for s in sessions))
+            theirs.close()
+    assert len(sessions) == 2
+    assert sessions[0].settings is sessions[1].settings is first
+    # Each connection still has its own id and cookie in the shared handshake head.
+    cuids = [line for h in handshakes for line in h.split(b"\n") if line.startswith(b"CUID")]
+    cookies = {line for h in handshakes for line in h.split(b"\n") if line.startswith(b"COOKIE")}
+    assert cuids == [b"CUID\t1", b"CUID\t2"] and len(cookies) == 2
+    assert handshakes[0].split(b"CUID")[0] == handshakes[1].split(b"CUID")[0]
+
+    reloaded = Config()
+    reloaded = replace(reloaded, server=replace(reloaded.server, request_timeout=7.0))
+    server.apply_config(reloaded)
+    assert server.settings is not first and server.settings.request_timeout == 7.0

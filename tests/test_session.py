@@ -27,10 +27,10 @@ def make(tempfail_disconnects: bool = False) -> Session:
         SessionSettings(
             mechanisms=resolve(["plain", "login", "cram-md5"]),
             spid=123,
-            cuid=7,
-            cookie="0" * 32,
             tempfail_disconnects=tempfail_disconnects,
-        )
+        ),
+        cuid=7,
+        cookie="0" * 32,
     )
 
 

@@ -47,7 +47,7 @@ def test_a_move_the_tables_do_not_list_is_a_bug() -> None:
 
 
 def _session() -> Session:
-    return Session(SessionSettings(mechanisms=[Plain, Login], spid=1, cuid=1, cookie="c" * 32))
+    return Session(SessionSettings(mechanisms=[Plain, Login], spid=1), cuid=1, cookie="c" * 32)
 
 
 def test_a_connection_walks_through_its_states() -> None:

@@ -48,14 +48,23 @@ def handshake_lines(
     cookie: str,
 ) -> bytes:
     """Everything the server says on accept (``mechanisms``: name and MECH flags)."""
+    return handshake_head(major, minor, mechanisms, spid) + handshake_tail(cuid, cookie)
+
+
+def handshake_head(
+    major: int, minor: int, mechanisms: Iterable[tuple[str, Iterable[str]]], spid: int
+) -> bytes:
+    """The part of the handshake that is the same on every connection of a process."""
     lines = [join_line("VERSION", str(major), str(minor))]
     for name, flags in mechanisms:
         lines.append(join_line("MECH", name, *flags))
     lines.append(join_line("SPID", str(spid)))
-    lines.append(join_line("CUID", str(cuid)))
-    lines.append(join_line("COOKIE", cookie))
-    lines.append(join_line("DONE"))
     return b"".join(lines)
+
+
+def handshake_tail(cuid: int, cookie: str) -> bytes:
+    """The connection's own part of the handshake: its id, its cookie, ``DONE``."""
+    return b"CUID\t%d\nCOOKIE\t%s\nDONE\n" % (cuid, cookie.encode("ascii"))
 
 
 def cont_line(request_id: int, data: bytes) -> bytes:

@@ -171,10 +171,11 @@ class ProtocolViolation(ProtocolError):
 
 @dataclass
 class SessionSettings:
+    """What every connection of a server process shares: built once, not per connection
+    (a reload builds a new one for the connections that follow)."""
+
     mechanisms: Sequence[type[Mechanism]]
     spid: int
-    cuid: int
-    cookie: str
     request_timeout: float = REQUEST_TIMEOUT
     #: More requests than this in flight at once (waiting for CONT, being checked) is
     #: abuse, not a mail server: the connection is closed.
@@ -183,11 +184,27 @@ class SessionSettings:
     #: On an internal failure, close the connection (so Exim says 435 and Postfix 454)
     #: instead of Dovecot's ``FAIL code=temp_fail`` that both MTAs turn into a 535.
     tempfail_disconnects: bool = False
+    #: The handshake up to ``SPID``, rendered on first use.
+    _handshake_head: bytes | None = field(default=None, init=False, repr=False)
+
+    def handshake_head(self) -> bytes:
+        head = self._handshake_head
+        if head is None:
+            head = self._handshake_head = replies.handshake_head(
+                PROTOCOL_MAJOR,
+                PROTOCOL_MINOR,
+                ((mech.name, mech.flags) for mech in self.mechanisms),
+                self.spid,
+            )
+        return head
 
 
 @dataclass
 class Session:
     settings: SessionSettings
+    #: The connection's id and cookie (the handshake's ``CUID`` and ``COOKIE``).
+    cuid: int = 0
+    cookie: str = ""
     #: Where the connection is; moved only through :meth:`_to` (``states.CONNECTION``).
     state: ConnState = Conn.AWAIT_VERSION
     #: ``state is Conn.CLOSED``, kept as a plain attribute for the shell's checks.
@@ -221,15 +238,7 @@ class Session:
 
     def handshake(self) -> bytes:
         """Everything the server says on accept, for one single write."""
-        settings = self.settings
-        return replies.handshake_lines(
-            PROTOCOL_MAJOR,
-            PROTOCOL_MINOR,
-            ((mech.name, mech.flags) for mech in settings.mechanisms),
-            settings.spid,
-            settings.cuid,
-            settings.cookie,
-        )
+        return self.settings.handshake_head() + replies.handshake_tail(self.cuid, self.cookie)
 
     @property
     def in_flight(self) -> int:

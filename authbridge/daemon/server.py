@@ -304,6 +304,8 @@ class AuthServer:
             authenticator, self.policy, self.penalty, on_penalty=self.metrics.penalties.inc
         )
         self.spid = os.getpid()
+        #: What every connection's session shares (rebuilt by apply_config).
+        self.settings = self._session_settings(config)
         self._cuids = itertools.count(1)
         self._cookie_pool = b""
         self._cookie_at = 0
@@ -325,9 +327,20 @@ class AuthServer:
         self.metrics.watch(self.metrics.connections_active, lambda: len(self.connections))
         self.metrics.watch(self.metrics.hash_queue, lambda: authenticator.hasher.queued)
 
+    def _session_settings(self, config: Config) -> SessionSettings:
+        return SessionSettings(
+            mechanisms=self.mechanisms,
+            spid=self.spid,
+            request_timeout=config.server.request_timeout,
+            max_requests=config.server.max_requests_per_connection,
+            usernames=_USERNAMES,
+            tempfail_disconnects=config.policy.tempfail_disconnects,
+        )
+
     def apply_config(self, config: Config) -> None:
         """Swap in a reloaded config (policy, delays, timeouts) for new requests."""
         self.config = config
+        self.settings = self._session_settings(config)
         self.policy = PolicyGate(config.policy)
         if config.penalty != self.penalty.settings:
             self.penalty = PenaltyTracker(config.penalty)
@@ -453,19 +466,8 @@ class AuthServer:
         return self._cookie_pool[start : start + COOKIE_BYTES].hex()
 
     async def _serve(self, sock: _Socket, cuid: int) -> None:
-        config = self.config
-        settings = SessionSettings(
-            mechanisms=self.mechanisms,
-            spid=self.spid,
-            cuid=cuid,
-            cookie=self._cookie(),
-            request_timeout=config.server.request_timeout,
-            max_requests=config.server.max_requests_per_connection,
-            usernames=_USERNAMES,
-            tempfail_disconnects=config.policy.tempfail_disconnects,
-        )
-        conn = Connection(sock, Session(settings), cuid)
-        conn.tracing = config.log.level == "debug"
+        conn = Connection(sock, Session(self.settings, cuid, self._cookie()), cuid)
+        conn.tracing = self.config.log.level == "debug"
         self.connections.add(conn)
         self.metrics.connections.inc()
         why = "client_disconnected"

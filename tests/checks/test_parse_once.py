@@ -24,7 +24,7 @@ from authbridge.passdb.passwd_file import PasswdFileStore
 
 
 def _session() -> Session:
-    session = Session(SessionSettings(mechanisms=[Plain], spid=1, cuid=1, cookie="c" * 32))
+    session = Session(SessionSettings(mechanisms=[Plain], spid=1), cuid=1, cookie="c" * 32)
     session.receive(b"VERSION\t1\t2\nCPID\t7\n", 0.0)
     return session
 

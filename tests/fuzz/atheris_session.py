@@ -74,12 +74,10 @@ def TestOneInput(data: bytes) -> None:
     settings = SessionSettings(
         mechanisms=tuple(REGISTRY.values()),
         spid=1,
-        cuid=1,
-        cookie="0" * 32,
         tempfail_disconnects=fdp.ConsumeBool(),
         max_requests=fdp.ConsumeIntInRange(1, 50),
     )
-    session = Session(settings)
+    session = Session(settings, cuid=1, cookie="0" * 32)
     _check_write(session.handshake())
     closed = False
     pending: list[Check] = []

@@ -129,11 +129,9 @@ def _session(tempfail_disconnects: bool) -> Session:
     settings = SessionSettings(
         mechanisms=resolve(["plain", "login", "cram-md5"]),
         spid=123,
-        cuid=1,
-        cookie="0" * 32,
         tempfail_disconnects=tempfail_disconnects,
     )
-    return Session(settings)
+    return Session(settings, cuid=1, cookie="0" * 32)
 
 
 @FUZZ

@@ -255,7 +255,7 @@ async def test_an_expiry_sweep_error_ends_only_that_connection(
 
     def expire(self: Session, now: float) -> Any:
         nonlocal other_swept
-        if self.settings.cuid == 1:
+        if self.cuid == 1:
             raise InjectedFault()
         other_swept += 1
         if other_swept >= 2:
