@@ -193,11 +193,14 @@ async def accept_connections(listener: Listener, handler: Handler, nursery: trio
     sock = listener.sock
     sock.setblocking(False)
     fd = sock.fileno()
+    # socket.accept() asks the listening socket for its family and type on every call
+    # and turns each into an enum; the raw accept and the family read once do not.
+    family = int(sock.family)
     while True:
         await trio.lowlevel.wait_readable(fd)
         while True:
             try:
-                client, address = sock.accept()
+                client_fd, address = sock._accept()  # type: ignore[attr-defined]
             except BlockingIOError:
                 break
             except OSError as exc:
@@ -208,6 +211,7 @@ async def accept_connections(listener: Listener, handler: Handler, nursery: trio
                 log.error("accept failed; retrying", error=os.strerror(exc.errno))
                 await trio.sleep(CAPACITY_PAUSE)
                 break
+            client = socket.socket(family, socket.SOCK_STREAM, 0, client_fd)
             client.setblocking(False)
             nursery.start_soon(handler, client, address)
 
