@@ -25,6 +25,7 @@ from authbridge.passdb.base import (
 from authbridge.passdb.line_index import LineIndex
 from authbridge.passdb.validation import (
     EntryProblem,
+    all_lines_usual,
     log_problems,
     name_problem,
     password_problem,
@@ -117,6 +118,8 @@ def validate_passwd_file(
     problems: list[EntryProblem] = []
     data = index.data
     repeated = set(duplicates)
+    if not repeated and all_lines_usual(data, policy):
+        return problems
     for lineno, _offset, line in _lines(data):
         user = line.partition(":")[0]
         if not user:

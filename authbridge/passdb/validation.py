@@ -56,6 +56,53 @@ def _usual_name(usernames: UsernamePolicy) -> re.Pattern[str]:
     return re.compile(f"[{re.escape(chars)}]+" if chars else ".+", re.DOTALL)
 
 
+@functools.lru_cache(maxsize=8)
+def _usual_lines(usernames: UsernamePolicy) -> re.Pattern[bytes] | None:
+    """Lines of a passwd-file-like store that are certainly fine for ``usernames``: a
+    comment, an empty line, or a usual name (no rewrite by the policy) with a usual
+    stored value (:func:`wellformed.usual_value_pattern`) and any further fields.
+
+    ``None`` when the policy rewrites names (a default domain) or allows characters
+    that are not ASCII: then every line is checked one by one.
+    """
+    chars = sorted(usernames.allowed_chars)
+    if usernames.default_domain or not chars or not all(c.isascii() for c in chars):
+        return None
+    if usernames.lowercase:
+        chars = [c for c in chars if c == c.lower()]
+    name = b"[" + _ranges(chars) + b"]+"
+    line = name + b":" + wellformed.usual_value_pattern() + rb"(?::[^\n]*)?"
+    return re.compile(rb"(?m)^(?:#[^\n]*|" + line + rb")?(?:\n|\Z)")
+
+
+def _ranges(chars: list[str]) -> bytes:
+    """A character class body for sorted ASCII ``chars``, runs written as ranges (a
+    class of ranges matches faster than the same class of single characters)."""
+    parts: list[bytes] = []
+    codes = [ord(c) for c in chars]
+    start = 0
+    while start < len(codes):
+        end = start
+        while end + 1 < len(codes) and codes[end + 1] == codes[end] + 1:
+            end += 1
+        first, last = re.escape(chars[start]), re.escape(chars[end])
+        if end - start >= 2:
+            parts.append(f"{first}-{last}".encode("ascii"))
+        else:
+            parts.extend(re.escape(c).encode("ascii") for c in chars[start : end + 1])
+        start = end + 1
+    return b"".join(parts)
+
+
+def all_lines_usual(data: bytes, usernames: UsernamePolicy) -> bool:
+    """Whether every line of ``data`` is certainly fine (see :func:`_usual_lines`):
+    one pass of a regular expression over the file instead of a check per line, which
+    keeps a 100k-user file's load well under a second. ``False`` says nothing: the
+    lines are then checked one by one."""
+    usual = _usual_lines(usernames)
+    return usual is not None and not usual.sub(b"", data)
+
+
 def name_problem(name: str, usernames: UsernamePolicy) -> str | None:
     """Why a login can never reach the user ``name`` as stored, or ``None``."""
     if (

@@ -204,3 +204,54 @@ _CHECKS: dict[str, Callable[[bytes], str | None]] = {
     "PLAIN-TRUNC": _parsed_by(plain.split_trunc),
     **{name: _salted(size) for name, size in _SALTED_DIGEST_SIZES.items()},
 }
+
+
+# ------------------------------------------------------------------ whole-file check
+
+_B64 = rb"[A-Za-z0-9+/]"
+
+
+def _b64_longer_than(size: int) -> bytes:
+    """Strict base64 (padded, no whitespace) that decodes to more than ``size`` bytes."""
+    least = size + 1
+    groups = -(-least // 3)  # that many 4-character groups always decode to enough
+    tail = rb"(?:" + _B64 + rb"{2}==|" + _B64 + rb"{3}=)"
+    pattern = rb"(?:" + _B64 + rb"{4}){%d,}" % groups + tail + rb"?"
+    short = least - 3 * (groups - 1)  # bytes the tail must add to one group fewer
+    if short == 2:
+        pattern += rb"|(?:" + _B64 + rb"{4}){%d}" % (groups - 1) + _B64 + rb"{3}="
+    return pattern
+
+
+def usual_value_pattern() -> bytes:
+    """A regular expression (bytes, no groups that capture) for the stored values that
+    are certainly well formed: ``{SCHEME}data`` of the common schemes, in their usual
+    shape. It is a shortcut for loading big files, not a second set of rules: whatever
+    it matches, :func:`problem` accepts too (a test checks it both ways on random
+    values), and whatever it does not match is left to :func:`problem`."""
+    crypt_bytes = rb"[./0-9A-Za-z]"
+    cost = rb"(?:0[4-9]|[12][0-9]|3[01])"
+    assert (MIN_COST, MAX_COST) == (4, 31), "the cost range above is written out"
+    # The commonest first; names as written in upper case only (a regular expression
+    # that ignores case runs at half the speed; other spellings take the slow path).
+    shapes = {
+        **{
+            name.encode(): _b64_longer_than(size)
+            for name, size in reversed(_SALTED_DIGEST_SIZES.items())
+        },
+        b"SHA512-CRYPT": _CRYPT_SHAPES[b"$6$"].pattern,
+        b"BLF-CRYPT": rb"\$2[abxy]\$" + cost + rb"\$" + crypt_bytes + rb"{53}",
+        b"ARGON2ID": _ARGON2_SHAPE.pattern,
+        b"PLAIN": rb"[^:\r\n]+",
+        b"SHA256-CRYPT": _CRYPT_SHAPES[b"$5$"].pattern,
+        b"MD5-CRYPT": _CRYPT_SHAPES[b"$1$"].pattern,
+        b"ARGON2I": _ARGON2_SHAPE.pattern,
+    }
+    for name in shapes:
+        entry = get(name.decode())
+        # Shapes hold only for the registry's entries as they are (salted: base64).
+        assert entry is not None and (entry.raw_len, entry.encoding) in ((0, "none"), (0, "b64"))
+    alternatives = b"|".join(
+        re.escape(name) + rb"\}(?:" + shape + rb")" for name, shape in shapes.items()
+    )
+    return rb"\{(?:" + alternatives + rb")"
