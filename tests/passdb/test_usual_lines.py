@@ -121,6 +121,9 @@ def test_usual_files_take_the_shortcut_and_unusual_lines_do_not() -> None:
     text = ("\n".join(users) + "\n").encode()
     assert all_lines_usual(text, POLICY)
     assert _slow_problems(text) == []
+    crlf = text.replace(b"\n\n", b"\n").replace(b"\n", b"\r\n")  # an empty line is not
+    assert all_lines_usual(crlf, POLICY)
+    assert _slow_problems(crlf) == []
     for bad in ["Up:{PLAIN}x", "e:{PLAIN}", ":{PLAIN}x", "n:{NOSUCH}x", "\r", "s:{SSHA512}abcd"]:
         mixed = text + bad.encode() + b"\n"
         assert not all_lines_usual(mixed, POLICY), bad
