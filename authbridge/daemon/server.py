@@ -133,8 +133,6 @@ class Connection:
         self.woken = False
         #: The reader is done: end of file, a broken socket, or the idle timeout.
         self.ended = False
-        #: No read yet (the first one is tried before waiting, see receive()).
-        self.fresh = True
 
     async def receive(self) -> bytes:
         """The next bytes from the client (empty at end of file).
@@ -142,18 +140,7 @@ class Connection:
         Wait until the socket is readable, then read once: trying the read first would,
         between an MTA's requests, always fail (a raised and caught BlockingIOError and
         a wasted system call per request). Waiting is also this loop's checkpoint.
-        The first read is the exception: an MTA sends its VERSION, CPID and often its
-        AUTH as soon as it connects, so right after the handshake they are usually
-        there already, and reading at once saves the connection a whole scheduler round.
         """
-        if self.fresh:
-            self.fresh = False
-            try:
-                return os.read(self.fd, READ_SIZE)
-            except BlockingIOError:
-                pass  # not there yet: wait like any other read
-            except OSError as exc:
-                raise trio.BrokenResourceError(str(exc)) from exc
         while True:
             await trio.lowlevel.wait_readable(self.fd)
             try:
