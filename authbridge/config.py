@@ -89,8 +89,8 @@ class RehashSettings:
     enabled: bool = False
     #: The scheme written (any scheme ``authbridge pw`` makes).
     scheme: str = "ARGON2ID"
-    #: Its cost (``authbridge pw -r``); ``None``: the scheme's default.
-    rounds: int | None = None
+    #: Its cost (``authbridge pw -r``); 0: the scheme's default.
+    rounds: int = 0
     #: Stored schemes that are rehashed; the target scheme with a lower cost is too.
     weak: tuple[str, ...] = DEFAULT_WEAK_SCHEMES
     #: Rehash jobs waiting at most; a login that finds the queue full is not rehashed.
@@ -558,26 +558,26 @@ def parse_config(text: str, source: str = "<string>", base_dir: Path | None = No
         max_entries=ca.get("max_entries", int, cdef.max_entries, _positive),
     )
     ca.finish()
-    rehash = _rehash_settings(root, _Reader(source, text, _table(root, "rehash"), "rehash"))
+    rehash = _rehash_settings(_Reader(source, text, _table(root, "rehash"), "rehash"))
     root.finish()
     return Config(
         server, tuple(stores), policy, log_config, metrics, penalty, cache, source, rehash
     )
 
 
-def _rehash_settings(root: _Reader, rh: _Reader) -> RehashSettings:
-    """``[rehash]``: absent means off; present, on unless ``enabled = false``."""
+def _rehash_settings(rh: _Reader) -> RehashSettings:
+    """``[rehash]``: off unless ``enabled = true`` (the other keys are checked either way)."""
     from authbridge.schemes import available_schemes  # only configs with [rehash] pay
 
     known = tuple(available_schemes())
     rdef = RehashSettings()
-    enabled = rh.get("enabled", bool, root.is_set("rehash"))
+    enabled = rh.get("enabled", bool, rdef.enabled)
     scheme = rh.get("scheme", str, rdef.scheme).upper()
     if scheme not in known:
         raise rh.error("scheme", f"unknown scheme {scheme!r}{_did_you_mean(scheme, known)}")
     if scheme in ("OTP", "DIGEST-MD5"):
         raise rh.error("scheme", f"{scheme} cannot be a rehash target (needs more than a password)")
-    rounds = rh.get("rounds", int, 0, _positive) if rh.is_set("rounds") else None
+    rounds = rh.get("rounds", int, rdef.rounds, _not_negative)
     weak = tuple(name.upper() for name in rh.strings("weak", rdef.weak))
     for name in weak:
         if name not in known:

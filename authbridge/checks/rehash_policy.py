@@ -58,7 +58,7 @@ class RehashPolicy:
 
     def __init__(self, settings: RehashSettings, mechanisms: Iterable[str]) -> None:
         self.scheme = settings.scheme
-        self.rounds = settings.rounds
+        self.rounds = settings.rounds or None
         self.weak = frozenset(settings.weak)
         # One hash as the rehash would write it: its cost and what it can serve.
         sample = schemes.parse_stored(

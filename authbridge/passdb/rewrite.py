@@ -62,8 +62,10 @@ def lock_path(path: Path) -> Path:
 
 
 @contextlib.contextmanager
-def locked(path: Path, timeout: float = LOCK_TIMEOUT) -> Iterator[None]:
-    """Hold the exclusive lock of ``path`` (OSError if it cannot be had in ``timeout``)."""
+def locked(path: Path, timeout: float | None = None) -> Iterator[None]:
+    """Hold the exclusive lock of ``path`` (OSError if it cannot be had in ``timeout``
+    seconds, by default :data:`LOCK_TIMEOUT`)."""
+    timeout = LOCK_TIMEOUT if timeout is None else timeout
     fd = os.open(lock_path(path), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
     try:
         deadline = time.monotonic() + timeout
