@@ -131,6 +131,9 @@ class StoreConfig:
     dsn: str = field(default="", repr=False)
     #: ``sql`` stores: Dovecot-style query; %u %n %d %s %r become bound parameters.
     password_query: str = ""
+    #: ``sql`` stores: ``[rehash]``'s write (%u, %w the new hash, %{old} the verified one);
+    #: empty: this store is not rehashed.
+    update_query: str = ""
     #: ``sql`` stores: seconds before a query counts as an outage.
     timeout: float = 5.0
     pool_size: int = 4
@@ -490,6 +493,7 @@ def parse_config(text: str, source: str = "<string>", base_dir: Path | None = No
                     driver=driver,
                     dsn=dsn,
                     password_query=query,
+                    update_query=st.get("update_query", str, ""),
                     timeout=st.get("timeout", float, 5.0, _positive),
                     pool_size=st.get("pool_size", int, 4, _positive),
                 )

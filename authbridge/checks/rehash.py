@@ -14,7 +14,7 @@ Logs name the user, the store and the scheme names; never the password or a hash
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from functools import partial
 from typing import Protocol
@@ -23,6 +23,7 @@ import trio
 
 from authbridge import schemes
 from authbridge.checks.rehash_policy import KEEP_FOR_MECHANISM, RehashPolicy
+from authbridge.errors import StoreError
 from authbridge.observability.logs import get_logger
 from authbridge.passdb.rewrite import CHANGED, WRITTEN, PasswordChange
 from authbridge.schemes import StoredPassword
@@ -38,12 +39,20 @@ WARNED_MAX = 100_000
 
 
 class Rewritable(Protocol):
-    """A store that can write new password values (passwd-file, Exim file)."""
+    """A store that can write new password values: ``can_rewrite`` is true, and it has
+    ``rewrite_passwords(changes)`` (blocking: the passwd-file and Exim file stores, run
+    in a thread) or ``async arewrite_passwords(changes)`` (SQL with an update_query),
+    answering each user's result (``written`` or ``skipped_changed``)."""
 
     @property
     def name(self) -> str: ...
 
-    def rewrite_passwords(self, changes: Sequence[PasswordChange]) -> dict[str, str]: ...
+    @property
+    def can_rewrite(self) -> bool: ...
+
+
+_SyncRewrite = Callable[[Sequence[PasswordChange]], dict[str, str]]
+_AsyncRewrite = Callable[[Sequence[PasswordChange]], Awaitable[dict[str, str]]]
 
 
 @dataclass(slots=True)
@@ -86,9 +95,8 @@ class Rehasher:
         decision = self.policy.decide(stored)
         if decision is None:
             return
-        rewrite = getattr(store, "rewrite_passwords", None)
-        if rewrite is None:
-            return  # a store that cannot be written (SQL): not yet
+        if not getattr(store, "can_rewrite", False):
+            return  # a store that cannot be written (SQL without an update_query)
         key = (id(store), user)
         if key in self._pending:
             return
@@ -159,16 +167,22 @@ class Rehasher:
         )
         store = jobs[0].store
         try:
-            results = await trio.to_thread.run_sync(
-                store.rewrite_passwords, changes, limiter=self._limiter
-            )
-        except OSError as exc:
+            arewrite: _AsyncRewrite | None = getattr(store, "arewrite_passwords", None)
+            if arewrite is not None:
+                results = await arewrite(changes)
+            else:
+                rewrite: _SyncRewrite = getattr(store, "rewrite_passwords")  # noqa: B009
+                results = await trio.to_thread.run_sync(rewrite, changes, limiter=self._limiter)
+        except (OSError, StoreError) as exc:
             self._count("failed", len(jobs))
+            # An OSError's reason (and file), an SqlStoreError's store and driver line:
+            # neither quotes a password or a hash.
+            why = (exc.strerror if isinstance(exc, OSError) else None) or str(exc)
             log.warning(
-                "rehash not written: the store file could not be changed",
+                "rehash not written: the store could not be changed",
                 store=store.name,
                 users=len(jobs),
-                error=exc.strerror or type(exc).__name__,
+                error=why or type(exc).__name__,
             )
             return
         for job in jobs:

@@ -152,6 +152,11 @@ class EximFileStore:
     def name(self) -> str:
         return f"exim-file:{self.path}"
 
+    @property
+    def can_rewrite(self) -> bool:
+        """``[rehash]`` may write new hashes here (see rewrite_passwords)."""
+        return True
+
     def rewrite_passwords(self, changes: Sequence[PasswordChange]) -> dict[str, str]:
         """Write new password values (see passdb.rewrite) and serve the new version.
 

@@ -234,6 +234,11 @@ class PasswdFileStore:
     def name(self) -> str:
         return f"passwd-file:{self.path}"
 
+    @property
+    def can_rewrite(self) -> bool:
+        """``[rehash]`` may write new hashes here (see rewrite_passwords)."""
+        return True
+
     def rewrite_passwords(self, changes: Sequence[PasswordChange]) -> dict[str, str]:
         """Write new password fields (see passdb.rewrite) and serve the new version.
 
