@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.observability.helpers import scrape
+from tests.observability.helpers import Scrape, scrape
 from tests.policy.authclient import AuthClient
 from tests.support import free_tcp_port, require_binary, runtime_dir, wait_for_text, wait_for_value
 from tests.support.authbridge_proc import AuthbridgeServer
@@ -35,6 +35,13 @@ def _config(rundir: Path, mechanisms: str = '"plain", "login"') -> Path:
     return config
 
 
+def _scrape_or_none(port: int) -> Scrape | None:
+    try:
+        return scrape(port)
+    except OSError:  # not listening yet (urllib's URLError is an OSError)
+        return None
+
+
 def _argon2id(users: Path, user: str) -> str:
     match = re.search(rf"^{re.escape(user)}:(\{{ARGON2ID\}}[^:\s]+)", users.read_text(), re.M)
     assert match is not None
@@ -53,7 +60,10 @@ def test_a_plain_md5_user_is_rehashed_to_argon2id_and_logs_in_again(rundir: Path
     args = ["--config", str(_config(rundir)), "--failure-delay", "0"]
     args += ["--metrics-listen", f"127.0.0.1:{port}"]
     with AuthbridgeServer(users, rundir / "auth-client", extra_args=args) as server:
-        reloads = scrape(port).value(RELOADS, result="success")
+        # /metrics starts serving a moment after the auth socket is there.
+        first = wait_for_value(lambda: _scrape_or_none(port), bool, what="/metrics answering")
+        assert first is not None
+        reloads = first.value(RELOADS, result="success")
         with AuthClient(server.socket_path) as client:
             assert client.plain(1, "alice", "password", "secured").startswith("OK\t1\t")
         data = wait_for_value(
