@@ -29,7 +29,7 @@ LOG_FORMATS = ("auto", "json", "console")
 LOG_LEVELS = ("debug", "info", "warning", "error")
 UNKNOWN_USER_MODES = ("fingerprint", "typed")
 #: The tables a config file may have (``store`` as ``[[store]]``, one per store).
-TABLES = ("server", "store", "policy", "log", "metrics", "penalty", "cache")
+TABLES = ("server", "store", "policy", "log", "metrics", "penalty", "cache", "rehash")
 #: Postfix gives up on the auth socket after this many seconds.
 POSTFIX_TIMEOUT = 10.0
 
@@ -54,6 +54,47 @@ class CacheSettings:
     ttl: float = 300.0
     negative_ttl: float = 60.0
     max_entries: int = 100_000
+
+
+#: Schemes a successful PLAIN/LOGIN login moves away from when ``[rehash]`` is on:
+#: plaintext and plaintext-equivalent, unsalted or fast-salted digests, old crypt(3).
+DEFAULT_WEAK_SCHEMES: tuple[str, ...] = (
+    "PLAIN",
+    "CLEAR",
+    "CLEARTEXT",
+    "PLAIN-TRUNC",
+    "PLAIN-MD4",
+    "PLAIN-MD5",
+    "LDAP-MD5",
+    "MD5",
+    "MD5-CRYPT",
+    "SMD5",
+    "SHA",
+    "SHA1",
+    "SSHA",
+    "SHA256",
+    "SHA512",
+    "CRYPT",
+    "DES-CRYPT",
+    "CRAM-MD5",
+    "HMAC-MD5",
+    "DIGEST-MD5",
+)
+
+
+@dataclass(frozen=True, slots=True)
+class RehashSettings:
+    """``[rehash]``: write a stronger hash back after a successful PLAIN/LOGIN login."""
+
+    enabled: bool = False
+    #: The scheme written (any scheme ``authbridge pw`` makes).
+    scheme: str = "ARGON2ID"
+    #: Its cost (``authbridge pw -r``); 0: the scheme's default.
+    rounds: int = 0
+    #: Stored schemes that are rehashed; the target scheme with a lower cost is too.
+    weak: tuple[str, ...] = DEFAULT_WEAK_SCHEMES
+    #: Rehash jobs waiting at most; a login that finds the queue full is not rehashed.
+    queue_size: int = 1000
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,6 +131,9 @@ class StoreConfig:
     dsn: str = field(default="", repr=False)
     #: ``sql`` stores: Dovecot-style query; %u %n %d %s %r become bound parameters.
     password_query: str = ""
+    #: ``sql`` stores: ``[rehash]``'s write (%u, %w the new hash, %{old} the verified one);
+    #: empty: this store is not rehashed.
+    update_query: str = ""
     #: ``sql`` stores: seconds before a query counts as an outage.
     timeout: float = 5.0
     pool_size: int = 4
@@ -135,6 +179,7 @@ class Config:
     penalty: PenaltySettings = field(default_factory=PenaltySettings)
     cache: CacheSettings = field(default_factory=CacheSettings)
     source: str = "<defaults>"
+    rehash: RehashSettings = field(default_factory=RehashSettings)
 
     def dovecot_compatible(self) -> Config:
         """The same setup, behaving exactly like Dovecot 2.3 on the wire."""
@@ -448,6 +493,7 @@ def parse_config(text: str, source: str = "<string>", base_dir: Path | None = No
                     driver=driver,
                     dsn=dsn,
                     password_query=query,
+                    update_query=st.get("update_query", str, ""),
                     timeout=st.get("timeout", float, 5.0, _positive),
                     pool_size=st.get("pool_size", int, 4, _positive),
                 )
@@ -516,8 +562,41 @@ def parse_config(text: str, source: str = "<string>", base_dir: Path | None = No
         max_entries=ca.get("max_entries", int, cdef.max_entries, _positive),
     )
     ca.finish()
+    rehash = _rehash_settings(_Reader(source, text, _table(root, "rehash"), "rehash"))
     root.finish()
-    return Config(server, tuple(stores), policy, log_config, metrics, penalty, cache, source)
+    return Config(
+        server, tuple(stores), policy, log_config, metrics, penalty, cache, source, rehash
+    )
+
+
+def _rehash_settings(rh: _Reader) -> RehashSettings:
+    """``[rehash]``: off unless ``enabled = true`` (the other keys are checked either way)."""
+    from authbridge.schemes import available_schemes  # only configs with [rehash] pay
+
+    known = tuple(available_schemes())
+    rdef = RehashSettings()
+    enabled = rh.get("enabled", bool, rdef.enabled)
+    scheme = rh.get("scheme", str, rdef.scheme).upper()
+    if scheme not in known:
+        raise rh.error("scheme", f"unknown scheme {scheme!r}{_did_you_mean(scheme, known)}")
+    if scheme in ("OTP", "DIGEST-MD5"):
+        raise rh.error("scheme", f"{scheme} cannot be a rehash target (needs more than a password)")
+    rounds = rh.get("rounds", int, rdef.rounds, _not_negative)
+    weak = tuple(name.upper() for name in rh.strings("weak", rdef.weak))
+    for name in weak:
+        if name not in known:
+            raise rh.error("weak", f"unknown scheme {name!r}{_did_you_mean(name, known)}")
+    if scheme in weak:
+        raise rh.error("scheme", f"{scheme} is listed in rehash.weak: it would be rehashed again")
+    rehash = RehashSettings(
+        enabled=enabled,
+        scheme=scheme,
+        rounds=rounds,
+        weak=weak,
+        queue_size=rh.get("queue_size", int, rdef.queue_size, _positive),
+    )
+    rh.finish()
+    return rehash
 
 
 def load_config(path: str | Path) -> Config:

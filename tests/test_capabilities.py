@@ -52,3 +52,35 @@ def test_a_broken_store_is_reported_with_file_and_line(tmp_path: Path) -> None:
     users.write_text("a:{PLAIN}x\nb:\x00\n")
     result = _run("--passwd-file", str(users))
     assert result.returncode == 1 and f"{users}:2" in result.stderr
+
+
+def test_rehash_says_who_moves_and_who_an_enabled_mechanism_keeps(tmp_path: Path) -> None:
+    users = tmp_path / "users"
+    users.write_text(USERS + "md5:{PLAIN-MD5}5f4dcc3b5aa765d61d8327deb882cf99\n")
+    config = tmp_path / "authbridge.toml"
+    config.write_text(
+        '[server]\nmechanisms = ["plain", "login", "cram-md5"]\n'
+        '[[store]]\npath = "users"\n[rehash]\nenabled = true\nscheme = "ARGON2ID"\n'
+    )
+    result = _run("--config", str(config), "--json")
+    assert result.returncode == 0, result.stderr
+    rows = {row["user"]: row.get("rehash") for row in map(json.loads, result.stdout.splitlines())}
+    assert rows == {
+        "plain": "kept (CRAM-MD5 needs it)",
+        "cram": "kept (CRAM-MD5 needs it)",
+        "crypt": None,
+        "scram": None,
+        "odd": None,
+        "md5": "to ARGON2ID",
+    }
+    text = _run("--config", str(config))
+    assert "md5\tPLAIN-MD5\tPLAIN LOGIN\trehash: to ARGON2ID" in text.stdout
+    assert "1 weak users move to ARGON2ID" in text.stderr
+    assert "2 keep a weak scheme an enabled mechanism needs" in text.stderr
+
+
+def test_without_rehash_no_rehash_column(tmp_path: Path) -> None:
+    users = tmp_path / "users"
+    users.write_text("md5:{PLAIN-MD5}5f4dcc3b5aa765d61d8327deb882cf99\n")
+    result = _run("--passwd-file", str(users))
+    assert "rehash" not in result.stdout + result.stderr

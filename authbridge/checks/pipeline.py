@@ -201,6 +201,12 @@ class StoreAccess(Protocol):
     def client_dependent(self) -> bool: ...
 
 
+class RehashOffer(Protocol):
+    """Takes a verified password whose stored value may be weak (checks.rehash.Rehasher)."""
+
+    def offer(self, store: object, user: str, stored: StoredPassword, password: bytes) -> None: ...
+
+
 class CheckPipeline:
     """Every rule between a credential and its verdict, in order.
 
@@ -227,6 +233,8 @@ class CheckPipeline:
         self.clock = clock
         self.timeout = timeout
         self._turns: dict[str, trio.Lock] = {}
+        #: ``[rehash]`` on: told of each successful PLAIN/LOGIN login (``None``: off).
+        self.rehash: RehashOffer | None = None
 
     # ------------------------------------------------------------------ drivers
 
@@ -439,7 +447,17 @@ class CheckPipeline:
             return found.verdict(Outcome.FAIL, Reason.PASSWORD_MISMATCH)
         if found.applied.forced_fail:
             return found.verdict(Outcome.FAIL, Reason.FORCED_FAIL)
+        if self.rehash is not None:  # the only cost of the feature when it is off
+            self._offer_rehash(self.rehash, found, cred.password)
         return found.verdict(Outcome.OK, Reason.NONE)
+
+    @staticmethod
+    def _offer_rehash(rehash: RehashOffer, found: _Found, password: bytes) -> None:
+        """A verified password (not a nopassword or nologin entry) goes to the rehash."""
+        stored = found.entry.password
+        if stored is None or found.applied.nopassword or found.entry.has("nologin"):
+            return
+        rehash.offer(found.store, found.user, stored, password)
 
     def _credentials(self, info: RequestInfo, cred: NeedCredentials) -> Generator[_Op, Any, Result]:
         """The user's credentials of the scheme the mechanism asked for, and the OK it

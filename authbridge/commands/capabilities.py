@@ -8,6 +8,11 @@ Users who cannot log in at all are shown as such, never as usable: an entry the 
 load found invalid (``invalid`` and its ``file:line: reason``; lines with no usable user
 are listed after the users) and a user disabled by ``nologin`` (``disabled`` and the
 entry's ``reason=``). Neither counts in the summary.
+
+With ``[rehash]`` enabled in the config, each weak user also shows what its next PLAIN
+or LOGIN login does: ``rehash: to ARGON2ID``, or ``rehash: kept (CRAM-MD5 needs it)``
+when an enabled mechanism needs the weak value and the target scheme cannot serve it;
+the summary counts both.
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ from collections import Counter
 from collections.abc import Iterator
 
 from authbridge import schemes
+from authbridge.checks.rehash_policy import KEEP_FOR_MECHANISM, REHASH, RehashPolicy
 from authbridge.commands.defaults import config_path, default_config
 from authbridge.config import ConfigError, StoreConfig, load_config
 from authbridge.passdb import FileStore, StoreFormatError, StoreUnavailable, open_file_store
@@ -60,9 +66,13 @@ def run(args: argparse.Namespace) -> int:
     path = args.config
     if not path and not args.passwd_file and not args.exim_file:
         path = config_path(None)  # /etc/authbridge/authbridge.toml if it exists
+    rehash: RehashPolicy | None = None
     try:
         if path:
-            stores.extend(load_config(path).stores)
+            config = load_config(path)
+            stores.extend(config.stores)
+            if config.rehash.enabled:
+                rehash = RehashPolicy(config.rehash, config.server.mechanisms)
     except ConfigError as exc:
         print(f"authbridge: {exc}", file=sys.stderr)
         return 2
@@ -89,6 +99,7 @@ def run(args: argparse.Namespace) -> int:
     if not file_stores:
         return 1
     invalid, disabled, lines = 0, 0, 0
+    rehashed, kept = 0, 0
     for store_config in file_stores:
         store = open_file_store(store_config.type, store_config.path, store_config.default_scheme)
         try:
@@ -104,6 +115,12 @@ def run(args: argparse.Namespace) -> int:
             row, allowed = _row(store, entry)
             if row["status"] == "ok":
                 totals.update(allowed)
+                if rehash is not None and entry.password is not None:
+                    what = _rehash(rehash, entry.password)
+                    if what is not None:
+                        row["rehash"] = what
+                        rehashed += what.startswith("to ")
+                        kept += what.startswith("kept")
             invalid += row["status"] == "invalid"
             disabled += row["status"] == "disabled"
             _print_row(row, args.json)
@@ -117,7 +134,25 @@ def run(args: argparse.Namespace) -> int:
         print(f"\n{users} users ({invalid} invalid, {disabled} disabled{more}):", file=sys.stderr)
         for mech in MECHANISM_ORDER:
             print(f"  {mech:<14} usable by {totals[mech]} of {users}", file=sys.stderr)
+        if rehash is not None:
+            print(
+                f"  rehash         {rehashed} weak users move to {rehash.scheme} at their "
+                f"next PLAIN/LOGIN login; {kept} keep a weak scheme an enabled mechanism "
+                "needs",
+                file=sys.stderr,
+            )
     return 0
+
+
+def _rehash(policy: RehashPolicy, stored: schemes.StoredPassword) -> str | None:
+    """What ``[rehash]`` does at the user's next PLAIN/LOGIN login (``None``: nothing)."""
+    decision = policy.decide(stored)
+    if decision == REHASH:
+        return f"to {policy.scheme}"
+    if decision == KEEP_FOR_MECHANISM:
+        needs = ", ".join(m for m in MECHANISM_ORDER if m in policy.needed_by(stored))
+        return f"kept ({needs} needs it)"
+    return None
 
 
 def _row(store: FileStore, entry: PassdbEntry) -> tuple[dict[str, object], frozenset[str]]:
@@ -153,6 +188,8 @@ def _print_row(row: dict[str, object], as_json: bool) -> None:
         line += f"\tinvalid: {row['problem']}"
     elif row["status"] == "disabled":
         line += "\tdisabled (nologin" + (f": {row['reason']})" if row["reason"] else ")")
+    if "rehash" in row:
+        line += f"\trehash: {row['rehash']}"
     print(line)
 
 

@@ -26,7 +26,9 @@ from authbridge.checks.authenticator import Authenticator
 from authbridge.checks.penalty import PenaltyTracker
 from authbridge.checks.pipeline import CheckPipeline, Pending
 from authbridge.checks.policy import PolicyGate
-from authbridge.config import Config
+from authbridge.checks.rehash import Rehasher
+from authbridge.checks.rehash_policy import RehashPolicy
+from authbridge.config import Config, RehashSettings
 from authbridge.core.mechanisms import resolve
 from authbridge.core.session import (
     Check,
@@ -326,6 +328,27 @@ class AuthServer:
         self.metrics.watch(self.metrics.delayed_failures, lambda: len(self.delay_queue))
         self.metrics.watch(self.metrics.connections_active, lambda: len(self.connections))
         self.metrics.watch(self.metrics.hash_queue, lambda: authenticator.hasher.queued)
+        #: ``[rehash]``: the queue and its task (made when first enabled, kept after).
+        self.rehasher: Rehasher | None = None
+        self._rehash_settings: RehashSettings | None = None
+        self._configure_rehash(config)
+
+    def _configure_rehash(self, config: Config) -> None:
+        """Turn rehash on, off or to new settings (the queue and its task stay)."""
+        settings = config.rehash
+        if not settings.enabled:
+            self.checks.rehash = None
+            return
+        if settings != self._rehash_settings or self.rehasher is None:
+            policy = RehashPolicy(settings, (m.name for m in self.mechanisms))
+            if self.rehasher is None:
+                self.rehasher = Rehasher(policy, settings.queue_size, self.metrics.rehashed)
+                if self._background is not None:
+                    self._background.start_soon(self.rehasher.run)
+            else:
+                self.rehasher.policy = policy
+            self._rehash_settings = settings
+        self.checks.rehash = self.rehasher
 
     def _session_settings(self, config: Config) -> SessionSettings:
         return SessionSettings(
@@ -345,6 +368,7 @@ class AuthServer:
         if config.penalty != self.penalty.settings:
             self.penalty = PenaltyTracker(config.penalty)
         self.checks.policy, self.checks.penalty = self.policy, self.penalty
+        self._configure_rehash(config)
 
     # ------------------------------------------------------------------ contained errors
 
@@ -366,13 +390,16 @@ class AuthServer:
     # ------------------------------------------------------------------ lifecycle
 
     async def run_background(self, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
-        """Server-wide tasks: the failure delay queue and the request expiry sweep."""
+        """Server-wide tasks: the failure delay queue, the request expiry sweep and the
+        rehash queue."""
         self.after_batch.install()
         try:
             async with trio.open_nursery() as nursery:
                 self._background = nursery
                 nursery.start_soon(self.delay_queue.run)
                 nursery.start_soon(self._sweep)
+                if self.rehasher is not None:
+                    nursery.start_soon(self.rehasher.run)
                 task_status.started()
         finally:
             self._background = None

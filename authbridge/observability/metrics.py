@@ -67,6 +67,9 @@ INTERNAL_ERROR_PLACES = (
     "worker",
 )
 
+#: The closed set of ``result`` label values of ``authbridge_rehashes_total``.
+REHASH_RESULTS = ("written", "skipped_changed", "skipped_mechanism", "dropped", "failed")
+
 INTERNAL_ERRORS_HELP = (
     "Unexpected exceptions contained where they happened (one connection, one "
     "scrape, one reload, ...), by where: the daemon kept serving."
@@ -342,6 +345,16 @@ class Metrics:
         self.reloads = Counter(
             "authbridge_store_reloads", "Store (re)loads by result.", ["result"], registry=r
         )
+        self.rehashes = Counter(
+            "authbridge_rehashes",
+            "Weak stored passwords met by a successful login ([rehash]), by what became "
+            "of the new hash.",
+            ["result"],
+            registry=r,
+        )
+        self._rehash_children = {
+            result: self.rehashes.labels(result=result) for result in REHASH_RESULTS
+        }
         self.last_reload = Gauge(
             "authbridge_store_last_reload_success_timestamp_seconds",
             "Unix time of the last successful store load.",
@@ -498,6 +511,11 @@ class Metrics:
         self.reloads.labels(result="success" if ok else "failure").inc()
         if ok:
             self.last_reload.set(time.time())
+
+    def rehashed(self, result: str) -> None:
+        """Count one rehash attempt by ``result`` (one of :data:`REHASH_RESULTS`)."""
+        self._rehash_children[result].inc()
+        self._dirty = True
 
     def store_unavailable(self, store: str, unavailable: bool) -> None:
         """Flag (or clear) a store whose file is gone or unreadable."""

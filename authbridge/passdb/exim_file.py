@@ -18,7 +18,7 @@ problem is logged as ``file:line: reason``; with ``strict`` the file is refused.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -29,6 +29,7 @@ from authbridge.passdb.base import (
     pick_dummy_password,
     read_store_file,
 )
+from authbridge.passdb.rewrite import PasswordChange, rewrite_and_reload
 from authbridge.passdb.validation import (
     EntryProblem,
     log_problems,
@@ -40,6 +41,26 @@ from authbridge.schemes import StoredPassword, parse_stored
 
 _KEY = re.compile(r"([^:\s]+)\s*:?\s*(.*)")
 _BARE_MD5 = re.compile(r"[0-9A-Fa-f]{32}|[A-Za-z0-9+/]{22}==")
+_KEY_BYTES = re.compile(rb"([^:\s]+)\s*:?\s*")
+
+
+def locate_password(line: bytes) -> tuple[str, int, int] | None:
+    """The (lower-cased) key of one line and where its value is (for a rewrite).
+
+    ``None`` for comments, blank and continuation lines, and a line whose value is not on
+    it (a rewrite then leaves that user alone).
+    """
+    if not line or line[0] in b" \t#":
+        return None
+    match = _KEY_BYTES.match(line)
+    if match is None:
+        return None
+    start = match.end()
+    end = line.find(b":", start)
+    value = line[start : len(line) if end < 0 else end].rstrip(b" \t")
+    if not value:
+        return None
+    return match.group(1).decode("utf-8", "surrogateescape").lower(), start, start + len(value)
 
 
 def _password(value: str, user: str) -> tuple[StoredPassword | None, str | None]:
@@ -58,6 +79,10 @@ def _password(value: str, user: str) -> tuple[StoredPassword | None, str | None]
             "or a {SCHEME}-prefixed value"
         )
     return stored, None
+
+
+def _field_password(text: str, user: str) -> StoredPassword | None:
+    return _password(text, user)[0]
 
 
 def parse_exim_file(text: str, path: str = "<string>") -> dict[str, PassdbEntry]:
@@ -120,10 +145,31 @@ class EximFileStore:
         self._invalid: dict[str, EntryProblem] = {}
         #: Called with the store after every successful load (the daemon's metric).
         self.on_loaded: Callable[[EximFileStore], None] | None = None
+        #: The signature of a version this store is writing itself (see rewrite).
+        self.own_write: FileSignature | None = None
 
     @property
     def name(self) -> str:
         return f"exim-file:{self.path}"
+
+    @property
+    def can_rewrite(self) -> bool:
+        """``[rehash]`` may write new hashes here (see rewrite_passwords)."""
+        return True
+
+    def rewrite_passwords(self, changes: Sequence[PasswordChange]) -> dict[str, str]:
+        """Write new password values (see passdb.rewrite) and serve the new version.
+
+        Blocking (a lock, a file write, fsyncs, a load): run it in a thread.
+        """
+        lowered = [PasswordChange(c.user.lower(), c.verified, c.new) for c in changes]
+        results = rewrite_and_reload(
+            self.path, lowered, locate_password, _field_password, self.load, self._own
+        )
+        return {c.user: results[c.user.lower()] for c in changes}
+
+    def _own(self, signature: FileSignature | None) -> None:
+        self.own_write = signature
 
     def load(self) -> int:
         """Read and parse the file; the old copy stays if this raises."""

@@ -9,7 +9,7 @@ onwards, space separated).
 from __future__ import annotations
 
 import itertools
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -23,6 +23,7 @@ from authbridge.passdb.base import (
     read_store_bytes,
 )
 from authbridge.passdb.line_index import LineIndex
+from authbridge.passdb.rewrite import PasswordChange, rewrite_and_reload
 from authbridge.passdb.validation import (
     EntryProblem,
     all_lines_usual,
@@ -173,6 +174,21 @@ def _entry(user: str, rest: str | None, default_scheme: str) -> PassdbEntry:
     return PassdbEntry(user, password, _extra_fields(parts))
 
 
+def locate_password(line: bytes) -> tuple[str, int, int] | None:
+    """The user of one line and where its password field is (for a rewrite)."""
+    if not line or line[0] == 35:  # "#": a comment
+        return None
+    colon = line.find(b":")
+    if colon <= 0:
+        return None  # no user name, or no password field at all
+    end = line.find(b":", colon + 1)
+    return (
+        line[:colon].decode("utf-8", "surrogateescape"),
+        colon + 1,
+        len(line) if end < 0 else end,
+    )
+
+
 def parse_passwd_file(
     text: str, path: str = "<string>", default_scheme: str = "CRYPT"
 ) -> dict[str, PassdbEntry]:
@@ -211,10 +227,32 @@ class PasswdFileStore:
         self._invalid: dict[str, EntryProblem] = {}
         #: Called with the store after every successful load (the daemon's metric).
         self.on_loaded: Callable[[PasswdFileStore], None] | None = None
+        #: The signature of a version this store is writing itself (see rewrite).
+        self.own_write: FileSignature | None = None
 
     @property
     def name(self) -> str:
         return f"passwd-file:{self.path}"
+
+    @property
+    def can_rewrite(self) -> bool:
+        """``[rehash]`` may write new hashes here (see rewrite_passwords)."""
+        return True
+
+    def rewrite_passwords(self, changes: Sequence[PasswordChange]) -> dict[str, str]:
+        """Write new password fields (see passdb.rewrite) and serve the new version.
+
+        Blocking (a lock, a file write, fsyncs, a load): run it in a thread.
+        """
+        return rewrite_and_reload(
+            self.path, changes, locate_password, self._field_password, self.load, self._own
+        )
+
+    def _field_password(self, text: str, user: str) -> StoredPassword:
+        return parse_stored(apply_compat_suffix(text), self.default_scheme)
+
+    def _own(self, signature: FileSignature | None) -> None:
+        self.own_write = signature
 
     def load(self) -> int:
         """Read and index the file; the old copy stays if this raises."""

@@ -24,8 +24,10 @@ from authbridge.config import StoreConfig
 from authbridge.observability.contained import report
 from authbridge.observability.logs import get_stdlib_logger
 from authbridge.passdb.base import PassdbEntry
+from authbridge.passdb.rewrite import CHANGED, WRITTEN, PasswordChange
 from authbridge.passdb.sql_errors import SqlConfigError, SqlStoreError
 from authbridge.passdb.sql_query import (
+    UPDATE_NAMES,
     Paramstyle,
     PreparedQuery,
     QueryError,
@@ -122,6 +124,20 @@ def entry_from_row(
     return PassdbEntry(user, password, tuple(fields))
 
 
+def _password_column(columns: Sequence[str], row: Sequence[Any]) -> tuple[str, str] | None:
+    """(column name, text) of the row's stored password, as entry_from_row reads it."""
+    for name, value in zip(columns, row, strict=True):
+        key = name.lower()
+        if key in ("password", "password_noscheme") and value is not None:
+            text = bytes(value).decode() if isinstance(value, bytes | memoryview) else str(value)
+            return key, text
+    return None
+
+
+#: Stored values remembered from lookups for ``update_query`` (``%{old}``), per user.
+SEEN_PASSWORDS = 10_000
+
+
 def _storable(value: str) -> bool:
     if "\x00" in value:
         return False
@@ -144,11 +160,21 @@ class SqlStore:
         timeout: float = 5.0,
         concurrency: int = 4,
         observe: Observer | None = None,
+        update_query: str = "",
     ) -> None:
         self.backend = backend
         # Checked once: a runtime Protocol check per lookup is not free.
         self._async = backend if isinstance(backend, AsyncBackend) else None
         self.query: PreparedQuery = prepare(password_query, backend.paramstyle)
+        #: ``[rehash]``'s write; ``None``: this store is not rehashed.
+        self.update: PreparedQuery | None = (
+            prepare(update_query, backend.paramstyle, UPDATE_NAMES, "update_query")
+            if update_query
+            else None
+        )
+        #: The stored value (column, text) each user's last lookup returned, for
+        #: ``%{old}`` (kept only with an update_query).
+        self._seen: dict[str, tuple[str, str]] = {}
         self.default_scheme = default_scheme
         self.timeout = timeout
         self.observe = observe
@@ -162,6 +188,54 @@ class SqlStore:
     @property
     def name(self) -> str:
         return f"sql:{self.backend.description}"
+
+    @property
+    def can_rewrite(self) -> bool:
+        """Whether ``[rehash]`` may write new hashes here (an update_query is set)."""
+        return self.update is not None
+
+    async def arewrite_passwords(self, changes: Sequence[PasswordChange]) -> dict[str, str]:
+        """Run the update_query for each change whose verified value is still the one
+        this store last read (``%{old}``: the database keeps a concurrent change).
+
+        Raises SqlStoreError (a StoreError) when the database does not take it.
+        """
+        results: dict[str, str] = {}
+        for change in changes:
+            results[change.user] = await self._rewrite_one(change)
+        return results
+
+    async def _rewrite_one(self, change: PasswordChange) -> str:
+        update = self.update
+        seen = self._seen.get(change.user)
+        if update is None or seen is None:
+            return CHANGED
+        column, old = seen
+        if entry_from_row(change.user, [column], [old], self.default_scheme).password != (
+            change.verified
+        ):
+            return CHANGED  # read again since, and different: not the value verified
+        extra = {"password": change.new, "old": old}
+        params = update.parameters(change.user, None, extra)
+        deadline = time.monotonic() + 0.9 * self.timeout
+        with trio.move_on_after(self.timeout) as scope:
+            aexecute = getattr(self.backend, "aexecute", None)
+            if aexecute is not None:
+                changed: int = await aexecute(update.sql, params, deadline)
+            else:
+                changed = await trio.to_thread.run_sync(
+                    self.backend.execute,  # type: ignore[union-attr]
+                    update.sql,
+                    params,
+                    deadline,
+                    limiter=self._limiter,
+                )
+        if scope.cancelled_caught:
+            raise SqlStoreError(f"{self.name}: update_query: no answer within {self.timeout:g} s")
+        if changed:
+            self._seen.pop(change.user, None)
+            return WRITTEN
+        return CHANGED
 
     @property
     def uses_request(self) -> bool:
@@ -229,6 +303,12 @@ class SqlStore:
             self._observe("not_found", started)
             return None
         entry = entry_from_row(user, columns, rows[0], self.default_scheme)
+        if self.update is not None:
+            seen = _password_column(columns, rows[0])
+            if seen is not None:
+                if len(self._seen) >= SEEN_PASSWORDS:
+                    self._seen.clear()
+                self._seen[user] = seen
         self._observe("found", started)
         return entry
 
@@ -271,6 +351,7 @@ def open_sql_store(config: StoreConfig, observe: Observer | None = None) -> SqlS
             timeout=config.timeout,
             concurrency=config.pool_size,
             observe=observe,
+            update_query=config.update_query,
         )
     except QueryError as exc:
         backend.close()

@@ -117,6 +117,15 @@ class _Conn:
         return columns, rows
 
 
+async def _execute(conn: _Conn, sql: bytes, params: list[bytes | None]) -> int:
+    """One writing statement, unprepared (the prepared one is the password query); the
+    rows it changed."""
+    conn.pg.send_query_params(sql, params)
+    res = await conn._result()
+    tuples = res.command_tuples
+    return 0 if tuples is None else int(tuples)
+
+
 class PqBackend:
     """A small trio pool of libpq connections (at most ``pool_size`` at a time)."""
 
@@ -195,6 +204,28 @@ class PqBackend:
                 else:
                     self._idle.append(conn)
                 return answer
+
+    async def aexecute(self, sql: str, params: tuple[str, ...], deadline: float) -> int:
+        """Run one writing statement (``[rehash]``'s update_query); the rows it changed."""
+        encoded: list[bytes | None] = [p.encode() for p in params]
+        async with self._slots:
+            try:
+                conn = self._idle.pop() if self._idle else await self._connect()
+            except (PqError, psycopg.Error) as exc:
+                raise SqlStoreError(f"{self.description}: {exc}") from None
+            try:
+                changed = await _execute(conn, sql.encode(), encoded)
+            except (PqError, psycopg.Error) as exc:
+                conn.close()
+                raise SqlStoreError(f"{self.description}: {_first_line(exc)}") from None
+            except BaseException:
+                conn.close()
+                raise
+            if self._closed:
+                conn.close()
+            else:
+                self._idle.append(conn)
+            return changed
 
     def close(self) -> None:
         self._closed = True

@@ -22,6 +22,10 @@ from authbridge.errors import ConfigError
 
 _SHORT = {"u": "user", "n": "username", "d": "domain", "s": "service", "r": "rip", "l": "lip"}
 _NAMES = frozenset(_SHORT.values())
+#: ``update_query`` (``[rehash]``) also binds the new hash (``%w``, ``%{password}``) and
+#: the stored value the login verified (``%{old}``), so that a concurrent change wins.
+UPDATE_NAMES = _NAMES | {"password", "old"}
+_UPDATE_SHORT = {**_SHORT, "w": "password"}
 #: Variables whose value depends on the request, not only on the user.
 REQUEST_VARIABLES = frozenset({"service", "rip", "lip"})
 
@@ -71,9 +75,17 @@ class PreparedQuery:
         """True if the result may differ per client (``%s``, ``%r``, ``%l``)."""
         return any(v.name in REQUEST_VARIABLES for v in self.variables)
 
-    def parameters(self, user: str, request: RequestContext | None = None) -> tuple[str, ...]:
+    def parameters(
+        self,
+        user: str,
+        request: RequestContext | None = None,
+        extra: dict[str, str] | None = None,
+    ) -> tuple[str, ...]:
+        """The values bound to the placeholders; ``extra``: ``password`` and ``old`` of an
+        update_query."""
         local, _, domain = user.partition("@")
         values = {
+            **(extra or {}),
             "user": user,
             "username": local,
             "domain": domain,
@@ -84,8 +96,14 @@ class PreparedQuery:
         return tuple(v.value(values) for v in self.variables)
 
 
-def _read_variable(query: str, i: int) -> tuple[Variable | None, int]:
+def _read_variable(
+    query: str,
+    i: int,
+    names: frozenset[str] = _NAMES,
+    label: str = "password_query",
+) -> tuple[Variable | None, int]:
     """Parse the variable whose ``%`` is at ``i``; (None, end) means a literal ``%%``."""
+    short = _UPDATE_SHORT if "password" in names else _SHORT
     n = len(query)
     j = i + 1
     modifier = ""
@@ -93,25 +111,33 @@ def _read_variable(query: str, i: int) -> tuple[Variable | None, int]:
         modifier = query[j]
         j += 1
     if j >= n:
-        raise QueryError(f"password_query: a lone % at offset {i}")
+        raise QueryError(f"{label}: a lone % at offset {i}")
     if query[j] == "%" and not modifier:
         return None, j + 1
     if query[j] == "{":
         end = query.find("}", j)
         if end < 0:
-            raise QueryError(f"password_query: unterminated %{{ at offset {i}")
+            raise QueryError(f"{label}: unterminated %{{ at offset {i}")
         name, j = query[j + 1 : end], end + 1
     else:
-        name, j = _SHORT.get(query[j], f"%{query[j]}"), j + 1
-    if name not in _NAMES:
-        known = ", ".join(sorted(_NAMES))
-        raise QueryError(f"password_query: unknown variable {name!r} (known: {known})")
+        name, j = short.get(query[j], f"%{query[j]}"), j + 1
+    if name not in names:
+        known = ", ".join(sorted(names))
+        raise QueryError(f"{label}: unknown variable {name!r} (known: {known})")
     return Variable(name, modifier), j
 
 
-def prepare(query: str, paramstyle: Paramstyle) -> PreparedQuery:
+def prepare(
+    query: str,
+    paramstyle: Paramstyle,
+    names: frozenset[str] = _NAMES,
+    label: str = "password_query",
+) -> PreparedQuery:
     """Translate ``query``: ``qmark`` gives ``?`` (sqlite3), ``format`` ``%s`` (psycopg),
-    ``numeric`` ``$1``, ``$2``... (libpq, PostgreSQL's own placeholders)."""
+    ``numeric`` ``$1``, ``$2``... (libpq, PostgreSQL's own placeholders).
+
+    ``names``: the variables allowed (:data:`UPDATE_NAMES` for an update_query, whose
+    errors say ``label``)."""
     literal_percent = "%%" if paramstyle == "format" else "%"
 
     def placeholder() -> str:
@@ -132,7 +158,7 @@ def prepare(query: str, paramstyle: Paramstyle) -> PreparedQuery:
                 continue
             if not in_string and query.startswith("'%", i):
                 # The Dovecot habit '%u': one whole quoted variable becomes a placeholder.
-                var, end = _read_variable(query, i + 1)
+                var, end = _read_variable(query, i + 1, names, label)
                 if var is not None and end < n and query[end] == "'":
                     variables.append(var)
                     out.append(placeholder())
@@ -143,12 +169,12 @@ def prepare(query: str, paramstyle: Paramstyle) -> PreparedQuery:
             i += 1
             continue
         if ch == "%":
-            var, end = _read_variable(query, i)
+            var, end = _read_variable(query, i, names, label)
             if var is None:
                 out.append(literal_percent)
             elif in_string:
                 raise QueryError(
-                    "password_query: a %-variable inside a longer quoted string cannot be "
+                    f"{label}: a %-variable inside a longer quoted string cannot be "
                     "bound as a parameter; write it alone ('%u') or join in SQL (%n || '@x')"
                 )
             else:
@@ -157,9 +183,9 @@ def prepare(query: str, paramstyle: Paramstyle) -> PreparedQuery:
             i = end
             continue
         if ch == "?" and paramstyle == "qmark" and not in_string:
-            raise QueryError("password_query: a bare ? outside a string (use %u and friends)")
+            raise QueryError(f"{label}: a bare ? outside a string (use %u and friends)")
         out.append(ch)
         i += 1
     if in_string:
-        raise QueryError("password_query: unterminated string literal")
+        raise QueryError(f"{label}: unterminated string literal")
     return PreparedQuery("".join(out), tuple(variables))

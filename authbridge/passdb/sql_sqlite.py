@@ -122,6 +122,27 @@ class SqliteBackend:
             conn.close()
         return columns, rows
 
+    def execute(self, sql: str, params: tuple[str, ...], deadline: float) -> int:
+        """Run one writing statement (``[rehash]``'s update_query) and commit it; the rows
+        it changed. A connection of its own, read-write, closed after: lookups stay on
+        their read-only ones, and a write is rare."""
+        uri = f"file:{quote(self.path)}?mode=rw"
+        try:
+            conn = sqlite3.connect(
+                uri, uri=True, timeout=self.busy_timeout, check_same_thread=False
+            )
+        except sqlite3.Error as exc:
+            raise SqlStoreError(f"{self.description}: {exc}") from None
+        try:
+            conn.set_progress_handler(lambda: int(time.monotonic() > deadline), _PROGRESS_STEPS)
+            with conn:  # commits, or rolls back on an error
+                changed = conn.execute(sql, params).rowcount
+        except sqlite3.Error as exc:
+            raise SqlStoreError(f"{self.description}: {exc}") from None
+        finally:
+            conn.close()
+        return max(0, changed)
+
     def close(self) -> None:
         with self._lock:
             self._closed = True

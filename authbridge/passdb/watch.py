@@ -83,7 +83,9 @@ def watched_files(stores: Iterable[object]) -> Iterator[WatchedFile]:
 
 
 def _same_as(store: PasswdFileStore | EximFileStore) -> Callable[[FileSignature], bool]:
-    return lambda signature: signature == store.loaded_signature
+    """The version in service, or one the store is writing and loading itself (a rehash:
+    not an outside change, so no second load, no log line, no cache flush)."""
+    return lambda signature: signature in (store.loaded_signature, store.own_write)
 
 
 def _reopen(backend: SqliteBackend) -> Callable[[], int | None]:

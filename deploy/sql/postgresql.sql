@@ -17,6 +17,8 @@ CREATE TABLE IF NOT EXISTS mail_users (
 
 -- authbridge only reads: give it SELECT and nothing else.
 GRANT SELECT ON mail_users TO authbridge;
+-- With [rehash] and an update_query, it also writes the password column:
+--   GRANT UPDATE (password) ON mail_users TO authbridge;
 
 INSERT INTO mail_users (username, password) VALUES
     ('alice@example.org', '{ARGON2ID}$argon2id$v=19$m=65536,t=3,p=1$z1ZbK3R9cE3Pmi68MJSZsw$zu5XAoPGCa75ZPNQ8VbFa3Xfx4GIOX+JenGk8VOQ77w'),

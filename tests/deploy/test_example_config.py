@@ -48,6 +48,7 @@ def test_every_config_key_is_documented() -> None:
         "metrics": config.MetricsConfig,
         "penalty": PenaltySettings,
         "cache": CacheSettings,
+        "rehash": config.RehashSettings,
     }
     documented: dict[str, set[str]] = {}
     current = ""

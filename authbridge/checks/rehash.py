@@ -1,0 +1,215 @@
+"""Rehash on login: a weak stored password replaced after a successful PLAIN/LOGIN login.
+
+The check pipeline calls :meth:`Rehasher.offer` with the password it just verified and
+the stored value it verified against. ``offer`` decides (see rehash_policy) and puts a
+small job on a bounded queue; it never waits, and a full queue drops the job (counted).
+One background task of the daemon (:meth:`Rehasher.run`) takes the jobs, hashes each
+password with the target scheme in a thread (a strong scheme is slow on purpose), and
+hands the new values to the store, which writes them only where the user's entry still
+holds the verified value (see ``passdb.rewrite``). Nothing here can fail a login: the
+reply went out before any of this runs, and a failing write is counted and logged.
+
+Logs name the user, the store and the scheme names; never the password or a hash.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from functools import partial
+from typing import Protocol
+
+import trio
+
+from authbridge import schemes
+from authbridge.checks.rehash_policy import KEEP_FOR_MECHANISM, RehashPolicy
+from authbridge.errors import StoreError
+from authbridge.observability.logs import get_logger
+from authbridge.passdb.rewrite import CHANGED, WRITTEN, PasswordChange
+from authbridge.schemes import StoredPassword
+
+log = get_logger("authbridge.rehash")
+
+#: The closed set of results counted in ``authbridge_rehashes_total``.
+RESULTS = (WRITTEN, CHANGED, "skipped_mechanism", "dropped", "failed")
+#: Jobs taken from the queue together; one file write serves those of the same store.
+BATCH = 64
+#: Users warned about (kept for a mechanism) remembered, so each is warned once.
+WARNED_MAX = 100_000
+
+
+class Rewritable(Protocol):
+    """A store that can write new password values: ``can_rewrite`` is true, and it has
+    ``rewrite_passwords(changes)`` (blocking: the passwd-file and Exim file stores, run
+    in a thread) or ``async arewrite_passwords(changes)`` (SQL with an update_query),
+    answering each user's result (``written`` or ``skipped_changed``)."""
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def can_rewrite(self) -> bool: ...
+
+
+_SyncRewrite = Callable[[Sequence[PasswordChange]], dict[str, str]]
+_AsyncRewrite = Callable[[Sequence[PasswordChange]], Awaitable[dict[str, str]]]
+
+
+@dataclass(slots=True)
+class RehashJob:
+    store: Rewritable
+    user: str
+    #: The stored value the login verified: the entry is changed only if it still holds it.
+    verified: StoredPassword
+    password: bytes
+
+
+class Rehasher:
+    """The queue of rehash jobs and the task that serves it."""
+
+    def __init__(
+        self,
+        policy: RehashPolicy,
+        queue_size: int,
+        on_result: Callable[[str], None] | None = None,
+    ) -> None:
+        #: Replaced on reload; the queue stays.
+        self.policy = policy
+        self.on_result = on_result
+        self._send, self._receive = trio.open_memory_channel[RehashJob](queue_size)
+        #: (store, user) queued or being written: a user logging in again meanwhile is
+        #: not queued twice.
+        self._pending: set[tuple[int, str]] = set()
+        self._warned: set[tuple[str, str]] = set()
+        self._limiter = trio.CapacityLimiter(1)
+
+    def _count(self, result: str, amount: int = 1) -> None:
+        if self.on_result is not None:
+            for _ in range(amount):
+                self.on_result(result)
+
+    # ------------------------------------------------------------------ login path
+
+    def offer(self, store: object, user: str, stored: StoredPassword, password: bytes) -> None:
+        """After a successful login: queue a rehash if ``stored`` is weak. Never waits."""
+        decision = self.policy.decide(stored)
+        if decision is None:
+            return
+        if not getattr(store, "can_rewrite", False):
+            return  # a store that cannot be written (SQL without an update_query)
+        key = (id(store), user)
+        if key in self._pending:
+            return
+        if decision == KEEP_FOR_MECHANISM:
+            self._count("skipped_mechanism")
+            self._warn_kept(store, user, stored)
+            return
+        job = RehashJob(store, user, stored, password)  # type: ignore[arg-type]
+        try:
+            self._send.send_nowait(job)
+        except trio.WouldBlock:
+            self._count("dropped")
+            return
+        self._pending.add(key)
+
+    def _warn_kept(self, store: object, user: str, stored: StoredPassword) -> None:
+        name = str(getattr(store, "name", "?"))
+        if (name, user) in self._warned:
+            return
+        if len(self._warned) >= WARNED_MAX:
+            self._warned.clear()
+        self._warned.add((name, user))
+        log.warning(
+            "weak password kept: an enabled mechanism needs it",
+            user=user,
+            store=name,
+            scheme=stored.scheme,
+            target=self.policy.scheme,
+            needed_by=",".join(sorted(self.policy.needed_by(stored))),
+        )
+
+    # ------------------------------------------------------------------ the task
+
+    def queued(self) -> int:
+        return int(self._receive.statistics().current_buffer_used)
+
+    async def run(self) -> None:
+        """Serve the queue until cancelled (a write under way is finished first)."""
+        async for job in self._receive:
+            batch = [job]
+            while len(batch) < BATCH:
+                try:
+                    batch.append(self._receive.receive_nowait())
+                except trio.WouldBlock:
+                    break
+            by_store: dict[int, list[RehashJob]] = {}
+            for item in batch:
+                by_store.setdefault(id(item.store), []).append(item)
+            for jobs in by_store.values():
+                try:
+                    await self._rewrite(jobs)
+                except Exception as exc:  # a rehash never takes the daemon down
+                    self._count("failed", len(jobs))
+                    log.error(
+                        "rehash failed",
+                        store=jobs[0].store.name,
+                        users=len(jobs),
+                        error=type(exc).__name__,
+                    )
+                finally:
+                    for item in jobs:
+                        self._pending.discard((id(item.store), item.user))
+
+    async def _rewrite(self, jobs: list[RehashJob]) -> None:
+        policy = self.policy
+        changes = await trio.to_thread.run_sync(
+            partial(_new_values, jobs, policy.scheme, policy.rounds), limiter=self._limiter
+        )
+        store = jobs[0].store
+        try:
+            arewrite: _AsyncRewrite | None = getattr(store, "arewrite_passwords", None)
+            if arewrite is not None:
+                results = await arewrite(changes)
+            else:
+                rewrite: _SyncRewrite = getattr(store, "rewrite_passwords")  # noqa: B009
+                results = await trio.to_thread.run_sync(rewrite, changes, limiter=self._limiter)
+        except (OSError, StoreError) as exc:
+            self._count("failed", len(jobs))
+            # An OSError's reason (and file), an SqlStoreError's store and driver line:
+            # neither quotes a password or a hash.
+            why = (exc.strerror if isinstance(exc, OSError) else None) or str(exc)
+            log.warning(
+                "rehash not written: the store could not be changed",
+                store=store.name,
+                users=len(jobs),
+                error=why or type(exc).__name__,
+            )
+            return
+        for job in jobs:
+            result = results.get(job.user, CHANGED)
+            self._count(result)
+            if result == WRITTEN:
+                log.info(
+                    "password rehashed",
+                    user=job.user,
+                    store=store.name,
+                    old=job.verified.scheme,
+                    new=policy.scheme,
+                )
+            else:
+                log.info(
+                    "rehash skipped: the user's entry changed since the login",
+                    user=job.user,
+                    store=store.name,
+                )
+
+
+def _new_values(jobs: list[RehashJob], scheme: str, rounds: int | None) -> list[PasswordChange]:
+    """Each job's password hashed with ``scheme`` (slow: in a thread)."""
+    changes = []
+    for job in jobs:
+        value = schemes.generate(scheme, job.password, job.user, rounds)
+        if any(c in value for c in ": \t\r\n"):
+            raise ValueError(f"a {scheme} value cannot be stored in a colon-separated line")
+        changes.append(PasswordChange(job.user, job.verified, value))
+    return changes
