@@ -31,7 +31,7 @@ from dataclasses import dataclass
 
 import trio
 
-from authbridge.daemon.listeners import CAPACITY_ERRNOS, CAPACITY_PAUSE, GONE_ERRNOS, Listener
+from authbridge.daemon.listeners import CAPACITY_PAUSE, Listener
 from authbridge.observability.contained import Counter, Streak, report
 from authbridge.observability.logs import get_logger
 
@@ -154,20 +154,11 @@ class Dispatcher:
 
     async def _accept(self, listener: Listener, accepted: list[socket.socket]) -> bool:
         """Accept up to :data:`BATCH` clients into ``accepted``; True if none is left."""
-        sock = listener.sock
         while len(accepted) < BATCH:
-            try:
-                client, address = sock.accept()
-            except BlockingIOError:
+            taken = await listener.accept_one()
+            if taken is None:
                 return True
-            except OSError as exc:
-                if exc.errno in GONE_ERRNOS:
-                    continue
-                if exc.errno not in CAPACITY_ERRNOS:
-                    raise
-                log.error("accept failed; retrying", error=os.strerror(exc.errno))
-                await trio.sleep(CAPACITY_PAUSE)
-                return True
+            client, address = taken
             if listener.allowed and not _peer_allowed(listener, address, self.count):
                 client.close()
                 continue

@@ -14,7 +14,7 @@ import pwd
 import socket
 import stat
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import trio
@@ -142,6 +142,34 @@ class Listener:
     unix_inode: int | None = None
     #: For TCP: allowed client networks (empty = everyone).
     allowed: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = ()
+    #: The socket's address family, read once (see accept_one).
+    _family: int | None = field(default=None, init=False, repr=False)
+
+    async def accept_one(self) -> tuple[socket.socket, Any] | None:
+        """The next waiting client and its address, or ``None`` when none is left for
+        now: the socket would block, or the process is out of descriptors (logged, and
+        after a pause, so a loop that keeps failing does not spin).
+
+        socket.accept() asks the listening socket for its family and type on every call
+        and turns each into an enum; the raw accept with the family read once does not.
+        """
+        family = self._family
+        if family is None:
+            family = self._family = int(self.sock.family)
+        while True:
+            try:
+                client_fd, address = self.sock._accept()  # type: ignore[attr-defined]
+            except BlockingIOError:
+                return None
+            except OSError as exc:
+                if exc.errno in GONE_ERRNOS:
+                    continue
+                if exc.errno not in CAPACITY_ERRNOS:
+                    raise
+                log.error("accept failed; retrying", error=os.strerror(exc.errno))
+                await trio.sleep(CAPACITY_PAUSE)
+                return None
+            return socket.socket(family, socket.SOCK_STREAM, 0, client_fd), address
 
     def trio_listener(self) -> trio.SocketListener:
         return trio.SocketListener(trio.socket.from_stdlib_socket(self.sock))
@@ -193,25 +221,10 @@ async def accept_connections(listener: Listener, handler: Handler, nursery: trio
     sock = listener.sock
     sock.setblocking(False)
     fd = sock.fileno()
-    # socket.accept() asks the listening socket for its family and type on every call
-    # and turns each into an enum; the raw accept and the family read once do not.
-    family = int(sock.family)
     while True:
         await trio.lowlevel.wait_readable(fd)
-        while True:
-            try:
-                client_fd, address = sock._accept()  # type: ignore[attr-defined]
-            except BlockingIOError:
-                break
-            except OSError as exc:
-                if exc.errno in GONE_ERRNOS:
-                    continue
-                if exc.errno not in CAPACITY_ERRNOS:
-                    raise
-                log.error("accept failed; retrying", error=os.strerror(exc.errno))
-                await trio.sleep(CAPACITY_PAUSE)
-                break
-            client = socket.socket(family, socket.SOCK_STREAM, 0, client_fd)
+        while (accepted := await listener.accept_one()) is not None:
+            client, address = accepted
             client.setblocking(False)
             nursery.start_soon(handler, client, address)
 
