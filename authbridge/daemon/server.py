@@ -301,6 +301,7 @@ class AuthServer:
         self.mechanisms = resolve(list(config.server.mechanisms))
         self.policy = PolicyGate(config.policy)
         self.penalty = PenaltyTracker(config.penalty)
+        self._wire_fleet(self.penalty)
         #: Every rule from a credential to its verdict (policy and penalty included).
         self.checks = CheckPipeline(
             authenticator, self.policy, self.penalty, on_penalty=self.metrics.penalties.inc
@@ -350,6 +351,18 @@ class AuthServer:
             self._rehash_settings = settings
         self.checks.rehash = self.rehasher
 
+    def _wire_fleet(self, penalty: PenaltyTracker) -> None:
+        """Point the spraying defence and the shared state at the metrics."""
+        fleet = penalty.fleet
+        if fleet is None:
+            return
+        fleet.on_spray = self.metrics.sprayed
+        fleet.on_shared = self.metrics.shared_read
+        if fleet.shared is not None:
+            fleet.shared.on_error = self.metrics.shared_error
+            fleet.shared.on_state = self.metrics.shared_up
+            self.metrics.shared_up(True)
+
     def _session_settings(self, config: Config) -> SessionSettings:
         return SessionSettings(
             mechanisms=self.mechanisms,
@@ -366,7 +379,14 @@ class AuthServer:
         self.settings = self._session_settings(config)
         self.policy = PolicyGate(config.policy)
         if config.penalty != self.penalty.settings:
+            old = self.penalty.fleet
             self.penalty = PenaltyTracker(config.penalty)
+            self._wire_fleet(self.penalty)
+            if old is not None and old.shared is not None:
+                old.shared.close()
+            shared = self.penalty.fleet.shared if self.penalty.fleet is not None else None
+            if shared is not None and self._background is not None:
+                self._background.start_soon(shared.run)
         self.checks.policy, self.checks.penalty = self.policy, self.penalty
         self._configure_rehash(config)
 
@@ -400,6 +420,9 @@ class AuthServer:
                 nursery.start_soon(self._sweep)
                 if self.rehasher is not None:
                     nursery.start_soon(self.rehasher.run)
+                fleet = self.penalty.fleet
+                if fleet is not None and fleet.shared is not None:
+                    nursery.start_soon(fleet.shared.run)
                 task_status.started()
         finally:
             self._background = None
