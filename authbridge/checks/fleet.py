@@ -4,8 +4,9 @@
 :class:`~authbridge.checks.penalty.PenaltyTracker`), the account's new wrong guesses
 over all addresses (:class:`~authbridge.checks.spraying.UserFailures`), and, with
 ``backend = "redis"``, the same two counts of the whole fleet
-(:class:`~authbridge.checks.shared.SharedState`). The larger of local and shared wins, so
-a Redis outage falls back to what this process saw.
+(:class:`~authbridge.checks.shared.SharedState`). When Redis answers, its counts
+decide (a success at another instance cleared the address for all); when it does not,
+this process's own counts do, and they are pushed to Redis when it returns.
 
 Who waits, and when (the rightful user is never locked out):
 
@@ -64,10 +65,11 @@ class Fleet:
         self, bucket: str, user: str, remote: tuple[int, int] | None, now: float
     ) -> tuple[float, float]:
         """(seconds before the check, seconds added to a FAIL) for this request."""
-        level = self.tracker.level_of(bucket, now)
-        count = self.users.count(user, now) if self.spraying else 0
-        if remote is not None:
-            level, count = max(level, remote[0]), max(count, remote[1])
+        if remote is not None:  # Redis answered: the fleet's truth (a success elsewhere
+            level, count = remote  # cleared the address everywhere)
+        else:
+            level = self.tracker.level_of(bucket, now)
+            count = self.users.count(user, now) if self.spraying else 0
         spray = spray_delay(self.settings, count) if self.spraying else 0.0
         if level > 0:
             steps = self.settings.steps

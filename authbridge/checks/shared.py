@@ -101,13 +101,15 @@ class SharedState:
             retry=Retry(NoBackoff(), 0),  # no retries: the breaker decides
             health_check_interval=0,
         )
-        self._errors: tuple[type[BaseException], ...] = (
-            redis.RedisError,
-            OSError,
+        # Exception: whatever else goes wrong on the way to Redis ("internal") must
+        # not cost a login either; it is counted and logged like an outage.
+        self._errors: tuple[type[BaseException], ...] = (Exception,)
+        self._timeout_errors: tuple[type[BaseException], ...] = (
+            redis.TimeoutError,
             trio.TooSlowError,
         )
-        self._timeout_errors: tuple[type[BaseException], ...] = (redis.TimeoutError,)
-        self._connection_errors: tuple[type[BaseException], ...] = (redis.ConnectionError,)
+        self._connection_errors: tuple[type[BaseException], ...] = (redis.ConnectionError, OSError)
+        self._refused_errors: tuple[type[BaseException], ...] = (redis.RedisError,)
         self._failed_script = self._client.register_script(_FAILED)
         self._raise_script = self._client.register_script(_RAISE)
         self._limiter = trio.CapacityLimiter(THREADS)
@@ -163,11 +165,13 @@ class SharedState:
             self.queue(("resync",))
 
     def _kind(self, exc: BaseException) -> str:
-        if isinstance(exc, self._timeout_errors | trio.TooSlowError):
+        if isinstance(exc, self._timeout_errors):
             return "timeout"
-        if isinstance(exc, self._connection_errors | OSError):
+        if isinstance(exc, self._connection_errors):
             return "connection"
-        return "refused"
+        if isinstance(exc, self._refused_errors):
+            return "refused"
+        return "internal"
 
     # ------------------------------------------------------------ reads
 
@@ -223,6 +227,8 @@ class SharedState:
                         break
                 if not self.usable():
                     continue  # the local tracker has them; resync pushes the levels
+                # The snapshot is taken here, in trio's thread, where the counts change.
+                batch = [("resync", self.snapshot()) if j[0] == "resync" else j for j in batch]
                 try:
                     with trio.fail_after(self.settings.redis_timeout * 10):
                         await trio.to_thread.run_sync(
@@ -252,12 +258,12 @@ class SharedState:
                 bucket = job[1]
                 pipe.delete(self._ip + bucket, self._guesses + bucket, self._users + bucket)
             else:
-                self._resync(pipe)
+                self._resync(pipe, job[1])
         pipe.execute()
 
-    def _resync(self, pipe: Any) -> None:
+    def _resync(self, pipe: Any, snapshot: Iterable[tuple[str, str, int, float]]) -> None:
         """Raise Redis's counters to this process's where they are higher."""
-        for kind, name, value, ttl in self.snapshot():
+        for kind, name, value, ttl in snapshot:
             key = (self._ip if kind == "ip" else self._account) + name
             ms = str(max(1, math.ceil(ttl * 1000)))
             self._raise_script(keys=[key], args=[value, ms], client=pipe)

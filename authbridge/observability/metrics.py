@@ -70,7 +70,7 @@ INTERNAL_ERROR_PLACES = (
 #: The closed set of ``result`` label values of ``authbridge_rehashes_total``.
 REHASH_RESULTS = ("written", "skipped_changed", "skipped_mechanism", "dropped", "failed")
 #: Why a call to the penalty's shared state (Redis) failed; "queue_full": a write dropped.
-SHARED_STATE_ERRORS = ("timeout", "connection", "refused", "queue_full")
+SHARED_STATE_ERRORS = ("timeout", "connection", "refused", "internal", "queue_full")
 #: A request's read of the shared state: Redis answered, or local state alone was used.
 SHARED_STATE_READS = ("hit", "fallback")
 #: When a sprayed account's guess waited: before its check, or its FAIL after it.
