@@ -63,8 +63,9 @@ class Fleet:
 
     def delays(
         self, bucket: str, user: str, remote: tuple[int, int] | None, now: float
-    ) -> tuple[float, float]:
-        """(seconds before the check, seconds added to a FAIL) for this request."""
+    ) -> tuple[float, float, bool]:
+        """(seconds before the check, seconds added to a FAIL, whether the address is
+        clean) for this request."""
         if remote is not None:  # Redis answered: the fleet's truth (a success elsewhere
             level, count = remote  # cleared the address everywhere)
         else:
@@ -76,9 +77,9 @@ class Fleet:
             step = steps[min(level, len(steps)) - 1]
             if spray > step:
                 self.on_spray("before", spray)
-                return spray, 0.0
-            return step, 0.0
-        return 0.0, spray
+                return spray, 0.0, False
+            return step, 0.0, False
+        return 0.0, spray, True
 
     def failed(self, bucket: str, user: str, secret: bytes | None, now: float) -> None:
         guess = None if secret is None else self.fingerprints.guess(user, secret)
@@ -88,9 +89,11 @@ class Fleet:
         if self.shared is not None:
             self.shared.failed(bucket, self.account(user), guess)
 
-    def succeeded(self, bucket: str) -> None:
+    def succeeded(self, bucket: str, clean: bool = False) -> None:
+        """A success from ``bucket``; ``clean``: it had no level before (as far as the
+        read before the check knew), so Redis has nothing to clear and is not called."""
         self.tracker.succeeded_in(bucket)
-        if self.shared is not None:
+        if self.shared is not None and not clean:
             self.shared.succeeded(bucket)
 
     def _snapshot(self) -> list[tuple[str, str, int, float]]:

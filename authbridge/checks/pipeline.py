@@ -420,7 +420,7 @@ class CheckPipeline:
                     yield _PenaltyWait(delay, bucket or "")
             else:
                 assert bucket is not None
-                hold = yield from self._fleet_before(fleet, bucket, typed, now)
+                hold, clean = yield from self._fleet_before(fleet, bucket, typed, now)
         if plain:
             assert isinstance(credential, VerifyPlain)
             result: Result = yield from self._plain_cached(info, credential)
@@ -438,7 +438,7 @@ class CheckPipeline:
         if penalty is not None and type(result) is Verdict:
             if fleet is not None:
                 assert bucket is not None
-                yield from self._fleet_after(fleet, bucket, result, credential, hold)
+                yield from self._fleet_after(fleet, bucket, result, credential, hold, clean)
             elif result.outcome is Outcome.OK:
                 penalty.succeeded_in(bucket)
             elif result.outcome is Outcome.FAIL and result.reason is not Reason.NOLOGIN:
@@ -449,9 +449,10 @@ class CheckPipeline:
 
     def _fleet_before(
         self, fleet: Fleet, bucket: str, typed: str, now: float
-    ) -> Generator[_Op, Any, float]:
+    ) -> Generator[_Op, Any, tuple[float, bool]]:
         """Spraying and shared state before the check: the shared read (when Redis is
-        in use and not known to be away), the penalty wait; returns the FAIL hold."""
+        in use and not known to be away), the penalty wait; returns the FAIL hold and
+        whether the address was clean (its success then has nothing to clear)."""
         try:
             user = self.auth.usernames.normalise(typed)
         except InvalidUsername:
@@ -462,16 +463,22 @@ class CheckPipeline:
             if shared.usable():
                 remote = yield _SharedFetch(shared, bucket, fleet.account(user))
             fleet.on_shared("hit" if remote is not None else "fallback")
-        before, hold = fleet.delays(bucket, user, remote, now)
+        before, hold, clean = fleet.delays(bucket, user, remote, now)
         if before > 0:
             yield _PenaltyWait(before, bucket)
-        return hold
+        return hold, clean
 
     def _fleet_after(
-        self, fleet: Fleet, bucket: str, result: Verdict, credential: Credential, hold: float
+        self,
+        fleet: Fleet,
+        bucket: str,
+        result: Verdict,
+        credential: Credential,
+        hold: float,
+        clean: bool,
     ) -> Generator[_Op, Any, None]:
         if result.outcome is Outcome.OK:
-            fleet.succeeded(bucket)
+            fleet.succeeded(bucket, clean)
         elif result.outcome is Outcome.FAIL and result.reason is not Reason.NOLOGIN:
             fleet.failed(bucket, result.user or "", _secret(credential), self.clock())
             if hold > 0:

@@ -1,14 +1,15 @@
 """The penalty's shared state on Redis: one fleet, one count per address and per account.
 
-Why threads: redis-py's asyncio client runs on asyncio only, and the daemon is trio. The
-synchronous client (thread-safe, with its own connection pool) is called from worker
-threads under a dedicated :class:`trio.CapacityLimiter`, so a slow Redis holds at most
-``THREADS`` threads and never the event loop; the hash pool has its own limiter.
-
 Latency: one round trip before a check (:meth:`SharedState.fetch`, an MGET of the
-address's and the account's keys); the failure writes (one Lua script per failure,
+address's and the account's keys) on trio's own sockets (:mod:`authbridge.checks.resp`:
+no thread hop on the request's path); the failure writes (one Lua script per failure,
 atomic: new guess? more levels?) are queued and sent by :meth:`SharedState.run` after
 the reply, off the request's path. TTLs live in Redis (``PEXPIRE``): no cleanup job.
+
+The writes use redis-py (scripts, pipelines): its asyncio client runs on asyncio only and
+the daemon is trio, so its synchronous client (thread-safe, its own connection pool) is
+called from worker threads under a dedicated :class:`trio.CapacityLimiter`: a slow Redis
+holds at most ``THREADS`` threads, never the event loop, and not the hash pool's.
 
 Redis down, slow or refusing: each call is bounded by ``redis_timeout``; the first
 failure opens a circuit breaker for ``redis_retry_after`` seconds during which nothing
@@ -27,6 +28,7 @@ from typing import Any
 
 import trio
 
+from authbridge.checks.resp import RespError, RespReader
 from authbridge.config import PenaltySettings
 from authbridge.observability.logs import get_logger
 
@@ -108,8 +110,13 @@ class SharedState:
             redis.TimeoutError,
             trio.TooSlowError,
         )
-        self._connection_errors: tuple[type[BaseException], ...] = (redis.ConnectionError, OSError)
-        self._refused_errors: tuple[type[BaseException], ...] = (redis.RedisError,)
+        self._connection_errors: tuple[type[BaseException], ...] = (
+            redis.ConnectionError,
+            OSError,
+            trio.BrokenResourceError,
+        )
+        self._refused_errors: tuple[type[BaseException], ...] = (redis.RedisError, RespError)
+        self._reader = RespReader(settings.redis_url)
         self._failed_script = self._client.register_script(_FAILED)
         self._raise_script = self._client.register_script(_RAISE)
         self._limiter = trio.CapacityLimiter(THREADS)
@@ -181,12 +188,8 @@ class SharedState:
             [self._ip + bucket] if account is None else [self._ip + bucket, self._account + account]
         )
         try:
-            # The thread is abandoned at the deadline: the request goes on at once;
-            # the thread ends by the socket timeout and holds a limiter token till then.
-            with trio.fail_after(self.settings.redis_timeout * 1.5):
-                values = await trio.to_thread.run_sync(
-                    self._client.mget, keys, limiter=self._limiter, abandon_on_cancel=True
-                )
+            with trio.fail_after(self.settings.redis_timeout):
+                values = await self._reader.mget(keys)
         except self._errors as exc:
             self._failed(exc)
             return None
