@@ -431,11 +431,12 @@ class Metrics:
             ["result"],
             registry=r,
         )
-        self.shared_state_up = Gauge(
-            "authbridge_shared_state_up",
-            "1 while the shared state (Redis) answers, 0 during an outage (absent: local).",
+        self.shared_state_outage = Gauge(
+            "authbridge_shared_state_outage",
+            "1 while the penalty's shared state (Redis) is away and this instance serves "
+            "on local state; 0 otherwise (also with the local backend).",
             registry=r,
-            multiprocess_mode="livemin",
+            multiprocess_mode="livemax",
         )
         self.spraying_delays = Counter(
             "authbridge_spraying_delays",
@@ -463,7 +464,7 @@ class Metrics:
         self.shared_state_reads.labels(result=result).inc()
 
     def shared_up(self, up: bool) -> None:
-        self.shared_state_up.set(1 if up else 0)
+        self.shared_state_outage.set(0 if up else 1)
 
     def sprayed(self, when: str, seconds: float) -> None:
         self.spraying_delays.labels(when=when).inc()
