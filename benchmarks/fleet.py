@@ -15,8 +15,8 @@ from the write of the AUTH line to its OK, and Redis's own MGET round trip.
 delay 2 s, steps 1/2/4/6 s, spraying on). The attacker keeps ``--connections`` SMTP
 sessions' worth of requests in flight against each instance (one request at a time per
 connection, as an MTA sends them), alternating instances; two attacks: every guess from
-one address, and a spray of one password over 200 accounts from 50 addresses. Printed:
-guesses answered per minute, with shared state and without.
+one address, and a spray of one password over ``--accounts`` accounts (20) from 50
+addresses. Printed: guesses answered per minute, with shared state and without.
 """
 
 from __future__ import annotations
@@ -132,7 +132,9 @@ def latency(args: argparse.Namespace) -> None:
                 )
 
 
-def attack(servers: list[AuthbridgeServer], connections: int, duration: float, spray: bool) -> int:
+def attack(servers: list[AuthbridgeServer], connections: int, duration: float, spray: int) -> int:
+    """Guesses answered in ``duration``; ``spray``: that many accounts from 50 addresses
+    (0: one address, five accounts)."""
     answered = [0]
     lock = threading.Lock()
     stop = time.monotonic() + duration
@@ -142,7 +144,7 @@ def attack(servers: list[AuthbridgeServer], connections: int, duration: float, s
         n = index
         while time.monotonic() < stop:
             if spray:
-                user, rip = f"u{n % USERS}", f"192.0.2.{10 + n % 50}"
+                user, rip = f"u{n % spray}", f"192.0.2.{10 + n % 50}"
                 password = "Winter2026!"
             else:
                 user, rip, password = f"u{n % 5}", "192.0.2.66", f"guess-{index}-{n}"
@@ -168,7 +170,7 @@ def flood(args: argparse.Namespace) -> None:
         base = Path(tmp)
         users, key = setup(base)
         with RedisServer(base / "redis") as redis:
-            for spray in (False, True):
+            for spray in (0, args.accounts):
                 for shared in (False, True):
                     redis.client().flushdb()
                     names = [f"{'s' if shared else 'l'}{i}{int(spray)}" for i in range(2)]
@@ -181,7 +183,7 @@ def flood(args: argparse.Namespace) -> None:
                     finally:
                         for s in servers:
                             s.stop()
-                    what = "spray, 50 addresses" if spray else "one address"
+                    what = f"spray {spray} accounts" if spray else "one address"
                     state = "shared (redis)" if shared else "local (none)"
                     per_minute = count * 60 / args.duration
                     print(f"{what:20} {state:15} {per_minute:8.0f} guesses answered per minute")
@@ -195,6 +197,7 @@ def main() -> None:
     fl = sub.add_parser("flood", help="an attacker over two instances, shared vs not")
     fl.add_argument("--duration", type=float, default=15.0, help="seconds per run")
     fl.add_argument("--connections", type=int, default=8, help="attack connections per instance")
+    fl.add_argument("--accounts", type=int, default=20, help="accounts sprayed (from 50 addresses)")
     args = parser.parse_args()
     latency(args) if args.what == "latency" else flood(args)
 

@@ -48,6 +48,9 @@ class Fleet:
         self.settings = settings = tracker.settings
         self.fingerprints = tracker.fingerprints
         self.users = UserFailures(settings)
+        #: The accounts with failures (empty: no spraying delay for anyone; read by the
+        #: pipeline to skip the fleet's steps while local and quiet).
+        self.counts = self.users.entries
         self.spraying = settings.spraying
         #: Told of each spraying delay: ("before" | "after", seconds).
         self.on_spray: Callable[[str, float], None] = lambda when, seconds: None

@@ -411,16 +411,19 @@ class CheckPipeline:
         penalty = self.penalty if not info.no_penalty else None
         bucket = None
         fleet = None
+        hold = 0.0
         if penalty is not None:
             bucket = penalty.key(info.rip, info.address)
             fleet = penalty.fleet if bucket is not None else None
-            if fleet is None:
+            # Local spraying with no account failing yet (the usual case): the
+            # address's own penalty is all there is, as without the fleet parts.
+            if fleet is None or (fleet.shared is None and not fleet.counts):
                 delay = penalty.delay_of(bucket, now)
                 if delay > 0:
                     yield _PenaltyWait(delay, bucket or "")
             else:
                 assert bucket is not None
-                hold, clean = yield from self._fleet_before(fleet, bucket, typed, now)
+                hold = yield from self._fleet_before(fleet, bucket, typed, now)
         if plain:
             assert isinstance(credential, VerifyPlain)
             result: Result = yield from self._plain_cached(info, credential)
@@ -438,7 +441,8 @@ class CheckPipeline:
         if penalty is not None and type(result) is Verdict:
             if fleet is not None:
                 assert bucket is not None
-                yield from self._fleet_after(fleet, bucket, result, credential, hold, clean)
+                if self._fleet_after(fleet, bucket, result, credential, hold):
+                    yield _Hold(hold)
             elif result.outcome is Outcome.OK:
                 penalty.succeeded_in(bucket)
             elif result.outcome is Outcome.FAIL and result.reason is not Reason.NOLOGIN:
@@ -449,10 +453,10 @@ class CheckPipeline:
 
     def _fleet_before(
         self, fleet: Fleet, bucket: str, typed: str, now: float
-    ) -> Generator[_Op, Any, tuple[float, bool]]:
+    ) -> Generator[_Op, Any, float]:
         """Spraying and shared state before the check: the shared read (when Redis is
-        in use and not known to be away), the penalty wait; returns the FAIL hold and
-        whether the address was clean (its success then has nothing to clear)."""
+        in use and not known to be away), the penalty wait; returns the FAIL hold, or
+        -1.0 for an address that was clean (its success then has nothing to clear)."""
         try:
             user = self.auth.usernames.normalise(typed)
         except InvalidUsername:
@@ -466,7 +470,7 @@ class CheckPipeline:
         before, hold, clean = fleet.delays(bucket, user, remote, now)
         if before > 0:
             yield _PenaltyWait(before, bucket)
-        return hold, clean
+        return hold if hold > 0 or not clean else -1.0
 
     def _fleet_after(
         self,
@@ -475,15 +479,17 @@ class CheckPipeline:
         result: Verdict,
         credential: Credential,
         hold: float,
-        clean: bool,
-    ) -> Generator[_Op, Any, None]:
+    ) -> bool:
+        """Record the verdict; whether its FAIL is to be held for ``hold`` seconds
+        (``hold`` -1.0: the address was clean, nothing held)."""
         if result.outcome is Outcome.OK:
-            fleet.succeeded(bucket, clean)
+            fleet.succeeded(bucket, hold < 0)
         elif result.outcome is Outcome.FAIL and result.reason is not Reason.NOLOGIN:
             fleet.failed(bucket, result.user or "", _secret(credential), self.clock())
             if hold > 0:
                 fleet.on_spray("after", hold)
-                yield _Hold(hold)
+                return True
+        return False
 
     def finished(self, info: RequestInfo, verdict: Verdict) -> None:
         """The penalty of a mechanism that compared credentials itself (CRAM-MD5's

@@ -32,6 +32,7 @@ class UserFailures:
         self.settings = settings
         #: user -> (new wrong guesses, time of the last)
         self._counts: OrderedDict[str, tuple[int, float]] = OrderedDict()
+        self.entries = self._counts  # never replaced: its emptiness is read per request
 
     def __len__(self) -> int:
         return len(self._counts)
