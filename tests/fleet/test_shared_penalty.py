@@ -188,3 +188,26 @@ def test_redis_killed_and_stopped_under_load_costs_no_legitimate_login(
     assert metrics["authbridge_shared_state_reads_total{result=fallback}"] > 0
     assert metrics["authbridge_shared_state_reads_total{result=hit}"] > 0
     assert metrics["authbridge_shared_state_outage"] == 0
+
+
+def test_a_reload_moves_the_penalty_onto_redis_and_back(
+    redis_server: RedisServer, fleet_key: Path, start: Start
+) -> None:
+    local = fleet_config(redis_server, fleet_key, PENALTY_ONLY, backend="local")
+    server = start("reload", local)
+    rip = "192.0.2.30"
+    assert login(server, user(2), "before", rip)[0] == "FAIL"
+    assert level(redis_server, rip) == 0  # local: Redis is not written
+    config = server.socket_path.parent / "authbridge.toml"
+    config.write_text(fleet_config(redis_server, fleet_key, PENALTY_ONLY))
+    assert server.proc is not None
+    server.proc.send_signal(signal.SIGHUP)
+    wait_for_text(server.stderr_text, '"reloaded"')
+    assert login(server, user(2), "after", rip)[0] == "FAIL"
+    wait_for_value(lambda: level(redis_server, rip), lambda v: v == 1)
+    config.write_text(local)
+    server.proc.send_signal(signal.SIGHUP)
+    wait_for_text(server.stderr_text, '"reloaded"', count=2)
+    assert login(server, user(2), "local again", rip)[0] == "FAIL"
+    assert login(server, user(2), password(2), "192.0.2.31")[0] == "OK"
+    assert level(redis_server, rip) == 1  # untouched by the local backend
