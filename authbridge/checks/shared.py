@@ -205,6 +205,8 @@ class SharedState:
             self._send.send_nowait(job)
         except trio.WouldBlock:
             self.on_error("queue_full")
+        except trio.ClosedResourceError:
+            pass  # a reload replaced this state; a request begun before it ends here
 
     def failed(self, bucket: str, account: str, guess: bytes | None) -> None:
         """A failed guess from ``bucket`` at ``account`` (``guess`` None: always new)."""

@@ -63,3 +63,14 @@ async def test_a_refusing_redis_opens_the_breaker_once(locked_redis: RedisServer
     assert await state.fetch("192.0.2.2", "acct") is None
     assert errors == ["refused"] and state.down_since is not None
     assert not state.usable()  # nobody waits on Redis until the retry time
+
+
+async def test_a_write_after_a_reload_closed_the_state_is_dropped(
+    locked_redis: RedisServer,
+) -> None:
+    errors: list[str] = []
+    state = _state(locked_redis.url, errors)
+    state.close()
+    state.failed("192.0.2.3", "acct", None)  # a request begun before the reload: no raise
+    state.succeeded("192.0.2.3")
+    assert errors == []
