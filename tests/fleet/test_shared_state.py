@@ -1,5 +1,6 @@
-"""SharedState in-process on a real redis-server with a password: the trio reader's
-AUTH and SELECT, the failure script's rules, the breaker on a refusing Redis."""
+"""SharedState in-process on a real redis-server with a password (and with TLS): the
+trio reader's AUTH, SELECT and TLS, the failure script's rules, the breaker on a
+refusing Redis."""
 
 from __future__ import annotations
 
@@ -12,8 +13,9 @@ import trio
 from authbridge.checks.fingerprint import Fingerprints
 from authbridge.checks.shared import SharedState
 from authbridge.config import PenaltySettings
-from tests.support import runtime_dir
+from tests.support import require_binary, runtime_dir
 from tests.support.redis import RedisServer
+from tests.support.tls import make_self_signed
 
 
 @pytest.fixture
@@ -74,3 +76,25 @@ async def test_a_write_after_a_reload_closed_the_state_is_dropped(
     state.failed("192.0.2.3", "acct", None)  # a request begun before the reload: no raise
     state.succeeded("192.0.2.3")
     assert errors == []
+
+
+async def test_tls_with_a_password(fleet_dir: Path) -> None:
+    """``rediss://``: the trio reader and redis-py's writer both verify the certificate."""
+    require_binary("openssl")
+    tls = make_self_signed(runtime_dir(fleet_dir, "redis-tls-cert"))
+    with RedisServer(runtime_dir(fleet_dir, "tls"), "tls-pw", (tls.cert, tls.key)) as redis:
+        assert redis.url.startswith("rediss://")
+        errors: list[str] = []
+        state = _state(redis.url, errors)
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(state.run)
+            state.failed("192.0.2.4", "acct", b"guess-fp")
+            await _written(state, "192.0.2.4", "acct", 1)
+            assert await state.fetch("192.0.2.4", "acct") == (1, 1)
+            state.close()
+        assert errors == []
+        # A certificate the client does not trust: refused, and the breaker opens.
+        untrusted = redis.url.split("?")[0]  # no ssl_ca_certs: the system's CAs only
+        other = _state(untrusted, errors)
+        assert await other.fetch("192.0.2.4", "acct") is None
+        assert errors and other.down_since is not None

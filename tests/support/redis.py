@@ -17,8 +17,13 @@ from tests.support import require_binary
 class RedisServer:
     """``redis-server`` listening on ``directory/redis.sock`` only (no TCP port)."""
 
-    def __init__(self, directory: Path, password: str = "") -> None:
+    def __init__(
+        self, directory: Path, password: str = "", tls: tuple[Path, Path] | None = None
+    ) -> None:
+        """``tls``: (certificate, key): listen with TLS on a loopback port instead."""
         self.directory = directory
+        self.tls = tls
+        self.port = 0
         self.socket = directory / "redis.sock"
         self.log = directory / "redis.log"
         self.password = password
@@ -27,6 +32,8 @@ class RedisServer:
     @property
     def url(self) -> str:
         auth = f":{self.password}@" if self.password else ""
+        if self.tls is not None:
+            return f"rediss://{auth}127.0.0.1:{self.port}/3?ssl_ca_certs={self.tls[0]}"
         return f"unix://{auth}{self.socket}?db=3"
 
     def start(self) -> RedisServer:
@@ -39,6 +46,14 @@ class RedisServer:
         args += ["--dir", str(self.directory), "--daemonize", "no", "--logfile", str(self.log)]
         if self.password:
             args += ["--requirepass", self.password]
+        if self.tls is not None:
+            from tests.support import free_tcp_port
+
+            self.port = self.port or free_tcp_port()
+            cert, key = self.tls
+            args += ["--tls-port", str(self.port), "--bind", "127.0.0.1"]
+            args += ["--tls-cert-file", str(cert), "--tls-key-file", str(key)]
+            args += ["--tls-ca-cert-file", str(cert), "--tls-auth-clients", "no"]
         self.proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, start_new_session=True)
         deadline = time.monotonic() + 10
         while not self._answers():
