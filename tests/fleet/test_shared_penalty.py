@@ -9,6 +9,8 @@ deadline, never a fixed sleep."""
 from __future__ import annotations
 
 import signal
+import subprocess
+import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -211,3 +213,25 @@ def test_a_reload_moves_the_penalty_onto_redis_and_back(
     assert login(server, user(2), "local again", rip)[0] == "FAIL"
     assert login(server, user(2), password(2), "192.0.2.31")[0] == "OK"
     assert level(redis_server, rip) == 1  # untouched by the local backend
+
+
+def test_check_reads_redis_once(
+    redis_server: RedisServer, fleet_key: Path, fleet_dir: Path, fleet_users: Path
+) -> None:
+    path = fleet_dir / "check.toml"
+    store = f'[[store]]\npath = "{fleet_users}"\n'
+    path.write_text(store + fleet_config(redis_server, fleet_key))
+    command = [sys.executable, "-m", "authbridge", "check", "--config", str(path)]
+    ok = subprocess.run(command, capture_output=True, text=True, timeout=60)
+    assert ok.returncode == 0, ok.stdout + ok.stderr
+    assert f"penalty: shared on Redis at unix://{redis_server.socket} (answers)" in ok.stdout
+    path.write_text(
+        store
+        + fleet_config(redis_server, fleet_key).replace(
+            redis_server.url, "redis://:pw@127.0.0.1:1/0"
+        )
+    )
+    down = subprocess.run(command, capture_output=True, text=True, timeout=60)
+    assert down.returncode != 0
+    assert "Redis at redis://127.0.0.1:1/0 does not answer" in down.stdout + down.stderr
+    assert ":pw@" not in down.stdout + down.stderr and "Traceback" not in down.stderr
