@@ -158,8 +158,8 @@ class AuthPolicy:
             "service": info.service,
             "rip": info.rip or "",
             "lip": info.lip or "",
-            "rport": "" if info.rport is None else str(info.rport),
-            "lport": "" if info.lport is None else str(info.lport),
+            "rport": str(info.rport or 0),
+            "lport": str(info.lport or 0),  # Dovecot: "0" when unknown
             "mech": info.mechanism,
             "session": info.session or "",
             "client_id": "",
