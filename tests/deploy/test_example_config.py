@@ -49,6 +49,7 @@ def test_every_config_key_is_documented() -> None:
         "penalty": PenaltySettings,
         "cache": CacheSettings,
         "rehash": config.RehashSettings,
+        "auth_policy": config.AuthPolicySettings,
     }
     documented: dict[str, set[str]] = {}
     current = ""
