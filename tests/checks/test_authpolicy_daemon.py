@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import hashlib
 import itertools
+import os
+import signal
 import socket
 import threading
 import time
@@ -64,13 +66,13 @@ class Daemon:
         return 0.0
 
 
-def _start(base: Path, url: str, extra: str = "") -> Daemon:
+def _start(base: Path, url: str, extra: str = "", head: str = "") -> Daemon:
     users = base / "users"
     users.write_text(USERS)
     metrics_port = free_tcp_port()
     config = base / "authbridge.toml"
     config.write_text(
-        "[policy]\nrequire_secured = false\nfailure_delay = 0.0\n"
+        f"{head}[policy]\nrequire_secured = false\nfailure_delay = 0.0\n"
         "[penalty]\nenabled = false\n"
         f'[metrics]\nlisten = "127.0.0.1:{metrics_port}"\n'
         f'[auth_policy]\nserver_url = "{url}"\nhash_nonce = "{NONCE}"\n{extra}'
@@ -78,6 +80,8 @@ def _start(base: Path, url: str, extra: str = "") -> Daemon:
     socket_path = base / "auth-client"
     server = AuthbridgeServer(users, socket_path, extra_args=["--config", str(config)])
     server.start()
+    if "workers" in head:
+        wait_for_text(server.stderr_text, "all workers serving")
     return Daemon(server, socket_path, metrics_port)
 
 
@@ -311,5 +315,48 @@ def test_api_header_and_url_credentials(
         assert check.headers["X-Policy-Token"] == "t0k3n"
         assert check.headers["Authorization"] == "Basic d2Y6cEBzcw=="  # wf:p@ss
         assert not policy.of("report")
+    finally:
+        d.server.stop()
+
+
+def test_sighup_applies_a_new_nonce(
+    tmp_path_factory: pytest.TempPathFactory, policy: PolicyServer
+) -> None:
+    base = runtime_dir(tmp_path_factory, "authpolicy-reload")
+    d = _start(base, policy.url)
+    try:
+        assert d.login().ok
+        assert policy.of("allow")[0].body["pwhash"] == _pwhash("alice", "secret")
+        config = base / "authbridge.toml"
+        config.write_text(config.read_text().replace(NONCE, "another-nonce"))
+        assert d.server.proc is not None
+        os.kill(d.server.proc.pid, signal.SIGHUP)
+        wait_for_text(d.server.stderr_text, '"reloaded"')
+        policy.clear()
+        assert d.login().ok
+        raw = hashlib.sha256(b"another-nonce" + b"alice\0secret").digest()
+        assert policy.of("allow")[0].body["pwhash"] == f"{raw[0] << 4 | raw[1] >> 4:04x}"
+        _reports(policy, d.session)
+    finally:
+        d.server.stop()
+
+
+def test_works_under_a_supervisor_with_workers(
+    tmp_path_factory: pytest.TempPathFactory, policy: PolicyServer
+) -> None:
+    d = _start(
+        runtime_dir(tmp_path_factory, "authpolicy-workers"),
+        policy.url,
+        head="[server]\nworkers = 2\n",
+    )
+    try:
+        policy.answer(reject("refused"))
+        assert d.login().line == "FAIL\t1\tuser=alice\treason=refused"
+        refused = d.session
+        for _ in range(4):
+            assert d.login().ok
+        assert _reports(policy, refused)[0]["policy_reject"] is True
+        _reports(policy, d.session)
+        assert len(policy.of("allow")) == 1 + 4 * 2
     finally:
         d.server.stop()
