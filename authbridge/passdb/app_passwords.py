@@ -314,7 +314,8 @@ class AppPasswordFile:
     def used(self, user: str, label: str, now: float) -> None:
         """A login with this app password (cheap: written later by :meth:`flush`)."""
         key = (user, label)
-        if now - self._written.get(key, 0.0) >= self.interval:
+        written = self._written.get(key)
+        if written is None or now - written >= self.interval:
             self._pending[key] = now
 
     def has_pending(self) -> bool:

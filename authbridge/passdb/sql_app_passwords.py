@@ -126,7 +126,8 @@ class SqlAppPasswords:
     def used(self, user: str, label: str, now: float) -> None:
         """A login with this app password (cheap: written later by :meth:`aflush`)."""
         key = (user, label)
-        if now - self._written.get(key, 0.0) >= self.interval:
+        written = self._written.get(key)
+        if written is None or now - written >= self.interval:
             self._pending[key] = now
 
     def has_pending(self) -> bool:
