@@ -326,13 +326,10 @@ class AppPasswordFile:
         pending, self._pending = self._pending, {}
         if not pending:
             return 0
-        try:
-            write_used(self.path, pending)
-        except OSError:
-            for key, when in pending.items():  # tried again at the next flush
-                self._pending.setdefault(key, when)
-            raise
+        # Counted as written even if the write fails: tried again an interval later, not
+        # every round (a read-only directory would log a warning every half minute).
         self._written.update(pending)
+        write_used(self.path, pending)
         return len(pending)
 
 

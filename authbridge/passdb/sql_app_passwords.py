@@ -134,17 +134,12 @@ class SqlAppPasswords:
         return bool(self._pending)
 
     async def aflush(self) -> int:
-        """Write the pending last-used times (those that fail are tried again later)."""
+        """Write the pending last-used times (SqlStoreError: the rest waits an interval)."""
         pending, self._pending = self._pending, {}
-        done = 0
-        try:
-            for (user, label), when in pending.items():
-                extra = {"label": label, "time": str(int(when))}
-                await self._execute(self.used_query, user, extra)
-                self._written[(user, label)] = when
-                done += 1
-        finally:
-            for key, when in pending.items():
-                if key not in self._written or self._written[key] < when:
-                    self._pending.setdefault(key, when)
-        return done
+        # Counted as written even if the update fails (the database is down): tried
+        # again an interval later, not every round.
+        self._written.update(pending)
+        for (user, label), when in pending.items():
+            extra = {"label": label, "time": str(int(when))}
+            await self._execute(self.used_query, user, extra)
+        return len(pending)

@@ -196,3 +196,21 @@ async def test_an_unusable_hash_in_the_file_is_refused_at_load(tmp_path: Path) -
         ap.AppPasswordFile(path).load()
     assert parse_stored("{SSHA512}short").scheme == "SSHA512"
     await trio.lowlevel.checkpoint()
+
+
+async def test_a_read_only_directory_costs_a_warning_per_interval_not_the_login(
+    store: PasswdFileStore, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from tests.passdb.test_rewrite import read_only_directory
+
+    source = store.app_passwords
+    assert isinstance(source, ap.AppPasswordFile)
+    checks = pipeline(store)
+    with read_only_directory(tmp_path):
+        assert (await check(checks, b"phone-pass")).ok
+        await flush_once([store])
+        assert (await check(checks, b"phone-pass")).ok  # within the interval: nothing new
+        assert not source.has_pending()
+        await flush_once([store])
+    assert capsys.readouterr().out.count("last-used times not written") == 1
+    assert not ap.used_path(source.path).exists()
