@@ -144,6 +144,12 @@ def _run(args: argparse.Namespace, config: Config) -> int:
 
 
 async def _command(args: argparse.Namespace, config: Config) -> int:
+    from authbridge.core.usernames import InvalidUsername, UsernamePolicy
+
+    try:  # the name the daemon looks the user up with (lower case)
+        args.user = UsernamePolicy().normalise(args.user)
+    except InvalidUsername as exc:
+        raise UsageError(f"user name: {exc}") from None
     store_config, store = await _users_store(config, args.user)
     try:
         source = store.app_passwords
