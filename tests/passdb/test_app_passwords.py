@@ -246,3 +246,24 @@ def test_generated_passwords_are_strong_and_distinct() -> None:
     counts = [letters.count(c) for c in "abcdefghijklmnopqrstuvwxyz"]
     expected = len(letters) / 26
     assert min(counts) > 0.7 * expected and max(counts) < 1.3 * expected
+
+
+def test_the_cli_stores_the_name_the_daemon_looks_up(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from authbridge import cli
+
+    users = tmp_path / "users"
+    users.write_text("alice@example.org:{PLAIN}x::::::\n")
+    config = tmp_path / "ab.toml"
+    apps = tmp_path / "users.app"
+    config.write_text(
+        f'[[store]]\npath = "{users}"\napp_passwords = "{apps}"\n[app_passwords]\n'
+        'scheme = "SSHA512"\n'
+    )
+    argv = ["app-password", "add", "Alice@Example.ORG", "--label", "phone", "--config"]
+    assert cli.main([*argv, str(config)]) == 0
+    password = capsys.readouterr().out.strip()
+    (stored,) = ap.parse_file(apps.read_bytes())["alice@example.org"]
+    assert verify_password(stored.password, password.encode(), "alice@example.org")
+    assert password not in apps.read_text()
