@@ -22,6 +22,7 @@ from typing import Any, Protocol, cast
 
 import trio
 
+from authbridge.checks.app_passwords import AppPasswordCheck, flush_last_used
 from authbridge.checks.authenticator import Authenticator
 from authbridge.checks.penalty import PenaltyTracker
 from authbridge.checks.pipeline import CheckPipeline, Pending
@@ -332,6 +333,17 @@ class AuthServer:
         self.rehasher: Rehasher | None = None
         self._rehash_settings: RehashSettings | None = None
         self._configure_rehash(config)
+        self._configure_app_passwords(config)
+
+    def _configure_app_passwords(self, config: Config) -> None:
+        """App passwords on while any store has them (the pipeline's check holds the
+        settings of ``[app_passwords]``), off (``None``) otherwise."""
+        if not config.has_app_passwords:
+            self.checks.app_passwords = None
+            return
+        self.checks.app_passwords = AppPasswordCheck(
+            config.app_passwords, self.metrics.app_password_login
+        )
 
     def _configure_rehash(self, config: Config) -> None:
         """Turn rehash on, off or to new settings (the queue and its task stay)."""
@@ -369,6 +381,7 @@ class AuthServer:
             self.penalty = PenaltyTracker(config.penalty)
         self.checks.policy, self.checks.penalty = self.policy, self.penalty
         self._configure_rehash(config)
+        self._configure_app_passwords(config)
 
     # ------------------------------------------------------------------ contained errors
 
@@ -400,6 +413,8 @@ class AuthServer:
                 nursery.start_soon(self._sweep)
                 if self.rehasher is not None:
                     nursery.start_soon(self.rehasher.run)
+                # Last-used times of app passwords (a no-op round without any).
+                nursery.start_soon(flush_last_used, lambda: self.authenticator.stores)
                 task_status.started()
         finally:
             self._background = None

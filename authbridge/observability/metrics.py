@@ -69,6 +69,9 @@ INTERNAL_ERROR_PLACES = (
 
 #: The closed set of ``result`` label values of ``authbridge_rehashes_total``.
 REHASH_RESULTS = ("written", "skipped_changed", "skipped_mechanism", "dropped", "failed")
+#: The closed set of ``result`` label values of ``authbridge_app_password_logins_total``
+#: (the same as ``authbridge.checks.app_passwords.RESULTS``).
+APP_PASSWORD_RESULTS = ("ok", "failed", "main_password_refused")
 
 INTERNAL_ERRORS_HELP = (
     "Unexpected exceptions contained where they happened (one connection, one "
@@ -355,6 +358,18 @@ class Metrics:
         self._rehash_children = {
             result: self.rehashes.labels(result=result) for result in REHASH_RESULTS
         }
+        self.app_password_logins = Counter(
+            "authbridge_app_password_logins",
+            "PLAIN/LOGIN requests that met app passwords, by result: ok (an app password "
+            "logged in), failed (none of the user's usable ones matched), "
+            "main_password_refused (require_app_password_for).",
+            ["result"],
+            registry=r,
+        )
+        self._app_password_children = {
+            result: self.app_password_logins.labels(result=result)
+            for result in APP_PASSWORD_RESULTS
+        }
         self.last_reload = Gauge(
             "authbridge_store_last_reload_success_timestamp_seconds",
             "Unix time of the last successful store load.",
@@ -515,6 +530,11 @@ class Metrics:
     def rehashed(self, result: str) -> None:
         """Count one rehash attempt by ``result`` (one of :data:`REHASH_RESULTS`)."""
         self._rehash_children[result].inc()
+        self._dirty = True
+
+    def app_password_login(self, result: str) -> None:
+        """Count one app password outcome (one of :data:`APP_PASSWORD_RESULTS`)."""
+        self._app_password_children[result].inc()
         self._dirty = True
 
     def store_unavailable(self, store: str, unavailable: bool) -> None:
