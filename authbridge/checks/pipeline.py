@@ -447,16 +447,7 @@ class CheckPipeline:
         app = self.app_passwords
         if app is not None:  # the only cost of app passwords when they are off
             return (yield from self._plain_app(app, info, found, cred.password, matched))
-        if not matched:
-            invalid = _invalid_entry(found)
-            if invalid is not None:  # {CRYPT}garbage, no password field: never matches
-                return self._refused_invalid(found, invalid)
-            return found.verdict(Outcome.FAIL, Reason.PASSWORD_MISMATCH)
-        if found.applied.forced_fail:
-            return found.verdict(Outcome.FAIL, Reason.FORCED_FAIL)
-        if self.rehash is not None:  # the only cost of the feature when it is off
-            self._offer_rehash(self.rehash, found, cred.password)
-        return found.verdict(Outcome.OK, Reason.NONE)
+        return self._plain_tail(found, cred.password, matched)
 
     def _plain_app(
         self,
@@ -517,12 +508,12 @@ class CheckPipeline:
         """The verdict of the main password once it is known whether it matched."""
         if not matched:
             invalid = _invalid_entry(found)
-            if invalid is not None:
+            if invalid is not None:  # {CRYPT}garbage, no password field: never matches
                 return self._refused_invalid(found, invalid)
             return found.verdict(Outcome.FAIL, Reason.PASSWORD_MISMATCH)
         if found.applied.forced_fail:
             return found.verdict(Outcome.FAIL, Reason.FORCED_FAIL)
-        if self.rehash is not None:
+        if self.rehash is not None:  # the only cost of the feature when it is off
             self._offer_rehash(self.rehash, found, password)
         return found.verdict(Outcome.OK, Reason.NONE)
 
