@@ -29,7 +29,17 @@ LOG_FORMATS = ("auto", "json", "console")
 LOG_LEVELS = ("debug", "info", "warning", "error")
 UNKNOWN_USER_MODES = ("fingerprint", "typed")
 #: The tables a config file may have (``store`` as ``[[store]]``, one per store).
-TABLES = ("server", "store", "policy", "log", "metrics", "penalty", "cache", "rehash")
+TABLES = (
+    "server",
+    "store",
+    "policy",
+    "log",
+    "metrics",
+    "penalty",
+    "cache",
+    "rehash",
+    "app_passwords",
+)
 #: Tables of optional features, parsed by their own function below.
 FEATURE_TABLES = ("auth_policy",)
 #: Postfix gives up on the auth socket after this many seconds.
@@ -152,6 +162,41 @@ class AuthPolicySettings:
 
 
 @dataclass(frozen=True, slots=True)
+class AppPasswordSettings:
+    """``[app_passwords]``: what holds for every store's app passwords."""
+
+    #: Services (the request's ``service=``) the main password no longer works for.
+    require_app_password_for: tuple[str, ...] = ()
+    #: The scheme ``authbridge app-password add`` hashes new passwords with.
+    scheme: str = "ARGON2ID"
+    #: Seconds between two writes of one app password's last-used time.
+    used_interval: float = 3600.0
+
+
+#: The SQL of an sql store's app passwords, by config key (see deploy/sql/*.sql).
+#: ``%{label}``, ``%w`` (the hash), ``%{scope}`` (services, comma separated, '' = any),
+#: ``%{expires}`` and ``%{time}`` (Unix seconds, '' = none) are bound parameters.
+APP_PASSWORD_QUERIES: dict[str, str] = {
+    "app_password_query": (
+        "SELECT label, password, service, expires_at, last_used FROM app_passwords "
+        "WHERE username = '%u' ORDER BY label"
+    ),
+    "app_password_insert_query": (
+        "INSERT INTO app_passwords (username, label, password, service, expires_at, "
+        "created_at) VALUES ('%u', %{label}, %w, NULLIF(%{scope}, ''), "
+        "CAST(NULLIF(%{expires}, '') AS bigint), CAST(%{time} AS bigint))"
+    ),
+    "app_password_delete_query": (
+        "DELETE FROM app_passwords WHERE username = '%u' AND label = %{label}"
+    ),
+    "app_password_used_query": (
+        "UPDATE app_passwords SET last_used = CAST(%{time} AS bigint) "
+        "WHERE username = '%u' AND label = %{label}"
+    ),
+}
+
+
+@dataclass(frozen=True, slots=True)
 class ServerConfig:
     socket_path: str = DEFAULT_SOCKET
     socket_mode: int = 0o660
@@ -191,6 +236,10 @@ class StoreConfig:
     #: ``sql`` stores: seconds before a query counts as an outage.
     timeout: float = 5.0
     pool_size: int = 4
+    #: File stores: the companion file of app passwords ("" = none).
+    app_password_file: str = ""
+    #: ``sql`` stores: the app password queries by key (empty: no app passwords).
+    app_password_queries: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -234,6 +283,15 @@ class Config:
     cache: CacheSettings = field(default_factory=CacheSettings)
     source: str = "<defaults>"
     rehash: RehashSettings = field(default_factory=RehashSettings)
+    app_passwords: AppPasswordSettings = field(default_factory=AppPasswordSettings)
+
+    @property
+    def has_app_passwords(self) -> bool:
+        """Whether any store has app passwords (or the main password is refused somewhere)."""
+        return bool(self.app_passwords.require_app_password_for) or any(
+            store.app_password_file or store.app_password_queries for store in self.stores
+        )
+
     auth_policy: AuthPolicySettings = field(default_factory=AuthPolicySettings)
 
     def dovecot_compatible(self) -> Config:
@@ -551,6 +609,7 @@ def parse_config(text: str, source: str = "<string>", base_dir: Path | None = No
                     update_query=st.get("update_query", str, ""),
                     timeout=st.get("timeout", float, 5.0, _positive),
                     pool_size=st.get("pool_size", int, 4, _positive),
+                    app_password_queries=_app_password_queries(st),
                 )
             )
             st.finish()
@@ -560,7 +619,12 @@ def parse_config(text: str, source: str = "<string>", base_dir: Path | None = No
             raise st.error("path", "a store needs a path")
         if base_dir is not None and not Path(path).is_absolute():
             path = str(base_dir / path)
-        stores.append(StoreConfig(kind, path, default_scheme.upper()))
+        app_file = st.get("app_passwords", str, "")
+        if app_file and base_dir is not None and not Path(app_file).is_absolute():
+            app_file = str(base_dir / app_file)
+        if app_file and os.path.abspath(app_file) == os.path.abspath(path):
+            raise st.error("app_passwords", "must be a file of its own, not the store's path")
+        stores.append(StoreConfig(kind, path, default_scheme.upper(), app_password_file=app_file))
         st.finish()
 
     pol = _Reader(source, text, _table(root, "policy"), "policy")
@@ -620,6 +684,9 @@ def parse_config(text: str, source: str = "<string>", base_dir: Path | None = No
     rehash = _rehash_settings(_Reader(source, text, _table(root, "rehash"), "rehash"))
     ap = _Reader(source, text, _table(root, "auth_policy"), "auth_policy")
     auth_policy = _auth_policy_settings(ap, base_dir)
+    app_passwords = _app_password_settings(
+        _Reader(source, text, _table(root, "app_passwords"), "app_passwords")
+    )
     root.finish()
     return Config(
         server,
@@ -631,8 +698,51 @@ def parse_config(text: str, source: str = "<string>", base_dir: Path | None = No
         cache,
         source,
         rehash,
+        app_passwords,
         auth_policy=auth_policy,
     )
+
+
+_SERVICE = re.compile(r"[a-z0-9][a-z0-9_.-]*")
+
+
+def _app_password_queries(st: _Reader) -> tuple[tuple[str, str], ...]:
+    """An sql store's ``app_passwords = true`` and its queries (defaults: the table of
+    deploy/sql/); empty when off. A query set without ``app_passwords`` is refused."""
+    enabled = st.get("app_passwords", bool, False)
+    queries = []
+    for key, default in APP_PASSWORD_QUERIES.items():
+        query = st.get(key, str, default, lambda v: None if v.strip() else "must not be empty")
+        if st.is_set(key) and not enabled:
+            raise st.error(key, "set app_passwords = true in this store to use it")
+        queries.append((key, query))
+    return tuple(queries) if enabled else ()
+
+
+def _app_password_settings(ap: _Reader) -> AppPasswordSettings:
+    """``[app_passwords]``: settings shared by every store's app passwords."""
+    from authbridge.schemes import available_schemes  # only configs with the table pay
+
+    adef = AppPasswordSettings()
+    required = tuple(s.lower() for s in ap.strings("require_app_password_for", ()))
+    for service in required:
+        if not _SERVICE.fullmatch(service):
+            raise ap.error("require_app_password_for", f"{service!r} is not a service name")
+    scheme = adef.scheme
+    if ap.is_set("scheme"):
+        known = tuple(available_schemes())
+        scheme = ap.get("scheme", str, adef.scheme).upper()
+        if scheme not in known:
+            raise ap.error("scheme", f"unknown scheme {scheme!r}{_did_you_mean(scheme, known)}")
+        if scheme in ("OTP", "DIGEST-MD5", "PLAIN", "CLEAR", "CLEARTEXT"):
+            raise ap.error("scheme", f"{scheme} cannot hash app passwords")
+    settings = AppPasswordSettings(
+        require_app_password_for=required,
+        scheme=scheme,
+        used_interval=ap.get("used_interval", float, adef.used_interval, _positive),
+    )
+    ap.finish()
+    return settings
 
 
 def _rehash_settings(rh: _Reader) -> RehashSettings:

@@ -21,6 +21,7 @@ against (the penalty of that comparison is recorded by :meth:`CheckPipeline.fini
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import time
 from collections.abc import AsyncIterator, Callable, Generator, Sequence
 from typing import Any, Protocol
@@ -28,6 +29,7 @@ from typing import Any, Protocol
 import trio
 
 from authbridge import schemes
+from authbridge.checks.app_passwords import AppPasswordCheck
 from authbridge.checks.authpolicy import AuthPolicy, Decision, PolicyRequest
 from authbridge.checks.cache import AuthCache
 from authbridge.checks.expand import ExpansionError
@@ -246,6 +248,8 @@ class CheckPipeline:
         self._turns: dict[str, trio.Lock] = {}
         #: ``[rehash]`` on: told of each successful PLAIN/LOGIN login (``None``: off).
         self.rehash: RehashOffer | None = None
+        #: App passwords on (any store has them): see :meth:`_plain_app` (``None``: off).
+        self.app_passwords: AppPasswordCheck | None = None
         #: ``[auth_policy]`` on: the policy server's client (``None``: off).
         self.authpolicy: AuthPolicy | None = None
 
@@ -501,6 +505,68 @@ class CheckPipeline:
                 return found.verdict(Outcome.TEMPFAIL, Reason.STORE_ERROR)
             except schemes.SchemeError as exc:
                 return self._unusable(found, exc)
+        app = self.app_passwords
+        if app is not None:  # the only cost of app passwords when they are off
+            return (yield from self._plain_app(app, info, found, cred.password, matched))
+        return self._plain_tail(found, cred.password, matched)
+
+    def _plain_app(
+        self,
+        app: AppPasswordCheck,
+        info: RequestInfo,
+        found: _Found,
+        password: bytes,
+        matched: bool,
+    ) -> Generator[_Op, Any, Verdict]:
+        """The end of a PLAIN/LOGIN check with app passwords on: the main password if it
+        matched and the service allows it, else the user's app passwords that are valid
+        for the service and not expired. Every verdict here depends on the service (and
+        an app password on a file that changes), so none is cached."""
+        service = info.service.lower()
+        if matched and service in app.require_for:
+            app.count("main_password_refused")
+            matched = False
+        if matched:
+            verdict = self._plain_tail(found, password, True)
+            if app.require_for:  # the same password fails for another service
+                return dataclasses.replace(verdict, client_specific=True)
+            return verdict
+        source = getattr(found.store, "app_passwords", None)
+        if source is not None:
+            try:
+                candidates = yield _Lookup(source, found.user, info)
+            except StoreUnavailable as exc:
+                _std_log.error("app passwords unavailable", user=found.user, error=str(exc))
+                return found.verdict(Outcome.TEMPFAIL, Reason.STORE_ERROR)
+            now = app.clock()
+            tried = False
+            for candidate in candidates:
+                if not candidate.usable(service, now):
+                    continue
+                tried = True
+                try:
+                    ok = yield _Verify(candidate.password, password, found.user)
+                except HasherUnavailable as exc:
+                    _std_log.error("cannot verify now", user=found.user, error=str(exc))
+                    return found.verdict(Outcome.TEMPFAIL, Reason.STORE_ERROR)
+                except schemes.SchemeError:
+                    continue  # the file's load or the row's read refused it already
+                if ok:
+                    app.count("ok")
+                    source.used(found.user, candidate.label, now)
+                    if found.applied.forced_fail:
+                        return found.verdict(Outcome.FAIL, Reason.FORCED_FAIL)
+                    verdict = found.verdict(Outcome.OK, Reason.NONE)
+                    return dataclasses.replace(
+                        verdict, app_password=candidate.label, client_specific=True
+                    )
+            if tried:
+                app.count("failed")
+        verdict = self._plain_tail(found, password, False)
+        return dataclasses.replace(verdict, client_specific=True)
+
+    def _plain_tail(self, found: _Found, password: bytes, matched: bool) -> Verdict:
+        """The verdict of the main password once it is known whether it matched."""
         if not matched:
             invalid = _invalid_entry(found)
             if invalid is not None:  # {CRYPT}garbage, no password field: never matches
@@ -509,7 +575,7 @@ class CheckPipeline:
         if found.applied.forced_fail:
             return found.verdict(Outcome.FAIL, Reason.FORCED_FAIL)
         if self.rehash is not None:  # the only cost of the feature when it is off
-            self._offer_rehash(self.rehash, found, cred.password)
+            self._offer_rehash(self.rehash, found, password)
         return found.verdict(Outcome.OK, Reason.NONE)
 
     @staticmethod

@@ -60,6 +60,8 @@ class Verdict:
     nodelay: bool = False
     #: The verdict depended on the client address (``allow_nets``): never cache it.
     client_specific: bool = False
+    #: The label of the app password that logged in (``None``: the main password).
+    app_password: str | None = None
 
     @property
     def ok(self) -> bool:

@@ -69,6 +69,9 @@ INTERNAL_ERROR_PLACES = (
 
 #: The closed set of ``result`` label values of ``authbridge_rehashes_total``.
 REHASH_RESULTS = ("written", "skipped_changed", "skipped_mechanism", "dropped", "failed")
+#: The closed set of ``result`` label values of ``authbridge_app_password_logins_total``
+#: (the same as ``authbridge.checks.app_passwords.RESULTS``).
+APP_PASSWORD_RESULTS = ("ok", "failed", "main_password_refused")
 
 #: ``[auth_policy]``: the answers of the policy server (``verdict`` label), what failed
 #: (``kind`` label: timeout, connect, http, malformed, queue_full) and the bucket bounds
@@ -372,6 +375,18 @@ class Metrics:
             result: self.rehashes.labels(result=result) for result in REHASH_RESULTS
         }
         self._policy_metrics(r)
+        self.app_password_logins = Counter(
+            "authbridge_app_password_logins",
+            "PLAIN/LOGIN requests that met app passwords, by result: ok (an app password "
+            "logged in), failed (none of the user's usable ones matched), "
+            "main_password_refused (require_app_password_for).",
+            ["result"],
+            registry=r,
+        )
+        self._app_password_children = {
+            result: self.app_password_logins.labels(result=result)
+            for result in APP_PASSWORD_RESULTS
+        }
         self.last_reload = Gauge(
             "authbridge_store_last_reload_success_timestamp_seconds",
             "Unix time of the last successful store load.",
@@ -572,6 +587,11 @@ class Metrics:
 
     def policy_error(self, command: str, kind: str) -> None:
         self.policy_errors.labels(command=command, kind=kind).inc()
+
+    def app_password_login(self, result: str) -> None:
+        """Count one app password outcome (one of :data:`APP_PASSWORD_RESULTS`)."""
+        self._app_password_children[result].inc()
+        self._dirty = True
 
     def store_unavailable(self, store: str, unavailable: bool) -> None:
         """Flag (or clear) a store whose file is gone or unreadable."""
