@@ -40,6 +40,8 @@ TABLES = (
     "rehash",
     "app_passwords",
 )
+#: Tables of optional features, parsed by their own function below.
+FEATURE_TABLES = ("auth_policy",)
 #: Postfix gives up on the auth socket after this many seconds.
 POSTFIX_TIMEOUT = 10.0
 
@@ -105,6 +107,58 @@ class RehashSettings:
     weak: tuple[str, ...] = DEFAULT_WEAK_SCHEMES
     #: Rehash jobs waiting at most; a login that finds the queue full is not rehashed.
     queue_size: int = 1000
+
+
+#: Dovecot 2.3's ``auth_policy_request_attributes`` default.
+DEFAULT_POLICY_ATTRIBUTES = (
+    "login=%{requested_username} pwhash=%{hashed_password} remote=%{rip} "
+    "device_id=%{client_id} protocol=%s session_id=%{session}"
+)
+#: Variables ``[auth_policy] request_attributes`` may use (Dovecot's names; %u %n %d %s
+#: %r %l are the short forms of the first six).
+POLICY_VARIABLES = (
+    "user",
+    "username",
+    "domain",
+    "service",
+    "rip",
+    "lip",
+    "rport",
+    "lport",
+    "mech",
+    "session",
+    "client_id",
+    "requested_username",
+    "hashed_password",
+)
+POLICY_HASH_MECHS = ("md4", "md5", "sha1", "sha256", "sha512")
+_POLICY_VARIABLE = re.compile(r"%[LU]?(?:\{([^}]*)\}|(.)|$)")
+
+
+@dataclass(frozen=True, slots=True)
+class AuthPolicySettings:
+    """``[auth_policy]``: Dovecot's auth-policy client (weakforced, Nauthilus); off unless
+    ``server_url`` is set. Names and defaults are Dovecot's ``auth_policy_*``."""
+
+    server_url: str = field(default="", repr=False)
+    #: ``Name: value`` (or a bare value, sent as ``X-API-Key``).
+    api_header: str = field(default="", repr=False)
+    timeout_msecs: int = 2000
+    hash_nonce: str = field(default="", repr=False)
+    hash_mech: str = "sha256"
+    hash_truncate: int = 12
+    request_attributes: str = DEFAULT_POLICY_ATTRIBUTES
+    reject_on_fail: bool = False
+    check_before_auth: bool = True
+    check_after_auth: bool = True
+    report_after_auth: bool = True
+    log_only: bool = False
+    #: Reports waiting to be sent at most; more are dropped (and counted).
+    report_queue_size: int = 1000
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.server_url)
 
 
 @dataclass(frozen=True, slots=True)
@@ -237,6 +291,8 @@ class Config:
         return bool(self.app_passwords.require_app_password_for) or any(
             store.app_password_file or store.app_password_queries for store in self.stores
         )
+
+    auth_policy: AuthPolicySettings = field(default_factory=AuthPolicySettings)
 
     def dovecot_compatible(self) -> Config:
         """The same setup, behaving exactly like Dovecot 2.3 on the wire."""
@@ -486,7 +542,7 @@ def parse_config(text: str, source: str = "<string>", base_dir: Path | None = No
         raise ConfigError(f"{source}: TOML syntax error: {exc}") from None
     root = _Reader(source, text, data, "")
     # A misspelt table name first: its settings would otherwise be silently missing.
-    root.used.update(TABLES)
+    root.used.update(TABLES + FEATURE_TABLES)
     root.finish()
 
     srv = _Reader(source, text, _table(root, "server"), "server")
@@ -626,6 +682,8 @@ def parse_config(text: str, source: str = "<string>", base_dir: Path | None = No
     )
     ca.finish()
     rehash = _rehash_settings(_Reader(source, text, _table(root, "rehash"), "rehash"))
+    ap = _Reader(source, text, _table(root, "auth_policy"), "auth_policy")
+    auth_policy = _auth_policy_settings(ap, base_dir)
     app_passwords = _app_password_settings(
         _Reader(source, text, _table(root, "app_passwords"), "app_passwords")
     )
@@ -641,6 +699,7 @@ def parse_config(text: str, source: str = "<string>", base_dir: Path | None = No
         source,
         rehash,
         app_passwords,
+        auth_policy=auth_policy,
     )
 
 
@@ -714,6 +773,84 @@ def _rehash_settings(rh: _Reader) -> RehashSettings:
     )
     rh.finish()
     return rehash
+
+
+def _auth_policy_settings(ap: _Reader, base_dir: Path | None) -> AuthPolicySettings:
+    """``[auth_policy]``: every key checked; a nonce is required once ``server_url`` is set."""
+    d = AuthPolicySettings()
+    url = ap.get("server_url", str, "")
+    if url and not url.startswith(("http://", "https://")):
+        ap.used.discard("server_url")
+        raise ap.error("server_url", "expected an http:// or https:// URL")
+    nonce = ap.get("hash_nonce", str, "")
+    nonce_file = ap.get("hash_nonce_file", str, "")
+    if nonce and nonce_file:
+        raise ap.error("hash_nonce_file", "give hash_nonce or hash_nonce_file, not both")
+    if nonce_file:
+        path = Path(nonce_file)
+        if base_dir is not None and not path.is_absolute():
+            path = base_dir / path
+        try:
+            nonce = path.read_text(encoding="utf-8").strip()
+        except (OSError, UnicodeDecodeError) as exc:
+            why = exc.strerror if isinstance(exc, OSError) else "not UTF-8 text"
+            raise ap.error("hash_nonce_file", f"cannot read {path}: {why}") from None
+        if not nonce:
+            raise ap.error("hash_nonce_file", f"{path} is empty")
+    if url and not nonce:
+        raise ap.error("server_url", "needs hash_nonce or hash_nonce_file (the cluster-wide nonce)")
+    attributes = ap.get("request_attributes", str, d.request_attributes, _policy_attributes)
+    settings = AuthPolicySettings(
+        server_url=url,
+        api_header=ap.get("api_header", str, ""),
+        timeout_msecs=ap.get("timeout_msecs", int, d.timeout_msecs, _positive),
+        hash_nonce=nonce,
+        hash_mech=ap.get("hash_mech", str, d.hash_mech, _one_of(POLICY_HASH_MECHS)),
+        hash_truncate=ap.get(
+            "hash_truncate",
+            int,
+            d.hash_truncate,
+            lambda v: None if 0 <= v <= 512 else "must be between 0 (no truncation) and 512",
+        ),
+        request_attributes=attributes,
+        reject_on_fail=ap.get("reject_on_fail", bool, d.reject_on_fail),
+        check_before_auth=ap.get("check_before_auth", bool, d.check_before_auth),
+        check_after_auth=ap.get("check_after_auth", bool, d.check_after_auth),
+        report_after_auth=ap.get("report_after_auth", bool, d.report_after_auth),
+        log_only=ap.get("log_only", bool, d.log_only),
+        report_queue_size=ap.get("report_queue_size", int, d.report_queue_size, _positive),
+    )
+    ap.finish()
+    return settings
+
+
+def _policy_attributes(text: str) -> str | None:
+    """``key=value ...`` with known variables only (the words split on blanks and ``=``)."""
+    words = text.replace("=", " ").split()
+    if not words or len(words) % 2:
+        return "expected key=value pairs"
+    for value in words[1::2]:
+        for match in _POLICY_VARIABLE.finditer(value):
+            long, short = match.group(1), match.group(2)
+            if long is None and short is None:
+                return f"{value!r}: a lone % at the end"
+            name = long if long is not None else _POLICY_SHORT.get(short or "", "")
+            if short == "%":
+                continue
+            if name not in POLICY_VARIABLES:
+                shown = long if long is not None else short
+                return f"unknown variable {shown!r} (known: {', '.join(POLICY_VARIABLES)})"
+    return None
+
+
+_POLICY_SHORT = {
+    "u": "user",
+    "n": "username",
+    "d": "domain",
+    "s": "service",
+    "r": "rip",
+    "l": "lip",
+}
 
 
 def load_config(path: str | Path) -> Config:

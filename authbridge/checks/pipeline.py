@@ -30,6 +30,7 @@ import trio
 
 from authbridge import schemes
 from authbridge.checks.app_passwords import AppPasswordCheck
+from authbridge.checks.authpolicy import AuthPolicy, Decision, PolicyRequest
 from authbridge.checks.cache import AuthCache
 from authbridge.checks.expand import ExpansionError
 from authbridge.checks.fields import Applied, apply_fields, plain_entry
@@ -103,7 +104,17 @@ class _PenaltyWait:
         self.delay, self.key = delay, key
 
 
-_Op = _Lookup | _Verify | _PenaltyWait
+class _AskPolicy:
+    """Ask the auth-policy server (``[auth_policy]``); before the lookup, hold the
+    request for the delay it answers."""
+
+    __slots__ = ("before", "client", "request")
+
+    def __init__(self, client: AuthPolicy, request: PolicyRequest, before: bool) -> None:
+        self.client, self.request, self.before = client, request, before
+
+
+_Op = _Lookup | _Verify | _PenaltyWait | _AskPolicy
 _Steps = Generator[_Op, Any, Result]
 
 
@@ -239,6 +250,8 @@ class CheckPipeline:
         self.rehash: RehashOffer | None = None
         #: App passwords on (any store has them): see :meth:`_plain_app` (``None``: off).
         self.app_passwords: AppPasswordCheck | None = None
+        #: ``[auth_policy]`` on: the policy server's client (``None``: off).
+        self.authpolicy: AuthPolicy | None = None
 
     # ------------------------------------------------------------------ drivers
 
@@ -301,19 +314,19 @@ class CheckPipeline:
 
     async def _rest(self, pending: Pending, op: _Op | None) -> Result:
         steps, info = pending._steps, pending.info
-        with _closing(steps), trio.move_on_after(self.timeout):
+        with _closing(steps), trio.move_on_after(self.timeout) as scope:
             if op is None:
                 result = self._advance(steps, None, None, info, pending.typed)
             else:
-                result = await self._perform(steps, op, info, pending.typed)
+                result = await self._perform(steps, op, info, pending.typed, scope)
             while isinstance(result, Pending):
-                result = await self._perform(steps, result.op, info, pending.typed)
+                result = await self._perform(steps, result.op, info, pending.typed, scope)
             return result
         log.error("credential check timed out", request=info.id, timeout=self.timeout)
         return Verdict(Outcome.TEMPFAIL, pending.typed, Reason.STORE_ERROR)
 
     async def _perform(
-        self, steps: _Steps, op: _Op, info: RequestInfo, typed: str
+        self, steps: _Steps, op: _Op, info: RequestInfo, typed: str, scope: trio.CancelScope
     ) -> Result | Pending:
         """Carry out one operation that waits, then go on as far as possible."""
         value: Any = None
@@ -322,9 +335,22 @@ class CheckPipeline:
                 value = await op.store.lookup(op.user, op.info)
             elif type(op) is _Verify:
                 value = await self.auth.hasher.verify(op.stored, op.password, op.user)
+            elif type(op) is _AskPolicy:
+                value = await self._ask_policy(op, info, scope)
         except (StoreUnavailable, HasherUnavailable, schemes.SchemeError) as exc:
             return self._advance(steps, None, exc, info, typed)
         return self._advance(steps, value, None, info, typed)
+
+    @staticmethod
+    async def _ask_policy(op: _AskPolicy, info: RequestInfo, scope: trio.CancelScope) -> Decision:
+        """The policy server's decision; its time (and the delay it asks for before the
+        lookup) does not count against the check timeout, as the penalty does not."""
+        started = trio.current_time()
+        decision = await op.client.check(op.request, info)
+        if op.before and decision.status > 0 and not info.no_penalty:
+            await trio.sleep(decision.status)
+        scope.deadline += trio.current_time() - started
+        return decision
 
     @contextlib.asynccontextmanager
     async def _penalty_turn(self, key: str) -> AsyncIterator[None]:
@@ -361,6 +387,13 @@ class CheckPipeline:
             delay = penalty.delay_of(bucket, now)
             if delay > 0:
                 yield _PenaltyWait(delay, bucket or "")
+        asked = None
+        if self.authpolicy is not None:  # the only cost of the feature when it is off
+            asked = self._policy_request(self.authpolicy, info, credential, typed)
+            if asked is not None and self.authpolicy.settings.check_before_auth:
+                decision = yield _AskPolicy(self.authpolicy, asked, True)
+                if decision.refused:
+                    return _policy_refusal(info, decision, asked, typed)
         if plain:
             assert isinstance(credential, VerifyPlain)
             result: Result = yield from self._plain_cached(info, credential)
@@ -382,11 +415,39 @@ class CheckPipeline:
                 # A nologin refusal came with the right password: not a guess.
                 secret = _secret(credential)
                 penalty.failed_in(bucket, result.user or "", secret, self.clock())
+        if (
+            asked is not None
+            and type(result) is Verdict
+            and result.outcome is Outcome.OK
+            and self.authpolicy is not None
+            and self.authpolicy.settings.check_after_auth
+        ):
+            # Dovecot asks again after a success (a refusal now is a FAIL; a delay is
+            # not applied). Mechanisms that compare credentials themselves (CRAM-MD5,
+            # SCRAM) decide after the pipeline: only the check before covers them.
+            decision = yield _AskPolicy(self.authpolicy, asked, False)
+            if decision.refused:
+                return _policy_refusal(info, decision, asked, typed, result.user)
         return result
+
+    def _policy_request(
+        self, client: AuthPolicy, info: RequestInfo, credential: Credential, typed: str
+    ) -> PolicyRequest | None:
+        """The login as the policy server sees it: the normalised name (Dovecot's
+        ``%{requested_username}``), and the password for PLAIN/LOGIN only."""
+        try:
+            user = self.auth.usernames.normalise(typed)
+        except InvalidUsername:
+            return None  # refused by the lookup, as by Dovecot before any policy request
+        password = credential.password if isinstance(credential, VerifyPlain) else None
+        return client.request(info, user, password)
 
     def finished(self, info: RequestInfo, verdict: Verdict) -> None:
         """The penalty of a mechanism that compared credentials itself (CRAM-MD5's
-        digest, SCRAM's proof): recorded when the request ends."""
+        digest, SCRAM's proof): recorded when the request ends. The policy server's
+        report of every request is queued here (sent after the reply)."""
+        if self.authpolicy is not None:
+            self.authpolicy.finished(info, verdict.ok)
         penalty = self.penalty
         if penalty is None or info.no_penalty:
             return
@@ -648,6 +709,26 @@ class CheckPipeline:
         if applied.nets_denied:
             return found.verdict(Outcome.FAIL, Reason.NETWORK_DENIED)
         return found
+
+
+def _policy_refusal(
+    info: RequestInfo,
+    decision: Decision,
+    asked: PolicyRequest,
+    typed: str,
+    user: str | None = None,
+) -> Verdict:
+    """The FAIL of a policy server refusal: Dovecot's, with ``reason=`` its ``msg``."""
+    fields = (("reason", decision.msg),) if decision.msg else ()
+    log.info("login refused by the policy server", request=info.id, rip=info.rip)
+    return Verdict(
+        Outcome.FAIL,
+        user or asked.user,
+        Reason.POLICY_SERVER,
+        fields=fields,
+        had_store_fields=bool(fields),
+        original_user=typed,
+    )
 
 
 def _invalid_entry(found: _Found) -> tuple[str, str] | None:

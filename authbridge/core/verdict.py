@@ -32,6 +32,8 @@ class Reason(enum.Enum):
     FORCED_FAIL = "forced_fail"
     NETWORK_DENIED = "network_denied"
     POLICY = "policy"
+    #: The auth-policy server (``[auth_policy]``, weakforced/Nauthilus) refused.
+    POLICY_SERVER = "policy_server"
     #: PLAIN/LOGIN on a session the MTA did not mark ``secured`` (default mode).
     PLAINTEXT_INSECURE = "plaintext_insecure"
     STORE_ERROR = "store_error"

@@ -57,6 +57,7 @@ def test_every_config_key_is_documented() -> None:
         "cache": CacheSettings,
         "rehash": config.RehashSettings,
         "app_passwords": config.AppPasswordSettings,
+        "auth_policy": config.AuthPolicySettings,
     }
     documented: dict[str, set[str]] = {}
     current = ""
