@@ -78,6 +78,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "authbridge.commands.check",
         "load the config and every store, bind nothing: run before a reload",
     ),
+    "app-password": (
+        "authbridge.commands.app_password",
+        "app-password add|list|revoke USER: per-device passwords (shown once, stored hashed)",
+    ),
     "auth": (
         "authbridge.commands.auth_test",
         "auth test USER [PASSWORD]: one login through a socket, like doveadm auth test",

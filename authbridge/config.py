@@ -29,7 +29,19 @@ LOG_FORMATS = ("auto", "json", "console")
 LOG_LEVELS = ("debug", "info", "warning", "error")
 UNKNOWN_USER_MODES = ("fingerprint", "typed")
 #: The tables a config file may have (``store`` as ``[[store]]``, one per store).
-TABLES = ("server", "store", "policy", "log", "metrics", "penalty", "cache", "rehash")
+TABLES = (
+    "server",
+    "store",
+    "policy",
+    "log",
+    "metrics",
+    "penalty",
+    "cache",
+    "rehash",
+    "app_passwords",
+)
+#: Tables of optional features, parsed by their own function below.
+FEATURE_TABLES = ("auth_policy",)
 #: Postfix gives up on the auth socket after this many seconds.
 POSTFIX_TIMEOUT = 10.0
 
@@ -120,6 +132,93 @@ class RehashSettings:
     queue_size: int = 1000
 
 
+#: Dovecot 2.3's ``auth_policy_request_attributes`` default.
+DEFAULT_POLICY_ATTRIBUTES = (
+    "login=%{requested_username} pwhash=%{hashed_password} remote=%{rip} "
+    "device_id=%{client_id} protocol=%s session_id=%{session}"
+)
+#: Variables ``[auth_policy] request_attributes`` may use (Dovecot's names; %u %n %d %s
+#: %r %l are the short forms of the first six).
+POLICY_VARIABLES = (
+    "user",
+    "username",
+    "domain",
+    "service",
+    "rip",
+    "lip",
+    "rport",
+    "lport",
+    "mech",
+    "session",
+    "client_id",
+    "requested_username",
+    "hashed_password",
+)
+POLICY_HASH_MECHS = ("md4", "md5", "sha1", "sha256", "sha512")
+_POLICY_VARIABLE = re.compile(r"%[LU]?(?:\{([^}]*)\}|(.)|$)")
+
+
+@dataclass(frozen=True, slots=True)
+class AuthPolicySettings:
+    """``[auth_policy]``: Dovecot's auth-policy client (weakforced, Nauthilus); off unless
+    ``server_url`` is set. Names and defaults are Dovecot's ``auth_policy_*``."""
+
+    server_url: str = field(default="", repr=False)
+    #: ``Name: value`` (or a bare value, sent as ``X-API-Key``).
+    api_header: str = field(default="", repr=False)
+    timeout_msecs: int = 2000
+    hash_nonce: str = field(default="", repr=False)
+    hash_mech: str = "sha256"
+    hash_truncate: int = 12
+    request_attributes: str = DEFAULT_POLICY_ATTRIBUTES
+    reject_on_fail: bool = False
+    check_before_auth: bool = True
+    check_after_auth: bool = True
+    report_after_auth: bool = True
+    log_only: bool = False
+    #: Reports waiting to be sent at most; more are dropped (and counted).
+    report_queue_size: int = 1000
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.server_url)
+
+
+@dataclass(frozen=True, slots=True)
+class AppPasswordSettings:
+    """``[app_passwords]``: what holds for every store's app passwords."""
+
+    #: Services (the request's ``service=``) the main password no longer works for.
+    require_app_password_for: tuple[str, ...] = ()
+    #: The scheme ``authbridge app-password add`` hashes new passwords with.
+    scheme: str = "ARGON2ID"
+    #: Seconds between two writes of one app password's last-used time.
+    used_interval: float = 3600.0
+
+
+#: The SQL of an sql store's app passwords, by config key (see deploy/sql/*.sql).
+#: ``%{label}``, ``%w`` (the hash), ``%{scope}`` (services, comma separated, '' = any),
+#: ``%{expires}`` and ``%{time}`` (Unix seconds, '' = none) are bound parameters.
+APP_PASSWORD_QUERIES: dict[str, str] = {
+    "app_password_query": (
+        "SELECT label, password, service, expires_at, last_used FROM app_passwords "
+        "WHERE username = '%u' ORDER BY label"
+    ),
+    "app_password_insert_query": (
+        "INSERT INTO app_passwords (username, label, password, service, expires_at, "
+        "created_at) VALUES ('%u', %{label}, %w, NULLIF(%{scope}, ''), "
+        "CAST(NULLIF(%{expires}, '') AS bigint), CAST(%{time} AS bigint))"
+    ),
+    "app_password_delete_query": (
+        "DELETE FROM app_passwords WHERE username = '%u' AND label = %{label}"
+    ),
+    "app_password_used_query": (
+        "UPDATE app_passwords SET last_used = CAST(%{time} AS bigint) "
+        "WHERE username = '%u' AND label = %{label}"
+    ),
+}
+
+
 @dataclass(frozen=True, slots=True)
 class ServerConfig:
     socket_path: str = DEFAULT_SOCKET
@@ -160,6 +259,10 @@ class StoreConfig:
     #: ``sql`` stores: seconds before a query counts as an outage.
     timeout: float = 5.0
     pool_size: int = 4
+    #: File stores: the companion file of app passwords ("" = none).
+    app_password_file: str = ""
+    #: ``sql`` stores: the app password queries by key (empty: no app passwords).
+    app_password_queries: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -203,6 +306,16 @@ class Config:
     cache: CacheSettings = field(default_factory=CacheSettings)
     source: str = "<defaults>"
     rehash: RehashSettings = field(default_factory=RehashSettings)
+    app_passwords: AppPasswordSettings = field(default_factory=AppPasswordSettings)
+
+    @property
+    def has_app_passwords(self) -> bool:
+        """Whether any store has app passwords (or the main password is refused somewhere)."""
+        return bool(self.app_passwords.require_app_password_for) or any(
+            store.app_password_file or store.app_password_queries for store in self.stores
+        )
+
+    auth_policy: AuthPolicySettings = field(default_factory=AuthPolicySettings)
 
     def dovecot_compatible(self) -> Config:
         """The same setup, behaving exactly like Dovecot 2.3 on the wire."""
@@ -465,7 +578,7 @@ def parse_config(text: str, source: str = "<string>", base_dir: Path | None = No
         raise ConfigError(f"{source}: TOML syntax error: {exc}") from None
     root = _Reader(source, text, data, "")
     # A misspelt table name first: its settings would otherwise be silently missing.
-    root.used.update(TABLES)
+    root.used.update(TABLES + FEATURE_TABLES)
     root.finish()
 
     srv = _Reader(source, text, _table(root, "server"), "server")
@@ -532,6 +645,7 @@ def parse_config(text: str, source: str = "<string>", base_dir: Path | None = No
                     update_query=st.get("update_query", str, ""),
                     timeout=st.get("timeout", float, 5.0, _positive),
                     pool_size=st.get("pool_size", int, 4, _positive),
+                    app_password_queries=_app_password_queries(st),
                 )
             )
             st.finish()
@@ -541,7 +655,12 @@ def parse_config(text: str, source: str = "<string>", base_dir: Path | None = No
             raise st.error("path", "a store needs a path")
         if base_dir is not None and not Path(path).is_absolute():
             path = str(base_dir / path)
-        stores.append(StoreConfig(kind, path, default_scheme.upper()))
+        app_file = st.get("app_passwords", str, "")
+        if app_file and base_dir is not None and not Path(app_file).is_absolute():
+            app_file = str(base_dir / app_file)
+        if app_file and os.path.abspath(app_file) == os.path.abspath(path):
+            raise st.error("app_passwords", "must be a file of its own, not the store's path")
+        stores.append(StoreConfig(kind, path, default_scheme.upper(), app_password_file=app_file))
         st.finish()
 
     pol = _Reader(source, text, _table(root, "policy"), "policy")
@@ -600,9 +719,24 @@ def parse_config(text: str, source: str = "<string>", base_dir: Path | None = No
     )
     ca.finish()
     rehash = _rehash_settings(_Reader(source, text, _table(root, "rehash"), "rehash"))
+    ap = _Reader(source, text, _table(root, "auth_policy"), "auth_policy")
+    auth_policy = _auth_policy_settings(ap, base_dir)
+    app_passwords = _app_password_settings(
+        _Reader(source, text, _table(root, "app_passwords"), "app_passwords")
+    )
     root.finish()
     return Config(
-        server, tuple(stores), policy, log_config, metrics, penalty, cache, source, rehash
+        server,
+        tuple(stores),
+        policy,
+        log_config,
+        metrics,
+        penalty,
+        cache,
+        source,
+        rehash,
+        app_passwords,
+        auth_policy=auth_policy,
     )
 
 
@@ -652,6 +786,48 @@ def _fleet_settings(pen: _Reader, pdef: PenaltySettings, base_dir: Path | None) 
     }
 
 
+_SERVICE = re.compile(r"[a-z0-9][a-z0-9_.-]*")
+
+
+def _app_password_queries(st: _Reader) -> tuple[tuple[str, str], ...]:
+    """An sql store's ``app_passwords = true`` and its queries (defaults: the table of
+    deploy/sql/); empty when off. A query set without ``app_passwords`` is refused."""
+    enabled = st.get("app_passwords", bool, False)
+    queries = []
+    for key, default in APP_PASSWORD_QUERIES.items():
+        query = st.get(key, str, default, lambda v: None if v.strip() else "must not be empty")
+        if st.is_set(key) and not enabled:
+            raise st.error(key, "set app_passwords = true in this store to use it")
+        queries.append((key, query))
+    return tuple(queries) if enabled else ()
+
+
+def _app_password_settings(ap: _Reader) -> AppPasswordSettings:
+    """``[app_passwords]``: settings shared by every store's app passwords."""
+    from authbridge.schemes import available_schemes  # only configs with the table pay
+
+    adef = AppPasswordSettings()
+    required = tuple(s.lower() for s in ap.strings("require_app_password_for", ()))
+    for service in required:
+        if not _SERVICE.fullmatch(service):
+            raise ap.error("require_app_password_for", f"{service!r} is not a service name")
+    scheme = adef.scheme
+    if ap.is_set("scheme"):
+        known = tuple(available_schemes())
+        scheme = ap.get("scheme", str, adef.scheme).upper()
+        if scheme not in known:
+            raise ap.error("scheme", f"unknown scheme {scheme!r}{_did_you_mean(scheme, known)}")
+        if scheme in ("OTP", "DIGEST-MD5", "PLAIN", "CLEAR", "CLEARTEXT"):
+            raise ap.error("scheme", f"{scheme} cannot hash app passwords")
+    settings = AppPasswordSettings(
+        require_app_password_for=required,
+        scheme=scheme,
+        used_interval=ap.get("used_interval", float, adef.used_interval, _positive),
+    )
+    ap.finish()
+    return settings
+
+
 def _rehash_settings(rh: _Reader) -> RehashSettings:
     """``[rehash]``: off unless ``enabled = true`` (the other keys are checked either way)."""
     from authbridge.schemes import available_schemes  # only configs with [rehash] pay
@@ -680,6 +856,84 @@ def _rehash_settings(rh: _Reader) -> RehashSettings:
     )
     rh.finish()
     return rehash
+
+
+def _auth_policy_settings(ap: _Reader, base_dir: Path | None) -> AuthPolicySettings:
+    """``[auth_policy]``: every key checked; a nonce is required once ``server_url`` is set."""
+    d = AuthPolicySettings()
+    url = ap.get("server_url", str, "")
+    if url and not url.startswith(("http://", "https://")):
+        ap.used.discard("server_url")
+        raise ap.error("server_url", "expected an http:// or https:// URL")
+    nonce = ap.get("hash_nonce", str, "")
+    nonce_file = ap.get("hash_nonce_file", str, "")
+    if nonce and nonce_file:
+        raise ap.error("hash_nonce_file", "give hash_nonce or hash_nonce_file, not both")
+    if nonce_file:
+        path = Path(nonce_file)
+        if base_dir is not None and not path.is_absolute():
+            path = base_dir / path
+        try:
+            nonce = path.read_text(encoding="utf-8").strip()
+        except (OSError, UnicodeDecodeError) as exc:
+            why = exc.strerror if isinstance(exc, OSError) else "not UTF-8 text"
+            raise ap.error("hash_nonce_file", f"cannot read {path}: {why}") from None
+        if not nonce:
+            raise ap.error("hash_nonce_file", f"{path} is empty")
+    if url and not nonce:
+        raise ap.error("server_url", "needs hash_nonce or hash_nonce_file (the cluster-wide nonce)")
+    attributes = ap.get("request_attributes", str, d.request_attributes, _policy_attributes)
+    settings = AuthPolicySettings(
+        server_url=url,
+        api_header=ap.get("api_header", str, ""),
+        timeout_msecs=ap.get("timeout_msecs", int, d.timeout_msecs, _positive),
+        hash_nonce=nonce,
+        hash_mech=ap.get("hash_mech", str, d.hash_mech, _one_of(POLICY_HASH_MECHS)),
+        hash_truncate=ap.get(
+            "hash_truncate",
+            int,
+            d.hash_truncate,
+            lambda v: None if 0 <= v <= 512 else "must be between 0 (no truncation) and 512",
+        ),
+        request_attributes=attributes,
+        reject_on_fail=ap.get("reject_on_fail", bool, d.reject_on_fail),
+        check_before_auth=ap.get("check_before_auth", bool, d.check_before_auth),
+        check_after_auth=ap.get("check_after_auth", bool, d.check_after_auth),
+        report_after_auth=ap.get("report_after_auth", bool, d.report_after_auth),
+        log_only=ap.get("log_only", bool, d.log_only),
+        report_queue_size=ap.get("report_queue_size", int, d.report_queue_size, _positive),
+    )
+    ap.finish()
+    return settings
+
+
+def _policy_attributes(text: str) -> str | None:
+    """``key=value ...`` with known variables only (the words split on blanks and ``=``)."""
+    words = text.replace("=", " ").split()
+    if not words or len(words) % 2:
+        return "expected key=value pairs"
+    for value in words[1::2]:
+        for match in _POLICY_VARIABLE.finditer(value):
+            long, short = match.group(1), match.group(2)
+            if long is None and short is None:
+                return f"{value!r}: a lone % at the end"
+            name = long if long is not None else _POLICY_SHORT.get(short or "", "")
+            if short == "%":
+                continue
+            if name not in POLICY_VARIABLES:
+                shown = long if long is not None else short
+                return f"unknown variable {shown!r} (known: {', '.join(POLICY_VARIABLES)})"
+    return None
+
+
+_POLICY_SHORT = {
+    "u": "user",
+    "n": "username",
+    "d": "domain",
+    "s": "service",
+    "r": "rip",
+    "l": "lip",
+}
 
 
 def load_config(path: str | Path) -> Config:

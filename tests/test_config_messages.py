@@ -6,6 +6,8 @@ here was reported without a line, without a suggestion, or against the wrong key
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from authbridge.config import ConfigError, parse_config
@@ -98,3 +100,67 @@ def test_both_set_blames_the_steps() -> None:
 def test_a_disabled_penalty_adds_no_delay() -> None:
     text = f"{STORE}[policy]\nfailure_delay = 5\n[penalty]\nenabled = false\nsteps = [1, 6]\n"
     assert parse_config(text, "x.toml").penalty.enabled is False
+
+
+# ---------------------------------------------------------------------- app passwords
+
+
+def test_app_password_settings_and_store_keys_load() -> None:
+    from authbridge.config import APP_PASSWORD_QUERIES
+
+    config = parse_config(
+        '[[store]]\npath = "/etc/users"\napp_passwords = "users.app"\n'
+        '[[store]]\ntype = "sql"\ndriver = "sqlite"\ndsn = "/x.db"\n'
+        "password_query = \"SELECT password FROM u WHERE username = '%u'\"\n"
+        "app_passwords = true\n"
+        "app_password_query = \"SELECT label, password FROM a WHERE username = '%u'\"\n"
+        '[app_passwords]\nrequire_app_password_for = ["SMTP"]\nused_interval = 60\n',
+        "/etc/authbridge/authbridge.toml",
+        Path("/etc/authbridge"),
+    )
+    files, sql = config.stores
+    assert files.app_password_file == "/etc/authbridge/users.app"
+    queries = dict(sql.app_password_queries)
+    assert queries["app_password_query"].startswith("SELECT label, password FROM a")
+    assert queries["app_password_delete_query"] == APP_PASSWORD_QUERIES["app_password_delete_query"]
+    assert config.app_passwords.require_app_password_for == ("smtp",)
+    assert config.app_passwords.used_interval == 60.0
+    assert config.has_app_passwords
+    assert not parse_config('[[store]]\npath = "/u"\n').has_app_passwords
+
+
+@pytest.mark.parametrize(
+    ("text", "says"),
+    [
+        (
+            '[app_passwords]\nrequire_app_password_for = ["smtp", "s m"]\n',
+            "t.toml:2: app_passwords.require_app_password_for: 's m' is not a service name",
+        ),
+        ('[app_passwords]\nscheme = "PLAIN"\n', "t.toml:2: app_passwords.scheme: PLAIN cannot"),
+        ('[app_passwords]\nscheme = "ARGON2"\n', "t.toml:2: app_passwords.scheme: unknown scheme"),
+        ("[app_passwords]\nused_interval = 0\n", "t.toml:2: app_passwords.used_interval: must be"),
+        ("[app_passwords]\nrequire_app_passwords_for = []\n", "did you mean"),
+        (
+            '[[store]]\npath = "/u"\napp_passwords = "/u"\n',
+            "t.toml:3: store[0].app_passwords: must be a file of its own",
+        ),
+        (
+            '[[store]]\npath = "/u"\napp_passwords = true\n',
+            "t.toml:3: store[0].app_passwords: expected str, got bool",
+        ),
+        (
+            '[[store]]\ntype = "sql"\ndriver = "sqlite"\ndsn = "/x"\npassword_query = "SELECT 1"\n'
+            'app_password_query = "SELECT 2"\n',
+            "t.toml:6: store[0].app_password_query: set app_passwords = true",
+        ),
+        (
+            '[[store]]\ntype = "sql"\ndriver = "sqlite"\ndsn = "/x"\npassword_query = "SELECT 1"\n'
+            'app_passwords = "yes"\n',
+            "t.toml:6: store[0].app_passwords: expected bool, got str",
+        ),
+    ],
+)
+def test_app_password_config_errors_name_file_line_and_key(text: str, says: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        parse_config(text, "t.toml")
+    assert says in str(caught.value), str(caught.value)

@@ -20,6 +20,7 @@ from pathlib import Path
 import pytest
 
 from authbridge import cli
+from authbridge.schemes import generate
 
 #: Exit statuses the cli docstring documents for errors, plus auth test's own (64, 75).
 DOCUMENTED_ERRORS = {1, 2, cli.EX_IOERR, cli.EX_STDOUT_CLOSED, 64, 75}
@@ -122,6 +123,33 @@ CASES = [
     Case(("auth", "test", "alice", "pw", "--mechanism", "nope"), 2, "invalid choice"),
     Case(("auth", "test"), 2, "required"),
     # no command, an unknown one
+    # app-password
+    Case(("app-password",), 2, "required: SUBCOMMAND"),
+    Case(("app-password", "list", "user1", "--config", "{missing}"), 2, "No such file"),
+    Case(("app-password", "list", "user1"), 2, "no configuration"),
+    Case(("app-password", "add", "user1", "--config", "{apps}"), 2, "--label"),
+    Case(("app-password", "add", "user1", "--label", "a b", "--config", "{apps}"), 2, "--label"),
+    Case(
+        ("app-password", "add", "user1", "--label", "x", "--expires", "soon", "--config", "{apps}"),
+        2,
+        "--expires",
+    ),
+    Case(
+        ("app-password", "add", "user1", "--label", "x", "--service", "s m", "--config", "{apps}"),
+        2,
+        "--service",
+    ),
+    Case(
+        ("app-password", "add", "user1", "--label", "phone", "--config", "{apps}"),
+        2,
+        "already has an app password 'phone'",
+    ),
+    Case(("app-password", "add", "user1", "--label", "x", "--config", "{badapps}"), 2, ".app:2:"),
+    Case(("app-password", "revoke", "user1", "nosuch", "--config", "{apps}"), 2, "no app password"),
+    Case(("app-password", "list", "nobody", "--config", "{apps}"), 2, "no store knows"),
+    Case(("app-password", "list", "user1", "--config", "{good}"), 2, "has no app passwords"),
+    Case(("app-password", "list", "user1", "--config", "{sql}"), 74, "absent.sqlite"),
+    Case(("app-password", "list", "user1", "--config", "{apps}"), 141, closed_stdout=True),
     Case((), 2, "required: COMMAND"),
     Case(("nope",), 2, "invalid choice"),
 ]
@@ -142,6 +170,13 @@ def places(tmp_path: Path) -> dict[str, str]:
         f'driver = "sqlite"\ndsn = "{tmp_path / "absent.sqlite"}"\n'
         "password_query = \"SELECT password FROM users WHERE username = '%u'\"\n"
     )
+    app_line = f"user1:phone:{generate('SSHA512', b'x', 'user1')}::\n"
+    (tmp_path / "users.app").write_text(app_line)
+    (tmp_path / "bad.app").write_text(app_line + "user1:broken\n")
+    for name, app_file in (("apps", "users.app"), ("badapps", "bad.app")):
+        (tmp_path / f"{name}.toml").write_text(
+            f'[[store]]\npath = "{users}"\napp_passwords = "{tmp_path / app_file}"\n'
+        )
     (tmp_path / "a-directory").mkdir()
     (tmp_path / "empty-path").mkdir()
     return {
@@ -150,6 +185,8 @@ def places(tmp_path: Path) -> dict[str, str]:
         "users": str(users),
         "good": str(good),
         "sql": str(sql),
+        "apps": str(tmp_path / "apps.toml"),
+        "badapps": str(tmp_path / "badapps.toml"),
         "tmp": str(tmp_path),
         "PATH": str(tmp_path / "empty-path"),
     }

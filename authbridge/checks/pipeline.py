@@ -21,6 +21,7 @@ against (the penalty of that comparison is recorded by :meth:`CheckPipeline.fini
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import time
 from collections.abc import AsyncIterator, Callable, Generator, Sequence
 from typing import Any, Protocol
@@ -28,6 +29,8 @@ from typing import Any, Protocol
 import trio
 
 from authbridge import schemes
+from authbridge.checks.app_passwords import AppPasswordCheck
+from authbridge.checks.authpolicy import AuthPolicy, Decision, PolicyRequest
 from authbridge.checks.cache import AuthCache
 from authbridge.checks.expand import ExpansionError
 from authbridge.checks.fields import Applied, apply_fields, plain_entry
@@ -121,7 +124,17 @@ class _Hold:
         self.delay = delay
 
 
-_Op = _Lookup | _Verify | _PenaltyWait | _SharedFetch | _Hold
+class _AskPolicy:
+    """Ask the auth-policy server (``[auth_policy]``); before the lookup, hold the
+    request for the delay it answers."""
+
+    __slots__ = ("before", "client", "request")
+
+    def __init__(self, client: AuthPolicy, request: PolicyRequest, before: bool) -> None:
+        self.client, self.request, self.before = client, request, before
+
+
+_Op = _Lookup | _Verify | _PenaltyWait | _AskPolicy | _SharedFetch | _Hold
 _Steps = Generator[_Op, Any, Result]
 
 
@@ -255,6 +268,10 @@ class CheckPipeline:
         self._turns: dict[str, trio.Lock] = {}
         #: ``[rehash]`` on: told of each successful PLAIN/LOGIN login (``None``: off).
         self.rehash: RehashOffer | None = None
+        #: App passwords on (any store has them): see :meth:`_plain_app` (``None``: off).
+        self.app_passwords: AppPasswordCheck | None = None
+        #: ``[auth_policy]`` on: the policy server's client (``None``: off).
+        self.authpolicy: AuthPolicy | None = None
 
     # ------------------------------------------------------------------ drivers
 
@@ -348,16 +365,16 @@ class CheckPipeline:
         steps, info = pending._steps, pending.info
         held: _Hold | None = None
         with _closing(steps):
-            with trio.move_on_after(self.timeout):
+            with trio.move_on_after(self.timeout) as scope:
                 if op is None:
                     result = self._advance(steps, None, None, info, pending.typed)
                 else:
-                    result = await self._perform(steps, op, info, pending.typed)
+                    result = await self._perform(steps, op, info, pending.typed, scope)
                 while isinstance(result, Pending):
                     if type(result.op) is _Hold:
                         held = result.op  # the verdict is there: held outside the timeout
                         break
-                    result = await self._perform(steps, result.op, info, pending.typed)
+                    result = await self._perform(steps, result.op, info, pending.typed, scope)
                 else:
                     return result
             if held is not None:
@@ -367,7 +384,7 @@ class CheckPipeline:
         return Verdict(Outcome.TEMPFAIL, pending.typed, Reason.STORE_ERROR)
 
     async def _perform(
-        self, steps: _Steps, op: _Op, info: RequestInfo, typed: str
+        self, steps: _Steps, op: _Op, info: RequestInfo, typed: str, scope: trio.CancelScope
     ) -> Result | Pending:
         """Carry out one operation that waits, then go on as far as possible."""
         value: Any = None
@@ -376,9 +393,22 @@ class CheckPipeline:
                 value = await op.store.lookup(op.user, op.info)
             elif type(op) is _Verify:
                 value = await self.auth.hasher.verify(op.stored, op.password, op.user)
+            elif type(op) is _AskPolicy:
+                value = await self._ask_policy(op, info, scope)
         except (StoreUnavailable, HasherUnavailable, schemes.SchemeError) as exc:
             return self._advance(steps, None, exc, info, typed)
         return self._advance(steps, value, None, info, typed)
+
+    @staticmethod
+    async def _ask_policy(op: _AskPolicy, info: RequestInfo, scope: trio.CancelScope) -> Decision:
+        """The policy server's decision; its time (and the delay it asks for before the
+        lookup) does not count against the check timeout, as the penalty does not."""
+        started = trio.current_time()
+        decision = await op.client.check(op.request, info)
+        if op.before and decision.status > 0 and not info.no_penalty:
+            await trio.sleep(decision.status)
+        scope.deadline += trio.current_time() - started
+        return decision
 
     @contextlib.asynccontextmanager
     async def _penalty_turn(self, key: str) -> AsyncIterator[None]:
@@ -424,6 +454,13 @@ class CheckPipeline:
             else:
                 assert bucket is not None
                 hold = yield from self._fleet_before(fleet, bucket, typed, now)
+        asked = None
+        if self.authpolicy is not None:  # the only cost of the feature when it is off
+            asked = self._policy_request(self.authpolicy, info, credential, typed)
+            if asked is not None and self.authpolicy.settings.check_before_auth:
+                decision = yield _AskPolicy(self.authpolicy, asked, True)
+                if decision.refused:
+                    return _policy_refusal(info, decision, asked, typed)
         if plain:
             assert isinstance(credential, VerifyPlain)
             result: Result = yield from self._plain_cached(info, credential)
@@ -449,6 +486,19 @@ class CheckPipeline:
                 # A nologin refusal came with the right password: not a guess.
                 secret = _secret(credential)
                 penalty.failed_in(bucket, result.user or "", secret, self.clock())
+        if (
+            asked is not None
+            and type(result) is Verdict
+            and result.outcome is Outcome.OK
+            and self.authpolicy is not None
+            and self.authpolicy.settings.check_after_auth
+        ):
+            # Dovecot asks again after a success (a refusal now is a FAIL; a delay is
+            # not applied). Mechanisms that compare credentials themselves (CRAM-MD5,
+            # SCRAM) decide after the pipeline: only the check before covers them.
+            decision = yield _AskPolicy(self.authpolicy, asked, False)
+            if decision.refused:
+                return _policy_refusal(info, decision, asked, typed, result.user)
         return result
 
     def _fleet_before(
@@ -491,9 +541,24 @@ class CheckPipeline:
                 return True
         return False
 
+    def _policy_request(
+        self, client: AuthPolicy, info: RequestInfo, credential: Credential, typed: str
+    ) -> PolicyRequest | None:
+        """The login as the policy server sees it: the normalised name (Dovecot's
+        ``%{requested_username}``), and the password for PLAIN/LOGIN only."""
+        try:
+            user = self.auth.usernames.normalise(typed)
+        except InvalidUsername:
+            return None  # refused by the lookup, as by Dovecot before any policy request
+        password = credential.password if isinstance(credential, VerifyPlain) else None
+        return client.request(info, user, password)
+
     def finished(self, info: RequestInfo, verdict: Verdict) -> None:
         """The penalty of a mechanism that compared credentials itself (CRAM-MD5's
-        digest, SCRAM's proof): recorded when the request ends."""
+        digest, SCRAM's proof): recorded when the request ends. The policy server's
+        report of every request is queued here (sent after the reply)."""
+        if self.authpolicy is not None:
+            self.authpolicy.finished(info, verdict.ok)
         penalty = self.penalty
         if penalty is None or info.no_penalty:
             return
@@ -561,6 +626,68 @@ class CheckPipeline:
                 return found.verdict(Outcome.TEMPFAIL, Reason.STORE_ERROR)
             except schemes.SchemeError as exc:
                 return self._unusable(found, exc)
+        app = self.app_passwords
+        if app is not None:  # the only cost of app passwords when they are off
+            return (yield from self._plain_app(app, info, found, cred.password, matched))
+        return self._plain_tail(found, cred.password, matched)
+
+    def _plain_app(
+        self,
+        app: AppPasswordCheck,
+        info: RequestInfo,
+        found: _Found,
+        password: bytes,
+        matched: bool,
+    ) -> Generator[_Op, Any, Verdict]:
+        """The end of a PLAIN/LOGIN check with app passwords on: the main password if it
+        matched and the service allows it, else the user's app passwords that are valid
+        for the service and not expired. Every verdict here depends on the service (and
+        an app password on a file that changes), so none is cached."""
+        service = info.service.lower()
+        if matched and service in app.require_for:
+            app.count("main_password_refused")
+            matched = False
+        if matched:
+            verdict = self._plain_tail(found, password, True)
+            if app.require_for:  # the same password fails for another service
+                return dataclasses.replace(verdict, client_specific=True)
+            return verdict
+        source = getattr(found.store, "app_passwords", None)
+        if source is not None:
+            try:
+                candidates = yield _Lookup(source, found.user, info)
+            except StoreUnavailable as exc:
+                _std_log.error("app passwords unavailable", user=found.user, error=str(exc))
+                return found.verdict(Outcome.TEMPFAIL, Reason.STORE_ERROR)
+            now = app.clock()
+            tried = False
+            for candidate in candidates:
+                if not candidate.usable(service, now):
+                    continue
+                tried = True
+                try:
+                    ok = yield _Verify(candidate.password, password, found.user)
+                except HasherUnavailable as exc:
+                    _std_log.error("cannot verify now", user=found.user, error=str(exc))
+                    return found.verdict(Outcome.TEMPFAIL, Reason.STORE_ERROR)
+                except schemes.SchemeError:
+                    continue  # the file's load or the row's read refused it already
+                if ok:
+                    app.count("ok")
+                    source.used(found.user, candidate.label, now)
+                    if found.applied.forced_fail:
+                        return found.verdict(Outcome.FAIL, Reason.FORCED_FAIL)
+                    verdict = found.verdict(Outcome.OK, Reason.NONE)
+                    return dataclasses.replace(
+                        verdict, app_password=candidate.label, client_specific=True
+                    )
+            if tried:
+                app.count("failed")
+        verdict = self._plain_tail(found, password, False)
+        return dataclasses.replace(verdict, client_specific=True)
+
+    def _plain_tail(self, found: _Found, password: bytes, matched: bool) -> Verdict:
+        """The verdict of the main password once it is known whether it matched."""
         if not matched:
             invalid = _invalid_entry(found)
             if invalid is not None:  # {CRYPT}garbage, no password field: never matches
@@ -569,7 +696,7 @@ class CheckPipeline:
         if found.applied.forced_fail:
             return found.verdict(Outcome.FAIL, Reason.FORCED_FAIL)
         if self.rehash is not None:  # the only cost of the feature when it is off
-            self._offer_rehash(self.rehash, found, cred.password)
+            self._offer_rehash(self.rehash, found, password)
         return found.verdict(Outcome.OK, Reason.NONE)
 
     @staticmethod
@@ -703,6 +830,26 @@ class CheckPipeline:
         if applied.nets_denied:
             return found.verdict(Outcome.FAIL, Reason.NETWORK_DENIED)
         return found
+
+
+def _policy_refusal(
+    info: RequestInfo,
+    decision: Decision,
+    asked: PolicyRequest,
+    typed: str,
+    user: str | None = None,
+) -> Verdict:
+    """The FAIL of a policy server refusal: Dovecot's, with ``reason=`` its ``msg``."""
+    fields = (("reason", decision.msg),) if decision.msg else ()
+    log.info("login refused by the policy server", request=info.id, rip=info.rip)
+    return Verdict(
+        Outcome.FAIL,
+        user or asked.user,
+        Reason.POLICY_SERVER,
+        fields=fields,
+        had_store_fields=bool(fields),
+        original_user=typed,
+    )
 
 
 def _invalid_entry(found: _Found) -> tuple[str, str] | None:

@@ -193,10 +193,28 @@ def _check_file(store_config: StoreConfig, report: Report) -> list[PassdbEntry]:
         return []
     invalid = f", {len(store.problems)} invalid entries" if store.problems else ""
     report.info(f"store {store.name}: {count} users{invalid}")
+    if store_config.app_password_file:
+        _check_app_passwords(store_config, report)
     for problem in store.problems:
         report.problem(str(problem))
     unusable = {p.user for p in store.problems if p.user is not None}
     return [entry for entry in store.entries() if entry.user not in unusable]
+
+
+def _check_app_passwords(store_config: StoreConfig, report: Report) -> None:
+    """The store's companion file of app passwords loads (a bad line: its file:line)."""
+    from authbridge.passdb.app_passwords import AppPasswordFile
+
+    source = AppPasswordFile(Path(store_config.app_password_file), store_config.default_scheme)
+    try:
+        count = source.load()
+    except (StoreUnavailable, StoreFormatError) as exc:
+        report.problem(f"app passwords: {exc}")
+        return
+    except OSError as exc:
+        report.problem(f"app passwords {source.path}: cannot read: {exc.strerror}")
+        return
+    report.info(f"{source.name}: {count} app passwords")
 
 
 def _tally(entries: list[PassdbEntry], allowed: Counter[str], report: Report, path: str) -> None:

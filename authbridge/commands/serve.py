@@ -62,6 +62,7 @@ from authbridge.passdb import (
     FileStore,
     Passdb,
     PasswdFileStore,
+    attach_app_passwords,
     open_file_store,
 )
 from authbridge.passdb.base import (
@@ -307,13 +308,16 @@ def open_stores(config: Config, strict: bool = False) -> list[Passdb]:
         if store_config.type == "sql":
             from authbridge.passdb.sql import open_sql_store  # only sites with SQL pay for it
 
-            stores.append(open_sql_store(store_config))
+            sql_store = open_sql_store(store_config)
+            attach_app_passwords(sql_store, store_config, config.app_passwords)
+            stores.append(sql_store)
             log.info("store opened", store=stores[-1].name)
             continue
         store = open_file_store(store_config.type, store_config.path, store_config.default_scheme)
         store.strict = strict
         count = store.load()
         log.info("store loaded", store=store.name, users=count, invalid_entries=len(store.problems))
+        attach_app_passwords(store, store_config, config.app_passwords)
         stores.append(store)
     return stores
 

@@ -32,6 +32,8 @@ class Reason(enum.Enum):
     FORCED_FAIL = "forced_fail"
     NETWORK_DENIED = "network_denied"
     POLICY = "policy"
+    #: The auth-policy server (``[auth_policy]``, weakforced/Nauthilus) refused.
+    POLICY_SERVER = "policy_server"
     #: PLAIN/LOGIN on a session the MTA did not mark ``secured`` (default mode).
     PLAINTEXT_INSECURE = "plaintext_insecure"
     STORE_ERROR = "store_error"
@@ -58,6 +60,8 @@ class Verdict:
     nodelay: bool = False
     #: The verdict depended on the client address (``allow_nets``): never cache it.
     client_specific: bool = False
+    #: The label of the app password that logged in (``None``: the main password).
+    app_password: str | None = None
 
     @property
     def ok(self) -> bool:

@@ -22,7 +22,9 @@ from typing import Any, Protocol, cast
 
 import trio
 
+from authbridge.checks.app_passwords import AppPasswordCheck, flush_last_used
 from authbridge.checks.authenticator import Authenticator
+from authbridge.checks.authpolicy import AuthPolicy
 from authbridge.checks.penalty import PenaltyTracker
 from authbridge.checks.pipeline import CheckPipeline, Pending
 from authbridge.checks.policy import PolicyGate
@@ -333,6 +335,32 @@ class AuthServer:
         self.rehasher: Rehasher | None = None
         self._rehash_settings: RehashSettings | None = None
         self._configure_rehash(config)
+        self._configure_auth_policy(config)
+        self._configure_app_passwords(config)
+
+    def _configure_auth_policy(self, config: Config) -> None:
+        """``[auth_policy]`` on, off or changed: a new client (and connection pool); the
+        old one sends the reports it has queued, then closes."""
+        settings = config.auth_policy
+        current = self.checks.authpolicy
+        if current is not None and current.settings == settings:
+            return
+        client = AuthPolicy(settings, self.metrics) if settings.enabled else None
+        self.checks.authpolicy = client
+        if current is not None:
+            current.close()
+        if client is not None and self._background is not None:
+            self._background.start_soon(client.run)
+
+    def _configure_app_passwords(self, config: Config) -> None:
+        """App passwords on while any store has them (the pipeline's check holds the
+        settings of ``[app_passwords]``), off (``None``) otherwise."""
+        if not config.has_app_passwords:
+            self.checks.app_passwords = None
+            return
+        self.checks.app_passwords = AppPasswordCheck(
+            config.app_passwords, self.metrics.app_password_login
+        )
 
     def _configure_rehash(self, config: Config) -> None:
         """Turn rehash on, off or to new settings (the queue and its task stay)."""
@@ -389,6 +417,8 @@ class AuthServer:
                 self._background.start_soon(shared.run)
         self.checks.policy, self.checks.penalty = self.policy, self.penalty
         self._configure_rehash(config)
+        self._configure_auth_policy(config)
+        self._configure_app_passwords(config)
 
     # ------------------------------------------------------------------ contained errors
 
@@ -423,6 +453,10 @@ class AuthServer:
                 fleet = self.penalty.fleet
                 if fleet is not None and fleet.shared is not None:
                     nursery.start_soon(fleet.shared.run)
+                if self.checks.authpolicy is not None:
+                    nursery.start_soon(self.checks.authpolicy.run)
+                # Last-used times of app passwords (a no-op round without any).
+                nursery.start_soon(flush_last_used, lambda: self.authenticator.stores)
                 task_status.started()
         finally:
             self._background = None

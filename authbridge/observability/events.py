@@ -21,7 +21,12 @@ from authbridge.core import wire
 from authbridge.core.session import RequestInfo
 from authbridge.core.verdict import Outcome, Reason, Verdict
 from authbridge.observability import userlog
-from authbridge.observability.logs import authentication_event, get_logger, request_event
+from authbridge.observability.logs import (
+    AUTH_FIELDS,
+    authentication_event,
+    get_logger,
+    request_event,
+)
 from authbridge.observability.metrics import result_label
 
 AUTH_LOGGER = "authbridge.auth"
@@ -111,14 +116,17 @@ def authentication_finished(
     typed = verdict.original_user if verdict.original_user is not None else verdict.user
     known = known_user(verdict)
     if _info_enabled():
-        _authentication_event(
-            cuid,
-            info,
-            shown_user(typed, known),
-            result_label(verdict),
-            verdict.reason.value,
-            round(duration, 6),
-        )
+        if verdict.app_password is not None:
+            _app_password_event(cuid, info, shown_user(typed, known), verdict, duration)
+        else:
+            _authentication_event(
+                cuid,
+                info,
+                shown_user(typed, known),
+                result_label(verdict),
+                verdict.reason.value,
+                round(duration, 6),
+            )
     words = FAIL2BAN_WORDS.get(verdict.reason)
     if (
         words is not None
@@ -144,6 +152,33 @@ def authentication_aborted(cuid: int, info: RequestInfo, why: str) -> None:
     """A request that ended without a verdict (client gone, expired): still one event."""
     if _info_enabled():
         _authentication_event(cuid, info, None, "aborted", why, None)
+
+
+def _app_password_event(
+    cuid: int, info: RequestInfo, user: str | None, verdict: Verdict, duration: float
+) -> None:
+    """The ``authentication`` event of a login with an app password: the same fields,
+    then ``app_password=LABEL`` (the label only, never the password)."""
+    values = (
+        cuid,
+        info.id,
+        info.mechanism,
+        info.service,
+        info.rip,
+        info.lip,
+        user,
+        result_label(verdict),
+        verdict.reason.value,
+        round(duration, 6),
+    )
+    request_event(
+        log,
+        AUTH_LOGGER,
+        "info",
+        "authentication",
+        **dict(zip(AUTH_FIELDS, values, strict=True)),
+        app_password=sanitise(verdict.app_password, 64),
+    )
 
 
 def _authentication_event(

@@ -75,6 +75,17 @@ SHARED_STATE_ERRORS = ("timeout", "connection", "refused", "internal", "queue_fu
 SHARED_STATE_READS = ("hit", "fallback")
 #: When a sprayed account's guess waited: before its check, or its FAIL after it.
 SPRAYING_WHEN = ("before", "after")
+#: The closed set of ``result`` label values of ``authbridge_app_password_logins_total``
+#: (the same as ``authbridge.checks.app_passwords.RESULTS``).
+APP_PASSWORD_RESULTS = ("ok", "failed", "main_password_refused")
+
+#: ``[auth_policy]``: the answers of the policy server (``verdict`` label), what failed
+#: (``kind`` label: timeout, connect, http, malformed, queue_full) and the bucket bounds
+#: of its request latency (Dovecot gives up after 2 s by default).
+POLICY_VERDICTS = ("allow", "reject", "delay", "error")
+POLICY_ERROR_KINDS = ("timeout", "connect", "http", "malformed", "queue_full")
+POLICY_COMMANDS = ("allow", "report")
+POLICY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0)
 
 INTERNAL_ERRORS_HELP = (
     "Unexpected exceptions contained where they happened (one connection, one "
@@ -234,13 +245,21 @@ class _PlainHistogram(Collector):
         return [family]
 
 
+_POLICY_REASONS = (
+    Reason.POLICY,
+    Reason.NETWORK_DENIED,
+    Reason.PLAINTEXT_INSECURE,
+    Reason.POLICY_SERVER,
+)
+
+
 def result_label(verdict: Verdict) -> str:
     """The ``result`` label (and log field) of a finished request."""
     if verdict.outcome is Outcome.OK:
         return "ok"
     if verdict.outcome is Outcome.TEMPFAIL:
         return "tempfail"
-    if verdict.reason in (Reason.POLICY, Reason.NETWORK_DENIED, Reason.PLAINTEXT_INSECURE):
+    if verdict.reason in _POLICY_REASONS:
         return "rejected_policy"
     if verdict.reason is Reason.MALFORMED:
         return "protocol_error"
@@ -362,6 +381,19 @@ class Metrics:
             result: self.rehashes.labels(result=result) for result in REHASH_RESULTS
         }
         self._fleet_metrics(r)
+        self._policy_metrics(r)
+        self.app_password_logins = Counter(
+            "authbridge_app_password_logins",
+            "PLAIN/LOGIN requests that met app passwords, by result: ok (an app password "
+            "logged in), failed (none of the user's usable ones matched), "
+            "main_password_refused (require_app_password_for).",
+            ["result"],
+            registry=r,
+        )
+        self._app_password_children = {
+            result: self.app_password_logins.labels(result=result)
+            for result in APP_PASSWORD_RESULTS
+        }
         self.last_reload = Gauge(
             "authbridge_store_last_reload_success_timestamp_seconds",
             "Unix time of the last successful store load.",
@@ -577,6 +609,50 @@ class Metrics:
     def rehashed(self, result: str) -> None:
         """Count one rehash attempt by ``result`` (one of :data:`REHASH_RESULTS`)."""
         self._rehash_children[result].inc()
+        self._dirty = True
+
+    def _policy_metrics(self, r: CollectorRegistry) -> None:
+        """``[auth_policy]``'s metrics, every label value primed at 0."""
+        self.policy_verdicts = Counter(
+            "authbridge_policy_server_verdicts",
+            "Answers of the auth-policy server to allow checks, by verdict (error: no "
+            "usable answer; reject_on_fail decides).",
+            ["verdict"],
+            registry=r,
+        )
+        self.policy_duration = Histogram(
+            "authbridge_policy_server_request_duration_seconds",
+            "Time of auth-policy server requests, by command (allow, report).",
+            ["command"],
+            buckets=POLICY_BUCKETS,
+            registry=r,
+        )
+        self.policy_errors = Counter(
+            "authbridge_policy_server_errors",
+            "Auth-policy server requests that failed, by command and kind.",
+            ["command", "kind"],
+            registry=r,
+        )
+        for verdict in POLICY_VERDICTS:
+            self.policy_verdicts.labels(verdict=verdict)
+        for command in POLICY_COMMANDS:
+            self.policy_duration.labels(command=command)
+            for kind in POLICY_ERROR_KINDS:
+                self.policy_errors.labels(command=command, kind=kind)
+
+    def policy_verdict(self, verdict: str) -> None:
+        """Count one allow answer (one of :data:`POLICY_VERDICTS`)."""
+        self.policy_verdicts.labels(verdict=verdict).inc()
+
+    def policy_request(self, command: str, seconds: float) -> None:
+        self.policy_duration.labels(command=command).observe(seconds)
+
+    def policy_error(self, command: str, kind: str) -> None:
+        self.policy_errors.labels(command=command, kind=kind).inc()
+
+    def app_password_login(self, result: str) -> None:
+        """Count one app password outcome (one of :data:`APP_PASSWORD_RESULTS`)."""
+        self._app_password_children[result].inc()
         self._dirty = True
 
     def store_unavailable(self, store: str, unavailable: bool) -> None:

@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from authbridge.core.usernames import UsernamePolicy
+from authbridge.passdb.app_passwords import AppPasswordSource
 from authbridge.passdb.base import (
     FileSignature,
     PassdbEntry,
@@ -147,6 +148,8 @@ class EximFileStore:
         self.on_loaded: Callable[[EximFileStore], None] | None = None
         #: The signature of a version this store is writing itself (see rewrite).
         self.own_write: FileSignature | None = None
+        #: The user's app passwords (``None``: the store has none configured).
+        self.app_passwords: AppPasswordSource | None = None
 
     @property
     def name(self) -> str:

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from authbridge.core.usernames import UsernamePolicy
 from authbridge.observability.logs import get_stdlib_logger
+from authbridge.passdb.app_passwords import AppPasswordSource
 from authbridge.passdb.base import (
     FileSignature,
     PassdbEntry,
@@ -229,6 +230,8 @@ class PasswdFileStore:
         self.on_loaded: Callable[[PasswdFileStore], None] | None = None
         #: The signature of a version this store is writing itself (see rewrite).
         self.own_write: FileSignature | None = None
+        #: The user's app passwords (``None``: the store has none configured).
+        self.app_passwords: AppPasswordSource | None = None
 
     @property
     def name(self) -> str:

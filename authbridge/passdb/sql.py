@@ -23,6 +23,7 @@ import trio
 from authbridge.config import StoreConfig
 from authbridge.observability.contained import report
 from authbridge.observability.logs import get_stdlib_logger
+from authbridge.passdb.app_passwords import AppPasswordSource
 from authbridge.passdb.base import PassdbEntry
 from authbridge.passdb.rewrite import CHANGED, WRITTEN, PasswordChange
 from authbridge.passdb.sql_errors import SqlConfigError, SqlStoreError
@@ -184,6 +185,8 @@ class SqlStore:
         self.errors = 0
         #: ``count("store")`` for each unexpected exception turned into an outage.
         self.on_internal_error: Callable[[str], None] | None = None
+        #: The user's app passwords (``None``: the store has none configured).
+        self.app_passwords: AppPasswordSource | None = None
 
     @property
     def name(self) -> str:

@@ -205,6 +205,37 @@ class PqBackend:
                     self._idle.append(conn)
                 return answer
 
+    async def aquery_rows(
+        self, sql: str, params: tuple[str, ...], deadline: float, rows: int
+    ) -> tuple[list[str], list[tuple[Any, ...]]]:
+        """Up to ``rows`` rows of a query other than the password query (unprepared: a
+        connection's one prepared statement is the password query)."""
+        encoded: list[bytes | None] = [p.encode() for p in params]
+        async with self._slots:
+            try:
+                conn = self._idle.pop() if self._idle else await self._connect()
+            except (PqError, psycopg.Error) as exc:
+                raise SqlStoreError(f"{self.description}: {exc}") from None
+            try:
+                conn.pg.send_query_params(sql.encode(), encoded)
+                res = await conn._result()
+            except (PqError, psycopg.Error) as exc:
+                conn.close()
+                raise SqlStoreError(f"{self.description}: {_first_line(exc)}") from None
+            except BaseException:
+                conn.close()
+                raise
+            if self._closed:
+                conn.close()
+            else:
+                self._idle.append(conn)
+        columns = [(res.fname(i) or b"").decode() for i in range(res.nfields)]
+        found: list[tuple[Any, ...]] = []
+        for r in range(min(res.ntuples, rows)):
+            values = (res.get_value(r, c) for c in range(res.nfields))
+            found.append(tuple(None if v is None else v.decode("utf-8", "replace") for v in values))
+        return columns, found
+
     async def aexecute(self, sql: str, params: tuple[str, ...], deadline: float) -> int:
         """Run one writing statement (``[rehash]``'s update_query); the rows it changed."""
         encoded: list[bytes | None] = [p.encode() for p in params]

@@ -91,7 +91,7 @@ class SqliteBackend:
         return conn
 
     def query(
-        self, sql: str, params: tuple[str, ...], deadline: float
+        self, sql: str, params: tuple[str, ...], deadline: float, rows: int = 2
     ) -> tuple[list[str], list[tuple[Any, ...]]]:
         with self._lock:
             conn, generation = self._idle.pop() if self._idle else (None, self._generation)
@@ -100,7 +100,8 @@ class SqliteBackend:
                 conn = self._connect()
             conn.set_progress_handler(lambda: int(time.monotonic() > deadline), _PROGRESS_STEPS)
             cursor = conn.execute(sql, params)
-            rows = cursor.fetchmany(2)  # more than one row is an error; never read them all
+            # The password query: more than one row is an error; never read them all.
+            found = cursor.fetchmany(rows)
             columns = [d[0] for d in cursor.description or ()]
             cursor.close()
         except sqlite3.Error as exc:
@@ -120,7 +121,7 @@ class SqliteBackend:
                 conn = None
         if conn is not None:  # a full pool, closed, or opened on a replaced file
             conn.close()
-        return columns, rows
+        return columns, found
 
     def execute(self, sql: str, params: tuple[str, ...], deadline: float) -> int:
         """Run one writing statement (``[rehash]``'s update_query) and commit it; the rows

@@ -20,6 +20,7 @@ import trio
 
 from authbridge.observability.contained import report
 from authbridge.observability.logs import get_logger
+from authbridge.passdb.app_passwords import AppPasswordFile
 from authbridge.passdb.base import (
     FileSignature,
     StoreFormatError,
@@ -70,6 +71,17 @@ def watched_files(stores: Iterable[object]) -> Iterator[WatchedFile]:
                 store.load,
                 "the last good copy keeps serving",
             )
+            companion = store.app_passwords
+            if isinstance(companion, AppPasswordFile) and companion.exists():
+                # Watched once it exists: a revoke by the CLI takes effect without a
+                # restart (and the cache is emptied, as for any reload).
+                yield WatchedFile(
+                    companion.name,
+                    companion.path,
+                    companion.is_current,
+                    companion.load,
+                    "the last good copy of the app passwords keeps serving",
+                )
             continue
         backend = getattr(store, "backend", None)
         if isinstance(backend, SqliteBackend):

@@ -24,3 +24,22 @@ INSERT INTO mail_users (username, password) VALUES
     ('alice@example.org', '{ARGON2ID}$argon2id$v=19$m=65536,t=3,p=1$z1ZbK3R9cE3Pmi68MJSZsw$zu5XAoPGCa75ZPNQ8VbFa3Xfx4GIOX+JenGk8VOQ77w'),
     ('bob@example.org', '{SSHA512}axxH6NC42AMM0bo2ZYkDjrvfQhCk3EBrCGtgyCgYa/JWaQUSsemccwCSISm8icBk5yPj+K2tKMq4huzZsXQY2YPMroU=')
 ON CONFLICT (username) DO NOTHING;
+
+-- App passwords (per-device passwords; `authbridge app-password add|list|revoke`), read
+-- when a store has `app_passwords = true`. Times are Unix seconds; service NULL = any
+-- service, else comma separated (smtp,imap) and matched against the request's service=.
+CREATE TABLE IF NOT EXISTS app_passwords (
+    username    text NOT NULL,                 -- as in mail_users
+    label       text NOT NULL,                 -- unique per user: phone, laptop, ...
+    password    text NOT NULL,                 -- {SCHEME}hash, never the password
+    service     text,
+    expires_at  bigint,
+    last_used   bigint,
+    created_at  bigint NOT NULL,
+    PRIMARY KEY (username, label)
+);
+GRANT SELECT ON app_passwords TO authbridge;
+-- The daemon writes last_used (at most once an hour per app password):
+GRANT UPDATE (last_used) ON app_passwords TO authbridge;
+-- `authbridge app-password add` and `revoke` run as an admin role that may
+--   INSERT and DELETE on app_passwords (or grant them to authbridge if it runs them).

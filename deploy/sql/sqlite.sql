@@ -19,3 +19,19 @@ CREATE TABLE IF NOT EXISTS mail_users (
 INSERT OR IGNORE INTO mail_users (username, password) VALUES
     ('alice@example.org', '{ARGON2ID}$argon2id$v=19$m=65536,t=3,p=1$z1ZbK3R9cE3Pmi68MJSZsw$zu5XAoPGCa75ZPNQ8VbFa3Xfx4GIOX+JenGk8VOQ77w'),
     ('bob@example.org', '{SSHA512}axxH6NC42AMM0bo2ZYkDjrvfQhCk3EBrCGtgyCgYa/JWaQUSsemccwCSISm8icBk5yPj+K2tKMq4huzZsXQY2YPMroU=');
+
+-- App passwords (per-device passwords; `authbridge app-password add|list|revoke`), read
+-- when a store has `app_passwords = true`. Times are Unix seconds; service NULL = any
+-- service, else comma separated (smtp,imap) and matched against the request's service=.
+-- `app-password add/revoke` and the daemon's last-used update write this table: only
+-- they need the file writable (the daemon opens a read-write connection for last_used).
+CREATE TABLE IF NOT EXISTS app_passwords (
+    username    text NOT NULL,
+    label       text NOT NULL,
+    password    text NOT NULL,                 -- {SCHEME}hash, never the password
+    service     text,
+    expires_at  integer,
+    last_used   integer,
+    created_at  integer NOT NULL,
+    PRIMARY KEY (username, label)
+);

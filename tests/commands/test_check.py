@@ -135,3 +135,20 @@ def test_the_default_config_path_is_used(tmp_path: Path) -> None:
     assert found.returncode == 0 and f"config: {config}" in found.stdout
     none = check(env={"AUTHBRIDGE_CONFIG": str(tmp_path / "absent.toml")})
     assert none.returncode == 2 and "give --config FILE" in none.stderr
+
+
+def test_a_bad_app_password_line_is_a_problem_with_its_place(tmp_path: Path) -> None:
+    from authbridge.commands.check import check as check_config
+    from authbridge.config import load_config
+
+    users = tmp_path / "users"
+    users.write_text("alice:{PLAIN}pw::::::\n")
+    apps = tmp_path / "users.app"
+    apps.write_text("# comment\nalice:phone:{PLAIN}x::\nalice:broken\n")
+    config = write_config(tmp_path, f'[[store]]\npath = "{users}"\napp_passwords = "{apps}"\n')
+    report = check_config(load_config(config), str(config))
+    assert any(f"{apps}:3: expected user:label" in p for p in report.problems), report.problems
+    apps.write_text("alice:phone:{PLAIN}x::\n")
+    report = check_config(load_config(config), str(config))
+    assert not report.problems
+    assert any("1 app passwords" in line for line in report.lines)

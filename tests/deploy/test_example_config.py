@@ -20,7 +20,14 @@ EXAMPLE = Path(__file__).resolve().parents[2] / "deploy" / "authbridge.toml.exam
 _SETTING = re.compile(r"^#([a-z0-9_]+ = .*)$", re.MULTILINE)
 
 #: dataclass field -> key in the file, where they differ; None = not a file key.
-_FILE_KEY = {"socket_path": "socket", "stores": None, "source": None}
+_FILE_KEY = {
+    "socket_path": "socket",
+    "stores": None,
+    "source": None,
+    "app_password_file": "app_passwords",
+    # The sql store's app password queries: deploy/sql/README.md documents them.
+    "app_password_queries": None,
+}
 
 
 def _uncommented() -> str:
@@ -49,6 +56,8 @@ def test_every_config_key_is_documented() -> None:
         "penalty": PenaltySettings,
         "cache": CacheSettings,
         "rehash": config.RehashSettings,
+        "app_passwords": config.AppPasswordSettings,
+        "auth_policy": config.AuthPolicySettings,
     }
     documented: dict[str, set[str]] = {}
     current = ""

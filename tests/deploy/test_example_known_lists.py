@@ -26,6 +26,7 @@ REGISTRIES: dict[tuple[str, str], set[str]] = {
     ("log", "format"): set(config.LOG_FORMATS),
     ("log", "level"): set(config.LOG_LEVELS),
     ("log", "unknown_users"): set(config.UNKNOWN_USER_MODES),
+    ("auth_policy", "hash_mech"): set(config.POLICY_HASH_MECHS),
 }
 
 _HEADER = re.compile(r"^\[\[?(\w+)\]\]?\s*$")
