@@ -58,6 +58,29 @@ class PenaltySettings:
     trusted_networks: tuple[str, ...] = ()
     #: Bound on tracked addresses; the least recently failed are dropped first.
     max_entries: int = 100_000
+    #: Where the penalty lives: "local" (this process) or "redis" (shared by a fleet).
+    backend: str = "local"
+    #: redis://[:password@]host:port/db, rediss:// (TLS) or unix:///path?db=N.
+    redis_url: str = ""
+    key_prefix: str = "authbridge:"
+    #: Seconds a Redis call may take before this request goes on with local state.
+    redis_timeout: float = 0.1
+    #: After a Redis failure, seconds on local state before Redis is tried again.
+    redis_retry_after: float = 2.0
+    #: A file with the fleet's secret (>= 16 bytes) that keys the password
+    #: fingerprints; empty: a random key per process (backend "local" only).
+    password_fingerprint_key_file: str = ""
+    #: Password spraying: per-user failures (all addresses) slow further guesses.
+    spraying: bool = True
+    #: New wrong guesses at one account (any address) before its FAILs are slowed.
+    user_threshold: int = 5
+    #: Seconds for spraying levels 1, 2, 3, ... (the last repeats).
+    user_steps: tuple[float, ...] = (1.0, 2.0, 4.0)
+    #: A user's failure count is forgotten after this long without a new failure.
+    user_forget_after: float = 900.0
+    #: Distinct failed user names per address (in forget_after) before its level
+    #: rises by two per new guess instead of one.
+    max_users_per_ip: int = 5
 
 
 @dataclass(frozen=True, slots=True)
@@ -502,12 +525,23 @@ def _one_of(choices: tuple[str, ...]) -> Callable[[str], str | None]:
 
 
 def total_delay_problem(failure_delay: float, penalty: PenaltySettings) -> str | None:
-    """Why a failure delay plus the largest penalty step would outlast Postfix, or None."""
-    if not penalty.enabled or failure_delay + max(penalty.steps) < POSTFIX_TIMEOUT:
+    """Why a failure delay plus the largest penalty step would outlast Postfix, or None.
+
+    A request waits for the larger of its address's step and its account's spraying
+    step (never both), so the largest of either counts."""
+    if not penalty.enabled:
+        return None
+    largest = max(penalty.steps)
+    if penalty.spraying and max(penalty.user_steps) > largest:
+        largest = max(penalty.user_steps)
+        what = "spraying step (user_steps)"
+    else:
+        what = "penalty step"
+    if failure_delay + largest < POSTFIX_TIMEOUT:
         return None
     return (
-        f"failure_delay ({failure_delay:g} s) plus the largest penalty step "
-        f"({max(penalty.steps):g} s) must stay below Postfix's {POSTFIX_TIMEOUT:g} s timeout"
+        f"failure_delay ({failure_delay:g} s) plus the largest {what} "
+        f"({largest:g} s) must stay below Postfix's {POSTFIX_TIMEOUT:g} s timeout"
     )
 
 
@@ -518,6 +552,8 @@ def _check_total_delay(
     problem = total_delay_problem(policy.failure_delay, penalty)
     if problem is None:
         return
+    if "user_steps" in problem and (pen.is_set("user_steps") or not pol.is_set("failure_delay")):
+        raise pen.error("user_steps", problem)
     if pen.is_set("steps") or not pol.is_set("failure_delay"):
         raise pen.error("steps", problem)
     raise pol.error("failure_delay", problem)
@@ -668,6 +704,7 @@ def parse_config(text: str, source: str = "<string>", base_dir: Path | None = No
         ),
         trusted_networks=pen.networks("trusted_networks", ()),
         max_entries=pen.get("max_entries", int, pdef.max_entries, _positive),
+        **_fleet_settings(pen, pdef, base_dir),
     )
     pen.finish()
     _check_total_delay(policy, penalty, pol, pen)
@@ -701,6 +738,52 @@ def parse_config(text: str, source: str = "<string>", base_dir: Path | None = No
         app_passwords,
         auth_policy=auth_policy,
     )
+
+
+REDIS_SCHEMES = ("redis://", "rediss://", "unix://")
+PENALTY_BACKENDS = ("local", "redis")
+#: The shortest fleet secret accepted for the password fingerprints.
+MIN_FINGERPRINT_KEY = 16
+
+
+def _fleet_settings(pen: _Reader, pdef: PenaltySettings, base_dir: Path | None) -> dict[str, Any]:
+    """``[penalty]``'s shared-state and spraying keys (issue 18)."""
+    backend = pen.get("backend", str, pdef.backend, _one_of(PENALTY_BACKENDS))
+    url = pen.get("redis_url", str, pdef.redis_url)
+    if backend == "redis" and not url.startswith(REDIS_SCHEMES):
+        raise pen.error("redis_url", 'backend = "redis" needs a redis://, rediss:// or unix:// URL')
+    key_file = pen.get("password_fingerprint_key_file", str, "")
+    if key_file and base_dir is not None and not Path(key_file).is_absolute():
+        key_file = str(base_dir / key_file)
+    if key_file:
+        try:
+            size = len(Path(key_file).read_bytes().strip())
+        except OSError as exc:
+            raise pen.error(
+                "password_fingerprint_key_file", f"cannot read: {exc.strerror}"
+            ) from None
+        if size < MIN_FINGERPRINT_KEY:
+            problem = f"the key must have at least {MIN_FINGERPRINT_KEY} bytes"
+            raise pen.error("password_fingerprint_key_file", problem)
+    elif backend == "redis":
+        problem = 'backend = "redis" needs the fleet\'s shared key (one file on every host)'
+        raise pen.error("password_fingerprint_key_file", problem)
+    user_steps = pen.get("user_steps", list, list(pdef.user_steps))
+    if not user_steps or not all(isinstance(x, int | float) and 0 <= x < 10 for x in user_steps):
+        raise pen.error("user_steps", "expected a non-empty list of seconds, each below 10")
+    return {
+        "backend": backend,
+        "redis_url": url,
+        "key_prefix": pen.get("key_prefix", str, pdef.key_prefix),
+        "redis_timeout": pen.get("redis_timeout", float, pdef.redis_timeout, _positive),
+        "redis_retry_after": pen.get("redis_retry_after", float, pdef.redis_retry_after, _positive),
+        "password_fingerprint_key_file": key_file,
+        "spraying": pen.get("spraying", bool, pdef.spraying),
+        "user_threshold": pen.get("user_threshold", int, pdef.user_threshold, _positive),
+        "user_steps": tuple(float(x) for x in user_steps),
+        "user_forget_after": pen.get("user_forget_after", float, pdef.user_forget_after, _positive),
+        "max_users_per_ip": pen.get("max_users_per_ip", int, pdef.max_users_per_ip, _positive),
+    }
 
 
 _SERVICE = re.compile(r"[a-z0-9][a-z0-9_.-]*")

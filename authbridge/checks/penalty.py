@@ -5,17 +5,24 @@ default) — never by the MTA's own socket address. Repeating the same wrong pas
 not escalate (a mis-configured phone is not an attacker), a success clears the record,
 and a record is forgotten after a quiet period. The delay is capped so that delay plus
 failure delay stays below Postfix's 10 s read timeout.
+
+The guesses are remembered as keyed fingerprints (:mod:`authbridge.checks.fingerprint`).
+With ``spraying`` on, an address that failed for more than ``max_users_per_ip``
+distinct user names escalates by two levels per new guess instead of one. The fleet
+parts (per-user counts, Redis) live in :mod:`authbridge.checks.fleet`, which uses this
+tracker as its local state.
 """
 
 from __future__ import annotations
 
-import hashlib
 import ipaddress
 from collections import OrderedDict
 from dataclasses import dataclass, field
+from typing import Any
 
 # Defined with the rest of the configuration (which must not import the checks);
 # re-exported here, next to the tracker it configures.
+from authbridge.checks.fingerprint import Fingerprints, load_key
 from authbridge.config import PenaltySettings as PenaltySettings
 from authbridge.core import addresses
 from authbridge.core.addresses import IPAddress
@@ -33,6 +40,8 @@ class _Record:
     level: int
     last_failure: float
     recent: list[bytes] = field(default_factory=list)
+    #: User names that failed from this address (spraying on; bounded).
+    users: set[str] | None = None
 
 
 class PenaltyTracker:
@@ -43,6 +52,14 @@ class PenaltyTracker:
         )
         self._records: OrderedDict[str, _Record] = OrderedDict()
         self._keys: dict[str, str | None] = {}
+        key_file = self.settings.password_fingerprint_key_file
+        self.fingerprints = Fingerprints(load_key(key_file) if key_file else None)
+        #: The fleet parts (spraying, shared state), or ``None``: today's tracker only.
+        self.fleet: Any = None
+        if self.settings.enabled and (self.settings.spraying or self.settings.backend != "local"):
+            from authbridge.checks.fleet import Fleet  # only configurations that use it
+
+            self.fleet = Fleet(self)
 
     def __len__(self) -> int:
         return len(self._records)
@@ -95,31 +112,58 @@ class PenaltyTracker:
         it always counts as a new guess (a CRAM-MD5 digest of a fresh challenge)."""
         self.failed_in(self.key(rip), user, password, now)
 
-    def failed_in(self, key: str | None, user: str, password: bytes | None, now: float) -> None:
-        """:meth:`failed` for a bucket from :meth:`key`."""
+    def failed_in(self, key: str | None, user: str, password: bytes | None, now: float) -> bool:
+        """:meth:`failed` for a bucket from :meth:`key`; whether it was a new guess."""
         if key is None:
-            return
-        checksum = (
-            None
-            if password is None
-            else hashlib.blake2s(
-                user.encode("utf-8", "surrogateescape") + b"\0" + password, digest_size=8
-            ).digest()
-        )
+            return False
+        checksum = None if password is None else self.fingerprints.guess(user, password)
+        return self.failed_fp(key, user, checksum, now)
+
+    def failed_fp(self, key: str, user: str, checksum: bytes | None, now: float) -> bool:
+        """:meth:`failed_in` with the guess's fingerprint already made."""
         record = self._records.get(key)
         if record is None or now - record.last_failure > self.settings.forget_after:
             record = _Record(level=0, last_failure=now)
             self._records[key] = record
         self._records.move_to_end(key)
-        if checksum is None:
-            record.level += 1
-        elif checksum not in record.recent:
-            record.level += 1
-            record.recent.append(checksum)
-            del record.recent[:-RECENT_CHECKSUMS]
+        new = checksum is None or checksum not in record.recent
+        if new:
+            record.level += self._step(record, user)
+            if checksum is not None:
+                record.recent.append(checksum)
+                del record.recent[:-RECENT_CHECKSUMS]
         record.last_failure = now
         while len(self._records) > self.settings.max_entries:
             self._records.popitem(last=False)
+        return new
+
+    def _step(self, record: _Record, user: str) -> int:
+        """1, or 2 once the address has failed for too many distinct user names."""
+        if not self.settings.spraying:
+            return 1
+        limit = self.settings.max_users_per_ip
+        users = record.users
+        if users is None:
+            users = record.users = set()
+        if len(users) <= limit:
+            users.add(user)
+        return 2 if len(users) > limit else 1
+
+    def level_of(self, key: str, now: float) -> int:
+        """The level of a bucket now (0: none or forgotten)."""
+        record = self._records.get(key)
+        if record is None or now - record.last_failure > self.settings.forget_after:
+            return 0
+        return record.level
+
+    def levels(self, now: float) -> list[tuple[str, int, float]]:
+        """Every live bucket: (bucket, level, seconds left before it is forgotten)."""
+        forget = self.settings.forget_after
+        return [
+            (key, r.level, forget - (now - r.last_failure))
+            for key, r in self._records.items()
+            if r.level > 0 and now - r.last_failure <= forget
+        ]
 
     def succeeded(self, rip: str | None) -> None:
         self.succeeded_in(self.key(rip))

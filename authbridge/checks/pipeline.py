@@ -34,9 +34,11 @@ from authbridge.checks.authpolicy import AuthPolicy, Decision, PolicyRequest
 from authbridge.checks.cache import AuthCache
 from authbridge.checks.expand import ExpansionError
 from authbridge.checks.fields import Applied, apply_fields, plain_entry
+from authbridge.checks.fleet import Fleet
 from authbridge.checks.hashing import Hasher, HasherUnavailable
 from authbridge.checks.penalty import PenaltyTracker
 from authbridge.checks.policy import PolicyGate
+from authbridge.checks.shared import SharedState
 from authbridge.core.mechanisms import REGISTRY
 from authbridge.core.mechanisms.base import Credentials, NeedCredentials, ScramKeys, VerifyPlain
 from authbridge.core.session import Credential, CredentialsFound, RequestInfo
@@ -104,6 +106,24 @@ class _PenaltyWait:
         self.delay, self.key = delay, key
 
 
+class _SharedFetch:
+    """Read the fleet's counts for the address and the account (one Redis round trip)."""
+
+    __slots__ = ("account", "bucket", "shared")
+
+    def __init__(self, shared: SharedState, bucket: str, account: str) -> None:
+        self.shared, self.bucket, self.account = shared, bucket, account
+
+
+class _Hold:
+    """Hold a FAIL for a sprayed account (outside the check's timeout)."""
+
+    __slots__ = ("delay",)
+
+    def __init__(self, delay: float) -> None:
+        self.delay = delay
+
+
 class _AskPolicy:
     """Ask the auth-policy server (``[auth_policy]``); before the lookup, hold the
     request for the delay it answers."""
@@ -114,7 +134,7 @@ class _AskPolicy:
         self.client, self.request, self.before = client, request, before
 
 
-_Op = _Lookup | _Verify | _PenaltyWait | _AskPolicy
+_Op = _Lookup | _Verify | _PenaltyWait | _AskPolicy | _SharedFetch | _Hold
 _Steps = Generator[_Op, Any, Result]
 
 
@@ -301,6 +321,8 @@ class CheckPipeline:
 
     async def _wait(self, pending: Pending) -> Result:
         op = pending.op
+        if type(op) is _SharedFetch or type(op) is _Hold:
+            return await self._fleet_wait(pending)
         if type(op) is _PenaltyWait:
             if self.on_penalty is not None:
                 self.on_penalty()
@@ -312,16 +334,52 @@ class CheckPipeline:
                 return await self._rest(pending, None)
         return await self._rest(pending, op)
 
+    async def _fleet_wait(self, pending: Pending) -> Result:
+        """The fleet's operations before the check (shared read, penalty) and the FAIL
+        hold after it: outside the check's timeout, which is for the stores."""
+        steps, info, typed, op = pending._steps, pending.info, pending.typed, pending.op
+        try:
+            while True:
+                if type(op) is _SharedFetch:
+                    value: Any = await op.shared.fetch(op.bucket, op.account)
+                elif type(op) is _Hold:
+                    await trio.sleep(op.delay)
+                    value = None
+                elif type(op) is _PenaltyWait:
+                    if self.on_penalty is not None:
+                        self.on_penalty()
+                    await trio.sleep(op.delay)
+                    async with self._penalty_turn(op.key):
+                        return await self._rest(Pending(self, steps, op, typed, info), None)
+                else:
+                    return await self._rest(Pending(self, steps, op, typed, info), op)
+                result = self._advance(steps, value, None, info, typed)
+                if not isinstance(result, Pending):
+                    return result
+                op = result.op
+        except BaseException:
+            steps.close()
+            raise
+
     async def _rest(self, pending: Pending, op: _Op | None) -> Result:
         steps, info = pending._steps, pending.info
-        with _closing(steps), trio.move_on_after(self.timeout) as scope:
-            if op is None:
-                result = self._advance(steps, None, None, info, pending.typed)
-            else:
-                result = await self._perform(steps, op, info, pending.typed, scope)
-            while isinstance(result, Pending):
-                result = await self._perform(steps, result.op, info, pending.typed, scope)
-            return result
+        held: _Hold | None = None
+        with _closing(steps):
+            with trio.move_on_after(self.timeout) as scope:
+                if op is None:
+                    result = self._advance(steps, None, None, info, pending.typed)
+                else:
+                    result = await self._perform(steps, op, info, pending.typed, scope)
+                while isinstance(result, Pending):
+                    if type(result.op) is _Hold:
+                        held = result.op  # the verdict is there: held outside the timeout
+                        break
+                    result = await self._perform(steps, result.op, info, pending.typed, scope)
+                else:
+                    return result
+            if held is not None:
+                await trio.sleep(held.delay)
+                return self._advance(steps, None, None, info, pending.typed)  # type: ignore[return-value]
         log.error("credential check timed out", request=info.id, timeout=self.timeout)
         return Verdict(Outcome.TEMPFAIL, pending.typed, Reason.STORE_ERROR)
 
@@ -382,11 +440,20 @@ class CheckPipeline:
                 )
         penalty = self.penalty if not info.no_penalty else None
         bucket = None
+        fleet = None
+        hold = 0.0
         if penalty is not None:
             bucket = penalty.key(info.rip, info.address)
-            delay = penalty.delay_of(bucket, now)
-            if delay > 0:
-                yield _PenaltyWait(delay, bucket or "")
+            fleet = penalty.fleet if bucket is not None else None
+            # Local spraying with no account failing yet (the usual case): the
+            # address's own penalty is all there is, as without the fleet parts.
+            if fleet is None or (fleet.shared is None and not fleet.counts):
+                delay = penalty.delay_of(bucket, now)
+                if delay > 0:
+                    yield _PenaltyWait(delay, bucket or "")
+            else:
+                assert bucket is not None
+                hold = yield from self._fleet_before(fleet, bucket, typed, now)
         asked = None
         if self.authpolicy is not None:  # the only cost of the feature when it is off
             asked = self._policy_request(self.authpolicy, info, credential, typed)
@@ -409,7 +476,11 @@ class CheckPipeline:
                 assert isinstance(result, CredentialsFound)
                 result = CredentialsFound(result.credentials, refuse_nologin(result.verdict))
         if penalty is not None and type(result) is Verdict:
-            if result.outcome is Outcome.OK:
+            if fleet is not None:
+                assert bucket is not None
+                if self._fleet_after(fleet, bucket, result, credential, hold):
+                    yield _Hold(hold)
+            elif result.outcome is Outcome.OK:
                 penalty.succeeded_in(bucket)
             elif result.outcome is Outcome.FAIL and result.reason is not Reason.NOLOGIN:
                 # A nologin refusal came with the right password: not a guess.
@@ -429,6 +500,46 @@ class CheckPipeline:
             if decision.refused:
                 return _policy_refusal(info, decision, asked, typed, result.user)
         return result
+
+    def _fleet_before(
+        self, fleet: Fleet, bucket: str, typed: str, now: float
+    ) -> Generator[_Op, Any, float]:
+        """Spraying and shared state before the check: the shared read (when Redis is
+        in use and not known to be away), the penalty wait; returns the FAIL hold, or
+        -1.0 for an address that was clean (its success then has nothing to clear)."""
+        try:
+            user = self.auth.usernames.normalise(typed)
+        except InvalidUsername:
+            user = typed
+        remote = None
+        shared = fleet.shared
+        if shared is not None:
+            if shared.usable():
+                remote = yield _SharedFetch(shared, bucket, fleet.account(user))
+            fleet.on_shared("hit" if remote is not None else "fallback")
+        before, hold, clean = fleet.delays(bucket, user, remote, now)
+        if before > 0:
+            yield _PenaltyWait(before, bucket)
+        return hold if hold > 0 or not clean else -1.0
+
+    def _fleet_after(
+        self,
+        fleet: Fleet,
+        bucket: str,
+        result: Verdict,
+        credential: Credential,
+        hold: float,
+    ) -> bool:
+        """Record the verdict; whether its FAIL is to be held for ``hold`` seconds
+        (``hold`` -1.0: the address was clean, nothing held)."""
+        if result.outcome is Outcome.OK:
+            fleet.succeeded(bucket, hold < 0)
+        elif result.outcome is Outcome.FAIL and result.reason is not Reason.NOLOGIN:
+            fleet.failed(bucket, result.user or "", _secret(credential), self.clock())
+            if hold > 0:
+                fleet.on_spray("after", hold)
+                return True
+        return False
 
     def _policy_request(
         self, client: AuthPolicy, info: RequestInfo, credential: Credential, typed: str
@@ -455,7 +566,17 @@ class CheckPipeline:
         if mechanism is None or mechanism.plaintext:
             return  # PLAIN, LOGIN: recorded with the verdict, in _steps
         bucket = penalty.key(info.rip, info.address)
-        if verdict.ok:
+        fleet = penalty.fleet if bucket is not None else None
+        if fleet is not None:
+            # The FAIL hold needs the verdict before the mechanism's own comparison:
+            # these mechanisms get the address penalty and the counts, not the hold.
+            assert bucket is not None
+            if verdict.ok:
+                fleet.succeeded(bucket)
+            elif verdict.reason is Reason.PASSWORD_MISMATCH:
+                secret = b"" if info.mechanism.startswith("SCRAM-") else None
+                fleet.failed(bucket, verdict.user or "", secret, self.clock())
+        elif verdict.ok:
             penalty.succeeded_in(bucket)
         elif verdict.reason is Reason.PASSWORD_MISMATCH:
             secret = b"" if info.mechanism.startswith("SCRAM-") else None

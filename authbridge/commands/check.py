@@ -166,6 +166,8 @@ def check(config: Config, path: str) -> Report:
             entries = _check_file(store_config, report)
             users += len(entries)
             _tally(entries, allowed, report, store_config.path)
+    if config.penalty.enabled and config.penalty.backend == "redis":
+        _check_redis(config.penalty.redis_url, config.penalty.redis_timeout, report)
     enabled = [m.upper() for m in srv.mechanisms]
     report.info(f"mechanisms: {' '.join(enabled)}")
     if users:
@@ -227,6 +229,35 @@ def _tally(entries: list[PassdbEntry], allowed: Counter[str], report: Report, pa
         allowed.update(schemes.mechanisms_allowed(entry.password))
     if disabled:
         report.info(f"  disabled (nologin): {', '.join(disabled)}")
+
+
+def _check_redis(url: str, timeout: float, report: Report) -> None:
+    """One read, as before each check: serve would run, on local state, without it."""
+    import trio
+
+    from authbridge.checks.resp import RespReader
+
+    where = url.split("@")[-1].split("?")[0]  # never the password
+    where = where if "://" in where else url.split("://")[0] + "://" + where
+
+    async def probe() -> None:
+        reader = RespReader(url)
+        try:
+            with trio.fail_after(max(timeout, 1.0)):
+                await reader.mget(["authbridge-check-probe"])
+        finally:
+            await reader.close()
+
+    try:
+        trio.run(probe)
+    except Exception as exc:  # one line, never a traceback (nor the URL's password)
+        kind = "no answer in time" if isinstance(exc, trio.TooSlowError) else type(exc).__name__
+        report.problem(
+            f"penalty: Redis at {where} does not answer ({kind}): serve would count "
+            "failures on local state until it does"
+        )
+    else:
+        report.info(f"penalty: shared on Redis at {where} (answers)")
 
 
 def _check_sql(store_config: StoreConfig, report: Report) -> None:

@@ -303,6 +303,7 @@ class AuthServer:
         self.mechanisms = resolve(list(config.server.mechanisms))
         self.policy = PolicyGate(config.policy)
         self.penalty = PenaltyTracker(config.penalty)
+        self._wire_fleet(self.penalty)
         #: Every rule from a credential to its verdict (policy and penalty included).
         self.checks = CheckPipeline(
             authenticator, self.policy, self.penalty, on_penalty=self.metrics.penalties.inc
@@ -378,6 +379,18 @@ class AuthServer:
             self._rehash_settings = settings
         self.checks.rehash = self.rehasher
 
+    def _wire_fleet(self, penalty: PenaltyTracker) -> None:
+        """Point the spraying defence and the shared state at the metrics."""
+        fleet = penalty.fleet
+        if fleet is None:
+            return
+        fleet.on_spray = self.metrics.sprayed
+        fleet.on_shared = self.metrics.shared_read
+        if fleet.shared is not None:
+            fleet.shared.on_error = self.metrics.shared_error
+            fleet.shared.on_state = self.metrics.shared_up
+            self.metrics.shared_up(True)
+
     def _session_settings(self, config: Config) -> SessionSettings:
         return SessionSettings(
             mechanisms=self.mechanisms,
@@ -394,7 +407,14 @@ class AuthServer:
         self.settings = self._session_settings(config)
         self.policy = PolicyGate(config.policy)
         if config.penalty != self.penalty.settings:
+            old = self.penalty.fleet
             self.penalty = PenaltyTracker(config.penalty)
+            self._wire_fleet(self.penalty)
+            if old is not None and old.shared is not None:
+                old.shared.close()
+            shared = self.penalty.fleet.shared if self.penalty.fleet is not None else None
+            if shared is not None and self._background is not None:
+                self._background.start_soon(shared.run)
         self.checks.policy, self.checks.penalty = self.policy, self.penalty
         self._configure_rehash(config)
         self._configure_auth_policy(config)
@@ -430,6 +450,9 @@ class AuthServer:
                 nursery.start_soon(self._sweep)
                 if self.rehasher is not None:
                     nursery.start_soon(self.rehasher.run)
+                fleet = self.penalty.fleet
+                if fleet is not None and fleet.shared is not None:
+                    nursery.start_soon(fleet.shared.run)
                 if self.checks.authpolicy is not None:
                     nursery.start_soon(self.checks.authpolicy.run)
                 # Last-used times of app passwords (a no-op round without any).

@@ -26,7 +26,8 @@ place, counted (``authbridge_internal_errors_total{where="worker"}``), and the l
 goes on; the workers never notice.
 
 Each worker keeps its own auth cache, per-IP penalty and failure-delay queue. An
-attacker's connections are spread over the workers, so the penalty counts per worker.
+attacker's connections are spread over the workers, so the penalty counts per worker,
+unless ``[penalty] backend = "redis"`` shares it (checks.shared).
 """
 
 from __future__ import annotations

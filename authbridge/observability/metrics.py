@@ -69,6 +69,12 @@ INTERNAL_ERROR_PLACES = (
 
 #: The closed set of ``result`` label values of ``authbridge_rehashes_total``.
 REHASH_RESULTS = ("written", "skipped_changed", "skipped_mechanism", "dropped", "failed")
+#: Why a call to the penalty's shared state (Redis) failed; "queue_full": a write dropped.
+SHARED_STATE_ERRORS = ("timeout", "connection", "refused", "internal", "queue_full")
+#: A request's read of the shared state: Redis answered, or local state alone was used.
+SHARED_STATE_READS = ("hit", "fallback")
+#: When a sprayed account's guess waited: before its check, or its FAIL after it.
+SPRAYING_WHEN = ("before", "after")
 #: The closed set of ``result`` label values of ``authbridge_app_password_logins_total``
 #: (the same as ``authbridge.checks.app_passwords.RESULTS``).
 APP_PASSWORD_RESULTS = ("ok", "failed", "main_password_refused")
@@ -374,6 +380,7 @@ class Metrics:
         self._rehash_children = {
             result: self.rehashes.labels(result=result) for result in REHASH_RESULTS
         }
+        self._fleet_metrics(r)
         self._policy_metrics(r)
         self.app_password_logins = Counter(
             "authbridge_app_password_logins",
@@ -439,6 +446,61 @@ class Metrics:
             after_batch.at_batch_end(self.flush)
         else:
             r.register(_CacheCollector(lambda: self._cache_source(), self.internal_error))
+
+    def _fleet_metrics(self, r: CollectorRegistry) -> None:
+        """The penalty's shared state and the spraying defence (issue 18)."""
+        self.shared_state_errors = Counter(
+            "authbridge_shared_state_errors",
+            "Failed calls to the penalty's shared state (Redis), by kind; requests "
+            "went on with this process's state.",
+            ["kind"],
+            registry=r,
+        )
+        self.shared_state_reads = Counter(
+            "authbridge_shared_state_reads",
+            "Requests' reads of the shared state: hit (Redis answered) or fallback "
+            "(local state only: Redis away or failing).",
+            ["result"],
+            registry=r,
+        )
+        self.shared_state_outage = Gauge(
+            "authbridge_shared_state_outage",
+            "1 while the penalty's shared state (Redis) is away and this instance serves "
+            "on local state; 0 otherwise (also with the local backend).",
+            registry=r,
+            multiprocess_mode="livemax",
+        )
+        self.spraying_delays = Counter(
+            "authbridge_spraying_delays",
+            "Guesses at a sprayed account that waited, by when (before the check, or "
+            "the FAIL after it).",
+            ["when"],
+            registry=r,
+        )
+        self.spraying_delay_seconds = Counter(
+            "authbridge_spraying_delay_seconds",
+            "Seconds of spraying delay imposed.",
+            registry=r,
+        )
+        for kind in SHARED_STATE_ERRORS:
+            self.shared_state_errors.labels(kind=kind)
+        for result in SHARED_STATE_READS:
+            self.shared_state_reads.labels(result=result)
+        for when in SPRAYING_WHEN:
+            self.spraying_delays.labels(when=when)
+
+    def shared_error(self, kind: str) -> None:
+        self.shared_state_errors.labels(kind=kind).inc()
+
+    def shared_read(self, result: str) -> None:
+        self.shared_state_reads.labels(result=result).inc()
+
+    def shared_up(self, up: bool) -> None:
+        self.shared_state_outage.set(0 if up else 1)
+
+    def sprayed(self, when: str, seconds: float) -> None:
+        self.spraying_delays.labels(when=when).inc()
+        self.spraying_delay_seconds.inc(seconds)
 
     def internal_error(self, where: str) -> None:
         """Count one unexpected exception contained at ``where`` (see contained.report)."""

@@ -124,6 +124,9 @@ failure_delay = 0
 [penalty]
 steps = {list(DAEMON_STEPS)}
 trusted_networks = ["203.0.113.0/24"]
+# The per-address penalty alone: these tests fail one account many times from several
+# addresses, which the spraying defence (tests/policy/test_spraying.py) would slow.
+spraying = false
 """
 
 

@@ -1,0 +1,100 @@
+"""SharedState in-process on a real redis-server with a password (and with TLS): the
+trio reader's AUTH, SELECT and TLS, the failure script's rules, the breaker on a
+refusing Redis."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import trio
+
+from authbridge.checks.fingerprint import Fingerprints
+from authbridge.checks.shared import SharedState
+from authbridge.config import PenaltySettings
+from tests.support import require_binary, runtime_dir
+from tests.support.redis import RedisServer
+from tests.support.tls import make_self_signed
+
+
+@pytest.fixture
+def locked_redis(fleet_dir: Path) -> Iterator[RedisServer]:
+    with RedisServer(runtime_dir(fleet_dir, "locked"), password="s3cret-pw") as server:
+        yield server
+
+
+def _state(url: str, errors: list[str], **kwargs: object) -> SharedState:
+    settings = PenaltySettings(
+        backend="redis", redis_url=url, key_prefix="unit:", max_users_per_ip=2, **kwargs
+    )  # type: ignore[arg-type]
+    return SharedState(settings, on_error=errors.append)
+
+
+async def _written(state: SharedState, bucket: str, account: str, level: int) -> None:
+    with trio.fail_after(10):
+        while (await state.fetch(bucket, account) or (0, 0))[0] < level:
+            await trio.sleep(0.01)
+
+
+async def test_reads_and_writes_with_auth_and_a_database(locked_redis: RedisServer) -> None:
+    errors: list[str] = []
+    state = _state(locked_redis.url, errors)
+    fp = Fingerprints(b"k" * 32)
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(state.run)
+        assert await state.fetch("192.0.2.1", fp.user("u")) == (0, 0)
+        for password in (b"a", b"a", b"b"):  # the same wrong password twice: one guess
+            state.failed("192.0.2.1", fp.user("u"), fp.guess("u", password))
+        await _written(state, "192.0.2.1", fp.user("u"), 2)
+        assert await state.fetch("192.0.2.1", fp.user("u")) == (2, 2)
+        for n in range(3):  # user names beyond max_users_per_ip (2): two levels each
+            state.failed("192.0.2.1", fp.user(f"v{n}"), fp.guess(f"v{n}", b"x"))
+        await _written(state, "192.0.2.1", fp.user("u"), 2 + 1 + 2 + 2)
+        state.close()
+    assert errors == []
+    # Database 3 of the URL, keys under the prefix, fingerprints only.
+    keys = sorted(locked_redis.client().keys("*"))
+    assert keys and all(k.startswith(b"unit:") for k in keys)
+
+
+async def test_a_refusing_redis_opens_the_breaker_once(locked_redis: RedisServer) -> None:
+    errors: list[str] = []
+    wrong = locked_redis.url.replace("s3cret-pw", "wrong")
+    state = _state(wrong, errors, redis_retry_after=60.0)
+    assert await state.fetch("192.0.2.2", "acct") is None
+    assert errors == ["refused"] and state.down_since is not None
+    assert not state.usable()  # nobody waits on Redis until the retry time
+
+
+async def test_a_write_after_a_reload_closed_the_state_is_dropped(
+    locked_redis: RedisServer,
+) -> None:
+    errors: list[str] = []
+    state = _state(locked_redis.url, errors)
+    state.close()
+    state.failed("192.0.2.3", "acct", None)  # a request begun before the reload: no raise
+    state.succeeded("192.0.2.3")
+    assert errors == []
+
+
+async def test_tls_with_a_password(fleet_dir: Path) -> None:
+    """``rediss://``: the trio reader and redis-py's writer both verify the certificate."""
+    require_binary("openssl")
+    tls = make_self_signed(runtime_dir(fleet_dir, "redis-tls-cert"))
+    with RedisServer(runtime_dir(fleet_dir, "tls"), "tls-pw", (tls.cert, tls.key)) as redis:
+        assert redis.url.startswith("rediss://")
+        errors: list[str] = []
+        state = _state(redis.url, errors)
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(state.run)
+            state.failed("192.0.2.4", "acct", b"guess-fp")
+            await _written(state, "192.0.2.4", "acct", 1)
+            assert await state.fetch("192.0.2.4", "acct") == (1, 1)
+            state.close()
+        assert errors == []
+        # A certificate the client does not trust: refused, and the breaker opens.
+        untrusted = redis.url.split("?")[0]  # no ssl_ca_certs: the system's CAs only
+        other = _state(untrusted, errors)
+        assert await other.fetch("192.0.2.4", "acct") is None
+        assert errors and other.down_since is not None
