@@ -4,6 +4,7 @@ the penalty's, not the hash's)."""
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
@@ -81,6 +82,9 @@ def start(fleet_dir: Path, fleet_users: Path) -> Iterator[Start]:
         started.append(server)
         return server
 
-    yield _start
-    for server in started:
-        server.stop()
+    try:
+        yield _start
+    finally:
+        with contextlib.ExitStack() as stops:  # every server stops even if one stop fails
+            for server in started:
+                stops.callback(server.stop)
