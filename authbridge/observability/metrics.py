@@ -68,7 +68,15 @@ INTERNAL_ERROR_PLACES = (
 )
 
 #: The closed set of ``result`` label values of ``authbridge_rehashes_total``.
-REHASH_RESULTS = ("written", "skipped_changed", "skipped_mechanism", "dropped", "failed")
+REHASH_RESULTS = (
+    "written",
+    "skipped_changed",
+    "skipped_mechanism",
+    "skipped_unwritable",
+    "dropped",
+    "failed",
+    "deferred",
+)
 
 INTERNAL_ERRORS_HELP = (
     "Unexpected exceptions contained where they happened (one connection, one "
