@@ -180,7 +180,9 @@ class StoreWatcher:
         self._back(watched, state)
         state.failed = None
         if quiet and watched.is_current(signature):
-            return  # (if the load found a yet newer version, that is an outside change)
+            # (If the load found a yet newer version, that is an outside change.)
+            log.debug("store took in rehashed passwords", store=watched.store)
+            return
         if count is None:
             log.info("store reopened", store=watched.store, path=str(watched.path))
         else:
