@@ -322,6 +322,7 @@ def replace_file(
     fd, temp = tempfile.mkstemp(
         prefix=f".{path.name}.{os.getpid()}.", suffix=".new", dir=path.parent
     )
+    keep = False
     try:
         with open(fd, "wb", closefd=True) as out:
             out.write(data)
@@ -336,14 +337,18 @@ def replace_file(
             raise ChangedMeanwhile(errno.EAGAIN, "changed before the rename", str(path))
         if before_rename is not None:
             before_rename(_signature(new))
+        # ``keep``: True while ``temp`` holds an outside version, which is never unlinked.
         if expected is None or not _exchange(temp, path):
             os.replace(temp, path)
         elif not _is_version(Path(temp), *expected):
+            keep = True
             _undo_exchange(temp, path, new.st_ino)
+            keep = False
             raise ChangedMeanwhile(errno.EAGAIN, "changed during the rename", str(path))
     except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(temp)
+        if not keep:
+            with contextlib.suppress(OSError):
+                os.unlink(temp)
         raise
     with contextlib.suppress(FileNotFoundError):
         os.unlink(temp)  # the displaced old version, after an exchange
