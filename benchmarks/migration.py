@@ -126,7 +126,9 @@ class Daemon:
         config.write_text(
             '[server]\nmechanisms = ["plain", "login"]\n'
             "[policy]\nfailure_delay = 0\n[penalty]\nenabled = false\n"
-            '[log]\nlevel = "warning"\n' + ("[rehash]\nenabled = true\n" if self.rehash else "")
+            '[log]\nlevel = "warning"\n'
+            + ("[rehash]\nenabled = true\n" if self.rehash else "")
+            + ("[cache]\nenabled = true\n" if self.cache else "")
         )
         with socket.socket() as probe:
             probe.bind(("127.0.0.1", 0))
