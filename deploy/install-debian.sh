@@ -11,6 +11,9 @@
 #   --mta exim|postfix which MTA's user may use the socket (default: auto, from the groups
 #                      Debian-exim / postfix). postfix puts the socket inside Postfix's chroot.
 #   --replace-dovecot  listen on /run/dovecot/auth-client, for hosts WITHOUT Dovecot
+#   --rehash           give the daemon a writable /var/lib/authbridge for rehash on login
+#                      (a service drop-in; also installed, without the option, when
+#                      the installed authbridge.toml has "[rehash] enabled = true")
 #   --bin PATH         the authbridge executable the service runs
 #                      (default /usr/local/bin/authbridge)
 #   --venv DIR         also create a virtualenv at DIR, pip install this checkout into it and
@@ -23,6 +26,7 @@ set -eu
 ROOT=/
 MTA=auto
 REPLACE_DOVECOT=no
+REHASH=no
 BIN=/usr/local/bin/authbridge
 VENV=
 VENV_ARGS=
@@ -37,6 +41,7 @@ while [ $# -gt 0 ]; do
     --root) need_arg "$@"; ROOT=$2; shift 2 ;;
     --mta) need_arg "$@"; MTA=$2; shift 2 ;;
     --replace-dovecot) REPLACE_DOVECOT=yes; shift ;;
+    --rehash) REHASH=yes; shift ;;
     --bin) need_arg "$@"; BIN=$2; shift 2 ;;
     --venv) need_arg "$@"; VENV=$2; shift 2 ;;
     --venv-args) need_arg "$@"; VENV_ARGS=$2; shift 2 ;;
@@ -125,6 +130,21 @@ dropin() {  # dropin NAME yes|no: install or remove one of our shipped socket dr
 }
 [ "$MTA" = postfix ] && dropin postfix.conf yes || dropin postfix.conf no
 dropin replace-dovecot.conf "$REPLACE_DOVECOT"
+
+# Rehash on login writes the users file: asked for, or enabled in the installed config
+# (a [rehash] section whose "enabled" is true; comments and other sections ignored).
+if [ "$REHASH" = no ] && [ -f "$ETC/authbridge.toml" ] && awk '
+    /^[ \t]*\[/ { section = $0; gsub(/[ \t]/, "", section) }
+    section == "[rehash]" && /^[ \t]*enabled[ \t]*=[ \t]*true([ \t]|#|$)/ { found = 1 }
+    END { exit !found }' "$ETC/authbridge.toml"; then
+  REHASH=yes
+fi
+if [ "$REHASH" = yes ]; then
+  install -m 0644 "$HERE/systemd/dropins/authbridge.service.d/rehash.conf" \
+    "$UNITS/authbridge.service.d/rehash.conf"
+else
+  rm -f "$UNITS/authbridge.service.d/rehash.conf"
+fi
 
 if [ "$BIN" != /usr/local/bin/authbridge ]; then
   cat >"$UNITS/authbridge.service.d/executable.conf" <<EOF

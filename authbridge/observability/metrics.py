@@ -68,7 +68,15 @@ INTERNAL_ERROR_PLACES = (
 )
 
 #: The closed set of ``result`` label values of ``authbridge_rehashes_total``.
-REHASH_RESULTS = ("written", "skipped_changed", "skipped_mechanism", "dropped", "failed")
+REHASH_RESULTS = (
+    "written",
+    "skipped_changed",
+    "skipped_mechanism",
+    "skipped_unwritable",
+    "dropped",
+    "failed",
+    "deferred",
+)
 #: Why a call to the penalty's shared state (Redis) failed; "queue_full": a write dropped.
 SHARED_STATE_ERRORS = ("timeout", "connection", "refused", "internal", "queue_full")
 #: A request's read of the shared state: Redis answered, or local state alone was used.

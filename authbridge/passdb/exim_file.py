@@ -45,23 +45,58 @@ _BARE_MD5 = re.compile(r"[0-9A-Fa-f]{32}|[A-Za-z0-9+/]{22}==")
 _KEY_BYTES = re.compile(rb"([^:\s]+)\s*:?\s*")
 
 
-def locate_password(line: bytes) -> tuple[str, int, int] | None:
-    """The (lower-cased) key of one line and where its value is (for a rewrite).
+def continues_entry(line: bytes) -> bool:
+    """True for a line that belongs to the entry above it, as the parser reads the file:
+    a continuation (it starts with a blank), and the blank and comment lines it skips."""
+    return not line or line[0] in b" \t#"
 
-    ``None`` for comments, blank and continuation lines, and a line whose value is not on
-    it (a rewrite then leaves that user alone).
+
+def locate_password(entry: bytes) -> tuple[str, int, int] | None:
+    """The (lower-cased) key of one entry and where its value is (for a rewrite).
+
+    ``entry`` is a line with its continuation lines (see :func:`continues_entry`), joined
+    by their line endings. The value is found as :func:`read_exim_file` finds it in the
+    joined logical line, so it may sit on a continuation line; a value that spans lines
+    (only a ``{PLAIN}`` value with a blank could) cannot be replaced in place: the
+    entry's key with a negative start. ``None`` for comments, blank lines and an entry
+    without a value.
     """
-    if not line or line[0] in b" \t#":
+    if not entry or entry[0] in b" \t#\r\n":
         return None
-    match = _KEY_BYTES.match(line)
+    logical, pieces = _logical(entry)
+    match = _KEY_BYTES.match(logical)
     if match is None:
         return None
-    start = match.end()
-    end = line.find(b":", start)
-    value = line[start : len(line) if end < 0 else end].rstrip(b" \t")
+    user = match.group(1).decode("utf-8", "surrogateescape").lower()
+    rest = logical[match.end() :]
+    field = rest.split(b":", 1)[0]
+    value = field.strip()
     if not value:
         return None
-    return match.group(1).decode("utf-8", "surrogateescape").lower(), start, start + len(value)
+    start = match.end() + len(field) - len(field.lstrip())
+    for logical_start, entry_start, length in pieces:
+        if logical_start <= start and start + len(value) <= logical_start + length:
+            at = entry_start + start - logical_start
+            return user, at, at + len(value)
+    return user, -1, -1
+
+
+def _logical(entry: bytes) -> tuple[bytes, list[tuple[int, int, int]]]:
+    """The entry's lines joined as the parser joins them, and where each piece of that
+    logical line is in ``entry``: (logical start, entry start, length)."""
+    lines = entry.split(b"\n")
+    first = lines[0].rstrip(b"\r")
+    logical, pieces = first, [(0, 0, len(first))]
+    offset = len(lines[0]) + 1
+    for line in lines[1:]:
+        body = line.rstrip(b"\r")
+        text = body.strip()
+        if text and not text.startswith(b"#"):
+            logical += b" "
+            pieces.append((len(logical), offset + len(body) - len(body.lstrip()), len(text)))
+            logical += text
+        offset += len(line) + 1
+    return logical, pieces
 
 
 def _password(value: str, user: str) -> tuple[StoredPassword | None, str | None]:
@@ -167,7 +202,14 @@ class EximFileStore:
         """
         lowered = [PasswordChange(c.user.lower(), c.verified, c.new) for c in changes]
         results = rewrite_and_reload(
-            self.path, lowered, locate_password, _field_password, self.load, self._own
+            self.path,
+            lowered,
+            locate_password,
+            _field_password,
+            self.load,
+            self._own,
+            continues=continues_entry,
+            in_service=lambda: self.loaded_signature,
         )
         return {c.user: results[c.user.lower()] for c in changes}
 

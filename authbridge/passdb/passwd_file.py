@@ -248,7 +248,13 @@ class PasswdFileStore:
         Blocking (a lock, a file write, fsyncs, a load): run it in a thread.
         """
         return rewrite_and_reload(
-            self.path, changes, locate_password, self._field_password, self.load, self._own
+            self.path,
+            changes,
+            locate_password,
+            self._field_password,
+            self.load,
+            self._own,
+            in_service=lambda: self.loaded_signature,
         )
 
     def _field_password(self, text: str, user: str) -> StoredPassword:

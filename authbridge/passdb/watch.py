@@ -1,7 +1,8 @@
 """The files behind the stores, checked while serving: changed, gone, unreadable, back.
 
 Once a second (like Dovecot) each file is looked at. A passwd-file or exim-file whose
-signature changed is read again; an SQLite database replaced by a rename (a new inode)
+signature changed is read again (quietly if it only holds passwords another process
+rehashed, see ``rewrite.rehash_chain``); an SQLite database replaced by a rename (a new inode)
 gets fresh connections. A file that disappears or can no longer be read is logged once
 (error, naming store, path and why), counted as a failed reload and flagged in
 ``authbridge_store_unavailable{store}`` while the last good copy keeps serving; its
@@ -30,6 +31,7 @@ from authbridge.passdb.base import (
 )
 from authbridge.passdb.exim_file import EximFileStore
 from authbridge.passdb.passwd_file import PasswdFileStore
+from authbridge.passdb.rewrite import rehash_chain
 from authbridge.passdb.sql_sqlite import SqliteBackend
 
 log = get_logger("authbridge.serve")
@@ -58,6 +60,10 @@ class WatchedFile:
     take: Callable[[], int | None]
     #: What serves while the file is gone, for the log line.
     meanwhile: str
+    #: True if ``signature`` is the version in service with only rehashed passwords
+    #: (written by another process serving the file): taken in without a log line,
+    #: a counted reload or an emptied cache (a rehash changes no password).
+    quiet: Callable[[FileSignature], bool] = lambda _signature: False
 
 
 def watched_files(stores: Iterable[object]) -> Iterator[WatchedFile]:
@@ -70,6 +76,7 @@ def watched_files(stores: Iterable[object]) -> Iterator[WatchedFile]:
                 _same_as(store),
                 store.load,
                 "the last good copy keeps serving",
+                _rehashed_from(store),
             )
             companion = store.app_passwords
             if isinstance(companion, AppPasswordFile) and companion.exists():
@@ -98,6 +105,10 @@ def _same_as(store: PasswdFileStore | EximFileStore) -> Callable[[FileSignature]
     """The version in service, or one the store is writing and loading itself (a rehash:
     not an outside change, so no second load, no log line, no cache flush)."""
     return lambda signature: signature in (store.loaded_signature, store.own_write)
+
+
+def _rehashed_from(store: PasswdFileStore | EximFileStore) -> Callable[[FileSignature], bool]:
+    return lambda signature: rehash_chain(store.path, store.loaded_signature, signature)
 
 
 def _reopen(backend: SqliteBackend) -> Callable[[], int | None]:
@@ -148,6 +159,7 @@ class StoreWatcher:
         if watched.is_current(signature) or signature == state.failed:
             self._back(watched, state)  # the same version returned (or still broken)
             return
+        quiet = watched.quiet(signature)
         try:
             count = await trio.to_thread.run_sync(watched.take)
         except StoreFormatError as exc:
@@ -179,6 +191,10 @@ class StoreWatcher:
             return
         self._back(watched, state)
         state.failed = None
+        if quiet and watched.is_current(signature):
+            # (If the load found a yet newer version, that is an outside change.)
+            log.debug("store took in rehashed passwords", store=watched.store)
+            return
         if count is None:
             log.info("store reopened", store=watched.store, path=str(watched.path))
         else:

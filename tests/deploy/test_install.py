@@ -288,3 +288,27 @@ def test_pip_install_into_a_fresh_venv(tmp_path: Path) -> None:
     )
     assert version.returncode == 0, version.stderr
     assert version.stdout.strip() == f"authbridge {_version()}"
+
+
+def test_rehash_dropin_with_the_option_or_an_enabled_rehash_section(exim_root: Path) -> None:
+    root = exim_root
+    service_d = root / "etc/systemd/system/authbridge.service.d"
+    shipped = (DEPLOY / "systemd/dropins/authbridge.service.d/rehash.conf").read_text()
+
+    _ok(root, "--rehash")
+    assert sorted(p.name for p in service_d.iterdir()) == ["rehash.conf"]
+    assert (service_d / "rehash.conf").read_text() == shipped
+    assert _mode_owner(service_d / "rehash.conf")[0] == 0o644
+    assert "StateDirectory=authbridge" in shipped
+
+    _ok(root)  # neither the option nor [rehash] in the config: removed again
+    assert not service_d.exists()
+
+    config = root / "etc/authbridge/authbridge.toml"
+    config.write_text('[server]\nenabled = true\n[rehash]\nscheme = "ARGON2ID"\n')
+    _ok(root)  # [rehash] present but not enabled; another section's enabled does not count
+    assert not service_d.exists()
+
+    config.write_text('[rehash]\n  enabled = true   # on\nscheme = "ARGON2ID"\n[cache]\n')
+    _ok(root)
+    assert (service_d / "rehash.conf").read_text() == shipped

@@ -131,6 +131,20 @@ def test_socket_dropins(root: Path, dropin: str, path: str, group: str) -> None:
     assert settings["SocketMode"] == ["0660"]
 
 
+def test_rehash_dropin_gives_a_writable_state_directory(root: Path) -> None:
+    target = root / "etc/systemd/system/authbridge.service.d"
+    target.mkdir()
+    shutil.copy2(UNITS / "dropins/authbridge.service.d/rehash.conf", target / "rehash.conf")
+    result = _verify(root, "authbridge.socket", "authbridge.service")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout + result.stderr == ""
+    dump = _analyze(root, "verify", "--man=no", "authbridge.service", level="debug")
+    text = dump.stdout + dump.stderr
+    block = text.split("-> Unit authbridge.service:", 1)[1].split("-> Unit ", 1)[0]
+    assert re.search(r"StateDirectory: authbridge\b", block), block[-3000:]
+    assert "StateDirectoryMode: 0750" in block
+
+
 def _exposure(output: str) -> float:
     match = re.search(r"Overall exposure level for authbridge\.service: ([0-9.]+)", output)
     assert match, output
