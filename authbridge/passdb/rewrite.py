@@ -148,10 +148,15 @@ def edit_file(path: Path, edit: Callable[[bytes], bytes | None]) -> bool:
     Call under :func:`locked`. Like :func:`rewrite_passwords`, only the version read is
     replaced: an outside edit that lands between the read and the rename (the admin's
     ``echo >>``, an editor's rename) makes ``edit`` start over on the new version, so
-    that edit is kept. ``edit`` may raise to stop (nothing is written then). OSError:
-    nothing was changed (:class:`ChangedMeanwhile` if the file kept changing).
+    that edit is kept. ``edit`` may raise to stop (nothing is written then). An admin
+    command is not in a hurry: it tries again for up to :data:`LOCK_TIMEOUT` seconds
+    (and at least :data:`ATTEMPTS` times). OSError: nothing was changed
+    (:class:`ChangedMeanwhile` if the file kept changing).
     """
-    for _attempt in range(ATTEMPTS):
+    deadline = time.monotonic() + LOCK_TIMEOUT
+    attempt = 0
+    while attempt < ATTEMPTS or time.monotonic() < deadline:
+        attempt += 1
         data, signature = _read(path)
         new = edit(data)
         if new is None:
