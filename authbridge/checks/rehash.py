@@ -197,7 +197,9 @@ class Rehasher:
         return int(self._receive.statistics().current_buffer_used)
 
     async def run(self) -> None:
-        """Serve the queue until cancelled (a write under way is finished first)."""
+        """Serve the queue until cancelled: a write under way is finished first (the file
+        is replaced whole or not at all), a batch being hashed is left after its current
+        hash (see :meth:`_rewrite`)."""
         async for job in self._receive:
             batch = [job]
             while len(batch) < BATCH:
@@ -225,9 +227,16 @@ class Rehasher:
 
     async def _rewrite(self, jobs: list[RehashJob]) -> None:
         policy = self.policy
-        changes = await trio.to_thread.run_sync(
-            partial(_new_values, jobs, policy.scheme, policy.rounds), limiter=self._limiter
-        )
+        # One thread call per job: a shutdown (cancellation) waits for the hash under
+        # way, not for the whole batch (64 ARGON2ID hashes take many seconds). Jobs not
+        # written are redone at the user's next login.
+        changes = []
+        for job in jobs:
+            changes.append(
+                await trio.to_thread.run_sync(
+                    partial(_new_value, job, policy.scheme, policy.rounds), limiter=self._limiter
+                )
+            )
         store = jobs[0].store
         try:
             arewrite: _AsyncRewrite | None = getattr(store, "arewrite_passwords", None)
@@ -276,12 +285,9 @@ class Rehasher:
                 )
 
 
-def _new_values(jobs: list[RehashJob], scheme: str, rounds: int | None) -> list[PasswordChange]:
-    """Each job's password hashed with ``scheme`` (slow: in a thread)."""
-    changes = []
-    for job in jobs:
-        value = schemes.generate(scheme, job.password, job.user, rounds)
-        if any(c in value for c in ": \t\r\n"):
-            raise ValueError(f"a {scheme} value cannot be stored in a colon-separated line")
-        changes.append(PasswordChange(job.user, job.verified, value))
-    return changes
+def _new_value(job: RehashJob, scheme: str, rounds: int | None) -> PasswordChange:
+    """The job's password hashed with ``scheme`` (slow: in a thread)."""
+    value = schemes.generate(scheme, job.password, job.user, rounds)
+    if any(c in value for c in ": \t\r\n"):
+        raise ValueError(f"a {scheme} value cannot be stored in a colon-separated line")
+    return PasswordChange(job.user, job.verified, value)

@@ -225,15 +225,15 @@ async def _add(
         schemes.generate, config.app_passwords.scheme, password.encode(), args.user
     )
     entry = files.AppPassword(args.user, label, schemes.parse_stored(value), services, expires)
-    if isinstance(source, files.AppPasswordFile):
-        try:
+    try:  # another add of the label may win the race since the lookup above
+        if isinstance(source, files.AppPasswordFile):
             await trio.to_thread.run_sync(
                 files.add, source.path, entry, value, store_config.default_scheme
             )
-        except files.DuplicateLabel as exc:
-            raise UsageError(str(exc)) from None
-    else:
-        await source.add(entry, value, now)
+        else:
+            await source.add(entry, value, now)
+    except files.DuplicateLabel as exc:
+        raise UsageError(str(exc)) from None
     print(password)
     scope = ",".join(services) or "any service"
     until = "never" if expires is None else _when(expires)

@@ -18,7 +18,9 @@ reload the file for nothing. They go to a small state file beside it (``FILE.use
 but those times.
 
 Writes (``authbridge app-password``) take the file's lock and replace the file
-atomically with :mod:`authbridge.passdb.rewrite`; every other line is kept byte for byte.
+atomically with :func:`authbridge.passdb.rewrite.edit_file`, which replaces only the
+version read (an admin edit landing meanwhile is kept: the change is made again on
+it); every other line is kept byte for byte.
 """
 
 from __future__ import annotations
@@ -39,7 +41,7 @@ from authbridge.passdb.base import (
     file_signature,
     read_store_bytes,
 )
-from authbridge.passdb.rewrite import locked, replace_file
+from authbridge.passdb.rewrite import edit_file, locked, replace_file
 from authbridge.schemes import SchemeError, StoredPassword, parse_stored, wellformed
 
 LABEL = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
@@ -223,14 +225,18 @@ def add(path: Path, entry: AppPassword, value: str, default_scheme: str = "CRYPT
     parse_line(line.rstrip("\n"), f"{path}:new", default_scheme)  # what is written reads back
     real = Path(os.path.realpath(path))
     _ensure(real, 0o640)
-    with locked(real):
-        data = real.read_bytes()
+    encoded = line.encode("utf-8", "surrogateescape")
+
+    def append(data: bytes) -> bytes:
         existing = parse_file(data, str(path), default_scheme).get(entry.user, ())
         if any(other.label == entry.label for other in existing):
             raise DuplicateLabel(f"user {entry.user!r} already has an app password {entry.label!r}")
         if data and not data.endswith(b"\n"):
             data += b"\n"
-        replace_file(real, data + line.encode("utf-8", "surrogateescape"))
+        return data + encoded
+
+    with locked(real):
+        edit_file(real, append)
 
 
 def revoke(path: Path, user: str, label: str) -> bool:
@@ -242,14 +248,16 @@ def revoke(path: Path, user: str, label: str) -> bool:
     real = Path(os.path.realpath(path))
     if not real.exists():
         return False
-    with locked(real):
-        data = real.read_bytes()
+
+    def remove(data: bytes) -> bytes | None:
         for _lineno, start, stop, text in _lines(data):
             parts = text.split(":")
             if len(parts) >= 2 and parts[0] == user and parts[1] == label:
-                replace_file(real, data[:start] + data[stop:])
-                return True
-    return False
+                return data[:start] + data[stop:]
+        return None
+
+    with locked(real):
+        return edit_file(real, remove)
 
 
 # ---------------------------------------------------------------------- the store's view

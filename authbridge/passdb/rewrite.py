@@ -142,6 +142,33 @@ def rewrite_passwords(
     raise ChangedMeanwhile(errno.EAGAIN, "the file kept changing during the rewrite", str(path))
 
 
+def edit_file(path: Path, edit: Callable[[bytes], bytes | None]) -> bool:
+    """Replace the file by ``edit(its bytes)`` (``None``: leave it); whether it was written.
+
+    Call under :func:`locked`. Like :func:`rewrite_passwords`, only the version read is
+    replaced: an outside edit that lands between the read and the rename (the admin's
+    ``echo >>``, an editor's rename) makes ``edit`` start over on the new version, so
+    that edit is kept. ``edit`` may raise to stop (nothing is written then). An admin
+    command is not in a hurry: it tries again for up to :data:`LOCK_TIMEOUT` seconds
+    (and at least :data:`ATTEMPTS` times). OSError: nothing was changed
+    (:class:`ChangedMeanwhile` if the file kept changing).
+    """
+    deadline = time.monotonic() + LOCK_TIMEOUT
+    attempt = 0
+    while attempt < ATTEMPTS or time.monotonic() < deadline:
+        attempt += 1
+        data, signature = _read(path)
+        new = edit(data)
+        if new is None:
+            return False
+        try:
+            replace_file(path, new, expected=(signature, data))
+        except ChangedMeanwhile:
+            continue
+        return True
+    raise ChangedMeanwhile(errno.EAGAIN, "the file kept changing during the edit", str(path))
+
+
 def _read(path: Path) -> tuple[bytes, FileSignature]:
     """The file's bytes and the signature of exactly that version."""
     for _attempt in range(ATTEMPTS):

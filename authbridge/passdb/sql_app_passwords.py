@@ -17,9 +17,14 @@ from typing import Any
 
 import trio
 
-from authbridge.passdb.app_passwords import MAX_PER_USER, AppPassword, parse_services
+from authbridge.passdb.app_passwords import (
+    MAX_PER_USER,
+    AppPassword,
+    DuplicateLabel,
+    parse_services,
+)
 from authbridge.passdb.sql import SqlStore
-from authbridge.passdb.sql_errors import SqlStoreError
+from authbridge.passdb.sql_errors import SqlDuplicate, SqlStoreError
 from authbridge.passdb.sql_query import PreparedQuery, RequestContext, prepare
 from authbridge.schemes import SchemeError, parse_stored
 
@@ -110,7 +115,8 @@ class SqlAppPasswords:
         raise SqlStoreError(f"{self.name}: no answer within {store.timeout:g} s")
 
     async def add(self, entry: AppPassword, value: str, now: float) -> None:
-        """Insert ``entry`` (the unique (username, label) key refuses a duplicate)."""
+        """Insert ``entry``; DuplicateLabel if the unique (username, label) key refuses it
+        (another ``add`` of the same label won the race since the CLI looked)."""
         extra = {
             "password": value,
             "label": entry.label,
@@ -118,7 +124,12 @@ class SqlAppPasswords:
             "expires": "" if entry.expires is None else str(int(entry.expires)),
             "time": str(int(now)),
         }
-        await self._execute(self.insert_query, entry.user, extra)
+        try:
+            await self._execute(self.insert_query, entry.user, extra)
+        except SqlDuplicate:
+            raise DuplicateLabel(
+                f"user {entry.user!r} already has an app password {entry.label!r}"
+            ) from None
 
     async def revoke(self, user: str, label: str) -> bool:
         return await self._execute(self.delete_query, user, {"label": label}) > 0

@@ -10,7 +10,7 @@ from __future__ import annotations
 from authbridge.config import ConfigError
 from authbridge.passdb.base import StoreFormatError, StoreUnavailable
 
-__all__ = ["SqlConfigError", "SqlStoreError"]
+__all__ = ["SqlConfigError", "SqlDuplicate", "SqlStoreError"]
 
 
 class SqlConfigError(ConfigError, StoreFormatError):
@@ -19,3 +19,7 @@ class SqlConfigError(ConfigError, StoreFormatError):
 
 class SqlStoreError(StoreUnavailable):
     """The database did not answer a lookup; the message never carries row data."""
+
+
+class SqlDuplicate(SqlStoreError):
+    """A unique key refused a row (``app-password add`` racing another for one label)."""

@@ -22,15 +22,23 @@ import trio
 from psycopg import pq
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
-from authbridge.passdb.sql_errors import SqlConfigError, SqlStoreError
+from authbridge.passdb.sql_errors import SqlConfigError, SqlDuplicate, SqlStoreError
 from authbridge.passdb.sql_query import Paramstyle
 
 _STATEMENT = b"authbridge_password_query"
 _BOOL_OID = 16
 
 
+#: The SQLSTATE of a unique key refusing a row.
+_UNIQUE_VIOLATION = b"23505"
+
+
 class PqError(Exception):
     """One failed step on one connection (the message is libpq's, first line)."""
+
+    def __init__(self, message: str, sqlstate: bytes | None = None) -> None:
+        super().__init__(message)
+        self.sqlstate = sqlstate
 
 
 def describe(dsn: str) -> str:
@@ -86,7 +94,8 @@ class _Conn:
         if result is None or pg.status != pq.ConnStatus.OK:
             raise PqError(_message(pg.error_message, "connection lost"))
         if result.status not in (pq.ExecStatus.TUPLES_OK, pq.ExecStatus.COMMAND_OK):
-            raise PqError(_message(result.error_message, str(result.status)))
+            sqlstate = result.error_field(pq.DiagnosticField.SQLSTATE)
+            raise PqError(_message(result.error_message, str(result.status)), sqlstate)
         return result
 
     async def query(
@@ -248,6 +257,8 @@ class PqBackend:
                 changed = await _execute(conn, sql.encode(), encoded)
             except (PqError, psycopg.Error) as exc:
                 conn.close()
+                if isinstance(exc, PqError) and exc.sqlstate == _UNIQUE_VIOLATION:
+                    raise SqlDuplicate(f"{self.description}: {_first_line(exc)}") from None
                 raise SqlStoreError(f"{self.description}: {_first_line(exc)}") from None
             except BaseException:
                 conn.close()

@@ -19,7 +19,7 @@ from typing import Any
 from urllib.parse import quote
 
 from authbridge.passdb.base import FileSignature
-from authbridge.passdb.sql_errors import SqlStoreError
+from authbridge.passdb.sql_errors import SqlDuplicate, SqlStoreError
 from authbridge.passdb.sql_query import Paramstyle
 
 #: SQLite calls the progress handler every this many virtual machine instructions.
@@ -31,6 +31,10 @@ def _inode(path: str) -> int | None:
         return os.stat(path).st_ino
     except OSError:
         return None
+
+
+#: The extended result codes of a unique key refusing a row.
+_DUPLICATE = frozenset({"SQLITE_CONSTRAINT_PRIMARYKEY", "SQLITE_CONSTRAINT_UNIQUE"})
 
 
 class SqliteBackend:
@@ -138,6 +142,10 @@ class SqliteBackend:
             conn.set_progress_handler(lambda: int(time.monotonic() > deadline), _PROGRESS_STEPS)
             with conn:  # commits, or rolls back on an error
                 changed = conn.execute(sql, params).rowcount
+        except sqlite3.IntegrityError as exc:
+            if exc.sqlite_errorname in _DUPLICATE:
+                raise SqlDuplicate(f"{self.description}: {exc}") from None
+            raise SqlStoreError(f"{self.description}: {exc}") from None
         except sqlite3.Error as exc:
             raise SqlStoreError(f"{self.description}: {exc}") from None
         finally:

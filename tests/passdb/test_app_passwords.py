@@ -190,6 +190,49 @@ def test_revoke_works_past_a_broken_line(tmp_path: Path) -> None:
     assert path.read_bytes() == b"garbage line\n"
 
 
+def test_an_admin_append_between_read_and_rename_is_kept_by_add(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "app-passwords"
+    path.write_text(f"alice:phone:{HASH}::\n")
+    parse, edits = ap.parse_file, []
+
+    def parse_then_admin_appends(data: bytes, *args: object) -> object:
+        if not edits:  # the admin's ``echo >>`` lands after the command read the file
+            edits.append(1)
+            with open(path, "a") as admin:
+                admin.write(f"bob:tablet:{HASH}::\n")
+        return parse(data, *args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(ap, "parse_file", parse_then_admin_appends)
+    ap.add(path, entry("laptop"), HASH)
+    assert path.read_text().splitlines() == [
+        f"alice:phone:{HASH}::",
+        f"bob:tablet:{HASH}::",
+        f"alice:laptop:{HASH}::",
+    ]
+
+
+def test_an_editor_rename_between_read_and_rename_is_kept_by_revoke(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "app-passwords"
+    path.write_text(f"alice:phone:{HASH}::\nalice:laptop:{HASH}::\n")
+    lines, edits = ap._lines, []
+
+    def lines_then_editor_saves(data: bytes):  # type: ignore[no-untyped-def]
+        if not edits:  # an editor writes a new file and renames it over the old one
+            edits.append(1)
+            saved = tmp_path / "app-passwords.swp"
+            saved.write_text(f"# edited\nalice:phone:{HASH}::\nalice:laptop:{HASH}::\n")
+            saved.replace(path)
+        return lines(data)
+
+    monkeypatch.setattr(ap, "_lines", lines_then_editor_saves)
+    assert ap.revoke(path, "alice", "laptop")
+    assert path.read_text() == f"# edited\nalice:phone:{HASH}::\n"
+
+
 def test_writes_go_through_a_symlink_to_the_real_file(tmp_path: Path) -> None:
     real = tmp_path / "real.app"
     ap.add(real, entry("one"), HASH)

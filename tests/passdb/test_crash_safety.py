@@ -59,10 +59,27 @@ def _exim_versions() -> tuple[bytes, bytes]:
     return "".join(a).encode(), "".join(b).encode()
 
 
+#: App passwords in the companion file (each line is longer than a passwd-file's).
+APP_PASSWORD_USERS = 10_000
+
+
+def _app_password_versions() -> tuple[bytes, bytes]:
+    """Version B is A with one more app password of a user A has (add appends it,
+    revoke removes it): the users are the same in both."""
+    lines = [
+        f"user{n:05d}:phone:{{PLAIN-MD5}}{_md5(n)}:smtp:\n"
+        + f"user{n:05d}:laptop:{{PLAIN-MD5}}{_md5(n + 1)}::20300101T000000Z\n"
+        for n in range(APP_PASSWORD_USERS)
+    ]
+    first = "# user:label:{SCHEME}hash:services:expires\n" + "".join(lines)
+    return first.encode(), (first + f"user00042:tablet:{{PLAIN-MD5}}{_md5(7)}::\n").encode()
+
+
 #: Each writer's two versions and how many users they hold.
 WRITER_FILES: dict[str, tuple[Callable[[], tuple[bytes, bytes]], int]] = {
     "rehash-passwd-file": (_passwd_versions, USERS),
     "rehash-exim-file": (_exim_versions, EXIM_USERS),
+    "app-password-file": (_app_password_versions, APP_PASSWORD_USERS),
 }
 
 

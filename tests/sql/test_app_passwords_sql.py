@@ -193,3 +193,105 @@ def test_postgresql_cli_lookup_last_used_and_daemon(
         assert auth(bridge, USER, password) == "FAIL"
     finally:
         bridge.stop()
+
+
+# ---------------------------------------------------------------------- racing adds
+
+RACES = 4
+
+
+def race_adds(config: Path, rows: Callable[[], list[tuple[object, ...]]]) -> None:
+    """Two ``add`` of one label started together, a few times: exactly one wins each
+    time, the other answers one line and exit 2 (whether it saw the row at its lookup
+    or the table's unique key refused its insert), never a traceback."""
+    for race in range(RACES):
+        label = f"race{race}"
+        command = [sys.executable, "-m", "authbridge", "app-password", "add", USER]
+        command += ["--label", label, "--config", str(config)]
+        both = [
+            subprocess.Popen(
+                command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+            )
+            for _ in range(2)
+        ]
+        answers = [(p.wait(60), *p.communicate()) for p in both]
+        codes = sorted(code for code, _out, _err in answers)
+        assert codes == [0, 2], answers
+        for code, out, err in answers:
+            assert "Traceback" not in err
+            if code == 2:
+                assert out == ""
+                assert err.strip().splitlines() == [
+                    f"authbridge app-password: error: user {USER!r} already has an app "
+                    f"password {label!r}"
+                ]
+        assert [str(row[0]) for row in rows()].count(label) == 1
+
+
+async def insert_twice(source: SqlAppPasswords) -> None:
+    """The insert race itself, made certain: the second insert of a label (as by an
+    ``add`` whose lookup came before the winner's insert) is a DuplicateLabel."""
+    from authbridge.passdb.app_passwords import AppPassword, DuplicateLabel
+    from authbridge.schemes import generate, parse_stored
+
+    value = generate("SSHA512", b"x", USER)
+    entry = AppPassword(USER, "twice", parse_stored(value))
+    await source.add(entry, value, 1_800_000_000.0)
+    with pytest.raises(DuplicateLabel, match="already has an app password 'twice'"):
+        await source.add(entry, value, 1_800_000_000.0)
+    assert await source.revoke(USER, "twice")
+
+
+def test_sqlite_two_adds_of_one_label_at_once(tmp_path_factory: pytest.TempPathFactory) -> None:
+    base = runtime_dir(tmp_path_factory, "sqlite-apppw-race")
+    db = make_sqlite(base / "users.sqlite", [(USER, "{PLAIN}main-pass")])
+    config = base / "cli.toml"
+    config.write_text(store_config("sqlite", str(db)))
+
+    def rows() -> list[tuple[object, ...]]:
+        with sqlite3.connect(db) as conn:
+            found = conn.execute("SELECT label FROM app_passwords").fetchall()
+        conn.close()
+        return found
+
+    race_adds(config, rows)
+    queries = tuple(APP_PASSWORD_QUERIES.items())
+    source = source_of(
+        StoreConfig(
+            "sql", driver="sqlite", dsn=str(db), password_query=QUERY, app_password_queries=queries
+        )
+    )
+    trio.run(insert_twice, source)
+
+
+def test_postgresql_two_adds_of_one_label_at_once(
+    pg_apps: PgCluster, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    base = runtime_dir(tmp_path_factory, "pg-apppw-race")
+    config = base / "cli.toml"
+    config.write_text(store_config("postgresql", pg_apps.dsn()))
+
+    def rows() -> list[tuple[object, ...]]:
+        with pg_apps.admin() as conn:
+            return conn.execute("SELECT label FROM app_passwords").fetchall()
+
+    race_adds(config, rows)
+    source = source_of(
+        StoreConfig(
+            "sql",
+            driver="postgresql",
+            dsn=pg_apps.dsn(),
+            password_query=QUERY,
+            app_password_queries=tuple(APP_PASSWORD_QUERIES.items()),
+            timeout=2.0,
+            pool_size=2,
+        )
+    )
+
+    async def twice() -> None:
+        try:
+            await insert_twice(source)
+        finally:
+            await source.store.aclose()
+
+    trio.run(twice)

@@ -17,7 +17,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from authbridge.passdb import rewrite
+from authbridge.passdb import app_passwords, rewrite
 from authbridge.passdb.exim_file import EximFileStore, continues_entry, read_exim_file
 from authbridge.passdb.exim_file import locate_password as exim_locate
 from authbridge.passdb.passwd_file import PasswdFileStore, parse_passwd_file
@@ -74,14 +74,31 @@ def _writer(make: Callable[[Path], PasswdFileStore | EximFileStore]) -> Writer:
     return write
 
 
+def _app_password_writer(path: Path, target: bytes) -> None:
+    """``authbridge app-password``'s write path: the two versions differ by the last line
+    of the longer one, which ``add`` appends and ``revoke`` removes."""
+    current = path.read_bytes()
+    if current == target:  # a writer killed after its rename: already there
+        return
+    if len(target) > len(current):
+        line = target[len(current) :].decode().rstrip("\n")
+        entry = app_passwords.parse_line(line, "target")
+        app_passwords.add(path, entry, line.split(":")[2])
+    else:
+        user, label = current[len(target) :].decode().split(":")[:2]
+        assert app_passwords.revoke(path, user, label)
+
+
 WRITERS: dict[str, Writer] = {
     "rehash-passwd-file": _writer(PasswdFileStore),
     "rehash-exim-file": _writer(EximFileStore),
+    "app-password-file": _app_password_writer,
 }
 #: How each writer's file is checked after a kill: every entry, or an error.
 PARSERS: dict[str, Callable[[str], int]] = {
     "rehash-passwd-file": lambda text: len(parse_passwd_file(text)),
     "rehash-exim-file": lambda text: len(read_exim_file(text)[0]),
+    "app-password-file": lambda text: len(app_passwords.parse_file(text.encode())),
 }
 
 
