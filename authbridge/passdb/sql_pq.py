@@ -13,8 +13,10 @@ also how the pool comes back after the database restarts.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
+from collections.abc import AsyncIterator
 from typing import Any
 
 import psycopg
@@ -220,24 +222,12 @@ class PqBackend:
         """Up to ``rows`` rows of a query other than the password query (unprepared: a
         connection's one prepared statement is the password query)."""
         encoded: list[bytes | None] = [p.encode() for p in params]
-        async with self._slots:
-            try:
-                conn = self._idle.pop() if self._idle else await self._connect()
-            except (PqError, psycopg.Error) as exc:
-                raise SqlStoreError(f"{self.description}: {exc}") from None
+        async with self._borrowed() as conn:
             try:
                 conn.pg.send_query_params(sql.encode(), encoded)
                 res = await conn._result()
             except (PqError, psycopg.Error) as exc:
-                conn.close()
                 raise SqlStoreError(f"{self.description}: {_first_line(exc)}") from None
-            except BaseException:
-                conn.close()
-                raise
-            if self._closed:
-                conn.close()
-            else:
-                self._idle.append(conn)
         columns = [(res.fname(i) or b"").decode() for i in range(res.nfields)]
         found: list[tuple[Any, ...]] = []
         for r in range(min(res.ntuples, rows)):
@@ -248,18 +238,25 @@ class PqBackend:
     async def aexecute(self, sql: str, params: tuple[str, ...], deadline: float) -> int:
         """Run one writing statement (``[rehash]``'s update_query); the rows it changed."""
         encoded: list[bytes | None] = [p.encode() for p in params]
+        async with self._borrowed() as conn:
+            try:
+                return await _execute(conn, sql.encode(), encoded)
+            except (PqError, psycopg.Error) as exc:
+                if isinstance(exc, PqError) and exc.sqlstate == _UNIQUE_VIOLATION:
+                    raise SqlDuplicate(f"{self.description}: {_first_line(exc)}") from None
+                raise SqlStoreError(f"{self.description}: {_first_line(exc)}") from None
+
+    @contextlib.asynccontextmanager
+    async def _borrowed(self) -> AsyncIterator[_Conn]:
+        """A pooled connection for one unprepared statement: closed if the statement
+        fails or is cancelled (its answer would be out of step), else given back."""
         async with self._slots:
             try:
                 conn = self._idle.pop() if self._idle else await self._connect()
             except (PqError, psycopg.Error) as exc:
                 raise SqlStoreError(f"{self.description}: {exc}") from None
             try:
-                changed = await _execute(conn, sql.encode(), encoded)
-            except (PqError, psycopg.Error) as exc:
-                conn.close()
-                if isinstance(exc, PqError) and exc.sqlstate == _UNIQUE_VIOLATION:
-                    raise SqlDuplicate(f"{self.description}: {_first_line(exc)}") from None
-                raise SqlStoreError(f"{self.description}: {_first_line(exc)}") from None
+                yield conn
             except BaseException:
                 conn.close()
                 raise
@@ -267,7 +264,6 @@ class PqBackend:
                 conn.close()
             else:
                 self._idle.append(conn)
-            return changed
 
     def close(self) -> None:
         self._closed = True

@@ -12,6 +12,7 @@ from pathlib import Path
 from types import TracebackType
 
 from tests.support import require_binary
+from tests.support.exim import stop_process
 
 
 class RedisServer:
@@ -87,13 +88,8 @@ class RedisServer:
     def stop(self) -> None:
         proc, self.proc = self.proc, None
         if proc is not None and proc.poll() is None:
-            os.kill(proc.pid, signal.SIGCONT)
-            proc.terminate()
-            try:
-                proc.wait(10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(5)
+            os.kill(proc.pid, signal.SIGCONT)  # a SIGSTOPped server must wake to stop
+            stop_process(proc)
 
     def __enter__(self) -> RedisServer:
         return self.start()
