@@ -10,7 +10,7 @@ import ipaddress
 from dataclasses import dataclass
 
 from authbridge.checks.expand import expand, variables
-from authbridge.core.addresses import IPAddress
+from authbridge.core.addresses import IPAddress, in_network
 from authbridge.core.session import RequestInfo
 from authbridge.observability.logs import get_stdlib_logger
 from authbridge.passdb.base import PassdbEntry
@@ -62,7 +62,7 @@ def networks_allow(spec: str, address: IPAddress | None) -> bool:
         if address is None:
             continue
         try:
-            if address in ipaddress.ip_network(token, strict=False):
+            if in_network(address, ipaddress.ip_network(token, strict=False)):
                 return True
         except ValueError:
             log.warning("ignoring unparsable allow_nets entry", entry=token)

@@ -85,9 +85,12 @@ class PenaltyTracker:
         return key
 
     def _key(self, rip: str, address: IPAddress) -> str | None:
-        if any(address in net for net in self._trusted):
+        if any(addresses.in_network(address, net) for net in self._trusted):
             return None
         if address.version == 6:
+            mapped = address.ipv4_mapped
+            if mapped is not None:  # one IPv4 client, not the /64 of every mapped one
+                return str(mapped)
             net = ipaddress.IPv6Network((address, self.settings.ipv6_prefix), strict=False)
             return str(net)
         return rip

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from functools import cached_property
 
 from authbridge.config import PolicyConfig
+from authbridge.core.addresses import in_network
 from authbridge.core.session import RequestInfo
 from authbridge.core.verdict import Reason
 
@@ -57,6 +58,6 @@ class PolicyGate:
             if address is None:
                 if not self.config.allow_no_rip:
                     return NO_RIP
-            elif not any(address in net for net in self._networks):
+            elif not any(in_network(address, net) for net in self._networks):
                 return OUTSIDE_NETWORKS
         return None

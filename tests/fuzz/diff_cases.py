@@ -32,6 +32,7 @@ ACCOUNTS: tuple[tuple[bytes, bytes], ...] = (
     (b"nologinx", b"secret"),
     (b"fieldx", b"secret"),
     (b"netx", b"secret"),
+    (b"ripx", b"secret"),
     (b"renamex", b"secret"),
     (b"nopassx", b"anything"),
     (b"failx", b"secret"),
@@ -50,6 +51,7 @@ PARAMS: tuple[bytes, ...] = (
     b"rip=192.0.2.7", b"rip=127.0.0.1", b"lip=127.0.0.1", b"rport=4242", b"lport=25",
     b"secured", b"secured=tls", b"nologin", b"session=abc", b"no-penalty", b"debug",
     b"valid-client-cert", b"cert_username=x", b"real_rip=192.0.2.9", b"local_name=mx",
+    b"rip=0300.0.2.7", b"rip=192.0.519", b"rip=::ffff:192.0.2.7", b"rip=[::1]", b"lip=0x7f.1",
 )  # fmt: skip
 
 SPECIAL_BYTES = (b"\x00", b"\x01", b"\r", b"\t", b"\n", b" ", b"=", b"\xff", b"\x80", b"\xc3")
