@@ -9,7 +9,8 @@ does to an attacker spread over two instances.
 "redis"`` (a redis-server on a UNIX socket in a temporary directory, as on an MX host
 with its Redis local); one connection (Postfix's pattern) sends PLAIN logins with the
 right password from a clean ``rip``, one at a time; printed: p50/p99/max of the time
-from the write of the AUTH line to its OK, and Redis's own MGET round trip.
+from the write of the AUTH line to its OK, and, for reference, Redis's own MGET round trip
+(what a read per login would add; since the mirror, logins read no Redis).
 
 ``flood``: two instances (both local, or both on one Redis), default delays (failure
 delay 2 s, steps 1/2/4/6 s, spraying on). The attacker keeps ``--connections`` SMTP

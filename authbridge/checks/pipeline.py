@@ -38,7 +38,6 @@ from authbridge.checks.fleet import Fleet
 from authbridge.checks.hashing import Hasher, HasherUnavailable
 from authbridge.checks.penalty import PenaltyTracker
 from authbridge.checks.policy import PolicyGate
-from authbridge.checks.shared import SharedState
 from authbridge.core.mechanisms import REGISTRY
 from authbridge.core.mechanisms.base import Credentials, NeedCredentials, ScramKeys, VerifyPlain
 from authbridge.core.session import Credential, CredentialsFound, RequestInfo
@@ -106,15 +105,6 @@ class _PenaltyWait:
         self.delay, self.key = delay, key
 
 
-class _SharedFetch:
-    """Read the fleet's counts for the address and the account (one Redis round trip)."""
-
-    __slots__ = ("account", "bucket", "shared")
-
-    def __init__(self, shared: SharedState, bucket: str, account: str) -> None:
-        self.shared, self.bucket, self.account = shared, bucket, account
-
-
 class _Hold:
     """Hold a FAIL for a sprayed account (outside the check's timeout)."""
 
@@ -134,7 +124,7 @@ class _AskPolicy:
         self.client, self.request, self.before = client, request, before
 
 
-_Op = _Lookup | _Verify | _PenaltyWait | _AskPolicy | _SharedFetch | _Hold
+_Op = _Lookup | _Verify | _PenaltyWait | _AskPolicy | _Hold
 _Steps = Generator[_Op, Any, Result]
 
 
@@ -321,7 +311,7 @@ class CheckPipeline:
 
     async def _wait(self, pending: Pending) -> Result:
         op = pending.op
-        if type(op) is _SharedFetch or type(op) is _Hold:
+        if type(op) is _Hold:
             return await self._fleet_wait(pending)
         if type(op) is _PenaltyWait:
             if self.on_penalty is not None:
@@ -335,16 +325,14 @@ class CheckPipeline:
         return await self._rest(pending, op)
 
     async def _fleet_wait(self, pending: Pending) -> Result:
-        """The fleet's operations before the check (shared read, penalty) and the FAIL
-        hold after it: outside the check's timeout, which is for the stores."""
+        """The FAIL hold of a sprayed account, after the check: outside the check's
+        timeout, which is for the stores."""
         steps, info, typed, op = pending._steps, pending.info, pending.typed, pending.op
         try:
             while True:
-                if type(op) is _SharedFetch:
-                    value: Any = await op.shared.fetch(op.bucket, op.account)
-                elif type(op) is _Hold:
+                if type(op) is _Hold:
                     await trio.sleep(op.delay)
-                    value = None
+                    value: Any = None
                 elif type(op) is _PenaltyWait:
                     if self.on_penalty is not None:
                         self.on_penalty()
@@ -504,8 +492,8 @@ class CheckPipeline:
     def _fleet_before(
         self, fleet: Fleet, bucket: str, typed: str, now: float
     ) -> Generator[_Op, Any, float]:
-        """Spraying and shared state before the check: the shared read (when Redis is
-        in use and not known to be away), the penalty wait; returns the FAIL hold, or
+        """Spraying and shared state before the check: the fleet's counts (when Redis is
+        in use and its mirror current), the penalty wait; returns the FAIL hold, or
         -1.0 for an address that was clean (its success then has nothing to clear)."""
         try:
             user = self.auth.usernames.normalise(typed)
@@ -513,9 +501,8 @@ class CheckPipeline:
             user = typed
         remote = None
         shared = fleet.shared
-        if shared is not None:
-            if shared.usable():
-                remote = yield _SharedFetch(shared, bucket, fleet.account(user))
+        if shared is not None:  # the fleet's counts, as the subscription keeps them
+            remote = shared.lookup(bucket, fleet.account(user))
             fleet.on_shared("hit" if remote is not None else "fallback")
         before, hold, clean = fleet.delays(bucket, user, remote, now)
         if before > 0:

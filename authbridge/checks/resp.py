@@ -1,13 +1,13 @@
-"""The read before a check, on trio's own sockets: MGET in RESP2, nothing else.
+"""Reads from Redis on trio's own sockets: MGET, and the subscription of the mirror.
 
 Why not redis-py here: its asyncio client does not run on trio, and its sync client
 needs a worker thread per call. Measured on the 2-core test VM with Redis on a UNIX
 socket, an MGET through ``trio.to_thread`` took 0.39-0.42 ms at p50, the same MGET on
 a trio socket 0.12 ms (``benchmarks/fleet.py latency`` shows the login's figure): the
 thread hop and its GIL hand-offs cost more than Redis. This module speaks just enough
-of the protocol for that one command (connect, optional TLS, AUTH, SELECT, MGET), on a
-few pooled connections; the writes, off the request's path, keep redis-py
-(:mod:`authbridge.checks.shared`). The URL is read by redis-py's own parser, so both
+of the protocol for its reads (connect, optional TLS, AUTH, SELECT, MGET, and the
+subscription of :mod:`authbridge.checks.shared`: SUBSCRIBE, PING, SCAN, EVAL); the
+writes, off the request's path, keep redis-py. The URL is read by redis-py's own parser, so both
 understand the same ``redis://``, ``rediss://`` and ``unix://`` URLs.
 """
 
@@ -78,13 +78,20 @@ class _Connection:
             return None if count < 0 else [await self.reply() for _ in range(count)]
         raise ConnectionError("not a RESP2 reply")
 
-    async def call(self, *words: str | bytes) -> Any:
+    async def send(self, *words: str | bytes) -> None:
         await self.stream.send_all(encode(*words))
+
+    async def call(self, *words: str | bytes) -> Any:
+        await self.send(*words)
         return await self.reply()
+
+    async def aclose(self) -> None:
+        await trio.aclose_forcefully(self.stream)
 
 
 class RespReader:
-    """MGET on a small pool of trio connections to the Redis of ``url``."""
+    """MGET on a small pool of trio connections to the Redis of ``url``, and single
+    connections (:meth:`connect`) for the subscription that keeps the fleet's copy."""
 
     def __init__(self, url: str) -> None:
         from redis.connection import parse_url
@@ -103,6 +110,10 @@ class RespReader:
                 self._tls.check_hostname = False
                 self._tls.verify_mode = ssl.CERT_NONE
         self._idle: list[_Connection] = []
+
+    async def connect(self) -> _Connection:
+        """A new connection, authenticated and on the URL's database (caller closes)."""
+        return await self._connect()
 
     async def _connect(self) -> _Connection:
         stream: trio.abc.Stream

@@ -1,23 +1,26 @@
 """The penalty's shared state on Redis: one fleet, one count per address and per account.
 
-Latency: one round trip before a check (:meth:`SharedState.fetch`, an MGET of the
-address's and the account's keys) on trio's own sockets (:mod:`authbridge.checks.resp`:
-no thread hop on the request's path); the failure writes (one Lua script per failure,
-atomic: new guess? more levels?) are queued and sent by :meth:`SharedState.run` after
-the reply, off the request's path. TTLs live in Redis (``PEXPIRE``): no cleanup job.
+Latency: none on a request's path. Each failure is written by a Lua script (atomic: new
+guess? more levels?) that also PUBLISHes the key's new value; every instance subscribes
+and keeps the values in a :class:`~authbridge.checks.mirror.Mirror`, loaded once by SCAN
+when the subscription starts. A check reads the mirror (:meth:`SharedState.lookup`, two
+dict lookups). The writes are queued and sent by :meth:`SharedState.run` after the
+verdict, off the request's path. TTLs live in Redis (``PEXPIRE``): no cleanup job.
 
 The writes use redis-py (scripts, pipelines): its asyncio client runs on asyncio only and
 the daemon is trio, so its synchronous client (thread-safe, its own connection pool) is
 called from worker threads under a dedicated :class:`trio.CapacityLimiter`: a slow Redis
-holds at most ``THREADS`` threads, never the event loop, and not the hash pool's.
+holds at most ``THREADS`` threads, never the event loop, and not the hash pool's. The
+subscription and its load run on trio's own sockets (:mod:`authbridge.checks.resp`).
 
-Redis down, slow or refusing: each call is bounded by ``redis_timeout``; the first
-failure opens a circuit breaker for ``redis_retry_after`` seconds during which nothing
-waits on Redis (requests use the local tracker alone, writes are dropped: the local
-tracker has them). One request then probes; its success closes the breaker and pushes
-the local levels and counts that are higher than Redis's (:meth:`SharedState.resync`).
-An outage is logged once when it starts and once when it ends, and each failed call is
-counted by kind.
+Redis down, slow or refusing: each write is bounded by ``redis_timeout`` and the
+subscription is pinged every ``PING_EVERY`` seconds; the first failure opens a circuit
+breaker for ``redis_retry_after`` seconds during which nothing waits on Redis and
+requests use the local tracker alone (writes are dropped: the local tracker has them).
+The subscription is then re-made and the mirror reloaded; its success closes the breaker
+and pushes the local levels and counts that are higher than Redis's
+(:meth:`SharedState.resync`). An outage is logged once when it starts and once when it
+ends, and each failed call is counted by kind.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ from typing import Any
 
 import trio
 
+from authbridge.checks.mirror import Mirror
 from authbridge.checks.resp import RespError, RespReader
 from authbridge.config import PenaltySettings
 from authbridge.observability.logs import get_logger
@@ -40,10 +44,17 @@ THREADS = 8
 QUEUE = 10_000
 #: Writes sent in one pipeline (one round trip).
 BATCH = 256
+#: Seconds between pings on the subscription, and the grace after which a silent
+#: Redis counts as gone (a SIGSTOPped Redis keeps its sockets open).
+PING_EVERY = 1.0
+PONG_GRACE = 2.0
+#: Keys read per SCAN step when the mirror is loaded.
+SCAN_COUNT = "1000"
 
 # KEYS: level, guesses, users, account. ARGV: guess fingerprint ('' = always new),
 # account fingerprint, forget_after ms, user_forget_after ms, max_users_per_ip (0: the
-# spraying parts off). Returns the address's level after this failure.
+# spraying parts off), the channel, the address's bucket. Publishes the new values and
+# returns the address's level after this failure.
 _FAILED = """
 local new = 1
 if ARGV[1] ~= '' then
@@ -60,22 +71,38 @@ if new == 1 then
       redis.call('PEXPIRE', KEYS[3], ARGV[3])
     end
     if redis.call('SCARD', KEYS[3]) > limit then step = 2 end
-    redis.call('INCR', KEYS[4])
+    local count = redis.call('INCR', KEYS[4])
     redis.call('PEXPIRE', KEYS[4], ARGV[4])
+    redis.call('PUBLISH', ARGV[6], 'user ' .. ARGV[2] .. ' ' .. count .. ' ' .. ARGV[4])
   end
   level = redis.call('INCRBY', KEYS[1], step)
 end
 redis.call('PEXPIRE', KEYS[1], ARGV[3])
+if level > 0 then
+  redis.call('PUBLISH', ARGV[6], 'ip ' .. ARGV[7] .. ' ' .. level .. ' ' .. ARGV[3])
+end
 return level
 """
 
-# KEYS: one counter. ARGV: value, TTL ms. Raises the counter to the value, never lowers it.
+# KEYS: one counter. ARGV: value, TTL ms, the channel, "<kind> <name>". Raises the
+# counter to the value, never lowers it (and publishes the raise).
 _RAISE = """
 local current = tonumber(redis.call('GET', KEYS[1]) or '0')
 if current < tonumber(ARGV[1]) then
   redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+  redis.call('PUBLISH', ARGV[3], ARGV[4] .. ' ' .. ARGV[1] .. ' ' .. ARGV[2])
 end
 return current
+"""
+
+# KEYS: counters found by SCAN. Returns each one's value ('' if gone) and PTTL.
+_LOAD = """
+local out = {}
+for _, key in ipairs(KEYS) do
+  out[#out + 1] = redis.call('GET', key) or ''
+  out[#out + 1] = redis.call('PTTL', key)
+end
+return out
 """
 
 
@@ -124,6 +151,10 @@ class SharedState:
         prefix = settings.key_prefix
         self._ip, self._guesses, self._users = f"{prefix}ip:", f"{prefix}ipg:", f"{prefix}ipu:"
         self._account = f"{prefix}user:"
+        self.channel = f"{prefix}events"
+        #: The fleet's counts as the subscription last told them (read by lookup()).
+        self.mirror = Mirror(clock)
+        self._pong = 0.0
         self._forget_ms = str(max(1, math.ceil(settings.forget_after * 1000)))
         self._user_forget_ms = str(max(1, math.ceil(settings.user_forget_after * 1000)))
         self._max_users = str(settings.max_users_per_ip if settings.spraying else 0)
@@ -182,8 +213,85 @@ class SharedState:
 
     # ------------------------------------------------------------ reads
 
+    def lookup(self, bucket: str, account: str) -> tuple[int, int] | None:
+        """The address's level and the account's count in the fleet, from the mirror;
+        ``None`` while it cannot be trusted (Redis away, subscription not loaded)."""
+        mirror = self.mirror
+        if self.down_since is not None or not mirror.synced:
+            return None
+        now = self.clock()
+        return mirror.value("ip", bucket, now), mirror.value("user", account, now)
+
+    async def watch(self) -> None:
+        """Keep the mirror: subscribe, load, apply each message; again after a break."""
+        while not self.closed:
+            try:
+                await self._subscribed()
+            except self._errors as exc:
+                self.mirror.lost()
+                self._failed(_cause(exc))
+            await trio.sleep(self.settings.redis_retry_after)
+
+    async def _subscribed(self) -> None:
+        timeout = self.settings.redis_timeout
+        with trio.fail_after(timeout * 10):
+            conn = await self._reader.connect()
+        try:
+            with trio.fail_after(timeout * 10):
+                await conn.call("SUBSCRIBE", self.channel)
+            self.mirror.begin_load()
+            self._pong = self.clock()
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(self._listen, conn)
+                await self._load()
+                self.mirror.end_load()
+                self._answered()
+                while True:
+                    await trio.sleep(PING_EVERY)
+                    if self.clock() - self._pong > PING_EVERY + PONG_GRACE:
+                        raise trio.TooSlowError("no answer to PING on the subscription")
+                    with trio.fail_after(timeout * 10):
+                        await conn.send("PING")
+        finally:
+            self.mirror.lost()
+            await conn.aclose()
+
+    async def _listen(self, conn: Any) -> None:
+        while True:
+            reply = await conn.reply()
+            if isinstance(reply, list) and reply:
+                if reply[0] == b"message" and len(reply) == 3:
+                    self.mirror.message(reply[2])
+                elif reply[0] == b"pong":
+                    self._pong = self.clock()
+
+    async def _load(self) -> None:
+        """Read the counters already in Redis into the mirror (SCAN, then values)."""
+        timeout = self.settings.redis_timeout * 10
+        with trio.fail_after(timeout):
+            conn = await self._reader.connect()
+        try:
+            for kind, prefix in (("ip", self._ip), ("user", self._account)):
+                cursor: bytes = b"0"
+                while True:
+                    with trio.fail_after(timeout):
+                        cursor, keys = await conn.call(
+                            "SCAN", cursor, "MATCH", prefix + "*", "COUNT", SCAN_COUNT
+                        )
+                    if keys:
+                        with trio.fail_after(timeout):
+                            values = await conn.call("EVAL", _LOAD, str(len(keys)), *keys)
+                        for key, value, ttl in zip(keys, values[0::2], values[1::2], strict=True):
+                            name = key[len(prefix) :].decode("ascii", "replace")
+                            self.mirror.loaded(kind, name, int(value or 0), int(ttl))
+                    if cursor == b"0":
+                        break
+        finally:
+            await conn.aclose()
+
     async def fetch(self, bucket: str, account: str | None) -> tuple[int, int] | None:
-        """The address's level and the account's count in Redis; ``None``: not now."""
+        """The address's level and the account's count read from Redis itself (one
+        round trip: for ``authbridge check`` and tests; requests read the mirror)."""
         keys = (
             [self._ip + bucket] if account is None else [self._ip + bucket, self._account + account]
         )
@@ -221,6 +329,13 @@ class SharedState:
         self._send.close()
 
     async def run(self) -> None:
+        """Keep the mirror and send the queued writes until :meth:`close`."""
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(self.watch)
+            await self._write_queued()
+            nursery.cancel_scope.cancel()
+
+    async def _write_queued(self) -> None:
         """Send the queued writes, a batch per round trip, while the breaker allows."""
         async with self._receive:
             async for job in self._receive:
@@ -256,12 +371,21 @@ class SharedState:
                         self._users + bucket,
                         self._account + account,
                     ],
-                    args=[guess, account, self._forget_ms, self._user_forget_ms, self._max_users],
+                    args=[
+                        guess,
+                        account,
+                        self._forget_ms,
+                        self._user_forget_ms,
+                        self._max_users,
+                        self.channel,
+                        bucket,
+                    ],
                     client=pipe,
                 )
             elif job[0] == "succeeded":
                 bucket = job[1]
                 pipe.delete(self._ip + bucket, self._guesses + bucket, self._users + bucket)
+                pipe.publish(self.channel, f"ip {bucket} 0 0")
             else:
                 self._resync(pipe, job[1])
         pipe.execute()
@@ -271,4 +395,12 @@ class SharedState:
         for kind, name, value, ttl in snapshot:
             key = (self._ip if kind == "ip" else self._account) + name
             ms = str(max(1, math.ceil(ttl * 1000)))
-            self._raise_script(keys=[key], args=[value, ms], client=pipe)
+            label = f"{kind} {name}"
+            self._raise_script(keys=[key], args=[value, ms, self.channel, label], client=pipe)
+
+
+def _cause(exc: BaseException) -> BaseException:
+    """The one error inside the groups a nursery wraps it in (for its kind)."""
+    while isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
+        exc = exc.exceptions[0]
+    return exc

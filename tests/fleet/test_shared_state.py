@@ -98,3 +98,89 @@ async def test_tls_with_a_password(fleet_dir: Path) -> None:
         other = _state(untrusted, errors)
         assert await other.fetch("192.0.2.4", "acct") is None
         assert errors and other.down_since is not None
+
+
+async def _until(check: object, timeout: float = 10.0) -> None:
+    """Wait (trio) until ``check()`` is true, with a deadline."""
+    with trio.fail_after(timeout):
+        while not check():  # type: ignore[operator]
+            await trio.sleep(0.01)
+
+
+async def test_every_instance_reads_the_fleet_s_counts_from_its_mirror(
+    locked_redis: RedisServer,
+) -> None:
+    """A writes, B (subscribed) sees it without a round trip; keys written before B
+    started are loaded; A's success clears the address in B's copy too."""
+    errors: list[str] = []
+    a, b = _state(locked_redis.url, errors), _state(locked_redis.url, errors)
+    fp = Fingerprints(b"k" * 32)
+    account = fp.user("u")
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(a.run)
+        a.failed("192.0.2.10", account, fp.guess("u", b"one"))  # before B exists
+        await _written(a, "192.0.2.10", account, 1)
+        assert b.lookup("192.0.2.10", account) is None  # not subscribed yet: local state
+        nursery.start_soon(b.run)
+        await _until(lambda: b.mirror.synced)
+        assert b.lookup("192.0.2.10", account) == (1, 1)  # from the initial load
+        a.failed("192.0.2.10", account, fp.guess("u", b"two"))
+        a.failed("2001:db8::/64", account, fp.guess("u", b"three"))
+        await _until(lambda: b.lookup("2001:db8::/64", account) == (1, 3))
+        assert b.lookup("192.0.2.10", account) == (2, 3)
+        a.succeeded("192.0.2.10")
+        await _until(lambda: b.lookup("192.0.2.10", account) == (0, 3))
+        # Nothing on a request's path touched Redis: the lookups are dict reads.
+        a.close()
+        b.close()
+    assert errors == []
+
+
+async def test_the_mirror_is_dropped_while_redis_is_gone_and_reloaded_after(
+    fleet_dir: Path,
+) -> None:
+    """SIGKILL: the subscription breaks, lookups fall back to local state, the outage
+    is counted; a new Redis (empty) is subscribed again and the local levels pushed."""
+    errors: list[str] = []
+    states: list[bool] = []
+    with RedisServer(runtime_dir(fleet_dir, "mirror")) as redis:
+        settings = PenaltySettings(
+            backend="redis", redis_url=redis.url, key_prefix="m:", redis_retry_after=0.2
+        )
+        state = SharedState(settings, on_error=errors.append, on_state=states.append)
+        state.snapshot = lambda: [("ip", "192.0.2.20", 3, 60.0)]
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(state.run)
+            await _until(lambda: state.mirror.synced)
+            assert state.lookup("192.0.2.20", "acct") == (0, 0)
+            redis.kill()
+            await _until(lambda: state.lookup("192.0.2.20", "acct") is None)
+            assert states == [False] and "connection" in errors
+            redis.start()  # empty: this process's levels are pushed back
+            await _until(lambda: state.lookup("192.0.2.20", "acct") == (3, 0))
+            assert states == [False, True]
+            assert int(redis.client().get("m:ip:192.0.2.20")) == 3
+            state.close()
+
+
+async def test_a_silent_redis_is_noticed_by_the_subscription_s_ping(fleet_dir: Path) -> None:
+    """SIGSTOP keeps the sockets open: without writes, only the ping notices it."""
+    import signal
+
+    errors: list[str] = []
+    with RedisServer(runtime_dir(fleet_dir, "stopped")) as redis:
+        settings = PenaltySettings(
+            backend="redis", redis_url=redis.url, key_prefix="s:", redis_retry_after=0.2
+        )
+        state = SharedState(settings, on_error=errors.append)
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(state.run)
+            await _until(lambda: state.mirror.synced)
+            redis.signal(signal.SIGSTOP)
+            try:
+                await _until(lambda: state.lookup("192.0.2.30", "a") is None)
+                assert errors and errors[0] == "timeout"
+            finally:
+                redis.signal(signal.SIGCONT)
+            await _until(lambda: state.lookup("192.0.2.30", "a") == (0, 0))
+            state.close()
