@@ -8,7 +8,9 @@ does to an attacker spread over two instances.
 ``latency``: one authbridge with ``backend = "local"``, then one with ``backend =
 "redis"`` (a redis-server on a UNIX socket in a temporary directory, as on an MX host
 with its Redis local); one connection (Postfix's pattern) sends PLAIN logins with the
-right password from a clean ``rip``, one at a time; printed: p50/p99/max of the time
+right password from a clean ``rip``, one at a time (with ``--under-attack``, while a
+second instance on the same Redis takes wrong passwords from 2,000 addresses);
+printed: p50/p99/max of the time
 from the write of the AUTH line to its OK, and, for reference, Redis's own MGET round trip
 (what a read per login would add; since the mirror, logins read no Redis).
 
@@ -113,8 +115,16 @@ def latency(args: argparse.Namespace) -> None:
                 f"p99 {percentile(rtts, 0.99) * 1e3:.3f} ms"
             )
             for backend in ("local", "redis", "local", "redis"):
-                conf = config(base, backend, redis if backend == "redis" else None, key, "")
+                shared = redis if backend == "redis" else None
+                conf = config(base, backend, shared, key, "")
                 server = start(base, backend, users, conf)
+                attacker = (
+                    Attacker(
+                        start(base, "attacked", users, config(base, "att", shared, key, NO_DELAY))
+                    )
+                    if args.under_attack
+                    else None
+                )
                 try:
                     c = Client(server.socket_path)
                     times = []
@@ -126,11 +136,43 @@ def latency(args: argparse.Namespace) -> None:
                         assert reply == "OK", reply
                 finally:
                     server.stop()
+                    if attacker is not None:
+                        attacker.stop()
                 print(
                     f"backend {backend:5}: p50 {percentile(times, 0.5) * 1e3:.3f} ms, "
                     f"p99 {percentile(times, 0.99) * 1e3:.3f} ms, max {max(times) * 1e3:.1f} ms "
-                    f"({len(times)} logins)"
+                    f"({len(times)} logins"
+                    + (f"; {attacker.guesses} guesses at the other instance)" if attacker else ")")
                 )
+
+
+#: The attacked instance answers FAILs at once, so its guesses reach Redis at full rate.
+NO_DELAY = "failure_delay = 0\n"
+
+
+class Attacker:
+    """Wrong passwords from 2,000 addresses at another instance on the same Redis: every
+    failure is published, so the measured instance's copy takes a message per guess."""
+
+    def __init__(self, server: AuthbridgeServer, connections: int = 4) -> None:
+        self.server, self.guesses, self.done = server, 0, threading.Event()
+        self.threads = [threading.Thread(target=self._run, args=(i,)) for i in range(connections)]
+        for t in self.threads:
+            t.start()
+
+    def _run(self, index: int) -> None:
+        c = Client(self.server.socket_path)
+        n = index
+        while not self.done.is_set():
+            c.login(f"u{n % USERS}", f"guess-{n}", f"198.51.{n // 250 % 8}.{n % 250}")
+            self.guesses += 1
+            n += len(self.threads)
+
+    def stop(self) -> None:
+        self.done.set()
+        for t in self.threads:
+            t.join()
+        self.server.stop()
 
 
 def attack(servers: list[AuthbridgeServer], connections: int, duration: float, spray: int) -> int:
@@ -195,6 +237,11 @@ def main() -> None:
     sub = parser.add_subparsers(dest="what", required=True)
     lat = sub.add_parser("latency", help="a legitimate login's latency, local vs redis")
     lat.add_argument("--requests", type=int, default=3000, help="logins per backend")
+    lat.add_argument(
+        "--under-attack",
+        action="store_true",
+        help="meanwhile, wrong passwords from 2,000 addresses at a second instance",
+    )
     fl = sub.add_parser("flood", help="an attacker over two instances, shared vs not")
     fl.add_argument("--duration", type=float, default=15.0, help="seconds per run")
     fl.add_argument("--connections", type=int, default=8, help="attack connections per instance")
