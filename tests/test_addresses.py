@@ -88,11 +88,14 @@ def test_refused_as_dovecot_does(text: str) -> None:
     assert addresses.parse(text) is None
 
 
-def test_ipv4_mapped_address_is_in_ipv4_network_only_through_the_mapping() -> None:
+def test_an_ipv4_mapped_address_is_its_ipv4_address() -> None:
+    """As Dovecot 2.3 tests membership (checked against it with allow_nets)."""
     mapped = ipaddress.IPv6Address("::ffff:192.0.2.7")
     assert addresses.in_network(mapped, ipaddress.IPv4Network("192.0.2.0/24"))
+    assert addresses.in_network(mapped, ipaddress.IPv4Network("0.0.0.0/0"))
     assert not addresses.in_network(mapped, ipaddress.IPv4Network("198.51.100.0/24"))
-    assert addresses.in_network(mapped, ipaddress.IPv6Network("::ffff:0:0/96"))
+    assert not addresses.in_network(mapped, ipaddress.IPv6Network("::ffff:0:0/96"))
+    assert not addresses.in_network(mapped, ipaddress.IPv6Network("::/0"))
     plain6 = ipaddress.IPv6Address("2001:db8::1")
     assert not addresses.in_network(plain6, ipaddress.IPv4Network("0.0.0.0/0"))
     assert not addresses.in_network(
@@ -107,3 +110,26 @@ def test_penalty_keys_an_ipv4_mapped_client_by_its_ipv4_address() -> None:
     other = tracker.key("::ffff:198.51.100.9")
     assert one == tracker.key("192.0.2.7")
     assert one != other
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("192.0.2.0/24", "192.0.2.0/24"),
+        ("192.0.2.1/24", "192.0.2.0/24"),
+        ("0300.0.2.0/024", "192.0.2.0/24"),
+        ("192.0.2.7", "192.0.2.7/32"),
+        ("::/0", "::/0"),
+        ("[2001:db8::]/32", "2001:db8::/32"),
+        ("2001:db8::1", "2001:db8::1/128"),
+    ],
+)
+def test_networks_read_as_dovecot_reads_them(text: str, expected: str) -> None:
+    assert str(addresses.network(text)) == expected
+
+
+@pytest.mark.parametrize(
+    "text", ["bogus", "192.0.2.0/33", "192.0.2.0/+24", "192.0.2.0/ 24", "192.0.2.0/", "::/129"]
+)
+def test_networks_dovecot_refuses(text: str) -> None:
+    assert addresses.network(text) is None

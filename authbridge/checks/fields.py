@@ -6,11 +6,11 @@ hidden/visible split of fields in replies.
 
 from __future__ import annotations
 
-import ipaddress
 from dataclasses import dataclass
 
 from authbridge.checks.expand import expand, variables
 from authbridge.core.addresses import IPAddress, in_network
+from authbridge.core.addresses import network as parse_network
 from authbridge.core.session import RequestInfo
 from authbridge.observability.logs import get_stdlib_logger
 from authbridge.passdb.base import PassdbEntry
@@ -61,11 +61,11 @@ def networks_allow(spec: str, address: IPAddress | None) -> bool:
             continue
         if address is None:
             continue
-        try:
-            if in_network(address, ipaddress.ip_network(token, strict=False)):
-                return True
-        except ValueError:
+        net = parse_network(token)
+        if net is None:
             log.warning("ignoring unparsable allow_nets entry", entry=token)
+        elif in_network(address, net):
+            return True
     return False
 
 

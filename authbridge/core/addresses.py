@@ -60,11 +60,32 @@ def _text(address: IPAddress) -> str:
 
 def in_network(address: IPAddress, network: IPNetwork) -> bool:
     """Membership as Dovecot tests it: an IPv4-mapped IPv6 address is its IPv4 address
-    for an IPv4 network (MTAs on dual-stack sockets report clients as ``::ffff:a.b.c.d``)."""
-    if isinstance(address, ipaddress.IPv6Address) and isinstance(network, ipaddress.IPv4Network):
+    (MTAs on dual-stack sockets report clients as ``::ffff:a.b.c.d``), so it is inside
+    IPv4 networks and outside every IPv6 one, ``::/0`` included."""
+    if isinstance(address, ipaddress.IPv6Address):
         mapped = address.ipv4_mapped
-        return mapped is not None and mapped in network
+        if mapped is not None:
+            return mapped in network
     return address in network
+
+
+@lru_cache(maxsize=CACHE_SIZE)
+def network(text: str) -> IPNetwork | None:
+    """``address[/bits]`` as Dovecot reads a network (``allow_nets``), or ``None``.
+
+    The address as :func:`parse` reads it (``0300.0.2.0/24`` is 192.0.2.0/24), the bits
+    in decimal (leading zeros allowed, no sign or space), an address alone is a host."""
+    address_text, slash, bits_text = text.partition("/")
+    parsed = parse(address_text)
+    if parsed is None:
+        return None
+    address = parsed[1]
+    bits: int = address.max_prefixlen
+    if slash:
+        if not (bits_text.isascii() and bits_text.isdigit()) or int(bits_text) > bits:
+            return None
+        bits = int(bits_text)
+    return ipaddress.ip_network((address, bits), strict=False)
 
 
 def _lenient(text: str) -> IPAddress | None:

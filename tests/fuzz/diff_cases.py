@@ -33,6 +33,8 @@ ACCOUNTS: tuple[tuple[bytes, bytes], ...] = (
     (b"fieldx", b"secret"),
     (b"netx", b"secret"),
     (b"ripx", b"secret"),
+    (b"netformsx", b"secret"),
+    (b"net6x", b"secret"),
     (b"renamex", b"secret"),
     (b"nopassx", b"anything"),
     (b"failx", b"secret"),
