@@ -223,6 +223,10 @@ def _b64_longer_than(size: int) -> bytes:
     return pattern
 
 
+#: Unsalted digests whose hex form is a usual shape: scheme → raw size.
+_HEX_DIGESTS = {b"PLAIN-MD5": 16}
+
+
 def usual_value_pattern() -> bytes:
     """A regular expression (bytes, no groups that capture) for the stored values that
     are certainly well formed: ``{SCHEME}data`` of the common schemes, in their usual
@@ -251,6 +255,12 @@ def usual_value_pattern() -> bytes:
         entry = get(name.decode())
         # Shapes hold only for the registry's entries as they are (salted: base64).
         assert entry is not None and (entry.raw_len, entry.encoding) in ((0, "none"), (0, "b64"))
+    # Fixed-size digests in hex, the default encoding of their scheme: PLAIN-MD5 is the
+    # Exim-era shape (``{PLAIN-MD5}`` + 32 hex digits) sites migrate away from.
+    for name, size in _HEX_DIGESTS.items():
+        entry = get(name.decode())
+        assert entry is not None and (entry.raw_len, entry.encoding) == (size, "hex")
+        shapes[name] = rb"[0-9a-fA-F]{%d}" % (2 * size)
     alternatives = b"|".join(
         re.escape(name) + rb"\}(?:" + shape + rb")" for name, shape in shapes.items()
     )

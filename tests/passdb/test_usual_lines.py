@@ -48,6 +48,7 @@ schemes_ = st.sampled_from(
         "PLAIN",
         "SHA256-CRYPT",
         "MD5-CRYPT",
+        "PLAIN-MD5",
         "ssha512",
         "CRYPT",
         "SHA512",
@@ -58,7 +59,10 @@ schemes_ = st.sampled_from(
 
 @st.composite
 def values(draw: st.DrawFn) -> str:
-    kind = draw(st.integers(0, 5))
+    kind = draw(st.integers(0, 6))
+    if kind == 6:  # hex of some length, maybe with a character that is not hex
+        digits = draw(st.text("0123456789abcdefABCDEFg ", min_size=30, max_size=34))
+        return digits
     if kind == 0:  # base64 of some length, maybe with broken padding or characters
         raw = draw(st.binary(min_size=0, max_size=90))
         text = base64.b64encode(raw).decode()
@@ -112,6 +116,8 @@ def test_usual_files_take_the_shortcut_and_unusual_lines_do_not() -> None:
     ]
     users += [
         "crypt6:{SHA512-CRYPT}$6$rounds=5000$saltsalt$" + "a" * 86,
+        "md5hex:{PLAIN-MD5}65ed8a5eec59a1a6f75ec845294aead8",
+        "md5upper:{PLAIN-MD5}65ED8A5EEC59A1A6F75EC845294AEAD8:1000:1000::/home/x:/bin/sh",
         "crypt6b:{SHA512-CRYPT}$6$saltsalt$" + "b" * 86 + ":1000:1000::/home/x:/bin/sh",
         "bf@example.org:{BLF-CRYPT}$2y$10$" + "c" * 53,
         "argon:{ARGON2ID}$argon2id$v=19$m=65536,t=3,p=4$" + "s" * 22 + "$" + "d" * 43,
@@ -124,7 +130,15 @@ def test_usual_files_take_the_shortcut_and_unusual_lines_do_not() -> None:
     crlf = text.replace(b"\n\n", b"\n").replace(b"\n", b"\r\n")  # an empty line is not
     assert all_lines_usual(crlf, POLICY)
     assert _slow_problems(crlf) == []
-    for bad in ["Up:{PLAIN}x", "e:{PLAIN}", ":{PLAIN}x", "n:{NOSUCH}x", "\r", "s:{SSHA512}abcd"]:
+    for bad in [
+        "Up:{PLAIN}x",
+        "e:{PLAIN}",
+        ":{PLAIN}x",
+        "n:{NOSUCH}x",
+        "\r",
+        "s:{SSHA512}abcd",
+        "h:{PLAIN-MD5}65ed8a5eec59a1a6f75ec845294aead",
+    ]:
         mixed = text + bad.encode() + b"\n"
         assert not all_lines_usual(mixed, POLICY), bad
         assert _slow_problems(mixed), bad
