@@ -266,6 +266,24 @@ class StoreConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class ServicePolicy:
+    """``[policy.service.NAME]``: the gates of one service (the request's ``service=`` or
+    ``protocol=``); ``None`` keeps the value of ``[policy]``."""
+
+    require_secured: bool | None = None
+    allowed_networks: tuple[str, ...] | None = None
+    allow_no_rip: bool | None = None
+    failure_delay: float | None = None
+    #: False exempts the service from ``[penalty]`` (address penalty and spraying).
+    penalty: bool | None = None
+
+
+#: What a service name in ``[policy.service.NAME]`` may look like (lowercase; requests
+#: are matched without regard to case).
+SERVICE_NAME = re.compile(r"[a-z0-9][a-z0-9_.-]*")
+
+
+@dataclass(frozen=True, slots=True)
 class PolicyConfig:
     #: Refuse PLAIN/LOGIN unless the client marks the session ``secured``.
     require_secured: bool = True
@@ -280,6 +298,8 @@ class PolicyConfig:
     broken_hash_is_tempfail: bool = True
     #: An OK carrying ``nologin`` becomes a FAIL (Exim and Postfix would accept it).
     nologin_refuses: bool = True
+    #: Per-service overrides of the gates above, by lowercase service name.
+    services: tuple[tuple[str, ServicePolicy], ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -329,6 +349,7 @@ class Config:
                 tempfail_disconnects=False,
                 broken_hash_is_tempfail=False,
                 nologin_refuses=False,
+                services=(),
             ),
             penalty=replace(self.penalty, enabled=False),
         )
@@ -672,6 +693,7 @@ def parse_config(text: str, source: str = "<string>", base_dir: Path | None = No
         tempfail_disconnects=pol.get("tempfail_disconnects", bool, True),
         broken_hash_is_tempfail=pol.get("broken_hash_is_tempfail", bool, True),
         nologin_refuses=pol.get("nologin_refuses", bool, True),
+        services=_service_policies(pol, source, text),
     )
     pol.finish()
 
@@ -708,6 +730,7 @@ def parse_config(text: str, source: str = "<string>", base_dir: Path | None = No
     )
     pen.finish()
     _check_total_delay(policy, penalty, pol, pen)
+    _check_service_delays(policy, penalty, pol)
 
     ca = _Reader(source, text, _table(root, "cache"), "cache")
     cdef = CacheSettings()
@@ -738,6 +761,61 @@ def parse_config(text: str, source: str = "<string>", base_dir: Path | None = No
         app_passwords,
         auth_policy=auth_policy,
     )
+
+
+def _service_policies(
+    pol: _Reader, source: str, text: str
+) -> tuple[tuple[str, ServicePolicy], ...]:
+    """``[policy.service.NAME]`` tables: each key of ``[policy]``'s gates, checked alike."""
+    services = _table(pol, "service")
+    found = []
+    for name, table in services.items():
+        where = _Reader(source, text, services, "policy.service")
+        if not isinstance(table, dict):
+            raise where.error(name, "expected a table ([policy.service.NAME])")
+        if not SERVICE_NAME.fullmatch(name):
+            problem = "a service name is lowercase letters, digits, '.', '_' or '-'"
+            raise where.error(name, problem)
+        sv = _Reader(source, text, table, f"policy.service.{name}")
+        found.append(
+            (
+                name,
+                ServicePolicy(
+                    require_secured=_optional(sv, "require_secured", bool),
+                    allowed_networks=(
+                        sv.networks("allowed_networks", ())
+                        if sv.is_set("allowed_networks")
+                        else None
+                    ),
+                    allow_no_rip=_optional(sv, "allow_no_rip", bool),
+                    failure_delay=_optional(sv, "failure_delay", float, _not_negative),
+                    penalty=_optional(sv, "penalty", bool),
+                ),
+            )
+        )
+        sv.finish()
+    return tuple(found)
+
+
+def _optional(
+    reader: _Reader, key: str, kind: type[T], check: Callable[[T], str | None] | None = None
+) -> T | None:
+    """``key``'s value, or None when the table does not set it (inherit)."""
+    reader.used.add(key)
+    if not reader.is_set(key):
+        return None
+    return reader.get(key, kind, None, check)  # type: ignore[arg-type]
+
+
+def _check_service_delays(policy: PolicyConfig, penalty: PenaltySettings, pol: _Reader) -> None:
+    """A service's failure delay plus the penalty it gets must stay below Postfix's timeout."""
+    for name, service in policy.services:
+        if service.failure_delay is None or service.penalty is False:
+            continue
+        problem = total_delay_problem(service.failure_delay, penalty)
+        if problem is not None:
+            where = _Reader(pol.source, pol.text, {"failure_delay": 0}, f"policy.service.{name}")
+            raise where.error("failure_delay", problem)
 
 
 REDIS_SCHEMES = ("redis://", "rediss://", "unix://")

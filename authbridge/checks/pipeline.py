@@ -415,8 +415,12 @@ class CheckPipeline:
     def _steps(self, info: RequestInfo, credential: Credential, now: float) -> _Steps:
         plain = isinstance(credential, VerifyPlain)
         typed = _typed(credential)
-        if self.policy is not None:
-            refusal = self.policy.refusal(info, plain)
+        penalty = self.penalty
+        policy = self.policy
+        if policy is not None:
+            services = policy.services
+            gates = policy.default if services is None else policy.gates(info)
+            refusal = gates.refusal(info, plain)
             if refusal is not None:
                 log.info("request refused by policy", request=info.id, why=refusal.why)
                 return Verdict(
@@ -426,7 +430,10 @@ class CheckPipeline:
                     fields=refusal.fields,
                     had_store_fields=bool(refusal.fields),
                 )
-        penalty = self.penalty if not info.no_penalty else None
+            if not gates.penalty:  # [policy.service.NAME] penalty = false
+                penalty = None
+        if info.no_penalty:
+            penalty = None
         bucket = None
         fleet = None
         hold = 0.0
@@ -548,6 +555,9 @@ class CheckPipeline:
             self.authpolicy.finished(info, verdict.ok)
         penalty = self.penalty
         if penalty is None or info.no_penalty:
+            return
+        policy = self.policy
+        if policy is not None and policy.services is not None and not policy.gates(info).penalty:
             return
         mechanism = REGISTRY.get(info.mechanism)
         if mechanism is None or mechanism.plaintext:

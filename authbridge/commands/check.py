@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import TextIO
 
 from authbridge import schemes
+from authbridge.checks.policy import Gates, PolicyGate
 from authbridge.commands.defaults import config_path, default_config
 from authbridge.config import Config, ConfigError, StoreConfig, load_config
 from authbridge.passdb import StoreFormatError, StoreUnavailable, open_file_store
@@ -154,6 +155,7 @@ def check(config: Config, path: str) -> Report:
             ]
         )
     )
+    _report_services(config, report)
     if not config.stores:
         report.problem("no [[store]]: every login would fail")
     allowed: Counter[str] = Counter()
@@ -179,6 +181,30 @@ def check(config: Config, path: str) -> Report:
                     "(see authbridge capabilities)"
                 )
     return report
+
+
+def _report_services(config: Config, report: Report) -> None:
+    """The effective gates per service: ``*`` for every service without a table."""
+    for name, gates in PolicyGate(config.policy).effective():
+        report.info(f"  service {name}: {describe_gates(gates, config.penalty.enabled)}")
+
+
+def describe_gates(gates: Gates, penalty_enabled: bool) -> str:
+    """One line of a service's gates, as ``authbridge check`` shows them."""
+    networks = " ".join(gates.allowed_networks) if gates.allowed_networks else "any"
+    no_rip = (
+        ""
+        if not gates.allowed_networks
+        else (", no rip allowed" if gates.allow_no_rip else ", no rip refused")
+    )
+    return ", ".join(
+        [
+            "plaintext only when secured" if gates.require_secured else "plaintext anywhere",
+            f"networks {networks}{no_rip}",
+            "penalty on" if gates.penalty and penalty_enabled else "penalty off",
+            f"failure_delay {gates.failure_delay:g} s",
+        ]
+    )
 
 
 def _check_file(store_config: StoreConfig, report: Report) -> list[PassdbEntry]:

@@ -21,8 +21,8 @@ TEMP_FAIL = "temp_fail"
 AUTHZ_FAIL = "authz_fail"
 #: The client's base64 could not be decoded.
 INVALID_BASE64 = "invalid_base64"
-#: Dovecot's codes for a disabled user and an expired password (not sent by authbridge,
-#: whose stores have neither; kept so the whole vocabulary is in one place).
+#: Dovecot's codes for a disabled user and an expired password: 2.4-level clients get
+#: user_disabled for a nologin refusal; no store of authbridge knows expiry.
 USER_DISABLED = "user_disabled"
 PASS_EXPIRED = "pass_expired"
 
@@ -89,8 +89,9 @@ def ok_line(request_id: int, verdict: Verdict) -> bytes:
     return join_line("OK", str(request_id), keyvalue("user", verdict.user or ""), *_tail(verdict))
 
 
-def fail_line(request_id: int, verdict: Verdict) -> bytes:
-    """``FAIL`` for a failed or temporarily failed verdict."""
+def fail_line(request_id: int, verdict: Verdict, code: str | None = None) -> bytes:
+    """``FAIL`` for a failed or temporarily failed verdict; ``code``: a ``code=`` for a
+    failure that is not temporary (2.4-level clients)."""
     fields = ["FAIL", str(request_id)]
     name = verdict.user if verdict.user is not None else verdict.original_user
     if name is not None:
@@ -99,8 +100,15 @@ def fail_line(request_id: int, verdict: Verdict) -> bytes:
         fields.append("nodelay")
     if verdict.outcome is Outcome.TEMPFAIL:
         fields.append(code_field(TEMP_FAIL))
+    elif code is not None:
+        fields.append(code_field(code))
     fields.extend(_tail(verdict))
     return join_line(*fields)
+
+
+def cancelled_line(request_id: int) -> bytes:
+    """``CANCELLED``: Dovecot 2.4.4's answer to a CANCEL from a client with minor >= 4."""
+    return b"CANCELLED\t%d\n" % request_id
 
 
 def fail_reason_line(request_id: int, reason: str, code: str | None = None) -> bytes:

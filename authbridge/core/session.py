@@ -46,7 +46,16 @@ from authbridge.core.verdict import Outcome, Reason, Verdict
 from authbridge.errors import ProtocolError
 
 PROTOCOL_MAJOR = 1
+#: What the handshake advertises: Dovecot 2.3's minor, so that the handshake stays byte
+#: for byte Dovecot 2.3's (clients read only the major). The 2.4 behaviours below are
+#: negotiated by the *client's* minor, as Dovecot 2.4 does.
 PROTOCOL_MINOR = 2
+#: Client minor from which a request is spoken to at Dovecot 2.4's level: ``protocol=``
+#: names the service, ``transport=``/``tls_*``/``cert_username``/``local_name`` are
+#: read, and a nologin refusal carries ``code=user_disabled`` (Dovecot 2.4, 1.3).
+MINOR_24 = 3
+#: Client minor from which a CANCEL is answered with ``CANCELLED`` (Dovecot 2.4.4, 1.4).
+MINOR_CANCELLED = 4
 #: Dovecot forgets a request that saw no progress for this long, without a reply.
 REQUEST_TIMEOUT = 150.0
 #: After this many held lines were released without new input, lines stop waiting for
@@ -101,6 +110,22 @@ class RequestInfo:
             address = None if parsed is None else parsed[1]
             object.__setattr__(self, "_address", address)
         return address  # type: ignore[return-value]
+
+
+@record
+class RequestInfo24(RequestInfo):
+    """A request from a client at Dovecot 2.4's level (minor >= 3): what it adds.
+
+    A subclass, so that a 2.3-level request (Exim, Postfix) builds exactly what it
+    built before. The values are informational (logs, the event); ``transport`` also
+    marks the session secured (see ``_request_info_24``).
+    """
+
+    transport: str | None = None
+    tls_cipher: str | None = None
+    tls_protocol: str | None = None
+    cert_username: str | None = None
+    local_name: str | None = None
 
 
 @record
@@ -337,8 +362,7 @@ class Session:
         if line.startswith("CONT\t"):
             return self._handle_cont(line[5:], now)
         if line.startswith("CANCEL\t"):
-            self._handle_cancel(line[7:])
-            return []
+            return self._handle_cancel(line[7:])
         # Only the command word: the rest of a malformed line may carry a credential.
         raise ProtocolViolation(f"unknown command: {_command_word(line)}")
 
@@ -384,9 +408,6 @@ class Session:
                 continue
             # A bare parameter has the empty value (so a bare "service" is a service).
             params[name] = value
-        service = params.get("service")
-        if service is None:
-            raise ProtocolViolation("AUTH without service=")
         if request_id in self._requests:
             raise ProtocolViolation(f"duplicate request id {request_id}")
         if len(self._requests) >= self.settings.max_requests:
@@ -394,7 +415,15 @@ class Session:
                 f"more than {self.settings.max_requests} requests in flight on one connection"
             )
 
-        info = _request_info(request_id, mech_cls.name, service, params, self.client_minor)
+        minor = self.client_minor
+        info: RequestInfo
+        if minor < MINOR_24:
+            service = params.get("service")
+            if service is None:
+                raise ProtocolViolation("AUTH without service=")
+            info = _request_info(request_id, mech_cls.name, service, params, minor)
+        else:
+            info = _request_info_24(request_id, mech_cls.name, params, minor)
         ticket = self._next_ticket
         self._next_ticket += 1
         request = _Request(info, mech_cls(), ticket, now)
@@ -450,11 +479,15 @@ class Session:
             return self._finish(request, request.pending_ok)
         return self._apply_step(request, request.mechanism.step(decoded), now)
 
-    def _handle_cancel(self, rest: str) -> None:
+    def _handle_cancel(self, rest: str) -> list[Action]:
         request_id = wire.parse_uint(rest)
         if request_id is None:
             raise ProtocolViolation("broken CANCEL request")
         self._requests.pop(request_id, None)
+        if self.client_minor >= MINOR_CANCELLED:
+            # Dovecot 2.4.4 confirms every CANCEL, of a known id or not.
+            return [Send(replies.cancelled_line(request_id))]
+        return []
 
     # ------------------------------------------------------------------ steps & verdicts
 
@@ -543,7 +576,10 @@ class Session:
             return [Send(replies.ok_line(info.id, verdict)), done]
         if verdict.outcome is Outcome.TEMPFAIL and self.settings.tempfail_disconnects:
             return [done, *self._close("temporary failure: closing so the MTA defers", False)]
-        line = replies.fail_line(info.id, verdict)
+        if info.client_minor < MINOR_24:
+            line = replies.fail_line(info.id, verdict)
+        else:
+            line = replies.fail_line(info.id, verdict, _FAIL_CODES_24.get(verdict.reason))
         if verdict.nodelay:
             return [Send(line), done]
         return [SendDelayed(line, info), done]
@@ -657,6 +693,55 @@ def _request_info(
         session=params.get("session"),
         client_minor=client_minor,
         _address=address,
+    )
+
+
+#: Transport values (Dovecot 2.4's names, any case) that mark the session secured.
+_SECURED_TRANSPORTS = {"tls": True, "trusted": False, "secured": False}
+
+#: The FAIL codes a 2.4-level client gets for authbridge's verdicts: a nologin refusal
+#: (right password, disabled account) is Dovecot's user_disabled. authz_fail is for a
+#: master user refused as the target user; with no master users, Dovecot 2.4 fails a
+#: different authzid as an unknown user, without a code, and so does authbridge. No
+#: store knows password expiry: no pass_expired.
+_FAIL_CODES_24 = {Reason.NOLOGIN: replies.USER_DISABLED}
+
+
+def _request_info_24(
+    request_id: int, mechanism: str, params: dict[str, str], client_minor: int
+) -> RequestInfo24:
+    """A 2.4-level request: ``protocol=`` is the service's name too (it wins when both
+    are given), and the TLS facts Dovecot 2.4 documents are kept."""
+    service = params.get("protocol")
+    if service is None:
+        service = params.get("service")
+        if service is None:
+            raise ProtocolViolation("AUTH without protocol= or service=")
+    secured = params.get("secured")
+    transport = params.get("transport")
+    tls = _SECURED_TRANSPORTS.get(transport.lower()) if transport else None
+    rip_text = params.get("rip")
+    rip, address = (addresses.parse(rip_text) if rip_text else None) or _NO_ADDRESS
+    return RequestInfo24(
+        id=request_id,
+        mechanism=mechanism,
+        service=service,
+        rip=rip,
+        lip=_parse_ip(params.get("lip")),
+        rport=_parse_port(params.get("rport")),
+        lport=_parse_port(params.get("lport")),
+        secured=secured is not None or tls is not None,
+        secured_tls=secured == "tls" or tls is True,
+        valid_client_cert="valid-client-cert" in params,
+        no_penalty="no-penalty" in params,
+        session=params.get("session"),
+        client_minor=client_minor,
+        _address=address,
+        transport=transport,
+        tls_cipher=params.get("tls_cipher"),
+        tls_protocol=params.get("tls_protocol"),
+        cert_username=params.get("cert_username"),
+        local_name=params.get("local_name"),
     )
 
 

@@ -686,7 +686,7 @@ class AuthServer:
                 # a FAIL goes out after the rest of the read is handled, so a violation
                 # later in the same read closes the connection without it. (A bare
                 # server, without run_background, has no queue task: it sends at once.)
-                delay = self.config.policy.failure_delay
+                delay = self.policy.failure_delay(action.info)
                 if delay > 0 or self._background is not None:
                     self.delay_queue.add(conn, action.data, delay)
                 else:

@@ -217,6 +217,12 @@ class Pause:
 Step = Send | Expect | ExpectUnordered | Disconnect | Quiet | Pause
 
 
+#: Every server the corpus is replayed against, the reference first.
+TARGETS = ("dovecot", "authbridge")
+#: The "# targets:" values a transcript may give.
+TARGET_SETS = (TARGETS, ("authbridge",))
+
+
 @dataclass
 class Transcript:
     name: str
@@ -225,6 +231,9 @@ class Transcript:
     steps: list[Step] = field(default_factory=list)
     #: The mechanisms both servers must offer for this transcript (one of MECHANISM_SETS).
     mechanisms: tuple[str, ...] = DEFAULT_MECHANISMS
+    #: The servers that replay it: both, unless "# targets: authbridge" says that the
+    #: reference (Dovecot 2.3) cannot, as for Dovecot 2.4's protocol level.
+    targets: tuple[str, ...] = TARGETS
 
 
 _MACRO = re.compile(r"<(\w+)(?:\s+([0-9.]+))?>")
@@ -262,6 +271,8 @@ def parse_transcript(path: Path) -> Transcript:
                 if any(isinstance(s, Expect) for s in transcript.steps):
                     raise TranscriptSyntaxError(f"{where}: '# mechanisms:' after the handshake")
                 transcript.mechanisms = _mechanism_set(header.split(":", 1)[1], where)
+            elif header.lower().startswith("targets:"):
+                transcript.targets = _target_set(header.split(":", 1)[1], where)
             continue
         tag, sep, rest = raw.partition(": ")
         if not sep:
@@ -305,6 +316,16 @@ def parse_transcript(path: Path) -> Transcript:
     if not transcript.steps:
         raise TranscriptSyntaxError(f"{path.name}: no steps")
     return transcript
+
+
+def _target_set(text: str, where: str) -> tuple[str, ...]:
+    wanted = tuple(text.lower().split())
+    for known in TARGET_SETS:
+        if wanted == known:
+            return known
+    raise TranscriptSyntaxError(
+        f"{where}: targets must be one of " + " or ".join(repr(" ".join(t)) for t in TARGET_SETS)
+    )
 
 
 def _mechanism_set(text: str, where: str) -> tuple[str, ...]:

@@ -27,6 +27,8 @@ _FILE_KEY = {
     "app_password_file": "app_passwords",
     # The sql store's app password queries: deploy/sql/README.md documents them.
     "app_password_queries": None,
+    # [policy.service.NAME] tables: a commented example after [policy]'s keys.
+    "services": None,
 }
 
 

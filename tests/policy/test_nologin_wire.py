@@ -224,3 +224,19 @@ def test_plain_refusal_is_no_penalty(penalised: tuple[AuthbridgeServer, str]) ->
         before = _penalties(url)
         assert client.plain(2, "alice", "alice-pw", "secured", rip) == "OK\t2\tuser=alice"
     assert _penalties(url) == before
+
+
+def test_a_24_level_client_gets_user_disabled(bridges: dict[str, AuthbridgeServer]) -> None:
+    """Dovecot 2.4's code for a disabled account, to a client that declares minor 3 or
+    more (Exim and Postfix, at 0, get the FAIL above without it)."""
+    with AuthClient(bridges["default"].socket_path, handshake=False) as client:
+        while client.read_line() != "DONE":
+            pass
+        client.send("VERSION\t1\t4\nCPID\t42\n")
+        resp = b64("\0moved\0moved-pw")
+        client.send(f"AUTH\t1\tPLAIN\tprotocol=smtp\tsecured=tls\tresp={resp}\n")
+        assert client.reply(1) == "FAIL\t1\tuser=moved\tcode=user_disabled\treason=Mailbox_moved"
+        client.send("AUTH\t2\tPLAIN\tprotocol=smtp\tsecured=tls\n")
+        assert client.reply(2) == "CONT\t2\t"
+        client.send("CANCEL\t2\n")
+        assert client.reply(2) == "CANCELLED\t2"
