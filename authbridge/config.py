@@ -298,6 +298,9 @@ class PolicyConfig:
     broken_hash_is_tempfail: bool = True
     #: An OK carrying ``nologin`` becomes a FAIL (Exim and Postfix would accept it).
     nologin_refuses: bool = True
+    #: Speak Dovecot 2.4's level to a client whose VERSION minor asks for it (>= 3);
+    #: off, every client is answered as Dovecot 2.3 answers (--dovecot-compat).
+    protocol_24: bool = True
     #: Per-service overrides of the gates above, by lowercase service name.
     services: tuple[tuple[str, ServicePolicy], ...] = ()
 
@@ -349,6 +352,7 @@ class Config:
                 tempfail_disconnects=False,
                 broken_hash_is_tempfail=False,
                 nologin_refuses=False,
+                protocol_24=False,
                 services=(),
             ),
             penalty=replace(self.penalty, enabled=False),
@@ -693,6 +697,7 @@ def parse_config(text: str, source: str = "<string>", base_dir: Path | None = No
         tempfail_disconnects=pol.get("tempfail_disconnects", bool, True),
         broken_hash_is_tempfail=pol.get("broken_hash_is_tempfail", bool, True),
         nologin_refuses=pol.get("nologin_refuses", bool, True),
+        protocol_24=pol.get("protocol_24", bool, True),
         services=_service_policies(pol, source, text),
     )
     pol.finish()

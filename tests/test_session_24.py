@@ -25,9 +25,12 @@ from authbridge.core.verdict import Outcome, Reason, Verdict
 PLAIN_IR = "AHVzZXJ4AHNlY3JldA=="  # \0userx\0secret
 
 
-def ready(minor: int) -> Session:
+def ready(minor: int, protocol_24: bool = True) -> Session:
+    settings = SessionSettings(
+        mechanisms=resolve(["plain", "login", "cram-md5"]), spid=1, protocol_24=protocol_24
+    )
     session = Session(
-        SessionSettings(mechanisms=resolve(["plain", "login", "cram-md5"]), spid=1),
+        settings,
         cuid=1,
         cookie="0" * 32,
     )
@@ -152,3 +155,17 @@ def test_tempfail_keeps_its_code_at_minor_3() -> None:
 
 def test_handshake_is_unchanged() -> None:
     assert ready(4).handshake().startswith(b"VERSION\t1\t2\nMECH\tPLAIN")
+
+
+def test_compat_settings_keep_a_minor_4_client_at_dovecot_2_3_s_level() -> None:
+    """--dovecot-compat (protocol_24 off): no CANCELLED, protocol= does not name the
+    service, a 2.3 request record, as a real Dovecot 2.3 answers such a client."""
+    session = ready(4, protocol_24=False)
+    assert session.client_minor == 4 and session.level_minor == 2
+    session.receive(b"AUTH\t1\tLOGIN\tservice=smtp\n", 0)
+    assert session.receive(b"CANCEL\t1\n", 0) == []
+    check = auth(session, "service=smtp\ttransport=TLS")
+    assert type(check.info) is RequestInfo and not check.info.secured
+    session = ready(4, protocol_24=False)
+    (action,) = session.receive(f"AUTH\t1\tPLAIN\tprotocol=smtp\tresp={PLAIN_IR}\n".encode(), 0)
+    assert isinstance(action, Close)

@@ -152,6 +152,7 @@ def check(config: Config, path: str) -> Report:
                 "plaintext only when secured" if policy.require_secured else "plaintext anywhere",
                 f"failure_delay {policy.failure_delay:g} s",
                 "nologin refused" if policy.nologin_refuses else "nologin answered OK",
+                "Dovecot 2.4 level for 2.4 clients" if policy.protocol_24 else "Dovecot 2.3 level",
             ]
         )
     )

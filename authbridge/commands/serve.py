@@ -146,6 +146,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="behave exactly like Dovecot 2.3 on the wire (policy gates off)",
     )
     parser.add_argument(
+        "--protocol-24",
+        action="store_true",
+        help="with --dovecot-compat, still answer a client that announces Dovecot 2.4's "
+        "protocol (VERSION minor 3+) at that level (default: on, off in compat mode)",
+    )
+    parser.add_argument(
         "--strict",
         action="store_true",
         help="refuse to start or reload when a store file has an invalid entry "
@@ -250,6 +256,8 @@ def build_config(args: argparse.Namespace) -> Config:
         config = replace(config, metrics=replace(config.metrics, listen=args.metrics_listen))
     if args.dovecot_compat:
         config = config.dovecot_compatible()
+    if args.protocol_24:
+        config = replace(config, policy=replace(config.policy, protocol_24=True))
     if not config.stores:
         raise ConfigError(
             f"{config.source}: no user store: add a [[store]] table, --passwd-file or --exim-file"

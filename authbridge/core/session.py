@@ -209,6 +209,8 @@ class SessionSettings:
     #: On an internal failure, close the connection (so Exim says 435 and Postfix 454)
     #: instead of Dovecot's ``FAIL code=temp_fail`` that both MTAs turn into a 535.
     tempfail_disconnects: bool = False
+    #: Answer a client whose minor asks for it at Dovecot 2.4's level (off: 2.3 always).
+    protocol_24: bool = True
     #: The handshake up to ``SPID``, rendered on first use.
     _handshake_head: bytes | None = field(default=None, init=False, repr=False)
 
@@ -236,6 +238,9 @@ class Session:
     closed: bool = False
     client_major: int | None = None
     client_minor: int = 0
+    #: The minor the 2.4 behaviours go by: the client's, or at most 2.3's when the
+    #: settings keep every client at Dovecot 2.3's level.
+    level_minor: int = 0
     client_pid: int | None = None
     _buffer: wire.LineBuffer = field(default_factory=wire.LineBuffer)
     _requests: dict[int, _Request] = field(default_factory=dict)
@@ -376,6 +381,7 @@ class Session:
         if major != PROTOCOL_MAJOR:
             raise ProtocolViolation(f"client speaks major version {major}, not {PROTOCOL_MAJOR}")
         self.client_major, self.client_minor = major, minor
+        self.level_minor = minor if self.settings.protocol_24 else min(minor, MINOR_24 - 1)
         self._to(ConnEvent.VERSION)
 
     def _handle_cpid(self, line: str) -> None:
@@ -417,7 +423,7 @@ class Session:
 
         minor = self.client_minor
         info: RequestInfo
-        if minor < MINOR_24:
+        if self.level_minor < MINOR_24:
             service = params.get("service")
             if service is None:
                 raise ProtocolViolation("AUTH without service=")
@@ -484,7 +490,7 @@ class Session:
         if request_id is None:
             raise ProtocolViolation("broken CANCEL request")
         self._requests.pop(request_id, None)
-        if self.client_minor >= MINOR_CANCELLED:
+        if self.level_minor >= MINOR_CANCELLED:
             # Dovecot 2.4.4 confirms every CANCEL, of a known id or not.
             return [Send(replies.cancelled_line(request_id))]
         return []
@@ -576,7 +582,7 @@ class Session:
             return [Send(replies.ok_line(info.id, verdict)), done]
         if verdict.outcome is Outcome.TEMPFAIL and self.settings.tempfail_disconnects:
             return [done, *self._close("temporary failure: closing so the MTA defers", False)]
-        if info.client_minor < MINOR_24:
+        if type(info) is not RequestInfo24:
             line = replies.fail_line(info.id, verdict)
         else:
             line = replies.fail_line(info.id, verdict, _FAIL_CODES_24.get(verdict.reason))

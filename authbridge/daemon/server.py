@@ -399,6 +399,7 @@ class AuthServer:
             max_requests=config.server.max_requests_per_connection,
             usernames=_USERNAMES,
             tempfail_disconnects=config.policy.tempfail_disconnects,
+            protocol_24=config.policy.protocol_24,
         )
 
     def apply_config(self, config: Config) -> None:

@@ -18,6 +18,11 @@ conformance_dovecot = dovecot_fixture(USERS_FILE, name="conformance_dovecot")
 conformance_authbridge = authbridge_fixture(
     USERS_FILE, name="conformance_authbridge", extra_args=COMPAT_ARGS
 )
+# Dovecot 2.4-level transcripts ("# targets: authbridge"): compat mode answers every
+# client as Dovecot 2.3 does, --protocol-24 brings the 2.4 level back for those clients.
+conformance_authbridge24 = authbridge_fixture(
+    USERS_FILE, name="conformance_authbridge24", extra_args=(*COMPAT_ARGS, "--protocol-24")
+)
 conformance_all_mechs_dovecot = dovecot_fixture(
     USERS_FILE, name="conformance_all_mechs_dovecot", mechanisms=ALL_MECHANISMS
 )
