@@ -184,3 +184,38 @@ async def test_a_silent_redis_is_noticed_by_the_subscription_s_ping(fleet_dir: P
                 redis.signal(signal.SIGCONT)
             await _until(lambda: state.lookup("192.0.2.30", "a") == (0, 0))
             state.close()
+
+
+def _readme_acl_rules() -> list[str]:
+    """The README's ``ACL SETUSER authbridge ...`` rules, for the prefix ``acl:``."""
+    import re
+
+    text = " ".join((Path(__file__).parents[2] / "README.md").read_text().split())
+    found = re.search(r"`ACL SETUSER authbridge (on [^`]+)`", text)
+    assert found, "README.md lost its ACL SETUSER line"
+    rules = found.group(1).replace("authbridge:", "acl:").replace(">PASSWORD", ">acl-pw")
+    return rules.split()
+
+
+async def test_the_readme_s_acl_user_is_enough(locked_redis: RedisServer) -> None:
+    """The README's ``ACL SETUSER`` line (prefix ``acl:``): writes, the subscription and
+    its load all work with exactly those rights."""
+    admin = locked_redis.client()
+    admin.execute_command("ACL", "SETUSER", "authbridge", *_readme_acl_rules())
+    admin.set("acl:ip:192.0.2.40", 2, px=60_000)  # there before the instance starts
+    url = f"unix://authbridge:acl-pw@{locked_redis.socket}?db=3"
+    errors: list[str] = []
+    settings = PenaltySettings(backend="redis", redis_url=url, key_prefix="acl:")
+    a, b = SharedState(settings, on_error=errors.append), SharedState(settings)
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(a.run)
+        nursery.start_soon(b.run)
+        await _until(lambda: a.mirror.synced and b.mirror.synced)
+        assert b.lookup("192.0.2.40", "acct") == (2, 0)
+        a.failed("192.0.2.41", "acct", b"fp")
+        await _until(lambda: b.lookup("192.0.2.41", "acct") == (1, 1))
+        a.succeeded("192.0.2.40")
+        await _until(lambda: b.lookup("192.0.2.40", "acct") == (0, 1))
+        a.close()
+        b.close()
+    assert errors == []

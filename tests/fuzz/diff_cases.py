@@ -235,7 +235,7 @@ def conversation(rid: bytes, rng: random.Random) -> Steps:
 
 
 def handshake(rng: random.Random) -> list[Render]:
-    minor = rng.choice((b"0", b"0", b"1", b"2"))
+    minor = rng.choice((b"0", b"0", b"1", b"2", b"4"))  # 4: compat must answer as 2.3
     return [
         fixed(b"VERSION\t1\t" + minor),
         fixed(b"CPID\t" + str(rng.randrange(1, 99999)).encode()),
