@@ -128,7 +128,8 @@ class LdapSettings:
 
 
 def _host_uri(host: str) -> str:
-    return f"ldap://[{host}]" if ":" in host and not host.startswith("[") else f"ldap://{host}"
+    bare_ipv6 = host.count(":") > 1 and not host.startswith("[")
+    return f"ldap://[{host}]" if bare_ipv6 else f"ldap://{host}"
 
 
 def template_variables(text: str) -> list[str]:
@@ -144,7 +145,9 @@ def template_variables(text: str) -> list[str]:
 
 def _check_template(text: str, extra: frozenset[str] = frozenset()) -> str | None:
     for name in template_variables(text):
-        if name not in TEMPLATE_VARIABLES | extra:
+        if name.partition(":")[0] in extra:
+            continue
+        if name not in TEMPLATE_VARIABLES:
             known = ", ".join(sorted(TEMPLATE_VARIABLES))
             return f"unknown variable {name!r} (known: {known}, as %u %n %d %s %r %l)"
     return None
