@@ -61,7 +61,7 @@ def ldap_driver_problem() -> str | None:
         return (
             f"the ldap driver python-ldap cannot be imported ({detail}); install it with: "
             "apt-get install libldap2-dev libsasl2-dev python3-dev gcc && "
-            "pip install 'authbridge[ldap]'"
+            "pip install 'authbridge[ldap]' (from the authbridge checkout: pip install '.[ldap]')"
         )
     return None
 
