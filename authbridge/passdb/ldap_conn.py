@@ -6,7 +6,8 @@ own. Two small pools: connections bound as ``dn`` for searches, and connections 
 only for the users' binds (``auth_bind``), so a user's bind never changes the identity
 a search runs as. Each connection serves one thread at a time.
 
-Every libldap wait is bounded by the store timeout (connect per URI, each operation),
+Every libldap wait is bounded by the store timeout (each operation; a connect gets its
+share of it per URI),
 so a thread the event loop abandoned after its own timeout ends soon after. A
 connection that failed in any way is closed, never reused; a pooled connection found
 dead (the server restarted) is replaced by a fresh one once, which is how the store
@@ -79,7 +80,9 @@ class LdapPool:
         try:
             conn.set_option(ldap.OPT_PROTOCOL_VERSION, ldap.VERSION3)
             conn.set_option(ldap.OPT_REFERRALS, 0)  # AD's referrals are not followed
-            conn.set_option(ldap.OPT_NETWORK_TIMEOUT, self.timeout)
+            # Each URI's connect gets its share, so that a server that swallows packets
+            # leaves time to fail over to the next one within the store timeout.
+            conn.set_option(ldap.OPT_NETWORK_TIMEOUT, self.timeout / len(s.uris))
             conn.set_option(ldap.OPT_TIMEOUT, self.timeout)
             conn.set_option(ldap.OPT_DEREF, _DEREF[s.deref])
             conn.timeout = self.timeout

@@ -6,6 +6,7 @@ directory that does not answer ending as a temporary failure within the timeout.
 from __future__ import annotations
 
 import socket
+import subprocess
 import time
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
@@ -24,7 +25,7 @@ from authbridge.passdb.ldap_conn import LdapDown
 from authbridge.schemes import generate
 from tests.ldap.conftest import settings_for
 from tests.ldap.slapd import AD_BASE, PEOPLE, SUFFIX, Slapd, ad_user_ldif, person_ldif
-from tests.support import free_tcp_port
+from tests.support import free_tcp_port, require_binary
 from tests.support.tls import make_self_signed
 
 PASSWORD = "ldap-pass-1"
@@ -204,6 +205,40 @@ async def test_failover_to_the_next_uri(directory: Slapd, stores: list[LdapStore
     store = opened(stores, directory, uris=[refusing, directory.uri], auth_bind=True)
     assert (await login(store, "binder", PASSWORD)).outcome is Outcome.OK
     assert (await login(store, "other", PASSWORD)).outcome is Outcome.FAIL  # not other's
+    # A first server that swallows the connection (a full backlog, as a host that drops
+    # packets): its share of the timeout runs out and the second one answers in time.
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(0)
+        filler = [socket.socket() for _ in range(3)]
+        for sock in filler:
+            sock.setblocking(False)
+            sock.connect_ex(silent.getsockname())  # the backlog takes one; then SYNs drop
+        try:
+            uris = [f"ldap://127.0.0.1:{silent.getsockname()[1]}", directory.uri]
+            store = opened(stores, directory, uris=uris, auth_bind=True, timeout=2.0)
+            # Given the whole timeout, the first connect would use it up: a TEMPFAIL.
+            # Two connections fail over here (the search's and the bind's), 1 s each.
+            started = time.monotonic()
+            assert (await login(store, "binder", PASSWORD)).outcome is Outcome.OK
+            assert time.monotonic() - started < 2 * 2.0
+        finally:
+            for sock in filler:
+                sock.close()
+
+
+async def test_hashes_made_by_slappasswd(directory: Slapd, stores: list[LdapStore]) -> None:
+    """userPassword values as OpenLDAP's own tool writes them verify here too."""
+    slappasswd = require_binary("slappasswd")
+    for scheme in ("{SSHA}", "{SHA}", "{SMD5}", "{MD5}"):
+        made = subprocess.run(
+            [slappasswd, "-h", scheme, "-s", PASSWORD], capture_output=True, text=True, check=True
+        ).stdout.strip()
+        uid = "slap" + scheme.strip("{}").lower()
+        directory.add(person_ldif(uid, made))
+        store = opened(stores, directory)
+        assert (await login(store, uid, PASSWORD)).outcome is Outcome.OK, scheme
+        assert (await login(store, uid, "nope")).outcome is Outcome.FAIL, scheme
 
 
 def tls_settings(server: Slapd, ca: str, **values: Any) -> dict[str, Any]:
