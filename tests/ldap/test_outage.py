@@ -15,7 +15,15 @@ from pathlib import Path
 import pytest
 
 from authbridge.schemes import generate
-from tests.ldap.slapd import READER_DN, READER_PW, SUFFIX, Slapd, make_slapd, person_ldif
+from tests.ldap.slapd import (
+    BASE_LDIF,
+    READER_DN,
+    READER_PW,
+    SUFFIX,
+    Slapd,
+    make_slapd,
+    person_ldif,
+)
 from tests.policy.mta import exim_for, exim_session, postfix_for, postfix_session
 from tests.sql.daemon import SqlBridge, auth, start_bridge
 from tests.support import free_tcp_port, require_binary, wait_for_text
@@ -153,3 +161,21 @@ def test_check_reports_the_store_without_its_password(site: Site, tmp_path: Path
         assert result.returncode == 1, output
         assert said in output and "Traceback" not in output
         assert READER_PW not in output
+
+
+def test_daemon_starts_while_the_directory_is_down(ldap_dir: Path) -> None:
+    base = ldap_dir / "late"
+    slapd = Slapd(base / "slapd").configure()  # configured, not started
+    try:
+        bridge = start_bridge(base / "bridge", ldap_config(slapd))
+        try:
+            assert auth(bridge, USER, PASSWORD) == "CLOSED"
+            slapd.start()
+            slapd.add(
+                BASE_LDIF + "\n" + person_ldif(USER, generate("SSHA", PASSWORD.encode(), USER))
+            )
+            assert auth(bridge, USER, PASSWORD) == "OK"
+        finally:
+            bridge.stop()
+    finally:
+        slapd.remove()
