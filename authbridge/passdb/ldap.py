@@ -66,6 +66,18 @@ def ldap_driver_problem() -> str | None:
     return None
 
 
+def _storable(value: str) -> bool:
+    """Whether ``value`` can go to the directory: UTF-8 without NUL (a client's
+    undecodable bytes arrive as lone surrogates)."""
+    if "\x00" in value:
+        return False
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def _text(value: bytes) -> str:
     return value.decode("utf-8", "replace")
 
@@ -166,10 +178,10 @@ class LdapStore:
             raise LdapStoreError(f"{self.name}: internal error ({type(exc).__name__})") from None
 
     async def _lookup(self, user: str, info: RequestContext | None) -> PassdbEntry | None:
-        if "\x00" in user:
-            return None  # no directory holds such a name
         settings = self.settings
         values = values_of(user, info)
+        if not all(_storable(value) for value in values.values()):
+            return None  # no directory holds such a name (nor can a filter carry it)
         if settings.auth_bind_userdn:
             # Dovecot's template mode: no search, the bind decides (unknown users fail it).
             return LdapEntry(user, None, (), expand(settings.auth_bind_userdn, values, escape_dn))

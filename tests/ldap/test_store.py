@@ -128,6 +128,11 @@ async def test_injection_in_the_user_name_matches_nobody(
             verdict = await login(store, name, PASSWORD, anything)
             assert (verdict.outcome, verdict.reason) == (Outcome.FAIL, Reason.USER_UNKNOWN)
         assert (await login(store, "ssha", PASSWORD, anything)).outcome is Outcome.OK
+        # Bytes no directory can hold (NUL, undecodable): unknown, never an outage.
+        for name in ("ssha\x00x", "ssh\udcff"):
+            assert await store.lookup(name) is None
+            assert (await login(store, name, PASSWORD, anything)).outcome is Outcome.FAIL
+        assert store.errors == 0
     # The same text put into the filter unescaped matches every user: the test would
     # see an error (more than one entry), not "unknown", if escaping were missing.
     with pytest.raises(LdapDown, match="more than one entry"):
