@@ -6,6 +6,7 @@ reports the store (connect, bind as dn, one search) and never prints dnpass.
 
 from __future__ import annotations
 
+import signal
 import subprocess
 import sys
 import time
@@ -179,3 +180,24 @@ def test_daemon_starts_while_the_directory_is_down(ldap_dir: Path) -> None:
             bridge.stop()
     finally:
         slapd.remove()
+
+
+def test_sighup_swaps_the_ldap_store(site: Site) -> None:
+    """A reload builds the new store (here: another filter) and closes the old pool."""
+    config = site.bridge.socket_path.parent / "authbridge.toml"
+    original = config.read_text()
+    assert auth(site.bridge, USER, PASSWORD) == "OK"
+    reloads = site.bridge.stderr_text().count('"event": "reloaded"')
+    try:
+        config.write_text(original.replace("(uid=%n)", "(uid=%n-nobody)"))
+        site.bridge.proc.send_signal(signal.SIGHUP)  # type: ignore[union-attr]
+        needle = '"event": "reloaded"'
+        wait_for_text(site.bridge.stderr_text, needle, count=reloads + 1, timeout=15)
+        assert auth(site.bridge, USER, PASSWORD) == "FAIL"
+    finally:
+        config.write_text(original)
+        site.bridge.proc.send_signal(signal.SIGHUP)  # type: ignore[union-attr]
+    deadline = time.monotonic() + 15
+    while auth(site.bridge, USER, PASSWORD) != "OK":
+        assert time.monotonic() < deadline, "the reload back did not take"
+        time.sleep(0.2)
