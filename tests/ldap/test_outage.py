@@ -27,7 +27,7 @@ from tests.ldap.slapd import (
 )
 from tests.policy.mta import exim_for, exim_session, postfix_for, postfix_session
 from tests.sql.daemon import SqlBridge, auth, start_bridge
-from tests.support import free_tcp_port, require_binary, wait_for_text
+from tests.support import free_tcp_port, require_binary, wait_for_text, wait_for_value
 from tests.support.exim import EximConfig
 from tests.support.postfix import PostfixMaster
 from tests.support.tls import make_self_signed
@@ -84,11 +84,10 @@ def postfix_code(site: Site) -> int | None:
     return postfix_session(site.postfix.server, USER, password=PASSWORD, timeout=15).auth_code
 
 
-def back_by_itself(site: Site) -> None:
-    deadline = time.monotonic() + 15
-    while auth(site.bridge, USER, PASSWORD) != "OK":
-        assert time.monotonic() < deadline, "authbridge did not reconnect"
-        time.sleep(0.2)
+def back_by_itself(site: Site, what: str = "authbridge serving again by itself") -> None:
+    wait_for_value(
+        lambda: auth(site.bridge, USER, PASSWORD), lambda r: r == "OK", 15, what, interval=0.2
+    )
 
 
 def test_the_daemon_reuses_its_connections(site: Site) -> None:
@@ -197,7 +196,4 @@ def test_sighup_swaps_the_ldap_store(site: Site) -> None:
     finally:
         config.write_text(original)
         site.bridge.proc.send_signal(signal.SIGHUP)  # type: ignore[union-attr]
-    deadline = time.monotonic() + 15
-    while auth(site.bridge, USER, PASSWORD) != "OK":
-        assert time.monotonic() < deadline, "the reload back did not take"
-        time.sleep(0.2)
+    back_by_itself(site, "the reload back to the first filter")
