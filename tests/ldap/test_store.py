@@ -21,7 +21,6 @@ from authbridge.core.usernames import UsernamePolicy
 from authbridge.core.verdict import Outcome, Reason, Verdict
 from authbridge.passdb.base import StoreUnavailable
 from authbridge.passdb.ldap import LdapStore, open_ldap_store
-from authbridge.passdb.ldap_conn import LdapDown
 from authbridge.schemes import generate
 from tests.ldap.conftest import settings_for
 from tests.ldap.slapd import AD_BASE, PEOPLE, SUFFIX, Slapd, ad_user_ldif, person_ldif
@@ -135,6 +134,8 @@ async def test_injection_in_the_user_name_matches_nobody(
         assert store.errors == 0
     # The same text put into the filter unescaped matches every user: the test would
     # see an error (more than one entry), not "unknown", if escaping were missing.
+    from authbridge.passdb.ldap_conn import LdapDown  # python-ldap: see conftest
+
     with pytest.raises(LdapDown, match="more than one entry"):
         store.pool.search(f"(&(objectClass=inetOrgPerson)(uid={evil}))", ["uid"])
 
