@@ -17,13 +17,15 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, TypeVar
 
+from authbridge.config_ldap import LdapSettings
+from authbridge.config_ldap import build as build_ldap
 from authbridge.core.mechanisms import REGISTRY as MECHANISMS
 from authbridge.errors import ConfigError as ConfigError  # re-exported: config.ConfigError
 
 T = TypeVar("T")
 
 DEFAULT_SOCKET = "/var/run/dovecot/auth-client"
-STORE_TYPES = ("passwd-file", "exim-file", "sql")
+STORE_TYPES = ("passwd-file", "exim-file", "sql", "ldap")
 SQL_DRIVERS = ("sqlite", "postgresql")
 LOG_FORMATS = ("auto", "json", "console")
 LOG_LEVELS = ("debug", "info", "warning", "error")
@@ -263,6 +265,8 @@ class StoreConfig:
     app_password_file: str = ""
     #: ``sql`` stores: the app password queries by key (empty: no app passwords).
     app_password_queries: tuple[tuple[str, str], ...] = ()
+    #: ``ldap`` stores: every setting, by Dovecot's names (``dnpass`` never shown).
+    ldap: LdapSettings | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -649,6 +653,9 @@ def parse_config(text: str, source: str = "<string>", base_dir: Path | None = No
             known = ", ".join(STORE_TYPES)
             guess = _did_you_mean(kind, STORE_TYPES)
             raise st.error("type", f"unknown store type {kind!r} (known: {known}){guess}")
+        if kind == "ldap":
+            stores.append(_ldap_store(st, base_dir))
+            continue
         default_scheme = st.get("default_scheme", str, "MD5" if kind == "sql" else "CRYPT")
         if kind == "sql":
             driver = st.get("driver", str, "", _one_of(SQL_DRIVERS))
@@ -821,6 +828,22 @@ def _check_service_delays(policy: PolicyConfig, penalty: PenaltySettings, pol: _
         if problem is not None:
             where = _Reader(pol.source, pol.text, {"failure_delay": 0}, f"policy.service.{name}")
             raise where.error("failure_delay", problem)
+
+
+def _ldap_store(st: _Reader, base_dir: Path | None) -> StoreConfig:
+    """A ``[[store]] type = "ldap"`` table: Dovecot's dovecot-ldap.conf.ext keys, checked
+    by :func:`authbridge.config_ldap.build` (errors name file, line and key)."""
+    values = {key: value for key, value in st.table.items() if key != "type"}
+    st.used.update(st.table)
+    settings = build_ldap(values, lambda key: f"{st.where(key)}: {st.prefix}.{key}")
+    if base_dir is not None:
+        paths: dict[str, Any] = {}
+        for key in ("tls_ca_cert_file", "tls_ca_cert_dir", "tls_cert_file", "tls_key_file"):
+            value = getattr(settings, key)
+            if value and not Path(value).is_absolute():
+                paths[key] = str(base_dir / value)
+        settings = replace(settings, **paths)
+    return StoreConfig("ldap", default_scheme=settings.default_pass_scheme, ldap=settings)
 
 
 REDIS_SCHEMES = ("redis://", "rediss://", "unix://")

@@ -65,8 +65,16 @@ def test_dovecot_compatible_turns_every_policy_gate_off() -> None:
         ),
         ("[server]\n\nsockett = 1\n", r"x.toml:3: server.sockett: unknown setting"),
         (
-            '[[store]]\ntype = "ldap"\npath = "x"\n',
-            r"x.toml:2: store\[0\].type: unknown store type 'ldap'",
+            '[[store]]\ntype = "nis"\npath = "x"\n',
+            r"x.toml:2: store\[0\].type: unknown store type 'nis'",
+        ),
+        (
+            '[[store]]\ntype = "ldap"\nuris = "ldap://h"\nbase = "dc=x"\npath = "x"\n',
+            r"x.toml:5: store\[0\].path: unknown setting",
+        ),
+        (
+            '[[store]]\ntype = "ldap"\nbase = "dc=x"\nuris = "http://h"\n',
+            r"x.toml:4: store\[0\].uris: 'http://h' is not an ldap://",
         ),
         ("[server\n", r"x.toml: TOML syntax error"),
     ],

@@ -38,7 +38,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("authbridge.schemes",),
     ("authbridge.core",),
     ("authbridge.observability",),
-    ("authbridge.config",),
+    ("authbridge.config", "authbridge.config_ldap"),
     ("authbridge.passdb",),
     ("authbridge.checks",),
     ("authbridge.daemon",),

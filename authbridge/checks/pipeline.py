@@ -96,6 +96,17 @@ class _Verify:
         self.stored, self.password, self.user = stored, password, user
 
 
+class _Bind:
+    """Let the store check ``password`` itself (an LDAP ``auth_bind``): always waits."""
+
+    __slots__ = ("bind", "entry", "password")
+
+    def __init__(
+        self, bind: Callable[[PassdbEntry, bytes], Any], entry: PassdbEntry, password: bytes
+    ) -> None:
+        self.bind, self.entry, self.password = bind, entry, password
+
+
 class _PenaltyWait:
     """Hold the request for the address's penalty, then take its turn."""
 
@@ -124,7 +135,7 @@ class _AskPolicy:
         self.client, self.request, self.before = client, request, before
 
 
-_Op = _Lookup | _Verify | _PenaltyWait | _AskPolicy | _Hold
+_Op = _Lookup | _Verify | _PenaltyWait | _AskPolicy | _Hold | _Bind
 _Steps = Generator[_Op, Any, Result]
 
 
@@ -383,6 +394,8 @@ class CheckPipeline:
                 value = await self.auth.hasher.verify(op.stored, op.password, op.user)
             elif type(op) is _AskPolicy:
                 value = await self._ask_policy(op, info, scope)
+            elif type(op) is _Bind:
+                value = await op.bind(op.entry, op.password)
         except (StoreUnavailable, HasherUnavailable, schemes.SchemeError) as exc:
             return self._advance(steps, None, exc, info, typed)
         return self._advance(steps, value, None, info, typed)
@@ -614,7 +627,17 @@ class CheckPipeline:
         if found.applied.nopassword:
             matched = True
         elif stored is None:
-            matched = False
+            # A store that checks passwords itself (LDAP auth_bind) has no stored one;
+            # asked here only, so entries with a stored password never pay for it.
+            bind = getattr(found.store, "auth_bind", None)
+            if bind is None:
+                matched = False
+            else:
+                try:
+                    matched = yield _Bind(bind, found.entry, cred.password)
+                except StoreUnavailable as exc:
+                    _std_log.error("cannot verify now", user=found.user, error=str(exc))
+                    return found.verdict(Outcome.TEMPFAIL, Reason.STORE_ERROR)
         else:
             try:
                 matched = yield _Verify(stored, cred.password, found.user)

@@ -172,6 +172,8 @@ async def _users_store(config: Config, user: str) -> tuple[StoreConfig, Any]:
         raise UsageError(f"{config.source}: no [[store]] configured")
     for store_config in config.stores:
         store: Any
+        if store_config.type == "ldap":
+            continue  # the directory keeps its own passwords: no app passwords here
         if store_config.type == "sql":
             from authbridge.passdb.sql import open_sql_store
 

@@ -87,13 +87,15 @@ def run(args: argparse.Namespace) -> int:
         return 2
     totals: Counter[str] = Counter()
     users = 0
-    file_stores = [s for s in stores if s.type != "sql"]
+    file_stores = [s for s in stores if s.type not in ("sql", "ldap")]
     for index, store_config in enumerate(stores):
-        if store_config.type == "sql":  # no user list to walk: say so, never open "" as a file
+        if store_config.type in ("sql", "ldap"):  # no user list: say so, never open "" as a file
+            kind = f"an SQL store ({store_config.driver})"
+            if store_config.ldap is not None:
+                kind = f"an LDAP store ({store_config.ldap.description})"
             print(
-                f"authbridge capabilities: {path}: store[{index}] is an SQL store "
-                f"({store_config.driver}) whose users cannot be listed; "
-                f"authbridge check --config {path} queries it",
+                f"authbridge capabilities: {path}: store[{index}] is {kind} "
+                f"whose users cannot be listed; authbridge check --config {path} queries it",
                 file=sys.stderr,
             )
     if not file_stores:

@@ -30,6 +30,7 @@ from authbridge import schemes
 from authbridge.checks.policy import Gates, PolicyGate
 from authbridge.commands.defaults import config_path, default_config
 from authbridge.config import Config, ConfigError, StoreConfig, load_config
+from authbridge.config_ldap import LdapSettings
 from authbridge.passdb import StoreFormatError, StoreUnavailable, open_file_store
 from authbridge.passdb.base import PassdbEntry
 from authbridge.passdb.validation import LOGGER as ENTRY_PROBLEMS_LOGGER
@@ -166,6 +167,9 @@ def check(config: Config, path: str) -> Report:
             if store_config.type == "sql":
                 _check_sql(store_config, report)
                 continue
+            if store_config.ldap is not None:
+                _check_ldap(store_config.ldap, report)
+                continue
             entries = _check_file(store_config, report)
             users += len(entries)
             _tally(entries, allowed, report, store_config.path)
@@ -176,7 +180,7 @@ def check(config: Config, path: str) -> Report:
     if users:
         for mech in enabled:
             report.info(f"  {mech:<14} usable by {allowed[mech]} of {users} file-store users")
-            if allowed[mech] == 0 and not any(s.type == "sql" for s in config.stores):
+            if allowed[mech] == 0 and not any(s.type in ("sql", "ldap") for s in config.stores):
                 report.problem(
                     f"mechanism {mech} is enabled but no user's stored scheme allows it "
                     "(see authbridge capabilities)"
@@ -320,3 +324,41 @@ def _check_sql(store_config: StoreConfig, report: Report) -> None:
         report.problem(f"store {label}: {type(exc).__name__}: {first}")
     else:
         report.info(f"store {name}: connected; password_query ran for a non-existent user")
+
+
+def _check_ldap(settings: LdapSettings, report: Report) -> None:
+    """Connect (binding as ``dn``), read the base, run ``pass_filter`` for a user that
+    does not exist; the messages are libldap's, never ``dnpass``."""
+    from authbridge.passdb.ldap import ldap_driver_problem
+
+    label = settings.description
+    problem = ldap_driver_problem()
+    if problem is not None:
+        report.problem(f"store {label}: {problem}")
+        return
+    import trio
+
+    from authbridge.passdb.ldap import open_ldap_store
+
+    async def probe() -> str:
+        store = open_ldap_store(settings)
+        try:
+            entry = await store.probe(PROBE_USER)
+        finally:
+            await store.aclose()
+        if settings.auth_bind_userdn:
+            return "connected; auth_bind_userdn: users are checked by their bind"
+        if entry is not None:
+            return "connected; pass_filter found the probe user (it should not exist!)"
+        return "connected; pass_filter ran for a non-existent user"
+
+    try:
+        said = trio.run(probe)
+    except (StoreUnavailable, StoreFormatError, ConfigError) as exc:
+        report.problem(f"store {exc}" if str(exc).startswith(label) else f"store {label}: {exc}")
+    except Exception as exc:  # a driver's surprise: one line, never its traceback
+        first = (str(exc).splitlines() or [""])[0]
+        report.problem(f"store {label}: {type(exc).__name__}: {first}")
+    else:
+        mode = "auth_bind" if settings.auth_bind else "password lookup"
+        report.info(f"store {label} ({mode}): {said}")

@@ -268,7 +268,7 @@ def build_config(args: argparse.Namespace) -> Config:
 def require_sql_backends(config: Config) -> None:
     """Refuse SQL stores that could only fail every login: an SQLite file that is not
     there (never created here: an empty database would hide the mistake) or a
-    PostgreSQL store without its driver. Raises ConfigError naming file and key."""
+    PostgreSQL (or LDAP) store without its driver. Raises ConfigError naming file and key."""
     for index, store in enumerate(config.stores):
         if store.type != "sql":
             continue
@@ -287,6 +287,13 @@ def require_sql_backends(config: Config) -> None:
             problem = postgresql_driver_problem()
             if problem is not None:
                 raise ConfigError(f"{where}.driver: {problem}")
+    if any(store.type == "ldap" for store in config.stores):
+        from authbridge.passdb.ldap import ldap_driver_problem  # only LDAP sites pay
+
+        problem = ldap_driver_problem()
+        if problem is not None:
+            index = next(i for i, s in enumerate(config.stores) if s.type == "ldap")
+            raise ConfigError(f"{config.source}: store[{index}].type: {problem}")
 
 
 def add_stores(
@@ -319,6 +326,12 @@ def open_stores(config: Config, strict: bool = False) -> list[Passdb]:
             sql_store = open_sql_store(store_config)
             attach_app_passwords(sql_store, store_config, config.app_passwords)
             stores.append(sql_store)
+            log.info("store opened", store=stores[-1].name)
+            continue
+        if store_config.ldap is not None:
+            from authbridge.passdb.ldap import open_ldap_store  # only LDAP sites pay for it
+
+            stores.append(open_ldap_store(store_config.ldap))
             log.info("store opened", store=stores[-1].name)
             continue
         store = open_file_store(store_config.type, store_config.path, store_config.default_scheme)

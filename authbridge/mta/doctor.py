@@ -163,6 +163,8 @@ def _check_stores(config: Config, findings: list[Finding]) -> None:
         with check.store_warnings_as_problems(report):
             if store_config.type == "sql":
                 check._check_sql(store_config, report)
+            elif store_config.ldap is not None:
+                check._check_ldap(store_config.ldap, report)
             else:
                 _check_file_store(store_config, report, findings)
         findings += [Finding("ok", f"store: {_unprefixed(line)}") for line in report.lines]

@@ -15,6 +15,7 @@ from pathlib import Path
 from authbridge import config
 from authbridge.checks.cache import CacheSettings
 from authbridge.checks.penalty import PenaltySettings
+from authbridge.config_ldap import LdapSettings
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "deploy" / "authbridge.toml.example"
 _SETTING = re.compile(r"^#([a-z0-9_]+ = .*)$", re.MULTILINE)
@@ -29,6 +30,8 @@ _FILE_KEY = {
     "app_password_queries": None,
     # [policy.service.NAME] tables: a commented example after [policy]'s keys.
     "services": None,
+    # An ldap store's settings: its own keys, documented one by one (below).
+    "ldap": None,
 }
 
 
@@ -76,6 +79,8 @@ def test_every_config_key_is_documented() -> None:
             documented.setdefault(current, set()).add(key.group(1))
     for section, cls in sections.items():
         expected = {_FILE_KEY.get(f.name, f.name) for f in dataclasses.fields(cls)} - {None}
+        if section == "store":
+            expected |= {f.name for f in dataclasses.fields(LdapSettings)}
         assert documented.get(section, set()) == expected, section
     top = {_FILE_KEY.get(f.name, f.name) for f in dataclasses.fields(config.Config)} - {None}
     assert top == set(sections) - {"store"}
