@@ -36,6 +36,9 @@ KEEPALIVE_EXPIRY = 10.0
 MAX_CONNECTIONS = 100
 #: Tasks sending reports at once (each waits for its answer).
 REPORT_SENDERS = 4
+#: At shutdown, the reports still queued are sent for at most this long (systemd's
+#: stop waits; a policy server that counts failures should hear of every login).
+DRAIN_SECONDS = 2.0
 #: Bound on requests whose report is still to be sent (lost connections never finish).
 MAX_OPEN_REQUESTS = 10_000
 
@@ -220,15 +223,21 @@ class AuthPolicy:
     # ------------------------------------------------------------------ the reports
 
     async def run(self) -> None:
-        """Send queued reports until :meth:`close`; then close the connection pool."""
+        """Send queued reports until :meth:`close`; then close the connection pool.
+        Cancelled (the daemon stops), it first sends what is still queued, for at most
+        :data:`DRAIN_SECONDS`."""
+        leftover = self._reports_out.clone()
         try:
             async with trio.open_nursery() as nursery:
                 for _ in range(REPORT_SENDERS):
                     nursery.start_soon(self._send_reports, self._reports_out.clone())
                 await self._reports_out.aclose()
         finally:
-            with trio.CancelScope(shield=True), trio.move_on_after(1):
-                await self._client.aclose()
+            with trio.CancelScope(shield=True):
+                with trio.move_on_after(DRAIN_SECONDS):
+                    await self._drain(leftover)
+                with trio.move_on_after(1):
+                    await self._client.aclose()
 
     async def _send_reports(self, reports: trio.MemoryReceiveChannel[bytes]) -> None:
         async with reports:
@@ -238,6 +247,19 @@ class AuthPolicy:
                 except _PolicyError:
                     continue
                 self._recovered()
+
+    async def _drain(self, reports: trio.MemoryReceiveChannel[bytes]) -> None:
+        """The reports still queued, one after the other (the senders are gone)."""
+        async with reports:
+            while True:
+                try:
+                    data = reports.receive_nowait()
+                except (trio.WouldBlock, trio.EndOfChannel):
+                    return
+                try:
+                    await self._post("report", data, expect_answer=False)
+                except _PolicyError:
+                    continue
 
     def close(self) -> None:
         """No more reports: :meth:`run` sends what is queued and ends."""

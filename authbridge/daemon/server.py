@@ -22,7 +22,7 @@ from typing import Any, Protocol, cast
 
 import trio
 
-from authbridge.checks.app_passwords import AppPasswordCheck, flush_last_used
+from authbridge.checks.app_passwords import AppPasswordCheck, flush_last_used, flush_once
 from authbridge.checks.authenticator import Authenticator
 from authbridge.checks.authpolicy import AuthPolicy
 from authbridge.checks.penalty import PenaltyTracker
@@ -62,6 +62,8 @@ _CONSEQUENCE = {
 
 #: A client that lets this much reply data pile up unread is disconnected.
 MAX_OUTBOX = 1024 * 1024
+#: At shutdown, seconds left to write the app passwords' pending last-used times.
+SHUTDOWN_FLUSH = 2.0
 #: Credential checks of one connection that run at the same time (the rest wait their
 #: turn); MTAs have one request in flight per connection, attackers thousands.
 CHECKS_PER_CONNECTION = 8
@@ -462,6 +464,9 @@ class AuthServer:
         finally:
             self._background = None
             self.after_batch.uninstall()
+            # The last-used times noted since the last round, written before the exit.
+            with trio.CancelScope(shield=True), trio.move_on_after(SHUTDOWN_FLUSH):
+                await flush_once(self.authenticator.stores)
 
     async def _sweep(self) -> None:
         while True:

@@ -360,3 +360,32 @@ def test_works_under_a_supervisor_with_workers(
         assert len(policy.of("allow")) == 1 + 4 * 2
     finally:
         d.server.stop()
+
+
+def test_reports_still_queued_at_shutdown_are_sent_before_the_exit(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    """Eight logins, four report senders stuck on a slow policy server: the other
+    reports are still queued when SIGTERM comes, and reach the server before the exit."""
+    with PolicyServer() as slow:
+        d = _start(runtime_dir(tmp_path_factory, "authpolicy-drain"), slow.url)
+        slow.hang_reports = True
+        try:
+            sessions = []
+            for _ in range(8):
+                assert d.login().ok
+                sessions.append(d.session)
+            wait_for_value(lambda: len(slow.of("report")), lambda n: n >= 4, what="4 senders")
+            assert len(slow.of("report")) < 8  # the rest wait in the queue
+            proc = d.server.proc
+            assert proc is not None
+            proc.send_signal(signal.SIGTERM)
+            slow.hang_reports = False
+            slow.release()
+            assert proc.wait(15) == 0
+        finally:
+            slow.release()
+            if d.server.proc is not None and d.server.proc.poll() is None:
+                d.server.stop()
+        reported = {r.body.get("session_id") for r in slow.of("report")}
+        assert reported >= set(sessions)

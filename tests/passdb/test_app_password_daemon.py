@@ -113,3 +113,24 @@ def test_app_passwords_in_the_daemon(rundir: Path) -> None:
     listed = app_password(config, "list", "alice")
     assert listed.returncode == 0 and "phone" not in listed.stdout and "tablet" in listed.stdout
     assert "{SSHA512}" not in listed.stdout
+
+
+def test_last_used_times_noted_before_a_stop_are_written_at_the_stop(rundir: Path) -> None:
+    """The daemon writes last-used times every 30 s; one stopped sooner still writes
+    the times of the logins it served (before: they were lost)."""
+    users = rundir / "users"
+    users.write_text("bob:{PLAIN}main-pass::::::\n")
+    apps = rundir / "users.app"
+    config = rundir / "authbridge.toml"
+    config.write_text(
+        f'[[store]]\npath = "{users}"\napp_passwords = "{apps}"\n'
+        '[app_passwords]\nscheme = "SSHA512"\n'
+    )
+    added = app_password(config, "add", "bob", "--label", "laptop", "--service", "smtp")
+    assert added.returncode == 0, added.stderr
+    args = ["--config", str(config), "--failure-delay", "0"]
+    with AuthbridgeServer(users, rundir / "auth-client", extra_args=args) as server:
+        with AuthClient(server.socket_path) as client:
+            assert plain(client, 1, "bob", added.stdout.strip(), "smtp").startswith("OK\t1\t")
+        assert not ap.used_path(apps).exists()  # the first round is 30 s away
+    assert ("bob", "laptop") in ap.read_used(apps)

@@ -78,6 +78,8 @@ class PolicyServer:
     def __init__(self) -> None:
         self.requests: list[Recorded] = []
         self.default = ALLOW
+        #: Reports wait for :meth:`release` too (a slow policy server at shutdown).
+        self.hang_reports = False
         self._queued: collections.deque[Answer] = collections.deque()
         self._lock = threading.Lock()
         self._released = threading.Event()
@@ -132,6 +134,8 @@ class PolicyServer:
                     if command == "allow":
                         answer = server._queued.popleft() if server._queued else server.default
                 if command != "allow":
+                    if server.hang_reports:
+                        server._released.wait(30)
                     self._send(200, b"{}")
                     return
                 if answer.hang:
