@@ -36,6 +36,7 @@ from authbridge.config import (
     ServerConfig,
     StoreConfig,
     load_config,
+    oauth_mechanism_problem,
     parse_workers,
     total_delay_problem,
 )
@@ -222,6 +223,9 @@ def build_config(args: argparse.Namespace) -> Config:
             resolve(list(names))
         except UnknownMechanism as exc:
             raise ConfigError(f"--mechanisms: {exc}") from None
+        problem = oauth_mechanism_problem(names, config.oauth)
+        if problem is not None:
+            raise ConfigError(f"--mechanisms: {problem}")
         server = replace(server, mechanisms=names)
     config = replace(config, server=server)
     flagged = tuple(StoreConfig("passwd-file", p) for p in args.passwd_file or ()) + tuple(
