@@ -254,7 +254,7 @@ def build_config(args: argparse.Namespace) -> Config:
         config = replace(config, metrics=replace(config.metrics, listen=args.metrics_listen))
     if args.dovecot_compat:
         config = config.dovecot_compatible()
-    if not config.stores:
+    if not config.stores and not config.oauth.enabled:  # [oauth] alone: tokens only
         raise ConfigError(
             f"{config.source}: no user store: add a [[store]] table, --passwd-file or --exim-file"
         )
