@@ -4,6 +4,8 @@ without it."""
 
 from __future__ import annotations
 
+import os
+import signal
 import subprocess
 import sys
 import time
@@ -12,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support import runtime_dir
+from tests.support import runtime_dir, wait_for_value
 from tests.support.authbridge_proc import AuthbridgeServer
 from tests.support.oauth_provider import AUDIENCE, ISSUER, OAuthProvider
 
@@ -97,3 +99,43 @@ def test_without_oauth_the_mechanisms_are_not_offered(base: Path) -> None:
     assert done.returncode == 75
     assert "does not offer OAUTHBEARER" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+def test_a_reload_switches_to_the_new_provider(base: Path) -> None:
+    """SIGHUP with another [oauth]: a new validator (new keys); the old one is closed."""
+    first, second = OAuthProvider().start(), OAuthProvider().start()
+    config = base / "reload.toml"
+
+    def write(p: OAuthProvider) -> None:
+        config.write_text(
+            "[policy]\nfailure_delay = 0.0\n"
+            f'[oauth]\njwks_url = "{p.jwks_url}"\nissuer = "{ISSUER}"\n'
+        )
+
+    try:
+        write(first)
+        with AuthbridgeServer(
+            base / "users.passwd",
+            base / "reload.sock",
+            mechanisms=("oauthbearer",),
+            extra_args=("--config", str(config)),
+        ) as server:
+            socket = str(server.socket_path)
+            assert auth_test("-a", socket, "-m", "OAUTHBEARER", USER, first.token()).returncode == 0
+            assert (
+                auth_test("-a", socket, "-m", "OAUTHBEARER", USER, second.token()).returncode == 77
+            )
+            write(second)
+            assert server.proc is not None
+            os.kill(server.proc.pid, signal.SIGHUP)
+            wait_for_value(
+                lambda: auth_test("-a", socket, "-m", "OAUTHBEARER", USER, second.token()),
+                lambda done: done.returncode == 0,
+                what="the reloaded [oauth] to accept the new provider's token",
+            )
+            assert (
+                auth_test("-a", socket, "-m", "OAUTHBEARER", USER, first.token()).returncode == 77
+            )
+    finally:
+        first.stop()
+        second.stop()
