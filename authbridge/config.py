@@ -19,6 +19,7 @@ from typing import Any, TypeVar
 
 from authbridge.config_ldap import LdapSettings
 from authbridge.config_ldap import build as build_ldap
+from authbridge.core.mechanisms import OAUTH_MECHANISMS
 from authbridge.core.mechanisms import REGISTRY as MECHANISMS
 from authbridge.errors import ConfigError as ConfigError  # re-exported: config.ConfigError
 
@@ -43,7 +44,7 @@ TABLES = (
     "app_passwords",
 )
 #: Tables of optional features, parsed by their own function below.
-FEATURE_TABLES = ("auth_policy",)
+FEATURE_TABLES = ("auth_policy", "oauth")
 #: Postfix gives up on the auth socket after this many seconds.
 POSTFIX_TIMEOUT = 10.0
 
@@ -184,6 +185,61 @@ class AuthPolicySettings:
     @property
     def enabled(self) -> bool:
         return bool(self.server_url)
+
+
+#: JWT signature algorithms accepted by default: public-key ones only (never ``none``,
+#: never a shared-secret HMAC).
+OAUTH_ALGORITHMS = (
+    "RS256",
+    "RS384",
+    "RS512",
+    "PS256",
+    "PS384",
+    "PS512",
+    "ES256",
+    "ES384",
+    "ES512",
+    "EdDSA",
+)
+
+
+@dataclass(frozen=True, slots=True)
+class OAuthSettings:
+    """``[oauth]``: OAuth 2.0 bearer tokens for OAUTHBEARER and XOAUTH2, validated as
+    Dovecot's oauth2 passdb does: locally (a JWT signed by a key of the provider's JWKS)
+    and/or by RFC 7662 introspection. Off unless ``jwks_url`` or ``introspection_url``."""
+
+    jwks_url: str = ""
+    introspection_url: str = ""
+    client_id: str = ""
+    client_secret: str = field(default="", repr=False)
+    #: The ``iss`` a token must carry ("" = not checked).
+    issuer: str = ""
+    #: One of these must be in the token's ``aud`` (empty = not checked).
+    audience: tuple[str, ...] = ()
+    #: The claim (or introspection field) that is the login name.
+    username_attribute: str = "email"
+    #: A client that names a user (OAUTHBEARER ``a=``, XOAUTH2 ``user=``) must name the
+    #: token's user.
+    check_authzid: bool = True
+    algorithms: tuple[str, ...] = OAUTH_ALGORITHMS
+    #: Seconds of clock difference allowed for ``exp``, ``nbf`` and ``iat``.
+    clock_skew: float = 30.0
+    #: Seconds an HTTP request to the provider may take (then: temporary failure).
+    timeout: float = 2.0
+    #: Seconds between two JWKS fetches in the background (keys rotate slowly).
+    jwks_refresh: float = 3600.0
+    #: A token with an unknown ``kid`` refetches the JWKS at most this often.
+    jwks_min_refresh: float = 10.0
+    #: Seconds an introspection answer is reused (never past the token's ``exp``).
+    cache_ttl: float = 60.0
+    #: Seconds an "inactive" introspection answer is reused.
+    negative_ttl: float = 10.0
+    cache_max_entries: int = 10_000
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.jwks_url or self.introspection_url)
 
 
 @dataclass(frozen=True, slots=True)
@@ -343,6 +399,7 @@ class Config:
         )
 
     auth_policy: AuthPolicySettings = field(default_factory=AuthPolicySettings)
+    oauth: OAuthSettings = field(default_factory=OAuthSettings)
 
     def dovecot_compatible(self) -> Config:
         """The same setup, behaving exactly like Dovecot 2.3 on the wire."""
@@ -759,6 +816,8 @@ def parse_config(text: str, source: str = "<string>", base_dir: Path | None = No
     app_passwords = _app_password_settings(
         _Reader(source, text, _table(root, "app_passwords"), "app_passwords")
     )
+    oauth = _oauth_settings(_Reader(source, text, _table(root, "oauth"), "oauth"), base_dir)
+    server = _with_oauth_mechanisms(server, oauth, srv)
     root.finish()
     return Config(
         server,
@@ -772,6 +831,7 @@ def parse_config(text: str, source: str = "<string>", base_dir: Path | None = No
         rehash,
         app_passwords,
         auth_policy=auth_policy,
+        oauth=oauth,
     )
 
 
@@ -844,6 +904,91 @@ def _ldap_store(st: _Reader, base_dir: Path | None) -> StoreConfig:
                 paths[key] = str(base_dir / value)
         settings = replace(settings, **paths)
     return StoreConfig("ldap", default_scheme=settings.default_pass_scheme, ldap=settings)
+
+
+def oauth_mechanism_problem(mechanisms: tuple[str, ...], oauth: OAuthSettings) -> str | None:
+    """Why the mechanism list cannot be served with this ``[oauth]``, or None."""
+    named = [m for m in mechanisms if m.upper() in OAUTH_MECHANISMS]
+    if named and not oauth.enabled:
+        return f"{named[0]} needs an [oauth] table with jwks_url or introspection_url"
+    return None
+
+
+def _with_oauth_mechanisms(
+    server: ServerConfig, oauth: OAuthSettings, srv: _Reader
+) -> ServerConfig:
+    """``[oauth]`` on and no OAuth mechanism named: both are offered (after the others);
+    named ones are offered as listed; named without ``[oauth]``: refused."""
+    problem = oauth_mechanism_problem(server.mechanisms, oauth)
+    if problem is not None:
+        raise srv.error("mechanisms", problem)
+    if not oauth.enabled or any(m.upper() in OAUTH_MECHANISMS for m in server.mechanisms):
+        return server
+    return replace(server, mechanisms=(*server.mechanisms, "oauthbearer", "xoauth2"))
+
+
+def _http_url(reader: _Reader, key: str) -> str:
+    url = reader.get(key, str, "")
+    if url and not url.startswith(("http://", "https://")):
+        raise reader.error(key, "expected an http:// or https:// URL")
+    return url
+
+
+def _oauth_settings(oa: _Reader, base_dir: Path | None) -> OAuthSettings:
+    """``[oauth]``: every key checked; introspection needs the client's credentials."""
+    d = OAuthSettings()
+    jwks = _http_url(oa, "jwks_url")
+    introspection = _http_url(oa, "introspection_url")
+    secret = oa.get("client_secret", str, "")
+    secret_file = oa.get("client_secret_file", str, "")
+    if secret and secret_file:
+        raise oa.error("client_secret_file", "give client_secret or client_secret_file, not both")
+    if secret_file:
+        path = Path(secret_file)
+        if base_dir is not None and not path.is_absolute():
+            path = base_dir / path
+        try:
+            secret = path.read_text(encoding="utf-8").strip()
+        except (OSError, UnicodeDecodeError) as exc:
+            why = exc.strerror if isinstance(exc, OSError) else "not UTF-8 text"
+            raise oa.error("client_secret_file", f"cannot read {path}: {why}") from None
+    client_id = oa.get("client_id", str, "")
+    if introspection and not (client_id and secret):
+        raise oa.error(
+            "introspection_url", "needs client_id and client_secret (or client_secret_file)"
+        )
+    algorithms = oa.strings("algorithms", d.algorithms)
+    for name in algorithms:
+        if name not in OAUTH_ALGORITHMS:
+            raise oa.error(
+                "algorithms",
+                f"unknown or unsafe algorithm {name!r} (known: {', '.join(OAUTH_ALGORITHMS)})",
+            )
+    settings = OAuthSettings(
+        jwks_url=jwks,
+        introspection_url=introspection,
+        client_id=client_id,
+        client_secret=secret,
+        issuer=oa.get("issuer", str, ""),
+        audience=oa.strings("audience", ()),
+        username_attribute=oa.get(
+            "username_attribute",
+            str,
+            d.username_attribute,
+            lambda v: None if v else "must not be empty",
+        ),
+        check_authzid=oa.get("check_authzid", bool, d.check_authzid),
+        algorithms=algorithms or d.algorithms,
+        clock_skew=oa.get("clock_skew", float, d.clock_skew, _not_negative),
+        timeout=oa.get("timeout", float, d.timeout, _positive),
+        jwks_refresh=oa.get("jwks_refresh", float, d.jwks_refresh, _positive),
+        jwks_min_refresh=oa.get("jwks_min_refresh", float, d.jwks_min_refresh, _not_negative),
+        cache_ttl=oa.get("cache_ttl", float, d.cache_ttl, _not_negative),
+        negative_ttl=oa.get("negative_ttl", float, d.negative_ttl, _not_negative),
+        cache_max_entries=oa.get("cache_max_entries", int, d.cache_max_entries, _positive),
+    )
+    oa.finish()
+    return settings
 
 
 REDIS_SCHEMES = ("redis://", "rediss://", "unix://")

@@ -24,7 +24,7 @@ import contextlib
 import dataclasses
 import time
 from collections.abc import AsyncIterator, Callable, Generator, Sequence
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import trio
 
@@ -39,7 +39,13 @@ from authbridge.checks.hashing import Hasher, HasherUnavailable
 from authbridge.checks.penalty import PenaltyTracker
 from authbridge.checks.policy import PolicyGate
 from authbridge.core.mechanisms import REGISTRY
-from authbridge.core.mechanisms.base import Credentials, NeedCredentials, ScramKeys, VerifyPlain
+from authbridge.core.mechanisms.base import (
+    Credentials,
+    NeedCredentials,
+    ScramKeys,
+    VerifyPlain,
+    VerifyToken,
+)
 from authbridge.core.session import Credential, CredentialsFound, RequestInfo
 from authbridge.core.usernames import InvalidUsername, UsernamePolicy
 from authbridge.core.verdict import Outcome, Reason, Verdict, refuse_nologin
@@ -47,6 +53,10 @@ from authbridge.observability import userlog
 from authbridge.observability.logs import get_logger, get_stdlib_logger
 from authbridge.passdb.base import Passdb, PassdbEntry, StoreUnavailable
 from authbridge.schemes import StoredPassword, wellformed
+
+if TYPE_CHECKING:  # the validator (and httpx, PyJWT) are imported only with [oauth]
+    from authbridge.checks.oauth import TokenValidator
+    from authbridge.checks.oauth_result import TokenResult
 
 log = get_logger("authbridge.checks")
 #: The store-side failures, under the logger name they always had (operators filter
@@ -135,7 +145,16 @@ class _AskPolicy:
         self.client, self.request, self.before = client, request, before
 
 
-_Op = _Lookup | _Verify | _PenaltyWait | _AskPolicy | _Hold | _Bind
+class _Validate:
+    """Validate a bearer token with I/O (a JWKS fetch, an introspection request)."""
+
+    __slots__ = ("token", "validator")
+
+    def __init__(self, validator: TokenValidator, token: bytes) -> None:
+        self.validator, self.token = validator, token
+
+
+_Op = _Lookup | _Verify | _PenaltyWait | _AskPolicy | _Hold | _Bind | _Validate
 _Steps = Generator[_Op, Any, Result]
 
 
@@ -273,6 +292,8 @@ class CheckPipeline:
         self.app_passwords: AppPasswordCheck | None = None
         #: ``[auth_policy]`` on: the policy server's client (``None``: off).
         self.authpolicy: AuthPolicy | None = None
+        #: ``[oauth]`` on: the bearer token validator (``None``: off).
+        self.oauth: TokenValidator | None = None
 
     # ------------------------------------------------------------------ drivers
 
@@ -396,6 +417,8 @@ class CheckPipeline:
                 value = await self._ask_policy(op, info, scope)
             elif type(op) is _Bind:
                 value = await op.bind(op.entry, op.password)
+            elif type(op) is _Validate:
+                value = await op.validator.validate(op.token)
         except (StoreUnavailable, HasherUnavailable, schemes.SchemeError) as exc:
             return self._advance(steps, None, exc, info, typed)
         return self._advance(steps, value, None, info, typed)
@@ -426,7 +449,8 @@ class CheckPipeline:
     # ------------------------------------------------------------------ the steps
 
     def _steps(self, info: RequestInfo, credential: Credential, now: float) -> _Steps:
-        plain = isinstance(credential, VerifyPlain)
+        # Plaintext-like: a password or a bearer token crosses the wire as is.
+        plain = not isinstance(credential, NeedCredentials)
         typed = _typed(credential)
         penalty = self.penalty
         policy = self.policy
@@ -469,12 +493,13 @@ class CheckPipeline:
                 decision = yield _AskPolicy(self.authpolicy, asked, True)
                 if decision.refused:
                     return _policy_refusal(info, decision, asked, typed)
-        if plain:
-            assert isinstance(credential, VerifyPlain)
+        if type(credential) is VerifyPlain:
             result: Result = yield from self._plain_cached(info, credential)
-        else:
-            assert isinstance(credential, NeedCredentials)
+        elif type(credential) is NeedCredentials:
             result = yield from self._credentials(info, credential)
+        else:
+            assert isinstance(credential, VerifyToken)
+            result = yield from self._token(info, credential)
         if self.auth.nologin_refuses:
             # authbridge's own rule on top of Dovecot's verdict (off in compat mode),
             # applied after the cache, which keeps Dovecot's verdict as it is.
@@ -757,6 +782,41 @@ class CheckPipeline:
         credentials = Credentials(cred.scheme, data, plaintext)
         return CredentialsFound(credentials, found.verdict(Outcome.OK, Reason.NONE))
 
+    def _token(self, info: RequestInfo, cred: VerifyToken) -> Generator[_Op, Any, Verdict]:
+        """A bearer token's verdict: the token's user (``username_attribute``), who must
+        be the user the client named, if it named one and ``check_authzid`` is on. No
+        store is asked: the provider vouches for the user, as with Dovecot's oauth2
+        passdb."""
+        typed = cred.authzid or None
+        validator = self.oauth
+        if validator is None:  # [oauth] removed by a reload while this was on its way
+            return Verdict(Outcome.TEMPFAIL, None, Reason.STORE_ERROR, original_user=typed)
+        checked: TokenResult | None = validator.validate_now(cred.token)
+        if checked is None:
+            checked = yield _Validate(validator, cred.token)
+        assert checked is not None
+        if checked.outcome == "unavailable":
+            _std_log.error("OAuth provider unavailable", request=info.id, why=checked.why)
+            return Verdict(Outcome.TEMPFAIL, None, Reason.STORE_ERROR, original_user=typed)
+        if not checked.ok or checked.user is None:
+            log.info("bearer token refused", request=info.id, rip=info.rip, why=checked.why)
+            return Verdict(Outcome.FAIL, None, Reason.INVALID_TOKEN, original_user=typed)
+        try:
+            user = self.auth.usernames.normalise(checked.user)
+        except InvalidUsername:
+            log.info("bearer token refused", request=info.id, why="user name not acceptable")
+            return Verdict(Outcome.FAIL, None, Reason.INVALID_USERNAME, original_user=typed)
+        if cred.authzid and validator.settings.check_authzid:
+            try:
+                named = self.auth.usernames.normalise(cred.authzid)
+            except InvalidUsername:
+                named = None
+            if named != user:
+                why = "authzid is not the token's user"
+                log.info("bearer token refused", request=info.id, why=why)
+                return Verdict(Outcome.FAIL, user, Reason.AUTHZ_REFUSED, original_user=typed)
+        return Verdict(Outcome.OK, user, original_user=typed or checked.user)
+
     def _unusable(self, found: _Found, exc: schemes.SchemeError) -> Verdict:
         """A stored password that could not be used. Malformed data (the store's, which
         its load already reported) is a plain failure in both modes, as in Dovecot 2.3;
@@ -887,8 +947,14 @@ def _secret(credential: Credential) -> bytes | None:
     guess (``None``)."""
     if isinstance(credential, VerifyPlain):
         return credential.password
+    if isinstance(credential, VerifyToken):
+        return credential.token  # an old token replayed is one guess, not many
     return b"" if credential.scheme.startswith("SCRAM-") else None
 
 
 def _typed(credential: Credential) -> str:
-    return credential.authcid if isinstance(credential, VerifyPlain) else credential.username
+    if isinstance(credential, VerifyPlain):
+        return credential.authcid
+    if isinstance(credential, NeedCredentials):
+        return credential.username
+    return credential.authzid

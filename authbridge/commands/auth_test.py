@@ -17,6 +17,10 @@ socket that cannot be reached is 75 too, with a one-line message: nothing was re
 The request says ``secured`` by default, as an MTA does after STARTTLS, because the
 default policy accepts plaintext mechanisms only on secured sessions and this command
 tests passwords, not transports; ``--no-secured`` shows what a client without TLS gets.
+
+With ``-m OAUTHBEARER`` or ``-m XOAUTH2`` the "password" is an OAuth 2.0 access token
+(prompted for, or piped in: a token on the command line shows in ``ps``); a refused
+token's error status (RFC 7628) is printed before the failure.
 """
 
 from __future__ import annotations
@@ -39,7 +43,8 @@ EX_USAGE = 64
 EX_TEMPFAIL = 75
 EX_NOPERM = 77
 
-MECHANISMS = ("PLAIN", "LOGIN", "CRAM-MD5")
+MECHANISMS = ("PLAIN", "LOGIN", "CRAM-MD5", "OAUTHBEARER", "XOAUTH2")
+TOKEN_MECHANISMS = ("OAUTHBEARER", "XOAUTH2")
 TIMEOUT = 30.0
 
 
@@ -65,7 +70,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def add_test_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("user", help="the login name, as the MTA would send it")
     parser.add_argument(
-        "password", nargs="?", help="the password (default: prompt for it, without echo)"
+        "password",
+        nargs="?",
+        help="the password, or the access token for OAUTHBEARER/XOAUTH2 (default: prompt "
+        "for it, without echo, or read one line from a pipe)",
     )
     parser.add_argument(
         "-a",
@@ -122,7 +130,7 @@ def run(args: argparse.Namespace) -> int:
         target = _target(args)
         password = args.password
         if password is None:
-            password = _prompt()
+            password = _prompt("Token: " if args.mechanism in TOKEN_MECHANISMS else "Password: ")
         fields = request_fields(args)
         verdict, reply = authenticate(
             target, args.mechanism, args.user, password, fields, args.timeout
@@ -157,14 +165,14 @@ def _target(args: argparse.Namespace) -> str:
         raise _Usage(f"{exc} (or give --socket)") from None
 
 
-def _prompt() -> str:
+def _prompt(prompt: str) -> str:
     if not sys.stdin.isatty():  # a script piping the password in: one line, no prompt
         line = sys.stdin.readline()
         if not line:
             raise _Usage("no password given and standard input is empty")
         return line.rstrip("\r\n")
     try:
-        return getpass.getpass("Password: ")
+        return getpass.getpass(prompt)
     except EOFError:
         raise _Usage("no password given and none could be read") from None
 
@@ -290,6 +298,8 @@ def _exchange(
         blob = b"\0" + user.encode("utf-8", "surrogateescape")
         blob += b"\0" + password.encode("utf-8", "surrogateescape")
         request.append("resp=" + wire.b64encode(blob))
+    elif mechanism in TOKEN_MECHANISMS:
+        request.append("resp=" + wire.b64encode(token_response(mechanism, user, password)))
     _send(sock, wire.join_line("AUTH", "1", *request))
     step = 0
     while True:
@@ -316,6 +326,16 @@ def _exchange(
         _send(sock, wire.join_line("CONT", "1", wire.b64encode(answer)))
 
 
+def token_response(mechanism: str, user: str, token: str) -> bytes:
+    """The client's message carrying ``token`` (RFC 7628 or Google's XOAUTH2)."""
+    name = user.encode("utf-8", "surrogateescape")
+    auth = b"auth=Bearer " + token.strip().encode("utf-8", "surrogateescape")
+    if mechanism == "XOAUTH2":
+        return b"user=" + name + b"\x01" + auth + b"\x01\x01"
+    saslname = name.replace(b"=", b"=3D").replace(b",", b"=2C")
+    return b"n,a=" + saslname + b",\x01" + auth + b"\x01\x01"
+
+
 def _continue(mechanism: str, step: int, user: str, password: str, challenge: str) -> bytes:
     encoded_user = user.encode("utf-8", "surrogateescape")
     encoded_password = password.encode("utf-8", "surrogateescape")
@@ -328,6 +348,14 @@ def _continue(mechanism: str, step: int, user: str, password: str, challenge: st
             raise AuthTestError("the server's CRAM-MD5 challenge is not base64") from None
         digest = hmac.new(encoded_password, nonce, hashlib.md5).hexdigest()
         return encoded_user + b" " + digest.encode("ascii")
+    if mechanism in TOKEN_MECHANISMS:
+        # The server's error status for a refused token; RFC 7628's dummy answer.
+        try:
+            status = wire.b64decode_strict(challenge).decode("utf-8", "replace")
+        except ValueError:
+            status = "(not base64)"
+        print(f"oauth error status: {status}")
+        return b"\x01" if mechanism == "OAUTHBEARER" else b""
     return b""  # nothing more to say: let the server decide
 
 

@@ -31,6 +31,7 @@ from authbridge.checks.policy import Gates, PolicyGate
 from authbridge.commands.defaults import config_path, default_config
 from authbridge.config import Config, ConfigError, StoreConfig, load_config
 from authbridge.config_ldap import LdapSettings
+from authbridge.core.mechanisms import OAUTH_MECHANISMS
 from authbridge.passdb import StoreFormatError, StoreUnavailable, open_file_store
 from authbridge.passdb.base import PassdbEntry
 from authbridge.passdb.validation import LOGGER as ENTRY_PROBLEMS_LOGGER
@@ -158,7 +159,7 @@ def check(config: Config, path: str) -> Report:
         )
     )
     _report_services(config, report)
-    if not config.stores:
+    if not config.stores and not config.oauth.enabled:
         report.problem("no [[store]]: every login would fail")
     allowed: Counter[str] = Counter()
     users = 0
@@ -177,8 +178,15 @@ def check(config: Config, path: str) -> Report:
         _check_redis(config.penalty.redis_url, config.penalty.redis_timeout, report)
     enabled = [m.upper() for m in srv.mechanisms]
     report.info(f"mechanisms: {' '.join(enabled)}")
+    oauth = config.oauth
+    if oauth.enabled:
+        ways = [f"JWT with the keys of {oauth.jwks_url}"] if oauth.jwks_url else []
+        ways += [f"introspection at {oauth.introspection_url}"] if oauth.introspection_url else []
+        report.info(f"oauth: {', '.join(ways)}; user from {oauth.username_attribute!r}")
     if users:
         for mech in enabled:
+            if mech in OAUTH_MECHANISMS:
+                continue  # the provider vouches for the user, not a stored scheme
             report.info(f"  {mech:<14} usable by {allowed[mech]} of {users} file-store users")
             if allowed[mech] == 0 and not any(s.type in ("sql", "ldap") for s in config.stores):
                 report.problem(

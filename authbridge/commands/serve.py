@@ -36,6 +36,7 @@ from authbridge.config import (
     ServerConfig,
     StoreConfig,
     load_config,
+    oauth_mechanism_problem,
     parse_workers,
     total_delay_problem,
 )
@@ -228,6 +229,9 @@ def build_config(args: argparse.Namespace) -> Config:
             resolve(list(names))
         except UnknownMechanism as exc:
             raise ConfigError(f"--mechanisms: {exc}") from None
+        problem = oauth_mechanism_problem(names, config.oauth)
+        if problem is not None:
+            raise ConfigError(f"--mechanisms: {problem}")
         server = replace(server, mechanisms=names)
     config = replace(config, server=server)
     flagged = tuple(StoreConfig("passwd-file", p) for p in args.passwd_file or ()) + tuple(
@@ -258,7 +262,7 @@ def build_config(args: argparse.Namespace) -> Config:
         config = config.dovecot_compatible()
     if args.protocol_24:
         config = replace(config, policy=replace(config.policy, protocol_24=True))
-    if not config.stores:
+    if not config.stores and not config.oauth.enabled:  # [oauth] alone: tokens only
         raise ConfigError(
             f"{config.source}: no user store: add a [[store]] table, --passwd-file or --exim-file"
         )

@@ -26,6 +26,7 @@ from authbridge.core.mechanisms.base import (
     Step,
     Success,
     VerifyPlain,
+    VerifyToken,
 )
 from authbridge.core.records import record
 from authbridge.core.states import (
@@ -63,8 +64,9 @@ REQUEST_TIMEOUT = 150.0
 MAX_UNBLOCKS_PER_READ = 32
 
 #: What a mechanism asks the check pipeline: verify a plaintext password, or give the
-#: user's credentials of a scheme (Dovecot's verify_plain / lookup_credentials).
-Credential = VerifyPlain | NeedCredentials
+#: user's credentials of a scheme (Dovecot's verify_plain / lookup_credentials), or
+#: validate an OAuth 2.0 bearer token.
+Credential = VerifyPlain | NeedCredentials | VerifyToken
 
 
 @record
@@ -180,7 +182,8 @@ class _Request:
     #: The login name, once the mechanism has seen it (as typed, and normalised).
     typed: str | None = None
     user: str | None = None
-    #: After the mechanism's final data went out, the OK that the next CONT releases.
+    #: After the mechanism's final data went out, the OK that the next CONT releases
+    #: (or, after an OAuth error status, the FAIL it releases).
     pending_ok: Verdict | None = None
 
     def to(self, event: ReqEventKind) -> None:
@@ -554,9 +557,18 @@ class Session:
             request.last_activity = now
             step = request.mechanism.resume(result.credentials)
             actions = self._apply_step(request, step, now)
+        elif result.outcome is Outcome.FAIL and request.mechanism.failure_status is not None:
+            actions = self._failure_status(request, request.mechanism.failure_status, result)
         else:
             actions = self._finish(request, result)
         return actions + self._unblock(now)
+
+    def _failure_status(self, request: _Request, status: bytes, verdict: Verdict) -> list[Action]:
+        """RFC 7628: the error status goes out as server data; the client's answer (any
+        base64, the dummy ``%x01`` by the RFC) releases the FAIL."""
+        request.pending_ok = verdict
+        request.to(ReqEvent.FINAL_DATA)
+        return [Send(replies.cont_line(request.info.id, status))]
 
     def _unblock(self, now: float) -> list[Action]:
         """Go on with held lines once the request they wait for is no longer checked."""

@@ -40,6 +40,8 @@ class Reason(enum.Enum):
     BROKEN_HASH = "broken_hash"
     #: The right credential, but the store marks the user ``nologin`` (default mode).
     NOLOGIN = "nologin"
+    #: An OAuth bearer token that is not good (expired, wrong audience, bad signature).
+    INVALID_TOKEN = "invalid_token"
 
 
 @record

@@ -339,6 +339,26 @@ class AuthServer:
         self._configure_rehash(config)
         self._configure_auth_policy(config)
         self._configure_app_passwords(config)
+        self._configure_oauth(config)
+
+    def _configure_oauth(self, config: Config) -> None:
+        """``[oauth]`` on, off or changed: a new validator (keys fetched anew, its own
+        connection pool); the old one stops and closes its pool."""
+        settings = config.oauth
+        current = self.checks.oauth
+        if current is not None and current.settings == settings:
+            return
+        validator = None
+        if settings.enabled:
+            from authbridge.checks.oauth import TokenValidator  # only with [oauth]
+
+            validator = TokenValidator(settings)
+        self.checks.oauth = validator
+        if self._background is not None:
+            if current is not None:
+                self._background.start_soon(current.aclose)
+            if validator is not None:
+                self._background.start_soon(validator.run)
 
     def _configure_auth_policy(self, config: Config) -> None:
         """``[auth_policy]`` on, off or changed: a new client (and connection pool); the
@@ -422,6 +442,7 @@ class AuthServer:
         self._configure_rehash(config)
         self._configure_auth_policy(config)
         self._configure_app_passwords(config)
+        self._configure_oauth(config)
 
     # ------------------------------------------------------------------ contained errors
 
@@ -458,6 +479,8 @@ class AuthServer:
                     nursery.start_soon(fleet.shared.run)
                 if self.checks.authpolicy is not None:
                     nursery.start_soon(self.checks.authpolicy.run)
+                if self.checks.oauth is not None:
+                    nursery.start_soon(self.checks.oauth.run)
                 # Last-used times of app passwords (a no-op round without any).
                 nursery.start_soon(flush_last_used, lambda: self.authenticator.stores)
                 task_status.started()

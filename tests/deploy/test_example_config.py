@@ -63,6 +63,7 @@ def test_every_config_key_is_documented() -> None:
         "rehash": config.RehashSettings,
         "app_passwords": config.AppPasswordSettings,
         "auth_policy": config.AuthPolicySettings,
+        "oauth": config.OAuthSettings,
     }
     documented: dict[str, set[str]] = {}
     current = ""

@@ -76,7 +76,7 @@ def test_the_parser_reads_wrapped_lists_and_finds_their_setting() -> None:
 
 def test_a_stale_list_is_caught() -> None:
     stale = EXAMPLE.read_text().replace(
-        "# Known: plain, login, cram-md5, scram-sha-1, scram-sha-256.",
+        "# Known: plain, login, cram-md5, scram-sha-1, scram-sha-256, oauthbearer, xoauth2.",
         "# Known: plain, login, cram-md5.",
     )
     mechanisms = known_lists(stale)[("server", "mechanisms")]

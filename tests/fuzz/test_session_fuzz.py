@@ -48,8 +48,17 @@ RESP = st.one_of(
         lambda u, p: "resp=" + base64.b64encode(b"\0" + u + b"\0" + p).decode(), PAYLOAD, PAYLOAD
     ),
     st.just("resp=!!notbase64"),
+    # OAUTHBEARER / XOAUTH2 shapes, with a mutated token part.
+    PAYLOAD.map(
+        lambda b: "resp=" + base64.b64encode(b"n,a=u,\x01auth=Bearer " + b + b"\x01\x01").decode()
+    ),
+    PAYLOAD.map(
+        lambda b: "resp=" + base64.b64encode(b"user=u\x01auth=Bearer " + b + b"\x01\x01").decode()
+    ),
 )
-MECHS = st.sampled_from(["PLAIN", "LOGIN", "CRAM-MD5", "plain", "cram-md5", "XOAUTH2", ""])
+MECHS = st.sampled_from(
+    ["PLAIN", "LOGIN", "CRAM-MD5", "plain", "cram-md5", "XOAUTH2", "OAUTHBEARER", "XOAUTH1", ""]
+)
 
 AUTH = st.builds(
     lambda i, m, p, r: "\t".join(["AUTH", i, m, *p, *([r] if r else [])]),
@@ -73,7 +82,7 @@ def polite_lines(draw: st.DrawFn) -> list[str]:
     """A client that mostly follows the rules: distinct ids, known mechanisms, service=."""
     lines: list[str] = []
     for request_id in range(1, draw(st.integers(1, 12)) + 1):
-        mech = draw(st.sampled_from(["PLAIN", "LOGIN", "CRAM-MD5"]))
+        mech = draw(st.sampled_from(["PLAIN", "LOGIN", "CRAM-MD5", "OAUTHBEARER", "XOAUTH2"]))
         params = ["service=smtp", *draw(st.lists(PARAMS, max_size=3))]
         resp = draw(RESP)
         lines.append("\t".join(["AUTH", str(request_id), mech, *params, *([resp] if resp else [])]))
@@ -98,6 +107,7 @@ VERDICTS = st.sampled_from(
         Verdict(Outcome.FAIL, "user", Reason.PASSWORD_MISMATCH),
         Verdict(Outcome.FAIL, None, Reason.USER_UNKNOWN, original_user="Wh\no"),
         Verdict(Outcome.FAIL, "user", Reason.POLICY, nodelay=True),
+        Verdict(Outcome.FAIL, None, Reason.INVALID_TOKEN, original_user="u"),
         Verdict(Outcome.TEMPFAIL, "user", Reason.STORE_ERROR),
     ]
 )
@@ -127,7 +137,7 @@ class Transcript:
 
 def _session(tempfail_disconnects: bool) -> Session:
     settings = SessionSettings(
-        mechanisms=resolve(["plain", "login", "cram-md5"]),
+        mechanisms=resolve(["plain", "login", "cram-md5", "oauthbearer", "xoauth2"]),
         spid=123,
         tempfail_disconnects=tempfail_disconnects,
     )

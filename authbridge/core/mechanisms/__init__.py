@@ -5,14 +5,17 @@ from __future__ import annotations
 from authbridge.core.mechanisms.base import Mechanism
 from authbridge.core.mechanisms.cram_md5 import CramMd5
 from authbridge.core.mechanisms.login import Login
+from authbridge.core.mechanisms.oauth import OAuthBearer, XOAuth2
 from authbridge.core.mechanisms.plain import Plain
 from authbridge.core.mechanisms.scram import ScramSha1, ScramSha256
 from authbridge.errors import ConfigError
 
 #: Every mechanism authbridge knows, keyed by its upper-case SASL name.
 REGISTRY: dict[str, type[Mechanism]] = {
-    cls.name: cls for cls in (Plain, Login, CramMd5, ScramSha1, ScramSha256)
+    cls.name: cls for cls in (Plain, Login, CramMd5, ScramSha1, ScramSha256, OAuthBearer, XOAuth2)
 }
+#: The mechanisms that carry an OAuth 2.0 token: offered only with ``[oauth]``.
+OAUTH_MECHANISMS = frozenset({OAuthBearer.name, XOAuth2.name})
 
 
 class UnknownMechanism(ConfigError):

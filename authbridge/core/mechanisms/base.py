@@ -99,7 +99,16 @@ class VerifyPlain:
     password: bytes = field(repr=False)
 
 
-Step = Challenge | Failure | Success | Accepted | VerifyPlain | NeedCredentials
+@record
+class VerifyToken:
+    """Validate an OAuth 2.0 bearer token (OAUTHBEARER, XOAUTH2); ``authzid`` is the
+    user the client named ('' when it named none)."""
+
+    authzid: str
+    token: bytes = field(repr=False)
+
+
+Step = Challenge | Failure | Success | Accepted | VerifyPlain | NeedCredentials | VerifyToken
 
 
 class Mechanism(ABC):
@@ -112,6 +121,9 @@ class Mechanism(ABC):
     allows_nuls: ClassVar[bool] = False
     #: Whether the mechanism carries the password in clear (TLS-only policy applies).
     plaintext: ClassVar[bool] = False
+    #: Server data sent (as a ``CONT``) before a FAIL, whose answer then releases the
+    #: FAIL: RFC 7628's error status. ``None``: a FAIL goes out at once.
+    failure_status: ClassVar[bytes | None] = None
 
     def initial(self, data: bytes | None) -> Step:
         """Start the exchange; ``None`` means the client gave no initial response."""
