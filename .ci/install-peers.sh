@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Install the real peers authbridge is tested against (Debian 12, as root):
 # Exim 4 heavy, Dovecot 2.3, swaks, socat, and Postfix unpacked beside them (and groff
-# to render the generated man pages, redis-server for the fleet tests, which start their own).
+# to render the generated man pages, redis-server for the fleet tests, which start their own;
+# prosody with prosody-modules for mod_auth_dovecot, a third-party auth-client the interop
+# tests start as their own subprocess).
 # Idempotent: packages already present are not reinstalled.
 #
 # Postfix and exim4 both claim mail-transport-agent in dpkg, so Postfix's .deb is
@@ -13,7 +15,7 @@ set -euo pipefail
 PFROOT=${AUTHBRIDGE_POSTFIX_ROOT:-/opt/authbridge-peers/postfix}
 PACKAGES="exim4-daemon-heavy dovecot-core swaks socat openssl libnet-ssleay-perl
   libio-socket-ssl-perl iproute2 procps fail2ban prometheus systemd postgresql python3-venv
-  groff-base redis-server"
+  groff-base redis-server prosody prosody-modules"
 export DEBIAN_FRONTEND=noninteractive
 
 missing=""
