@@ -14,8 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.interop.common import USERS, AuthServer
-from tests.support import runtime_dir, wait_for_text
+from tests.interop.common import AUTHBRIDGE_ARGS, USERS, AuthServer
+from tests.support import free_tcp_port, runtime_dir, wait_for_text
+from tests.support.authbridge_proc import AuthbridgeServer
 from tests.support.radicale import RadicaleServer
 
 pytestmark = pytest.mark.interop
@@ -84,3 +85,27 @@ def test_wrong_password_does_not_reach_the_logs(
     assert radicale.propfind("plainuser", secret) == UNAUTHORIZED
     assert secret not in radicale.log_text()
     assert secret not in auth_server.log_text()
+
+
+# -- over TCP: Radicale's AF_INET connection type to authbridge's tcp_listen ----------
+
+
+@pytest.fixture(scope="module")
+def radicale_tcp(interop_dir: Path, users_file: Path) -> Iterator[RadicaleServer]:
+    base = runtime_dir(interop_dir, "radicale-tcp")
+    port = free_tcp_port()
+    config = base / "authbridge.toml"
+    config.write_text(f'[server]\ntcp_listen = ["127.0.0.1:{port}"]\n')
+    args = [*AUTHBRIDGE_ARGS, "--config", str(config)]
+    with (
+        AuthbridgeServer(users_file, base / "auth-client", extra_args=args),
+        RadicaleServer(("127.0.0.1", port), base / "radicale") as server,
+    ):
+        yield server
+
+
+@pytest.mark.parametrize(
+    ("password", "status"), [("plainpass", MULTI_STATUS), ("no", UNAUTHORIZED)]
+)
+def test_over_tcp(radicale_tcp: RadicaleServer, password: str, status: int) -> None:
+    assert radicale_tcp.propfind("plainuser", password) == status, radicale_tcp.log_tail()
