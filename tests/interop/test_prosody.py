@@ -30,7 +30,12 @@ from tests.support import runtime_dir, wait_for_text, wait_for_value
 from tests.support.authbridge_proc import AuthbridgeServer
 from tests.support.dovecot import DovecotAuth
 from tests.support.prosody import ProsodyServer, VirtualHost
-from tests.support.xmpp_client import LoginResult, offered_mechanisms, xmpp_login
+from tests.support.xmpp_client import (
+    LoginResult,
+    abandon_after_first_answer,
+    offered_mechanisms,
+    xmpp_login,
+)
 
 pytestmark = pytest.mark.interop
 
@@ -185,6 +190,21 @@ def test_logins_share_one_connection_with_rising_ids(chat: Chat) -> None:
     assert len({event["cuid"] for event in mine}) == 1, mine
     # One connection for each virtual host's mod_auth_dovecot, none per login.
     assert len({event["cuid"] for event in events}) <= 2, events
+
+
+@pytest.mark.parametrize(
+    ("mechanism", "initial"),
+    [("SCRAM-SHA-256", b"n,,n=plainuser,r=abandonednonce0123"), ("LOGIN", b"")],
+)
+def test_abandoned_exchange_does_not_disturb_the_next_login(
+    chat: Chat, mechanism: str, initial: bytes
+) -> None:
+    """A client that leaves mid-exchange: Prosody never tells the auth server, whose
+    request stays open on the shared connection; the next login must not notice."""
+    port = chat.prosody.port
+    assert abandon_after_first_answer(port, XMPP_DOMAIN, mechanism, initial) == "challenge"
+    assert chat.login("plainuser", USERS["plainuser"].password, mechanism).ok
+    assert chat.login("plainuser", "wrong", "PLAIN") == LoginResult(False, "not-authorized", "")
 
 
 # -- authbridge's default mode: the plaintext rule applies to Prosody -------------------

@@ -17,6 +17,7 @@ once the signature has been verified (and refuses it otherwise).
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import socket
 import xml.etree.ElementTree as ET
@@ -114,22 +115,52 @@ def xmpp_login(
         return asyncio.run(_login(port, jid, password, mechanism, timeout))
 
 
-def offered_mechanisms(port: int, domain: str, timeout: float = 10.0) -> list[str]:
-    """The SASL mechanisms in the stream features Prosody sends a new client."""
+Parser = ET.XMLPullParser  # of ET.Element: what Prosody sends, element by element
+
+
+def _open_stream(sock: socket.socket, domain: str, parser: Parser[ET.Element]) -> ET.Element:
+    """Open a client stream on ``sock`` and return Prosody's stream features."""
     header = (
         f"<?xml version='1.0'?><stream:stream to='{domain}' version='1.0' "
         f"xmlns='jabber:client' xmlns:stream='{STREAM_NS}'>"
     )
-    parser: ET.XMLPullParser[ET.Element] = ET.XMLPullParser(events=("end",))
+    sock.sendall(header.encode())
+    return _next_element(sock, parser, f"{{{STREAM_NS}}}features")
+
+
+def _next_element(sock: socket.socket, parser: Parser[ET.Element], *tags: str) -> ET.Element:
+    """Read until an element with one of ``tags`` is complete."""
+    while True:
+        data = sock.recv(4096)
+        if not data:
+            raise ConnectionError(f"Prosody closed the stream before {tags}")
+        parser.feed(data)
+        for event in parser.read_events():
+            element = event[-1]
+            if isinstance(element, ET.Element) and element.tag in tags:
+                return element
+
+
+def offered_mechanisms(port: int, domain: str, timeout: float = 10.0) -> list[str]:
+    """The SASL mechanisms in the stream features Prosody sends a new client."""
     with socket.create_connection(("127.0.0.1", port), timeout=timeout) as sock:
-        sock.sendall(header.encode())
-        while True:
-            data = sock.recv(4096)
-            if not data:
-                raise ConnectionError("Prosody closed the stream before its features")
-            parser.feed(data)
-            for event in parser.read_events():
-                element = event[-1]
-                if isinstance(element, ET.Element) and element.tag == f"{{{STREAM_NS}}}features":
-                    found = element.findall(f"{{{SASL_NS}}}mechanisms/{{{SASL_NS}}}mechanism")
-                    return [mech.text or "" for mech in found]
+        features = _open_stream(sock, domain, Parser(events=("end",)))
+    found = features.findall(f"{{{SASL_NS}}}mechanisms/{{{SASL_NS}}}mechanism")
+    return [mech.text or "" for mech in found]
+
+
+def abandon_after_first_answer(
+    port: int, domain: str, mechanism: str, initial: bytes, timeout: float = 10.0
+) -> str:
+    """Start a SASL exchange, wait for Prosody's answer, then drop the connection.
+
+    Returns the answer's element name (``challenge`` while the exchange is open).
+    """
+    parser: Parser[ET.Element] = Parser(events=("end",))
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as sock:
+        _open_stream(sock, domain, parser)
+        response = base64.b64encode(initial).decode()
+        sock.sendall(f"<auth xmlns='{SASL_NS}' mechanism='{mechanism}'>{response}</auth>".encode())
+        names = ("challenge", "success", "failure")
+        answer = _next_element(sock, parser, *(f"{{{SASL_NS}}}{name}" for name in names))
+    return answer.tag.rpartition("}")[2]
