@@ -20,6 +20,7 @@ import pytest
 
 from tests.interop.common import (
     AUTHBRIDGE_ARGS,
+    INTERNAL_FAILURE_USER,
     USERS,
     AuthServer,
     hash_password,
@@ -68,6 +69,16 @@ def _users_file(base: Path) -> Path:
         for name, scheme in SCRAM_USERS.items():
             users.write(f"{name}:{hash_password(scheme, SCRAM_PASSWORD)}::::::\n")
     return path
+
+
+def authentications(server: AuthServer) -> list[dict[str, Any]]:
+    """authbridge's ``authentication`` log events so far."""
+    return [
+        json.loads(line)
+        for line in server.log_text().splitlines()
+        # (a line still being written does not end with "}" yet)
+        if line.startswith("{") and line.endswith("}") and '"authentication"' in line
+    ]
 
 
 def _prosody(base: Path, socket_path: Path) -> ProsodyServer:
@@ -169,18 +180,9 @@ def test_logins_share_one_connection_with_rising_ids(chat: Chat) -> None:
         # One connection for each virtual host's mod_auth_dovecot, none per login.
         assert text.count("auth client connected") <= 2, text
         return
-
-    def authentications() -> list[dict[str, Any]]:
-        return [
-            json.loads(line)
-            for line in chat.server.log_text().splitlines()
-            # (a line still being written does not end with "}" yet)
-            if line.startswith("{") and line.endswith("}") and '"authentication"' in line
-        ]
-
     # A worker may log its event a moment after its reply went out.
     events = wait_for_value(
-        authentications,
+        lambda: authentications(chat.server),
         lambda found: sum(event["user"] == "plainuser" for event in found) >= 4,
         what="the four logins in the auth log",
     )
@@ -205,6 +207,14 @@ def test_abandoned_exchange_does_not_disturb_the_next_login(
     assert abandon_after_first_answer(port, XMPP_DOMAIN, mechanism, initial) == "challenge"
     assert chat.login("plainuser", USERS["plainuser"].password, mechanism).ok
     assert chat.login("plainuser", "wrong", "PLAIN") == LoginResult(False, "not-authorized", "")
+
+
+def test_internal_failure_is_a_plain_refusal(chat: Chat) -> None:
+    """``FAIL code=temp_fail`` (Dovecot 2.3, and authbridge in compat mode): Prosody
+    looks for 2.2's ``temp`` flag only, so the client sees not-authorized."""
+    result = chat.login(INTERNAL_FAILURE_USER, "whatever", "CRAM-MD5")
+    assert result == LoginResult(False, "not-authorized", ""), result
+    assert chat.login("plainuser", USERS["plainuser"].password, "CRAM-MD5").ok
 
 
 # -- authbridge's default mode: the plaintext rule applies to Prosody -------------------
@@ -235,3 +245,21 @@ def test_default_mode_refuses_plaintext_from_prosody(default_chat: Chat, mechani
 def test_default_mode_allows_challenge_response(default_chat: Chat, mechanism: str) -> None:
     result = default_chat.login("plainuser", USERS["plainuser"].password, mechanism)
     assert result.ok, (result, default_chat.prosody.log_tail())
+
+
+def test_default_mode_internal_failure_closes_and_prosody_reconnects(default_chat: Chat) -> None:
+    """tempfail_disconnects closes Prosody's shared connection; it reconnects at the next
+    login (the failed one is refused, as with Dovecot's FAIL)."""
+    result = default_chat.login(INTERNAL_FAILURE_USER, "whatever", "CRAM-MD5")
+    assert not result.ok and result.condition == "not-authorized", result
+    for mechanism in ("SCRAM-SHA-256", "CRAM-MD5"):
+        good = default_chat.login("plainuser", USERS["plainuser"].password, mechanism)
+        assert good.ok, (good, default_chat.prosody.log_tail())
+    events = wait_for_value(
+        lambda: authentications(default_chat.server),
+        lambda found: sum(event["user"] == "plainuser" for event in found) >= 2,
+        what="the logins after the internal failure",
+    )
+    (failed,) = [event for event in events if event["result"] == "tempfail"]
+    after = {event["cuid"] for event in events if event["request"] > failed["request"]}
+    assert after and failed["cuid"] not in after, events
