@@ -20,7 +20,7 @@ from types import ModuleType
 
 import pytest
 
-from tests.interop.common import USERS, AuthServer
+from tests.interop.common import INTERNAL_FAILURE_USER, USERS, AuthServer
 from tests.support import missing_peer, runtime_dir, wait_for_text
 from tests.support.authbridge_proc import AuthbridgeServer
 
@@ -86,6 +86,12 @@ def test_wrong_password_or_unknown_user_fails(
     auth_server: AuthServer, user: str, password: str
 ) -> None:
     assert auth(auth_server, user, password, secured=True) == (False, {"user": user})
+
+
+def test_internal_failure_is_a_temp_fail_code(auth_server: AuthServer) -> None:
+    """Dovecot 2.3's answer to a lookup that cannot be done, and authbridge's in compat."""
+    result = auth(auth_server, INTERNAL_FAILURE_USER, "whatever", secured=True)
+    assert result == (False, {"user": INTERNAL_FAILURE_USER, "code": "temp_fail"})
 
 
 def test_passwords_with_spaces_quotes_and_percent(auth_server: AuthServer) -> None:

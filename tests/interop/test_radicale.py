@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.interop.common import AUTHBRIDGE_ARGS, USERS, AuthServer
+from tests.interop.common import AUTHBRIDGE_ARGS, INTERNAL_FAILURE_USER, USERS, AuthServer
 from tests.support import free_tcp_port, runtime_dir, wait_for_text
 from tests.support.authbridge_proc import AuthbridgeServer
 from tests.support.radicale import RadicaleServer
@@ -23,6 +23,7 @@ pytestmark = pytest.mark.interop
 
 MULTI_STATUS = 207
 UNAUTHORIZED = 401
+INTERNAL_SERVER_ERROR = 500
 
 
 @pytest.fixture(scope="module")
@@ -63,6 +64,11 @@ def test_failure_then_success_on_fresh_connections(radicale: RadicaleServer) -> 
     assert radicale.propfind("plainuser", "nope") == UNAUTHORIZED
     assert radicale.propfind("plainuser", USERS["plainuser"].password) == MULTI_STATUS
     assert radicale.propfind("plainuser", "nope again") == UNAUTHORIZED
+
+
+def test_internal_failure_is_401_as_with_dovecot(radicale: RadicaleServer) -> None:
+    """``FAIL code=temp_fail``: Radicale reads only OK or not, so it asks for a password."""
+    assert radicale.propfind(INTERNAL_FAILURE_USER, "whatever") == UNAUTHORIZED
 
 
 def test_request_carries_service_and_remote_ip(
@@ -109,3 +115,27 @@ def radicale_tcp(interop_dir: Path, users_file: Path) -> Iterator[RadicaleServer
 )
 def test_over_tcp(radicale_tcp: RadicaleServer, password: str, status: int) -> None:
     assert radicale_tcp.propfind("plainuser", password) == status, radicale_tcp.log_tail()
+
+
+# -- default mode, plaintext allowed: a temporary failure closes the connection ------
+
+
+@pytest.fixture(scope="module")
+def radicale_default(interop_dir: Path, users_file: Path) -> Iterator[RadicaleServer]:
+    base = runtime_dir(interop_dir, "radicale-default")
+    config = base / "authbridge.toml"
+    config.write_text("[policy]\nrequire_secured = false\nfailure_delay = 0\n")
+    with (
+        AuthbridgeServer(users_file, base / "auth-client", extra_args=["--config", str(config)]),
+        RadicaleServer(base / "auth-client", base / "radicale") as server,
+    ):
+        yield server
+
+
+def test_default_mode_internal_failure_is_500_not_401(radicale_default: RadicaleServer) -> None:
+    """tempfail_disconnects: Radicale cannot read a reply and answers 500, so a CalDAV
+    client is not told its password is wrong; the next login opens a new connection."""
+    status = radicale_default.propfind(INTERNAL_FAILURE_USER, "whatever")
+    assert status == INTERNAL_SERVER_ERROR, radicale_default.log_tail()
+    assert radicale_default.propfind("plainuser", USERS["plainuser"].password) == MULTI_STATUS
+    assert radicale_default.propfind("plainuser", "wrong") == UNAUTHORIZED

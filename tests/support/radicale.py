@@ -6,8 +6,8 @@ runs as a subprocess of the venv's interpreter on a loopback port, with its stor
 the given work directory, and :meth:`RadicaleServer.propfind` logs a user in over HTTP
 Basic auth: 207 means the auth server said OK, 401 that it said FAIL.
 
-Radicale's own defences are switched off (``delay = 0``, no login cache) so that each
-request reaches the auth server and a failure costs no wall time.
+Radicale's own defences are switched off (``delay = 0``, ``delay_on_error = 0``, no
+login cache) so that each request reaches the auth server and a failure costs no time.
 """
 
 from __future__ import annotations
@@ -32,6 +32,7 @@ _CONFIG_TEMPLATE = """\
 # Written by tests/support/radicale.py.
 [server]
 hosts = 127.0.0.1:{port}
+delay_on_error = 0
 [auth]
 type = dovecot
 {connection}
