@@ -3,7 +3,8 @@
 # Exim 4 heavy, Dovecot 2.3, swaks, socat, and Postfix unpacked beside them (and groff
 # to render the generated man pages, redis-server for the fleet tests, which start their own;
 # slapd and ldap-utils for the LDAP store tests, which start their own slapd, and the
-# headers python-ldap builds against).
+# headers python-ldap builds against; prosody with prosody-modules for mod_auth_dovecot,
+# a third-party auth-client the interop tests start as their own subprocess).
 # Idempotent: packages already present are not reinstalled.
 #
 # Postfix and exim4 both claim mail-transport-agent in dpkg, so Postfix's .deb is
@@ -15,7 +16,8 @@ set -euo pipefail
 PFROOT=${AUTHBRIDGE_POSTFIX_ROOT:-/opt/authbridge-peers/postfix}
 PACKAGES="exim4-daemon-heavy dovecot-core swaks socat openssl libnet-ssleay-perl
   libio-socket-ssl-perl iproute2 procps fail2ban prometheus systemd postgresql python3-venv
-  groff-base redis-server slapd ldap-utils libldap2-dev libsasl2-dev python3-dev gcc"
+  groff-base redis-server slapd ldap-utils libldap2-dev libsasl2-dev python3-dev gcc
+  prosody prosody-modules"
 export DEBIAN_FRONTEND=noninteractive
 
 missing=""
