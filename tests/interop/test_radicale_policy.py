@@ -11,19 +11,15 @@ client sends it.
 from __future__ import annotations
 
 import contextlib
-import importlib.util
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
-import httpx
 import pytest
 
 from tests.interop.common import USERS
-from tests.support import free_tcp_port, missing_peer, read_text_or_empty, runtime_dir, wait_until
+from tests.support import runtime_dir
 from tests.support.authbridge_proc import AuthbridgeServer
-from tests.support.exim import stop_process
+from tests.support.radicale import RadicaleServer, require_radicale
 
 pytestmark = pytest.mark.interop
 
@@ -38,79 +34,23 @@ allow_no_rip = false
 USER = USERS["plainuser"]
 
 
-class Radicale:
-    """``python -m radicale`` on 127.0.0.1:``port``, authenticating through ``socket``."""
-
-    def __init__(self, base: Path, socket_path: Path) -> None:
-        self.port = free_tcp_port()
-        self.log = base / "radicale.log"
-        config = base / "radicale.conf"
-        config.write_text(
-            "[server]\n"
-            f"hosts = 127.0.0.1:{self.port}\n"
-            "[auth]\n"
-            "type = dovecot\n"
-            f"dovecot_socket = {socket_path}\n"
-            "[storage]\n"
-            f"filesystem_folder = {base / 'collections'}\n"
-            "[rights]\n"
-            "type = owner_only\n"
-            "[web]\n"
-            "type = none\n"
-        )
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "radicale", "--config", str(config)],
-            stdout=subprocess.DEVNULL,
-            stderr=self.log.open("wb"),
-        )
-        wait_until(self._answers, timeout=30, what="Radicale answering HTTP")
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}/{USER.name}/"
-
-    def _answers(self) -> bool:
-        if self.proc.poll() is not None:
-            raise AssertionError(f"Radicale exited: {read_text_or_empty(self.log)}")
-        try:
-            httpx.request("OPTIONS", f"http://127.0.0.1:{self.port}/", timeout=2)
-        except httpx.TransportError:
-            return False
-        return True
-
-    def propfind(self, password: str) -> int:
-        response = httpx.request(
-            "PROPFIND",
-            self.url,
-            auth=(USER.name, password),
-            headers={"Depth": "0"},
-            timeout=20,
-        )
-        return response.status_code
-
-    def stop(self) -> None:
-        stop_process(self.proc)
-
-
 @pytest.fixture(scope="module")
 def radicale_available() -> None:
-    if importlib.util.find_spec("radicale") is None:
-        missing_peer("Radicale is not installed (pip install radicale)")
+    require_radicale()
 
 
 @contextlib.contextmanager
-def _serve(base: Path, users_file: Path, config: str, args: list[str]) -> Iterator[Radicale]:
+def _serve(base: Path, users_file: Path, config: str, args: list[str]) -> Iterator[RadicaleServer]:
     socket_path = base / "auth-client"
     extra = list(args)
     if config:
         (base / "authbridge.toml").write_text(config)
         extra = ["--config", str(base / "authbridge.toml"), *extra]
-    with AuthbridgeServer(users_file, socket_path, extra_args=extra):
-        radicale = Radicale(base, socket_path)
-        try:
-            yield radicale
-        finally:
-            radicale.stop()
+    with (
+        AuthbridgeServer(users_file, socket_path, extra_args=extra),
+        RadicaleServer(socket_path, base / "radicale") as radicale,
+    ):
+        yield radicale
 
 
 @pytest.mark.parametrize(
@@ -132,5 +72,5 @@ def test_radicale_propfind_by_mode(
 ) -> None:
     base = runtime_dir(interop_dir, f"radicale-{mode}")
     with _serve(base, users_file, config, ["--failure-delay", "0.2", *args]) as radicale:
-        assert radicale.propfind(USER.password) == right
-        assert radicale.propfind("not-the-password") == 401
+        assert radicale.propfind(USER.name, USER.password) == right
+        assert radicale.propfind(USER.name, "not-the-password") == 401
