@@ -263,3 +263,33 @@ def test_default_mode_internal_failure_closes_and_prosody_reconnects(default_cha
     (failed,) = [event for event in events if event["result"] == "tempfail"]
     after = {event["cuid"] for event in events if event["request"] > failed["request"]}
     assert after and failed["cuid"] not in after, events
+
+
+# -- the README's recipe for a local XMPP server: [policy.service.xmpp] ------------------
+
+XMPP_RECIPE = "[policy.service.xmpp]\nrequire_secured = false\n"
+
+
+def test_the_readme_s_xmpp_recipe_lets_prosody_s_plaintext_in_and_keeps_smtp_strict(
+    interop_dir: Path,
+) -> None:
+    from tests.policy.authclient import AuthClient
+
+    assert XMPP_RECIPE in (Path(__file__).parents[2] / "README.md").read_text()
+    base = runtime_dir(interop_dir, "prosody-recipe")
+    users = _users_file(base)
+    (base / "authbridge.toml").write_text(XMPP_RECIPE)
+    socket_path = base / "auth-client"
+    args = ["--config", str(base / "authbridge.toml"), "--failure-delay", "0"]
+    mechanisms = [mech.lower() for mech in MECHANISMS]
+    with (
+        AuthbridgeServer(users, socket_path, mechanisms, extra_args=args) as bridge,
+        _prosody(base, socket_path) as prosody,
+    ):
+        chat = Chat(AuthServer("authbridge", socket_path, bridge.stderr_text), prosody)
+        for mechanism in ("PLAIN", "LOGIN"):
+            result = chat.login("plainuser", USERS["plainuser"].password, mechanism)
+            assert result.ok, (result, prosody.log_tail())
+        with AuthClient(socket_path) as client:  # an MTA's unsecured PLAIN: still refused
+            reply = client.plain(1, "plainuser", USERS["plainuser"].password)
+        assert reply.startswith("FAIL\t1\t") and "Plaintext authentication" in reply
