@@ -397,7 +397,7 @@ class AuthServer:
             spid=self.spid,
             request_timeout=config.server.request_timeout,
             max_requests=config.server.max_requests_per_connection,
-            usernames=_USERNAMES,
+            usernames=config.usernames,
             tempfail_disconnects=config.policy.tempfail_disconnects,
         )
 
