@@ -128,7 +128,7 @@ class _Parser:
         if not line:
             return
         where = f"{source}:{number}"
-        if line.startswith("!include"):
+        if line.startswith("!"):
             self._include(line, where, base_dir)
             return
         current = self.stack[-1]
