@@ -253,8 +253,9 @@ def test_no_passdb_is_refused(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("sql", "problem"),
     [
-        ("driver = mysql\nconnect = host=x\n", "sql.conf:1: driver: mysql: not supported"),
+        ("driver = mysql\nconnect = host=x\n", "sql.conf:1: driver: mysql is not supported"),
         ("driver = pgsql\n", "sql.conf: connect: not set"),
+        ("connect = x\n", r"sql.conf: driver: not set \(authbridge speaks"),
         (
             "driver = pgsql\nconnect = x\npassword_query = SELECT '%h'\n",
             "sql.conf:3: password_query: unknown variable",

@@ -276,9 +276,10 @@ def _sql(args: str, rules: PassdbRules, where: str) -> StoreConfig:
 
     driver = db.value("driver")
     if driver not in SQL_DRIVERS:
+        why = f"{driver} is not supported" if driver else "not set"
         raise ConfigError(
-            f"{place('driver')}: driver: {driver or 'not set'}: not supported (authbridge "
-            "speaks to PostgreSQL (pgsql) and SQLite (sqlite))"
+            f"{place('driver')}: driver: {why} (authbridge speaks to PostgreSQL (pgsql) and "
+            "SQLite (sqlite))"
         )
     connect = db.value("connect")
     if not connect:
