@@ -55,7 +55,7 @@ def configure_sql(site: Path) -> None:
     sql = site / "dovecot-sql.conf.ext"
     text = sql.read_text().replace("#driver = \n", "driver = pgsql\n")
     text = text.replace("#connect =\n", "connect = host=/run/postgresql dbname=mail maxconns=3\n")
-    text = text.replace("#password_query = \\\n#  SELECT", "password_query = \\\n  SELECT")
+    text = text.replace("#password_query = \\\n#  SELECT", "password_query = \\\n  SELECT", 1)
     text = text.replace(
         "#  FROM users WHERE username = '%n' AND domain = '%d'\n\n# userdb",
         ("  FROM users WHERE username = '%n' AND domain = '%d'\n\n# userdb"),
@@ -86,6 +86,9 @@ def test_own_parser_and_doveconf_agree(
         assert isinstance(ours, Config), ours
         [store] = ours.stores
         assert store.dsn == "host=/run/postgresql dbname=mail" and store.pool_size == 3
+        assert store.password_query == (
+            "SELECT username, domain, password FROM users WHERE username = '%n' AND domain = '%d'"
+        )
     elif enabled == ("passwdfile",) or enabled == ("deny", "passwdfile"):
         assert isinstance(ours, Config), ours
         assert [s.path for s in ours.stores][-1] == f"{tmp_path}/site/users"

@@ -319,3 +319,23 @@ def test_pgsql_connect_becomes_a_libpq_string() -> None:
         None,
     )
     assert pgsql_dsn("host=a host=b user='x y' maxconns=3") == ("host=a,b user='x y'", 3)
+
+
+def test_comment_lines_do_not_continue_or_end_a_continued_line() -> None:
+    root = parse_text(
+        "# example = SELECT a \\\n"
+        "#   FROM b\n"
+        "password_query = \\\n"
+        "  SELECT x \\\n"
+        "# a comment in between\n"
+        "\n"
+        "  FROM y\n"
+        "driver = pgsql\n"
+        "user_query = SELECT \\\n"
+        "# the end of the file, the line unfinished\n",
+        "sql.conf",
+    )
+    assert root.value("password_query") == "SELECT x FROM y"
+    assert root.get("user_query") is None  # dropped, as by Dovecot
+    assert root.get("password_query").where == "sql.conf:3"  # type: ignore[union-attr]
+    assert root.value("driver") == "pgsql"

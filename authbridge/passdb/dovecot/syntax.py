@@ -109,17 +109,20 @@ class _Parser:
         pending = ""
         start = 0
         for number, raw in enumerate(text.splitlines(), 1):
-            line = raw.strip()
+            # As Dovecot: comment and empty lines are skipped first, even in the middle
+            # of a continued line (a commented-out example may end in a backslash).
+            line = _strip_comment(raw.strip())
+            if not line:
+                continue
             if not pending:
                 start = number
             if line.endswith("\\"):
                 pending += line[:-1].rstrip() + " "
                 continue
-            line = (pending + line).strip()
+            line = pending + line
             pending = ""
-            self._line(_strip_comment(line), source, start, base_dir)
-        if pending:
-            self._line(_strip_comment(pending.strip()), source, start, base_dir)
+            self._line(line, source, start, base_dir)
+        # A line still continued at the end of the file is dropped, as Dovecot does.
         if len(self.stack) > 1 and self.depth == 0:
             open_section = self.stack[-1]
             raise ConfigError(f"{open_section.where}: section {open_section.kind!r} not closed")
