@@ -13,7 +13,7 @@ set -euo pipefail
 PFROOT=${AUTHBRIDGE_POSTFIX_ROOT:-/opt/authbridge-peers/postfix}
 PACKAGES="exim4-daemon-heavy dovecot-core swaks socat openssl libnet-ssleay-perl
   libio-socket-ssl-perl iproute2 procps fail2ban prometheus systemd postgresql python3-venv
-  groff-base redis-server"
+  groff-base redis-server dovecot-ldap dovecot-mysql dovecot-pgsql"
 export DEBIAN_FRONTEND=noninteractive
 
 missing=""
