@@ -29,7 +29,12 @@ from typing import TextIO
 from authbridge import schemes
 from authbridge.commands.defaults import config_path, default_config
 from authbridge.config import Config, ConfigError, PassdbRules, StoreConfig, load_config
-from authbridge.passdb import StoreFormatError, StoreUnavailable, open_file_store
+from authbridge.passdb import (
+    PasswdFileStore,
+    StoreFormatError,
+    StoreUnavailable,
+    open_file_store,
+)
 from authbridge.passdb.base import PassdbEntry
 from authbridge.passdb.dovecot.translate import with_dovecot_config
 from authbridge.passdb.validation import LOGGER as ENTRY_PROBLEMS_LOGGER
@@ -210,6 +215,8 @@ def check(config: Config, path: str) -> Report:
                 _check_sql(store_config, report)
                 continue
             entries = _check_file(store_config, report)
+            if store_config.rules is not None and store_config.rules.deny:
+                continue  # a deny list: its users log in nowhere
             users += len(entries)
             _tally(entries, allowed, report, store_config.path)
     if config.penalty.enabled and config.penalty.backend == "redis":
@@ -229,6 +236,8 @@ def check(config: Config, path: str) -> Report:
 
 def _check_file(store_config: StoreConfig, report: Report) -> list[PassdbEntry]:
     store = open_file_store(store_config.type, store_config.path, store_config.default_scheme)
+    if store_config.rules is not None and isinstance(store, PasswdFileStore):
+        store.names_only = store_config.rules.deny  # a deny list: only its names count
     try:
         count = store.load()
     except (StoreUnavailable, StoreFormatError) as exc:

@@ -333,6 +333,8 @@ def open_stores(config: Config, strict: bool = False) -> list[Passdb]:
         store = open_file_store(store_config.type, store_config.path, store_config.default_scheme)
         store.strict = strict
         store.usernames = config.usernames
+        if store_config.rules is not None and isinstance(store, PasswdFileStore):
+            store.names_only = store_config.rules.deny
         count = store.load()
         log.info("store loaded", store=store.name, users=count, invalid_entries=len(store.problems))
         attach_app_passwords(store, store_config, config.app_passwords)

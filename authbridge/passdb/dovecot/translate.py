@@ -99,6 +99,11 @@ def load_dovecot_config(
     """The configuration a dovecot.conf gives: ``doveconf`` (found on PATH with
     ``"auto"``) reads it when installed, our own parser when not (or ``None``)."""
     path = Path(path)
+    try:
+        with open(path, "rb"):
+            pass
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read: {exc.strerror}") from None
     binary = find_doveconf() if doveconf == "auto" else doveconf
     own: Section | None = None
     try:
