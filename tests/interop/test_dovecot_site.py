@@ -10,13 +10,14 @@ both, as expected.
 from __future__ import annotations
 
 import re
+import signal
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from authbridge.schemes import generate
-from tests.support import require_binary, runtime_dir
+from tests.support import require_binary, runtime_dir, wait_for_value
 from tests.support.dovecot_site import SiteAuthbridge, SiteDovecot, copy_site, outcomes
 
 pytestmark = pytest.mark.interop
@@ -120,3 +121,29 @@ def test_the_same_logins_succeed_and_fail(servers: tuple[str, Path, Path]) -> No
     }
     assert theirs == expected, "Dovecot itself disagrees with the expectation"
     assert ours == theirs
+
+
+def test_sighup_rereads_the_dovecot_config(tmp_path_factory: pytest.TempPathFactory) -> None:
+    require_binary("doveadm")
+    base = runtime_dir(tmp_path_factory, "authbridge-site-reload")
+    config = make_site(base / "site", {})
+    ours = SiteAuthbridge(config, base / "authbridge.sock")
+    ours.start()
+    try:
+        assert outcomes(ours.socket_path, [("bob", "bobnew")]) == {("bob", "bobnew"): "ok"}
+        example = base / "site" / "conf.d" / "auth-passwdfile.conf.ext"
+        example.write_text(
+            example.read_text().replace(
+                "passdb {\n", "passdb {\n  result_failure = return-fail\n", 1
+            )
+        )
+        assert ours.proc is not None
+        ours.proc.send_signal(signal.SIGHUP)
+        wait_for_value(
+            lambda: outcomes(ours.socket_path, [("bob", "bobnew")])[("bob", "bobnew")],
+            lambda outcome: outcome == "fail",
+            what="the reloaded chain to end at the example's passdb",
+        )
+        assert outcomes(ours.socket_path, [("bob", "bobold")]) == {("bob", "bobold"): "ok"}
+    finally:
+        ours.stop()

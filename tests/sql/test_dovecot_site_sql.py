@@ -16,7 +16,7 @@ import pytest
 
 from authbridge.schemes import generate
 from tests.sql.pgcluster import PgCluster
-from tests.support import require_binary
+from tests.support import missing_peer, require_binary
 from tests.support.dovecot_site import SiteAuthbridge, SiteDovecot, copy_site, outcomes
 
 pytestmark = pytest.mark.interop
@@ -96,6 +96,8 @@ def make_site(base: Path, pg: PgCluster) -> Path:
 def servers(pg: PgCluster, sql_dir: Path) -> Iterator[tuple[SiteDovecot, SiteAuthbridge]]:
     require_binary("dovecot")
     require_binary("doveadm")
+    if not any(Path("/usr/lib/dovecot/modules").glob("libdriver_pgsql.so")):
+        missing_peer("Dovecot's pgsql driver (dovecot-pgsql) is not installed")
     fill_database(pg)
     base = sql_dir / "dovecot-site"
     config = make_site(base / "site", pg)
