@@ -79,7 +79,8 @@ def make_site(base: Path, changes: dict[str, str]) -> Path:
         changes.get("ours", ""),
         "}",
     ]
-    config = copy_site(base, enable=("deny", "passwdfile"), extra=ours)
+    mechanisms = ["auth_mechanisms = plain login cram-md5"]
+    config = copy_site(base, enable=("deny", "passwdfile"), extra=[*mechanisms, *ours])
     if "auth-passwdfile" in changes:
         example = base / "conf.d" / "auth-passwdfile.conf.ext"
         text = example.read_text()
@@ -147,3 +148,23 @@ def test_sighup_rereads_the_dovecot_config(tmp_path_factory: pytest.TempPathFact
         assert outcomes(ours.socket_path, [("bob", "bobold")]) == {("bob", "bobold"): "ok"}
     finally:
         ours.stop()
+
+
+#: CRAM-MD5 needs a plaintext-equivalent: alice's and dave's hashes cannot serve it.
+CRAM_SUCCEED = {
+    "defaults": {"bob/bobold", "erin@example.org/erinpw", "erin/erinpw"},
+    "return-fail": {"bob/bobold"},
+    # After a continue, the last passdb's credentials are the ones compared.
+    "continue-skip": {"bob/bobnew"},
+}
+
+
+def test_cram_md5_takes_the_same_credentials(servers: tuple[str, Path, Path]) -> None:
+    variant, dovecot_socket, ours_socket = servers
+    theirs = outcomes(dovecot_socket, CASES, "CRAM-MD5")
+    expected = {
+        (user, password): "ok" if f"{user}/{password}" in CRAM_SUCCEED[variant] else "fail"
+        for user, password in CASES
+    }
+    assert theirs == expected, "Dovecot itself disagrees with the expectation"
+    assert outcomes(ours_socket, CASES, "CRAM-MD5") == theirs

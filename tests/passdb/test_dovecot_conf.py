@@ -339,3 +339,26 @@ def test_comment_lines_do_not_continue_or_end_a_continued_line() -> None:
     assert root.get("user_query") is None  # dropped, as by Dovecot
     assert root.get("password_query").where == "sql.conf:3"  # type: ignore[union-attr]
     assert root.value("driver") == "pgsql"
+
+
+def test_a_toml_config_keeps_its_other_settings(tmp_path: Path) -> None:
+    from dataclasses import replace
+
+    from authbridge.config import PolicyConfig, ServerConfig
+
+    main = passdb_conf(
+        tmp_path, "  driver = passwd-file\n  args = /u\n", "auth_mechanisms = plain login\n"
+    )
+    toml = Config(
+        server=ServerConfig(socket_path="/run/authbridge/auth-client", mechanisms=("plain",)),
+        policy=replace(PolicyConfig(), failure_delay=1.0),
+        source="authbridge.toml",
+    )
+    config = with_dovecot_config(toml, main, doveconf=None)
+    assert config.server.socket_path == "/run/authbridge/auth-client"
+    assert config.server.mechanisms == ("plain", "login")  # the Dovecot setting
+    assert config.policy.failure_delay == 1.0 and config.policy.require_secured
+    assert config.source == "authbridge.toml"
+    assert [store.path for store in config.stores] == ["/u"]
+    alone = with_dovecot_config(Config(source="<command line>"), main, doveconf=None)
+    assert alone.source == str(main)

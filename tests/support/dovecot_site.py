@@ -146,11 +146,32 @@ def doveadm_login(socket_path: Path, user: str, password: str) -> int:
     return done.returncode
 
 
-def outcomes(socket_path: Path, cases: Iterable[tuple[str, str]]) -> dict[tuple[str, str], str]:
+AUTH_TEST = (sys.executable, "-m", "authbridge", "auth", "test")
+
+
+def cram_md5_login(socket_path: Path, user: str, password: str) -> int:
+    """A CRAM-MD5 login through ``socket_path`` (``authbridge auth test``, which speaks to
+    any auth-client socket; doveadm only does PLAIN): 0 OK, 77 FAIL."""
+    done = subprocess.run(
+        [*AUTH_TEST, "-a", str(socket_path), "-m", "CRAM-MD5", user, password],
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+        env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])},
+    )
+    return done.returncode
+
+
+def outcomes(
+    socket_path: Path, cases: Iterable[tuple[str, str]], mechanism: str = "PLAIN"
+) -> dict[tuple[str, str], str]:
     """Each (user, password) login's result through ``socket_path``: ok, fail or rc=N."""
+    login = doveadm_login if mechanism == "PLAIN" else cram_md5_login
     names = {0: "ok", 77: "fail"}
     return {
         (user, password): names.get(code, f"rc={code}")
         for user, password in cases
-        for code in [doveadm_login(socket_path, user, password)]
+        for code in [login(socket_path, user, password)]
     }
