@@ -43,7 +43,6 @@ from authbridge.core.session import (
     Session,
     SessionSettings,
 )
-from authbridge.core.usernames import UsernamePolicy
 from authbridge.core.verdict import Outcome, Reason, Verdict
 from authbridge.observability import contained, events
 from authbridge.observability.after_batch import AfterBatch
@@ -82,7 +81,6 @@ CLOSE_FLUSH_TIMEOUT = 5.0
 COOKIE_BYTES = 16
 COOKIES_PER_DRAW = 256
 #: The session's user name rules, the same for every connection.
-_USERNAMES = UsernamePolicy()
 
 
 class _Socket(Protocol):
