@@ -17,7 +17,7 @@ PFROOT=${AUTHBRIDGE_POSTFIX_ROOT:-/opt/authbridge-peers/postfix}
 PACKAGES="exim4-daemon-heavy dovecot-core swaks socat openssl libnet-ssleay-perl
   libio-socket-ssl-perl iproute2 procps fail2ban prometheus systemd postgresql python3-venv
   groff-base redis-server slapd ldap-utils libldap2-dev libsasl2-dev python3-dev gcc
-  prosody prosody-modules"
+  prosody prosody-modules dovecot-ldap dovecot-mysql dovecot-pgsql"
 export DEBIAN_FRONTEND=noninteractive
 
 missing=""

@@ -21,6 +21,7 @@ from authbridge.config_ldap import LdapSettings
 from authbridge.config_ldap import build as build_ldap
 from authbridge.core.mechanisms import OAUTH_MECHANISMS
 from authbridge.core.mechanisms import REGISTRY as MECHANISMS
+from authbridge.core.usernames import UsernamePolicy
 from authbridge.errors import ConfigError as ConfigError  # re-exported: config.ConfigError
 
 T = TypeVar("T")
@@ -299,6 +300,34 @@ class ServerConfig:
     worker_watchdog: float = 30.0
 
 
+#: Dovecot's ``result_success``/``result_failure``/``result_internalfail`` values.
+PASSDB_RULES = ("return", "return-ok", "return-fail", "continue", "continue-ok", "continue-fail")
+#: Dovecot's passdb ``skip`` values.
+PASSDB_SKIPS = ("never", "authenticated", "unauthenticated")
+
+
+@dataclass(frozen=True, slots=True)
+class PassdbRules:
+    """How a passdb of a site's dovecot.conf takes part in the chain (Dovecot's names and
+    defaults); a store without rules is tried the authbridge way (first that knows the
+    user decides)."""
+
+    result_success: str = "return-ok"
+    result_failure: str = "continue"
+    result_internalfail: str = "continue"
+    skip: str = "never"
+    #: ``deny = yes``: a user this passdb knows is refused, whatever the password.
+    deny: bool = False
+    #: The name looked up (passwd-file ``username_format``); ``%u``: the request's user.
+    username_format: str = "%u"
+    #: Mechanisms (upper case) this passdb is used for; empty: all.
+    mechanisms: tuple[str, ...] = ()
+    #: ``username_filter`` patterns (``*``, ``?``, ``!`` negates); empty: every user.
+    username_filter: tuple[str, ...] = ()
+    #: ``FILE:LINE`` of the passdb section, for logs.
+    where: str = ""
+
+
 @dataclass(frozen=True, slots=True)
 class StoreConfig:
     type: str
@@ -323,6 +352,8 @@ class StoreConfig:
     app_password_queries: tuple[tuple[str, str], ...] = ()
     #: ``ldap`` stores: every setting, by Dovecot's names (``dnpass`` never shown).
     ldap: LdapSettings | None = None
+    #: A passdb of ``--dovecot-config``: Dovecot's chaining rules (``None``: a [[store]]).
+    rules: PassdbRules | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -400,6 +431,14 @@ class Config:
 
     auth_policy: AuthPolicySettings = field(default_factory=AuthPolicySettings)
     oauth: OAuthSettings = field(default_factory=OAuthSettings)
+    #: How login names are normalised (``--dovecot-config``: auth_username_format,
+    #: auth_default_realm, auth_username_chars).
+    usernames: UsernamePolicy = field(default_factory=UsernamePolicy)
+
+    @property
+    def dovecot_chain(self) -> bool:
+        """Whether the stores are a dovecot.conf passdb chain (Dovecot's result rules)."""
+        return any(store.rules is not None for store in self.stores)
 
     def dovecot_compatible(self) -> Config:
         """The same setup, behaving exactly like Dovecot 2.3 on the wire."""

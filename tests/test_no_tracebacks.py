@@ -47,6 +47,11 @@ CASES = [
     Case(("serve", "--config", "{dir}"), 2, "Is a directory"),
     Case(("serve", "--config", "{sql}"), 2, "does not exist"),
     Case(("serve", "--workers", "banana", "--config", "{good}"), 2, "--workers"),
+    Case(("serve", "--dovecot-config", "{missing}"), 2, "No such file or directory"),
+    Case(("serve", "--dovecot-config", "{dir}"), 2, "Is a directory"),
+    Case(("serve", "--dovecot-config", "{pam}"), 2, "driver 'pam' is not supported"),
+    Case(("check", "--dovecot-config", "{pam}"), 2, "pam.conf:2: passdb 1 (pam)"),
+    Case(("serve", "--dovecot-config", "{pam}", "--passwd-file", "{users}"), 2, "its passdbs"),
     # pw
     Case(("pw", "-r", "abc"), 2, "invalid int value"),
     Case(("pw", "-s", "NOSUCH", "-p", "x"), 75, "NOSUCH"),
@@ -177,6 +182,7 @@ def places(tmp_path: Path) -> dict[str, str]:
         (tmp_path / f"{name}.toml").write_text(
             f'[[store]]\npath = "{users}"\napp_passwords = "{tmp_path / app_file}"\n'
         )
+    (tmp_path / "pam.conf").write_text("passdb {\n  driver = pam\n}\n")
     (tmp_path / "a-directory").mkdir()
     (tmp_path / "empty-path").mkdir()
     return {
@@ -188,6 +194,7 @@ def places(tmp_path: Path) -> dict[str, str]:
         "apps": str(tmp_path / "apps.toml"),
         "badapps": str(tmp_path / "badapps.toml"),
         "tmp": str(tmp_path),
+        "pam": str(tmp_path / "pam.conf"),
         "PATH": str(tmp_path / "empty-path"),
     }
 

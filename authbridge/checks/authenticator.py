@@ -12,6 +12,7 @@ import time
 from collections.abc import Callable, Sequence
 
 from authbridge.checks.cache import AuthCache
+from authbridge.checks.chain import Link
 from authbridge.checks.fields import HIDDEN_FIELDS
 from authbridge.checks.hashing import Hasher
 from authbridge.checks.pipeline import (
@@ -56,6 +57,9 @@ class Authenticator:
         self.nologin_refuses = True
         #: Called with (store name, "found" | "not_found" | "error", seconds) per lookup.
         self.on_lookup: Callable[[str, str, float], None] | None = None
+        #: ``--dovecot-config``: the passdbs with their rules, asked by Dovecot's chain
+        #: semantics (``None``: the first store that knows the user decides).
+        self.chain: list[Link] | None = None
         self._ungated = CheckPipeline(self)
 
     @property

@@ -32,12 +32,15 @@ from authbridge import schemes
 from authbridge.checks.app_passwords import AppPasswordCheck
 from authbridge.checks.authpolicy import AuthPolicy, Decision, PolicyRequest
 from authbridge.checks.cache import AuthCache
+from authbridge.checks.chain import ChainRun, Link, lookup_name
+from authbridge.checks.chain import Result as LinkResult
 from authbridge.checks.expand import ExpansionError
 from authbridge.checks.fields import Applied, apply_fields, plain_entry
 from authbridge.checks.fleet import Fleet
 from authbridge.checks.hashing import Hasher, HasherUnavailable
 from authbridge.checks.penalty import PenaltyTracker
 from authbridge.checks.policy import PolicyGate
+from authbridge.config import PassdbRules
 from authbridge.core.mechanisms import REGISTRY
 from authbridge.core.mechanisms.base import (
     Credentials,
@@ -252,6 +255,8 @@ class StoreAccess(Protocol):
     def on_lookup(self) -> Callable[[str, str, float], None] | None: ...
     @property
     def client_dependent(self) -> bool: ...
+    @property
+    def chain(self) -> Sequence[Link] | None: ...
 
 
 class RehashOffer(Protocol):
@@ -645,6 +650,9 @@ class CheckPipeline:
     def _plain(
         self, info: RequestInfo, cred: VerifyPlain, user: str | None = None
     ) -> Generator[_Op, Any, Verdict]:
+        chain = self.auth.chain
+        if chain is not None:  # a dovecot.conf passdb chain; off, this check is its cost
+            return (yield from self._plain_chain(chain, info, cred, user))
         found = yield from self._find(info, cred.authcid, cred.authzid, cred.password, user)
         if isinstance(found, Verdict):
             return found
@@ -755,6 +763,9 @@ class CheckPipeline:
     def _credentials(self, info: RequestInfo, cred: NeedCredentials) -> Generator[_Op, Any, Result]:
         """The user's credentials of the scheme the mechanism asked for, and the OK it
         answers with when the client's answer matches them."""
+        chain = self.auth.chain
+        if chain is not None:
+            return (yield from self._credentials_chain(chain, info, cred))
         found = yield from self._find(info, cred.username)
         if isinstance(found, Verdict):
             return found
@@ -857,22 +868,10 @@ class CheckPipeline:
         against the dummy hash when the user is unknown. ``user``: already normalised.
         """
         auth = self.auth
-        if user is None:
-            try:
-                user = auth.usernames.normalise(typed)
-            except InvalidUsername:
-                return Verdict(Outcome.FAIL, None, Reason.INVALID_USERNAME, original_user=typed)
-        if authzid and authzid != user:
-            # A different authorization identity is a master-user login, which needs
-            # master stores; authbridge has none, so it is refused like Dovecot does.
-            return Verdict(Outcome.FAIL, user, Reason.AUTHZ_REFUSED, original_user=typed)
-        if password is not None and password_has_illegal_bytes(password):
-            # Refused before the lookup, as by Dovecot: no store saw the name (so no
-            # user= rename) and no nopassword entry can accept such a password.
-            _std_log.info(
-                "password with control characters refused", user=userlog.unknown_name(user)
-            )
-            return Verdict(Outcome.FAIL, user, Reason.MALFORMED, original_user=typed)
+        screened = self._screen(typed, authzid, password, user)
+        if isinstance(screened, Verdict):
+            return screened
+        user = screened
         entry = None
         on_lookup = auth.on_lookup
         for store in auth.stores:
@@ -910,6 +909,227 @@ class CheckPipeline:
         if applied.nets_denied:
             return found.verdict(Outcome.FAIL, Reason.NETWORK_DENIED)
         return found
+
+    def _screen(
+        self, typed: str, authzid: str, password: bytes | None, user: str | None
+    ) -> str | Verdict:
+        """The normalised user, or the FAIL of a request no store is asked about."""
+        if user is None:
+            try:
+                user = self.auth.usernames.normalise(typed)
+            except InvalidUsername:
+                return Verdict(Outcome.FAIL, None, Reason.INVALID_USERNAME, original_user=typed)
+        if authzid and authzid != user:
+            # A different authorization identity is a master-user login, which needs
+            # master stores; authbridge has none, so it is refused like Dovecot does.
+            return Verdict(Outcome.FAIL, user, Reason.AUTHZ_REFUSED, original_user=typed)
+        if password is not None and password_has_illegal_bytes(password):
+            # Refused before the lookup, as by Dovecot: no store saw the name (so no
+            # user= rename) and no nopassword entry can accept such a password.
+            _std_log.info(
+                "password with control characters refused", user=userlog.unknown_name(user)
+            )
+            return Verdict(Outcome.FAIL, user, Reason.MALFORMED, original_user=typed)
+        return user
+
+    # ------------------------------------------------------------------ dovecot.conf chain
+
+    def _chain_find(
+        self, store: Passdb, rules: PassdbRules, user: str, typed: str, info: RequestInfo
+    ) -> Generator[_Op, Any, _Found | LinkResult]:
+        """One passdb's entry for ``user`` (looked up by its username_format), with the
+        extra fields applied; or UNKNOWN, or INTERNAL when the store cannot answer."""
+        on_lookup = self.auth.on_lookup
+        started = time.perf_counter()
+        try:
+            entry = yield _Lookup(store, lookup_name(rules, user), info)
+        except StoreUnavailable as exc:
+            if on_lookup is not None:
+                on_lookup(store.name, "error", time.perf_counter() - started)
+            shown = userlog.unknown_name(user)
+            _std_log.error("store unavailable while authenticating", user=shown, error=str(exc))
+            return LinkResult.INTERNAL
+        if on_lookup is not None:
+            result = "not_found" if entry is None else "found"
+            on_lookup(store.name, result, time.perf_counter() - started)
+        if entry is None:
+            return LinkResult.UNKNOWN
+        if not entry.fields:
+            return _Found(user, typed, entry, plain_entry(user), store)
+        try:
+            applied = apply_fields(entry, user, info)
+        except ExpansionError as exc:
+            _std_log.error("extra fields cannot be expanded", user=user, error=str(exc))
+            return LinkResult.INTERNAL
+        return _Found(user, typed, entry, applied, store)
+
+    def _chain_verify(
+        self, found: _Found, rules: PassdbRules, run: ChainRun, password: bytes
+    ) -> Generator[_Op, Any, tuple[Verdict, LinkResult]]:
+        """One passdb's verdict on a PLAIN/LOGIN password, and its result for the chain."""
+        if rules.deny:
+            _std_log.info("user found in a deny passdb", user=found.user, passdb=rules.where)
+            return found.verdict(Outcome.FAIL, Reason.FORCED_FAIL), LinkResult.DISABLED
+        stored = found.entry.password
+        if run.skip_password:  # an earlier passdb verified it: this one adds its fields
+            if found.applied.forced_fail:
+                verdict = found.verdict(Outcome.FAIL, Reason.FORCED_FAIL)
+            else:
+                verdict = found.verdict(Outcome.OK, Reason.NONE)
+        else:
+            if found.applied.nopassword:
+                matched = True
+            elif stored is None:
+                bind = getattr(found.store, "auth_bind", None)  # an ldap passdb's auth_bind
+                if bind is None:
+                    matched = False
+                else:
+                    try:
+                        matched = yield _Bind(bind, found.entry, password)
+                    except StoreUnavailable as exc:
+                        _std_log.error("cannot verify now", user=found.user, error=str(exc))
+                        tempfail = found.verdict(Outcome.TEMPFAIL, Reason.STORE_ERROR)
+                        return tempfail, LinkResult.INTERNAL
+            else:
+                try:
+                    matched = yield _Verify(stored, password, found.user)
+                except HasherUnavailable as exc:
+                    _std_log.error("cannot verify now", user=found.user, error=str(exc))
+                    return found.verdict(Outcome.TEMPFAIL, Reason.STORE_ERROR), LinkResult.INTERNAL
+                except schemes.SchemeError as exc:
+                    verdict = self._unusable(found, exc)
+                    failed = verdict.outcome is Outcome.TEMPFAIL
+                    return verdict, LinkResult.INTERNAL if failed else LinkResult.MISMATCH
+            verdict = self._plain_tail(found, password, matched)
+        if verdict.outcome is Outcome.OK:
+            if found.applied.nets_denied:  # Dovecot: the passdb's OK becomes "unknown"
+                return found.verdict(Outcome.FAIL, Reason.NETWORK_DENIED), LinkResult.UNKNOWN
+            return verdict, LinkResult.OK
+        return verdict, LinkResult.MISMATCH
+
+    def _plain_chain(
+        self, chain: Sequence[Link], info: RequestInfo, cred: VerifyPlain, user: str | None
+    ) -> Generator[_Op, Any, Verdict]:
+        """PLAIN/LOGIN through the passdbs of a dovecot.conf, by Dovecot's rules."""
+        typed = cred.authcid
+        screened = self._screen(typed, cred.authzid, cred.password, user)
+        if isinstance(screened, Verdict):
+            return screened
+        user = screened
+        run = ChainRun(chain, info.mechanism, user)
+        index = run.first()
+        if index is None:
+            return _all_skipped(user, typed)
+        ok: Verdict | None = None
+        failure = Verdict(Outcome.FAIL, user, Reason.USER_UNKNOWN, original_user=typed)
+        seen = False
+        result = LinkResult.UNKNOWN
+        while index is not None:
+            store, rules = chain[index]
+            found = yield from self._chain_find(store, rules, user, typed, info)
+            if type(found) is _Found:
+                seen = True
+                verdict, result = yield from self._chain_verify(found, rules, run, cred.password)
+                if result is LinkResult.OK:
+                    ok = verdict
+                else:
+                    failure = verdict
+            else:
+                result = found  # type: ignore[assignment]
+            index, result = run.after(index, result)
+        if result is LinkResult.OK:
+            return ok or Verdict(Outcome.OK, user, Reason.NONE, original_user=typed)
+        if result is LinkResult.INTERNAL:
+            return Verdict(Outcome.TEMPFAIL, user, Reason.STORE_ERROR, original_user=typed)
+        if result is LinkResult.REFUSED:
+            return Verdict(Outcome.FAIL, user, Reason.FORCED_FAIL, original_user=typed)
+        dummy = self.auth.dummy_password
+        if not seen and dummy is not None:
+            # Verified and ignored: an unknown user costs what a wrong password does.
+            with contextlib.suppress(schemes.SchemeError, HasherUnavailable):
+                yield _Verify(dummy, cred.password, "")
+        return failure
+
+    def _credentials_chain(
+        self, chain: Sequence[Link], info: RequestInfo, cred: NeedCredentials
+    ) -> Generator[_Op, Any, Result]:
+        """CRAM-MD5/SCRAM credentials through the passdbs of a dovecot.conf: a passdb
+        that has them for the scheme is an OK for its rules, one that has not a failure."""
+        typed = cred.username
+        screened = self._screen(typed, "", None, None)
+        if isinstance(screened, Verdict):
+            return screened
+        user = screened
+        run = ChainRun(chain, info.mechanism, user)
+        index = run.first()
+        if index is None:
+            return _all_skipped(user, typed)
+        answer: CredentialsFound | None = None
+        failure = Verdict(Outcome.FAIL, user, Reason.USER_UNKNOWN, original_user=typed)
+        result = LinkResult.UNKNOWN
+        while index is not None:
+            store, rules = chain[index]
+            found = yield from self._chain_find(store, rules, user, typed, info)
+            if type(found) is _Found:
+                outcome = self._chain_credentials(found, rules, run, cred)
+                if type(outcome) is CredentialsFound:
+                    answer, result = outcome, LinkResult.OK
+                elif type(outcome) is tuple:
+                    failure, result = outcome
+                else:
+                    result = LinkResult.OK  # no new credentials: the earlier ones stand
+            else:
+                result = found  # type: ignore[assignment]
+            index, result = run.after(index, result)
+        if result is LinkResult.OK:
+            if answer is None:
+                return Verdict(Outcome.FAIL, user, Reason.SCHEME_NOT_AVAILABLE, original_user=typed)
+            return answer
+        if result is LinkResult.INTERNAL:
+            return Verdict(Outcome.TEMPFAIL, user, Reason.STORE_ERROR, original_user=typed)
+        if result is LinkResult.REFUSED:
+            return Verdict(Outcome.FAIL, user, Reason.FORCED_FAIL, original_user=typed)
+        if result is LinkResult.SCHEME and run.seen_unknown:
+            return Verdict(Outcome.FAIL, user, Reason.USER_UNKNOWN, original_user=typed)
+        return failure
+
+    def _chain_credentials(
+        self, found: _Found, rules: PassdbRules, run: ChainRun, cred: NeedCredentials
+    ) -> CredentialsFound | tuple[Verdict, LinkResult] | None:
+        """One passdb's credentials of the asked scheme, or its failure and result;
+        ``None``: it has none but an earlier passdb's stand (after a ``continue``)."""
+        if rules.deny:
+            return found.verdict(Outcome.FAIL, Reason.FORCED_FAIL), LinkResult.DISABLED
+        if found.applied.forced_fail:
+            return found.verdict(Outcome.FAIL, Reason.FORCED_FAIL), LinkResult.MISMATCH
+        if found.applied.nets_denied:
+            return found.verdict(Outcome.FAIL, Reason.NETWORK_DENIED), LinkResult.UNKNOWN
+        stored = found.entry.password
+        answer = None
+        if stored is not None:
+            try:
+                answer = schemes.credentials(stored, cred.scheme, found.user)
+            except schemes.SchemeError as exc:
+                verdict = self._unusable(found, exc)
+                failed = verdict.outcome is Outcome.TEMPFAIL
+                return verdict, LinkResult.INTERNAL if failed else LinkResult.MISMATCH
+        if answer is None:
+            if run.skip_password:
+                return None
+            scheme_missing = found.verdict(Outcome.FAIL, Reason.SCHEME_NOT_AVAILABLE)
+            return scheme_missing, LinkResult.SCHEME
+        data, plaintext = answer
+        if cred.scheme.startswith("SCRAM-"):
+            data = ScramKeys(*data)  # type: ignore[misc]
+        credentials = Credentials(cred.scheme, data, plaintext)
+        return CredentialsFound(credentials, found.verdict(Outcome.OK, Reason.NONE))
+
+
+def _all_skipped(user: str, typed: str) -> Verdict:
+    """Every passdb passed this request by (mechanisms, username_filter, skip): an
+    internal failure, as in Dovecot ("All password databases were skipped")."""
+    _std_log.error("all passdbs were skipped", user=userlog.unknown_name(user))
+    return Verdict(Outcome.TEMPFAIL, user, Reason.STORE_ERROR, original_user=typed)
 
 
 def _policy_refusal(

@@ -29,11 +29,17 @@ from typing import TextIO
 from authbridge import schemes
 from authbridge.checks.policy import Gates, PolicyGate
 from authbridge.commands.defaults import config_path, default_config
-from authbridge.config import Config, ConfigError, StoreConfig, load_config
+from authbridge.config import Config, ConfigError, PassdbRules, StoreConfig, load_config
 from authbridge.config_ldap import LdapSettings
 from authbridge.core.mechanisms import OAUTH_MECHANISMS
-from authbridge.passdb import StoreFormatError, StoreUnavailable, open_file_store
+from authbridge.passdb import (
+    PasswdFileStore,
+    StoreFormatError,
+    StoreUnavailable,
+    open_file_store,
+)
 from authbridge.passdb.base import PassdbEntry
+from authbridge.passdb.dovecot.translate import with_dovecot_config
 from authbridge.passdb.validation import LOGGER as ENTRY_PROBLEMS_LOGGER
 
 EX_OK = 0
@@ -49,6 +55,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--config",
         metavar="FILE",
         help="the configuration to check (default: /etc/authbridge/authbridge.toml)",
+    )
+    parser.add_argument(
+        "--dovecot-config",
+        metavar="FILE",
+        help="check the passdbs of a Dovecot config as serve --dovecot-config would serve "
+        "them (with --config: that file's other settings)",
     )
     parser.add_argument("-q", "--quiet", action="store_true", help="print only problems")
 
@@ -105,6 +117,9 @@ def store_warnings_as_problems(report: Report) -> Iterator[None]:
 
 
 def run(args: argparse.Namespace) -> int:
+    dovecot = getattr(args, "dovecot_config", None)
+    if dovecot:
+        return _run_dovecot(args, dovecot)
     path = config_path(args.config)
     if path is None:
         print(
@@ -124,6 +139,42 @@ def run(args: argparse.Namespace) -> int:
     report = check(config, path)
     _print(report, sys.stdout, args.quiet)  # a closed stdout: cli.main exits 141 quietly
     return EX_PROBLEMS if report.problems else EX_OK
+
+
+def _run_dovecot(args: argparse.Namespace, dovecot: str) -> int:
+    """``check --dovecot-config``: the dovecot.conf translated (or refused), then every
+    store checked as for a TOML configuration."""
+    try:
+        config = load_config(args.config) if args.config else Config(source="<command line>")
+        config = with_dovecot_config(config, dovecot)
+    except ConfigError as exc:
+        print(f"authbridge check: error: {exc}", file=sys.stderr)
+        return EX_CONFIG
+    report = check(config, dovecot)
+    for index, store in enumerate(config.stores):
+        if store.rules is not None:
+            report.lines.insert(
+                2 + index, f"passdb {index + 1}: {_describe(store)} ({store.rules.where})"
+            )
+    _print(report, sys.stdout, args.quiet)
+    return EX_PROBLEMS if report.problems else EX_OK
+
+
+def _describe(store: StoreConfig) -> str:
+    """One passdb as served: the store and the rules that differ from Dovecot's defaults."""
+    rules = store.rules
+    what = store.path if store.type != "sql" else f"sql:{store.driver}"
+    parts = [f"{store.type} {what}"]
+    if rules is not None:
+        default = PassdbRules()
+        for name in ("result_success", "result_failure", "result_internalfail", "skip"):
+            if getattr(rules, name) != getattr(default, name):
+                parts.append(f"{name}={getattr(rules, name)}")
+        if rules.deny:
+            parts.append("deny")
+        if rules.username_format != "%u":
+            parts.append(f"username_format={rules.username_format}")
+    return " ".join(parts)
 
 
 def _print(report: Report, out: TextIO, quiet: bool) -> None:
@@ -172,6 +223,8 @@ def check(config: Config, path: str) -> Report:
                 _check_ldap(store_config.ldap, report)
                 continue
             entries = _check_file(store_config, report)
+            if store_config.rules is not None and store_config.rules.deny:
+                continue  # a deny list: its users log in nowhere
             users += len(entries)
             _tally(entries, allowed, report, store_config.path)
     if config.penalty.enabled and config.penalty.backend == "redis":
@@ -222,6 +275,8 @@ def describe_gates(gates: Gates, penalty_enabled: bool) -> str:
 
 def _check_file(store_config: StoreConfig, report: Report) -> list[PassdbEntry]:
     store = open_file_store(store_config.type, store_config.path, store_config.default_scheme)
+    if store_config.rules is not None and isinstance(store, PasswdFileStore):
+        store.names_only = store_config.rules.deny  # a deny list: only its names count
     try:
         count = store.load()
     except (StoreUnavailable, StoreFormatError) as exc:

@@ -23,6 +23,7 @@ import trio
 from authbridge import __version__
 from authbridge.checks.authenticator import Authenticator
 from authbridge.checks.cache import AuthCache
+from authbridge.checks.chain import Link
 from authbridge.checks.hashing import Hasher
 from authbridge.commands.defaults import config_path, default_config
 from authbridge.config import (
@@ -32,6 +33,7 @@ from authbridge.config import (
     UNKNOWN_USER_MODES,
     Config,
     ConfigError,
+    PassdbRules,
     PolicyConfig,
     ServerConfig,
     StoreConfig,
@@ -74,6 +76,7 @@ from authbridge.passdb.base import (
     pick_dummy_password,
     unreadable,
 )
+from authbridge.passdb.dovecot.translate import with_dovecot_config
 from authbridge.passdb.drivers import postgresql_driver_problem
 from authbridge.passdb.watch import StoreWatcher
 from authbridge.schemes import StoredPassword
@@ -113,6 +116,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--socket-group",
         metavar="GROUP",
         help="group of the socket file, e.g. Debian-exim (default: the daemon's group)",
+    )
+    parser.add_argument(
+        "--dovecot-config",
+        metavar="FILE",
+        help="serve the passdbs of a Dovecot config (e.g. /etc/dovecot/dovecot.conf) in "
+        "order, with Dovecot's rules; read by doveconf when installed",
     )
     parser.add_argument(
         "--passwd-file",
@@ -197,9 +206,17 @@ def _demo_users() -> Path:
 def build_config(args: argparse.Namespace) -> Config:
     """The config file (if any) with command-line flags applied on top."""
     path = args.config
-    if path is None and not (args.demo or args.passwd_file or args.exim_file):
+    dovecot = getattr(args, "dovecot_config", None)
+    if path is None and not (args.demo or args.passwd_file or args.exim_file or dovecot):
         path = config_path(None)  # /etc/authbridge/authbridge.toml when it exists
     config = load_config(path) if path else Config(source="<command line>")
+    if dovecot:
+        if args.demo or args.passwd_file or args.exim_file:
+            raise ConfigError(
+                "--dovecot-config: its passdbs are the stores (no --demo, "
+                "--passwd-file or --exim-file with it)"
+            )
+        config = with_dovecot_config(config, dovecot)
     server = config.server
     if args.demo:
         os.makedirs(DEMO_DIR, exist_ok=True)
@@ -340,11 +357,24 @@ def open_stores(config: Config, strict: bool = False) -> list[Passdb]:
             continue
         store = open_file_store(store_config.type, store_config.path, store_config.default_scheme)
         store.strict = strict
+        store.usernames = config.usernames
+        if store_config.rules is not None and isinstance(store, PasswdFileStore):
+            store.names_only = store_config.rules.deny
         count = store.load()
         log.info("store loaded", store=store.name, users=count, invalid_entries=len(store.problems))
         attach_app_passwords(store, store_config, config.app_passwords)
         stores.append(store)
     return stores
+
+
+def passdb_chain(config: Config, stores: list[Passdb]) -> list[Link] | None:
+    """The stores with their Dovecot rules when they are a dovecot.conf's passdbs."""
+    if not config.dovecot_chain:
+        return None
+    return [
+        (store, store_config.rules or PassdbRules())
+        for store, store_config in zip(stores, config.stores, strict=True)
+    ]
 
 
 def _file_stores(stores: list[Passdb]) -> list[FileStore]:
@@ -444,7 +474,10 @@ class Daemon:
         self.metrics = Metrics()
         self.cache = AuthCache(config.cache)
         self.hasher = Hasher()
-        self.authenticator = Authenticator(list(stores), self.hasher, cache=self.cache)
+        self.authenticator = Authenticator(
+            list(stores), self.hasher, usernames=config.usernames, cache=self.cache
+        )
+        self.authenticator.chain = passdb_chain(config, stores)
         self.authenticator.dummy_password = _sample_password(stores)
         self.authenticator.broken_hash_is_tempfail = config.policy.broken_hash_is_tempfail
         self.authenticator.nologin_refuses = config.policy.nologin_refuses
@@ -636,6 +669,8 @@ class Daemon:
         self.config = config
         self.stores = stores
         self.authenticator.stores = list(stores)
+        self.authenticator.chain = passdb_chain(config, stores)
+        self.authenticator.usernames = config.usernames
         self.authenticator.dummy_password = _sample_password(stores)
         self.authenticator.broken_hash_is_tempfail = config.policy.broken_hash_is_tempfail
         self.authenticator.nologin_refuses = config.policy.nologin_refuses

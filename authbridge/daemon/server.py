@@ -43,7 +43,6 @@ from authbridge.core.session import (
     Session,
     SessionSettings,
 )
-from authbridge.core.usernames import UsernamePolicy
 from authbridge.core.verdict import Outcome, Reason, Verdict
 from authbridge.observability import contained, events
 from authbridge.observability.after_batch import AfterBatch
@@ -84,7 +83,6 @@ CLOSE_FLUSH_TIMEOUT = 5.0
 COOKIE_BYTES = 16
 COOKIES_PER_DRAW = 256
 #: The session's user name rules, the same for every connection.
-_USERNAMES = UsernamePolicy()
 
 
 class _Socket(Protocol):
@@ -419,7 +417,7 @@ class AuthServer:
             spid=self.spid,
             request_timeout=config.server.request_timeout,
             max_requests=config.server.max_requests_per_connection,
-            usernames=_USERNAMES,
+            usernames=config.usernames,
             tempfail_disconnects=config.policy.tempfail_disconnects,
             protocol_24=config.policy.protocol_24,
         )

@@ -111,10 +111,12 @@ def validate_passwd_file(
     default_scheme: str = "CRYPT",
     usernames: UsernamePolicy | None = None,
     duplicates: Iterable[int] = (),
+    names_only: bool = False,
 ) -> list[EntryProblem]:
     """Every line of an indexed file checked as a login would meet it (see validation).
 
-    ``duplicates``: the numbers of the lines the index found a name repeated on.
+    ``duplicates``: the numbers of the lines the index found a name repeated on;
+    ``names_only``: a deny list, whose password fields do not matter.
     """
     policy = usernames or UsernamePolicy()
     problems: list[EntryProblem] = []
@@ -132,7 +134,9 @@ def validate_passwd_file(
             repeat = f"user {user!r} exists more than once; line {first_line} wins"
             problems.append(EntryProblem(path, lineno, repeat))
             continue
-        reason = name_problem(user, policy) or _password_problem(user, _rest(line), default_scheme)
+        reason = name_problem(user, policy)
+        if reason is None and not names_only:
+            reason = _password_problem(user, _rest(line), default_scheme)
         if reason is not None:
             problems.append(EntryProblem(path, lineno, reason, user))
     return problems
@@ -217,6 +221,9 @@ class PasswdFileStore:
     default_scheme: str = "CRYPT"
     strict: bool = False
     usernames: UsernamePolicy = field(default_factory=UsernamePolicy)
+    #: A Dovecot ``deny = yes`` passdb: only the names count, password fields are not
+    #: checked (Dovecot's example deny-users file has none).
+    names_only: bool = False
 
     def __post_init__(self) -> None:
         self._index = LineIndex(b"")
@@ -270,7 +277,7 @@ class PasswdFileStore:
         repeats: list[int] = []  # duplicates are among the problems below
         index = LineIndex(data, lambda _user, lineno: repeats.append(lineno))
         problems = validate_passwd_file(
-            index, str(self.path), self.default_scheme, self.usernames, repeats
+            index, str(self.path), self.default_scheme, self.usernames, repeats, self.names_only
         )
         log_problems(self.name, problems)
         if problems and self.strict:

@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pytest
 
+#: The checkout under test (not whichever authbridge the venv has installed).
+REPO = Path(__file__).resolve().parents[2]
 GOOD_USERS = "alice:{PLAIN}alicepass::::::\nbob:{PLAIN}bobpass::::::nologin reason=left\n"
 
 
@@ -152,3 +154,31 @@ def test_a_bad_app_password_line_is_a_problem_with_its_place(tmp_path: Path) -> 
     report = check_config(load_config(config), str(config))
     assert not report.problems
     assert any("1 app passwords" in line for line in report.lines)
+
+
+def test_a_dovecot_config_is_checked_as_serve_would_serve_it(tmp_path: Path) -> None:
+    users = tmp_path / "users"
+    users.write_text(GOOD_USERS)
+    (tmp_path / "deny-users").write_text("carol\n")  # names only, as Dovecot's example
+    dovecot = tmp_path / "dovecot.conf"
+    dovecot.write_text(
+        "auth_mechanisms = plain login\n"
+        f"passdb {{\n  driver = passwd-file\n  deny = yes\n  args = {tmp_path}/deny-users\n}}\n"
+        f"passdb {{\n  driver = passwd-file\n  args = scheme=PLAIN {users}\n"
+        "  result_failure = return-fail\n}\n"
+    )
+    proc = check("--dovecot-config", str(dovecot), env={"PYTHONPATH": str(REPO)})
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert f"passdb 1: passwd-file {tmp_path}/deny-users deny ({dovecot}:2)" in proc.stdout
+    assert f"passdb 2: passwd-file {users} result_failure=return-fail ({dovecot}:7)" in proc.stdout
+    assert "PLAIN          usable by 2 of 2 file-store users" in proc.stdout
+    assert "ok: the configuration and every store load" in proc.stdout
+
+
+def test_a_dovecot_config_authbridge_cannot_serve_exits_2(tmp_path: Path) -> None:
+    dovecot = tmp_path / "dovecot.conf"
+    dovecot.write_text("passdb {\n  driver = checkpassword\n  args = /usr/bin/checkpassword\n}\n")
+    proc = check("--dovecot-config", str(dovecot), env={"PYTHONPATH": str(REPO)})
+    assert proc.returncode == 2
+    assert_one_line_error(proc)
+    assert f"{dovecot}:2: passdb 1 (checkpassword): driver:" in proc.stderr
