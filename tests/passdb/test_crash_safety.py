@@ -27,7 +27,7 @@ USERS = 50_000
 #: The Exim store loads more slowly (about 30 us a user): fewer users keep the kills many.
 EXIM_USERS = 15_000
 CHANGED_EVERY = 25  # 2,000 users differ between the versions, spread over the file
-KILLS = 20
+KILLS = 12
 TIME_BOUND = 60.0  # seconds of killing per writer, at most
 REPO = Path(__file__).resolve().parents[2]
 
