@@ -53,6 +53,8 @@ class KeySet:
         self.fetches = 0
         self._inflight: trio.Event | None = None
         self._failing = False
+        #: Why the last fetch failed (no secret in it), for ``authbridge check``.
+        self.last_error = ""
 
     def get(self, kid: str | None) -> tuple[Any, str | None] | None:
         return self.keys.get(kid or "")
@@ -94,12 +96,18 @@ class KeySet:
             if not self._failing:
                 log.error("OAuth JWKS unavailable", url=self.url, error=why)
             self._failing = True
+            self.last_error = why
             self.last_failure = self.clock()
             return
         if self._failing:
             log.info("OAuth JWKS reachable again", url=self.url)
         self._failing = False
         self.keys, self.loaded = keys, True
+
+    async def probe(self) -> str | None:
+        """Fetch once (``authbridge check``): ``None`` when the keys loaded, else why not."""
+        await self._fetch()
+        return None if self.loaded and not self._failing else self.last_error
 
     def parse(self, body: bytes) -> dict[str, tuple[Any, str | None]]:
         """The signing keys of a JWKS document; keys we cannot use are skipped."""

@@ -29,7 +29,14 @@ from typing import TextIO
 from authbridge import schemes
 from authbridge.checks.policy import Gates, PolicyGate
 from authbridge.commands.defaults import config_path, default_config
-from authbridge.config import Config, ConfigError, PassdbRules, StoreConfig, load_config
+from authbridge.config import (
+    Config,
+    ConfigError,
+    OAuthSettings,
+    PassdbRules,
+    StoreConfig,
+    load_config,
+)
 from authbridge.config_ldap import LdapSettings
 from authbridge.core.mechanisms import OAUTH_MECHANISMS
 from authbridge.passdb import (
@@ -236,6 +243,7 @@ def check(config: Config, path: str) -> Report:
         ways = [f"JWT with the keys of {oauth.jwks_url}"] if oauth.jwks_url else []
         ways += [f"introspection at {oauth.introspection_url}"] if oauth.introspection_url else []
         report.info(f"oauth: {', '.join(ways)}; user from {oauth.username_attribute!r}")
+        _check_oauth(oauth, report)
     if users:
         for mech in enabled:
             if mech in OAUTH_MECHANISMS:
@@ -352,6 +360,50 @@ def _check_redis(url: str, timeout: float, report: Report) -> None:
         )
     else:
         report.info(f"penalty: shared on Redis at {where} (answers)")
+
+
+def _check_oauth(settings: OAuthSettings, report: Report) -> None:
+    """The provider as serve would meet it: the JWKS fetched once (keys counted), the
+    introspection endpoint asked about a token that is not one (a definite answer,
+    ``active: false``, also proves the client credentials)."""
+    import trio
+
+    from authbridge.checks.oauth import TokenValidator
+    from authbridge.checks.oauth_result import UNAVAILABLE
+
+    async def probe() -> None:
+        validator = TokenValidator(settings)
+        try:
+            keys = validator.keys
+            if keys is not None:
+                why: str | None = "no answer in time"
+                with trio.move_on_after(settings.timeout + 1):
+                    why = await keys.probe()
+                if why is None:
+                    report.info(f"oauth: JWKS at {keys.url} answers ({len(keys.keys)} keys)")
+                else:
+                    report.problem(
+                        f"oauth: JWKS at {keys.url} unusable ({why}): JWT logins would get "
+                        "a temporary failure"
+                    )
+            look = validator.introspection
+            if look is not None:
+                url = settings.introspection_url
+                why = "no answer in time"
+                with trio.move_on_after(settings.timeout + 1):
+                    result = await look.check(b"authbridge-check-probe")
+                    why = result.why if result.outcome == UNAVAILABLE else None
+                if why is None:
+                    report.info(f"oauth: introspection at {url} answers")
+                else:
+                    report.problem(
+                        f"oauth: introspection at {url} unusable ({why}): introspected "
+                        "logins would get a temporary failure"
+                    )
+        finally:
+            await validator.aclose()
+
+    trio.run(probe)
 
 
 def _check_sql(store_config: StoreConfig, report: Report) -> None:

@@ -182,3 +182,43 @@ def test_a_dovecot_config_authbridge_cannot_serve_exits_2(tmp_path: Path) -> Non
     assert proc.returncode == 2
     assert_one_line_error(proc)
     assert f"{dovecot}:2: passdb 1 (checkpassword): driver:" in proc.stderr
+
+
+def _oauth_config(tmp_path: Path, jwks: str, introspection: str, secret: str) -> Path:
+    (tmp_path / "oauth.secret").write_text(secret + "\n")
+    return write_config(
+        tmp_path,
+        "[oauth]\n"
+        f'jwks_url = "{jwks}"\nintrospection_url = "{introspection}"\n'
+        f'client_id = "authbridge"\nclient_secret_file = "{tmp_path / "oauth.secret"}"\n'
+        "timeout = 2\n",
+        mechanisms='"oauthbearer", "xoauth2"',
+    )
+
+
+def test_oauth_provider_is_asked_once_and_its_problems_named(tmp_path: Path) -> None:
+    """check fetches the JWKS and asks the introspection endpoint (a wrong client secret
+    is a problem there); the secret is never printed."""
+    from tests.support.oauth_provider import CLIENT_SECRET, OAuthProvider
+
+    provider = OAuthProvider().start()
+    try:
+        good = _oauth_config(tmp_path, provider.jwks_url, provider.introspection_url, CLIENT_SECRET)
+        proc = check("--config", str(good))
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+        assert f"oauth: JWKS at {provider.jwks_url} answers (2 keys)" in proc.stdout
+        assert f"oauth: introspection at {provider.introspection_url} answers" in proc.stdout
+        assert provider.jwks_requests >= 1 and provider.introspection_requests == 1
+        wrong = _oauth_config(
+            tmp_path, provider.jwks_url, provider.introspection_url, "not-the-secret"
+        )
+        proc = check("--config", str(wrong))
+        assert proc.returncode == 1
+        assert "introspection at" in proc.stdout and "HTTP 401" in proc.stdout
+        assert "not-the-secret" not in proc.stdout + proc.stderr
+    finally:
+        provider.stop()
+    down = _oauth_config(tmp_path, provider.jwks_url, provider.introspection_url, CLIENT_SECRET)
+    proc = check("--config", str(down))  # the provider is gone: both named, exit 1
+    assert proc.returncode == 1 and "Traceback" not in proc.stdout + proc.stderr
+    assert "JWKS at" in proc.stdout and "temporary failure" in proc.stdout
