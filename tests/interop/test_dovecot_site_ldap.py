@@ -5,8 +5,9 @@ passdb first, as 10-auth.conf includes them); its dovecot-ldap.conf.ext is fille
 (hosts or uris, dn, dnpass, base, pass_filter, pass_attrs) to point at a throwaway slapd.
 Each variant changes that file or the passdb: password lookups, authentication binds
 after a search or to a DN template, and a failure that ends the chain. The real Dovecot
-(its ldap driver) and authbridge serve the same tree; the same logins must succeed and
-fail on both.
+(its ldap driver) and authbridge serve the same tree; the same PLAIN (doveadm) and
+CRAM-MD5 (raw client) logins must succeed, fail and fail internally on both. And
+``authbridge check`` lists that ldap passdb without ever printing its dnpass.
 """
 
 from __future__ import annotations
@@ -71,7 +72,9 @@ ODD_ENTRIES = [
 ]
 #: The example's passwd-file, after the ldap passdb.
 USERS_FILE = (
-    "".join(f"{user}:{{PLAIN}}{user}file\n" for user in ("erin", "multi", "nopw", "twin", "gus"))
+    "".join(
+        f"{user}:{{PLAIN}}{user}file\n" for user in ("ann", "erin", "multi", "nopw", "twin", "gus")
+    )
     + "dan:{PLAIN}danpw\n"
 )
 
@@ -80,6 +83,7 @@ CASES = [
     ("ANN", "annpw"),  # auth_username_format = %Lu
     ("ann@example.org", "annpw"),  # the filter and the DN template use %n
     ("ann", "wrong"),
+    ("ann@example.org", "annfile"),  # the passwd-file is asked for "ann" (RENAMED)
     ("bob", "bobpw"),
     ("carl", "carlpw"),
     ("erin", "erinldap"),
@@ -103,11 +107,16 @@ BIND_OK = {"ann/annpw", "ANN/annpw", "ann@example.org/annpw", "bob/bobpw", "gus/
 #: Found by the passwd-file after the ldap passdb failed (or failed internally).
 FALLBACK_OK = {"erin/erinfile", "dan/danpw", "multi/multifile", "nopw/nopwfile", "gus/gusfile"}
 AFTER_INTERNAL_FAILURE = {"twin/twinfile"}
+#: A found entry's uid=user renames ann@example.org to ann for the passdbs after it,
+#: even when its password did not match (auth_bind_userdn finds no entry for PLAIN, but
+#: it searches for CRAM-MD5).
+RENAMED = {"ann@example.org/annfile"}
 #: CRAM-MD5 needs the plaintext: ldap's {PLAIN} values, or the passwd-file's when the
 #: directory has none (a bind has none ever) or no such user.
 CRAM_FROM_LDAP = {"erin/erinldap", "multi/one"}
-CRAM_FALLBACK = {"nopw/nopwfile", "gus/gusfile", "dan/danpw", "twin/twinfile"}
+CRAM_FALLBACK = {"nopw/nopwfile", "gus/gusfile", "dan/danpw", "twin/twinfile"} | RENAMED
 CRAM_CASES = [
+    ("ann@example.org", "annfile"),
     ("erin", "erinldap"),
     ("erin", "erinfile"),
     ("multi", "one"),
@@ -135,7 +144,7 @@ VARIANTS = {
     "lookup": Variant(
         {"hosts": "127.0.0.1:{port}"},
         [],
-        LOOKUP_OK | FALLBACK_OK | AFTER_INTERNAL_FAILURE,
+        LOOKUP_OK | FALLBACK_OK | AFTER_INTERNAL_FAILURE | RENAMED,
         CRAM_FROM_LDAP | CRAM_FALLBACK,
         {"twin/twinpw"},
     ),
@@ -149,7 +158,7 @@ VARIANTS = {
     "auth-bind": Variant(
         {"uris": "{uri}", "auth_bind": "yes"},
         [],
-        BIND_OK | FALLBACK_OK | AFTER_INTERNAL_FAILURE,
+        BIND_OK | FALLBACK_OK | AFTER_INTERNAL_FAILURE | RENAMED,
         CRAM_FALLBACK | {"erin/erinfile"},
         {"twin/twinpw"},
     ),
