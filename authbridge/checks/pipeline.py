@@ -1029,6 +1029,7 @@ class CheckPipeline:
             found = yield from self._chain_find(store, rules, user, typed, info)
             if type(found) is _Found:
                 seen = True
+                user = run.user = found.applied.user  # a user field renames for the next
                 verdict, result = yield from self._chain_verify(found, rules, run, cred.password)
                 if result is LinkResult.OK:
                     ok = verdict
@@ -1071,6 +1072,7 @@ class CheckPipeline:
             store, rules = chain[index]
             found = yield from self._chain_find(store, rules, user, typed, info)
             if type(found) is _Found:
+                user = run.user = found.applied.user  # a user field renames for the next
                 outcome = self._chain_credentials(found, rules, run, cred)
                 if type(outcome) is CredentialsFound:
                     answer, result = outcome, LinkResult.OK

@@ -171,6 +171,8 @@ def _describe(store: StoreConfig) -> str:
     """One passdb as served: the store and the rules that differ from Dovecot's defaults."""
     rules = store.rules
     what = store.path if store.type != "sql" else f"sql:{store.driver}"
+    if store.ldap is not None:  # its URIs and mode; never dn or dnpass
+        what = " ".join(store.ldap.uris) + (" auth_bind" if store.ldap.auth_bind else "")
     parts = [f"{store.type} {what}"]
     if rules is not None:
         default = PassdbRules()

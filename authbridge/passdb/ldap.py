@@ -5,8 +5,9 @@
   authbridge's schemes; the others are extra fields, as in Dovecot).
 - ``auth_bind = yes``: the directory checks the password by a bind as the user, with
   the DN the search found or, with ``auth_bind_userdn``, the DN the template makes
-  (no search at all). Such an entry has no stored password; the check pipeline hands
-  the password to :meth:`LdapStore.auth_bind`. Mechanisms that need a stored secret
+  (no search, except for a CRAM-MD5/SCRAM lookup, which searches as Dovecot does).
+  Such an entry has no stored password; the check pipeline hands the password to
+  :meth:`LdapStore.auth_bind`. Mechanisms that need a stored secret
   (CRAM-MD5, SCRAM) fail for these users, as in Dovecot.
 
 python-ldap blocks, so each search and bind runs in a worker thread (at most
@@ -39,6 +40,8 @@ log = get_stdlib_logger(__name__)
 __all__ = ["LdapEntry", "LdapStore", "LdapStoreError", "ldap_driver_problem", "open_ldap_store"]
 
 _PASSWORD_FIELDS = ("password", "password_noscheme")
+#: Mechanisms whose password the directory can check with a bind.
+_PLAINTEXT_MECHANISMS = frozenset({"PLAIN", "LOGIN"})
 
 
 class LdapStoreError(StoreUnavailable):
@@ -64,6 +67,12 @@ def ldap_driver_problem() -> str | None:
             "pip install 'authbridge[ldap]' (from the authbridge checkout: pip install '.[ldap]')"
         )
     return None
+
+
+def _verifies_plaintext(info: RequestContext | None) -> bool:
+    """Whether the lookup is for a password to check (PLAIN, LOGIN, or no request:
+    ``authbridge check``), not for credentials (CRAM-MD5, SCRAM)."""
+    return str(getattr(info, "mechanism", "PLAIN")).upper() in _PLAINTEXT_MECHANISMS
 
 
 def _storable(value: str) -> bool:
@@ -182,8 +191,10 @@ class LdapStore:
         values = values_of(user, info)
         if not all(_storable(value) for value in values.values()):
             return None  # no directory holds such a name (nor can a filter carry it)
-        if settings.auth_bind_userdn:
+        if settings.auth_bind_userdn and _verifies_plaintext(info):
             # Dovecot's template mode: no search, the bind decides (unknown users fail it).
+            # For CRAM-MD5 or SCRAM Dovecot still searches: the entry (no password) may
+            # rename the user for the next passdb.
             return LdapEntry(user, None, (), expand(settings.auth_bind_userdn, values, escape_dn))
         search_filter = expand(settings.pass_filter, values, escape_filter)
         found = await self._run(self.pool.search, search_filter, self.attrs)

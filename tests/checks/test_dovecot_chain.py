@@ -184,3 +184,22 @@ async def test_every_passdb_skipped_is_an_internal_failure() -> None:
     auth = authenticator((MemoryStore("ann:{PLAIN}pw\n"), PassdbRules(mechanisms=("LOGIN",))))
     verdict = await plain(auth, "ann", b"pw")
     assert verdict.outcome is Outcome.TEMPFAIL
+
+
+async def test_a_user_field_renames_the_user_for_the_next_passdbs() -> None:
+    """Dovecot looks the next passdbs up by the name a found entry's ``user`` field set,
+    even when its password did not match (as dovecot-ldap's ``uid=user`` does)."""
+    hashed = "{SHA512-CRYPT}$6$salt$" + "x" * 86
+    first = Recording(f"ann@example.org:{hashed}::::::user=ann\n")
+    second = Recording("ann:{PLAIN}pw\n")
+    auth = authenticator((first, D), (second, D))
+    verdict = await plain(auth, "ann@example.org", b"pw")
+    assert verdict.ok and verdict.user == "ann" and verdict.original_user == "ann@example.org"
+    assert second.asked == ["ann"]
+    found = await auth.check(request("CRAM-MD5"), NeedCredentials("ann@example.org", "CRAM-MD5"))
+    assert isinstance(found, CredentialsFound) and found.verdict.user == "ann"
+    assert second.asked == ["ann", "ann"]
+    # username_filter sees the new name too
+    filtered = Recording("ann:{PLAIN}pw\n")
+    auth = authenticator((first, D), (filtered, PassdbRules(username_filter=("!*@*", "*"))))
+    assert (await plain(auth, "ann@example.org", b"pw")).ok

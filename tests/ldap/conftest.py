@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
@@ -12,15 +11,22 @@ from typing import Any
 import pytest
 
 from authbridge.config_ldap import LdapSettings, build
-from tests.ldap.slapd import PEOPLE, READER_DN, READER_PW, SUFFIX, Slapd, make_slapd
-from tests.support import missing_peer, runtime_dir
+from tests.ldap.slapd import (
+    PEOPLE,
+    PYTHON_LDAP_MISSING,
+    READER_DN,
+    READER_PW,
+    SUFFIX,
+    Slapd,
+    make_slapd,
+)
+from tests.support import require_module, runtime_dir
 
 
 @pytest.fixture(autouse=True)
 def python_ldap() -> None:
     """The [ldap] extra is a peer here: skipped without it, a failure when CI=true."""
-    if importlib.util.find_spec("ldap") is None:
-        missing_peer("python-ldap is not installed (pip install '.[ldap]')")
+    require_module("ldap", PYTHON_LDAP_MISSING)
 
 
 @pytest.fixture(scope="session")

@@ -27,6 +27,8 @@ READER_DN = f"cn=reader,{SUFFIX}"
 READER_PW = "reader-secret"
 PEOPLE = f"ou=people,{SUFFIX}"
 AD_BASE = f"cn=Users,dc=corp,{SUFFIX}"
+#: Why an LDAP test cannot run without the [ldap] extra.
+PYTHON_LDAP_MISSING = "python-ldap is not installed (pip install '.[ldap]')"
 SCHEMAS = ("core", "cosine", "nis", "inetorgperson")
 
 #: sAMAccountName and userPrincipalName as Active Directory matches them (without

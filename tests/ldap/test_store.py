@@ -176,6 +176,21 @@ async def test_auth_bind_userdn_template(directory: Slapd, stores: list[LdapStor
     assert store.pool.opened == 1  # bind connections only: no search ever ran
 
 
+async def test_auth_bind_userdn_still_searches_for_credentials(
+    directory: Slapd, stores: list[LdapStore]
+) -> None:
+    """CRAM-MD5 or SCRAM: Dovecot searches with pass_filter even with a DN template; the
+    entry (never a password) may rename the user for the passdbs after it."""
+    store = opened(stores, directory, auth_bind=True, auth_bind_userdn=f"uid=%n,{PEOPLE}")
+    cram = RequestInfo(id=1, mechanism="CRAM-MD5", service="smtp", secured=True)
+    entry = await store.lookup("binder@example.org", cram)
+    assert entry is not None and entry.password is None
+    assert entry.dn == f"uid=binder,{PEOPLE}" and entry.field("user") == "binder"  # type: ignore[attr-defined]
+    assert await store.lookup("nobody", cram) is None
+    made = await store.lookup("nobody", info())
+    assert made is not None and made.dn == f"uid=nobody,{PEOPLE}"  # type: ignore[attr-defined]
+
+
 async def test_active_directory_layout(directory: Slapd, stores: list[LdapStore]) -> None:
     """sAMAccountName=%n under CN=Users; the DN names the person, not the login, so the
     store finds it and binds as it (AD's usual Dovecot setup)."""

@@ -8,6 +8,7 @@ helpers running at the same time, and "ready" means a socket that really accepts
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import logging
 import os
 import shutil
@@ -24,6 +25,7 @@ import pytest
 __all__ = [
     "free_tcp_port",
     "require_binary",
+    "require_module",
     "root_logging_restored",
     "runtime_dir",
     "wait_for_text",
@@ -57,6 +59,13 @@ def require_binary(name: str) -> str:
                 return str(candidate)
         missing_peer(f"required binary {name!r} not found on PATH")
     return path
+
+
+def require_module(name: str, message: str) -> None:
+    """Skip a test without the Python module ``name`` (an optional extra), or fail it
+    when CI=true; ``message`` says how to install it."""
+    if importlib.util.find_spec(name) is None:
+        missing_peer(message)
 
 
 def missing_peer(message: str) -> NoReturn:

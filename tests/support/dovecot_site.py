@@ -13,6 +13,7 @@ import re
 import subprocess
 import sys
 from collections.abc import Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from tests.support import missing_peer, require_binary
@@ -120,10 +121,9 @@ class SiteAuthbridge(AuthbridgeServer):
         ]
 
 
-def doveadm_login(socket_path: Path, user: str, password: str) -> int:
-    """``doveadm auth test`` through ``socket_path`` as a secured SMTP session: 0 OK,
-    77 FAIL (75 or anything else: a temporary failure or a broken server)."""
-    done = subprocess.run(
+def doveadm_test(socket_path: Path, user: str, password: str) -> subprocess.CompletedProcess[str]:
+    """``doveadm auth test`` through ``socket_path`` as a secured SMTP session."""
+    return subprocess.run(
         [
             require_binary("doveadm"),
             "auth",
@@ -143,7 +143,21 @@ def doveadm_login(socket_path: Path, user: str, password: str) -> int:
         timeout=30,
         check=False,
     )
-    return done.returncode
+
+
+def doveadm_login(socket_path: Path, user: str, password: str) -> int:
+    """``doveadm auth test``'s exit code: 0 OK, 77 FAIL (75 or anything else: a temporary
+    failure or a broken server; Dovecot 2.3's own ``FAIL code=temp_fail`` is a 77 too)."""
+    return doveadm_test(socket_path, user, password).returncode
+
+
+def doveadm_outcome(socket_path: Path, user: str, password: str) -> str:
+    """ok, fail, tempfail or rc=N: doveadm exits 77 on Dovecot's ``FAIL code=temp_fail``
+    (it prints the field), 75 when authbridge closes the connection instead."""
+    done = doveadm_test(socket_path, user, password)
+    if done.returncode == 77 and "code=temp_fail" in done.stdout:
+        return "tempfail"
+    return {0: "ok", 77: "fail", 75: "tempfail"}.get(done.returncode, f"rc={done.returncode}")
 
 
 AUTH_TEST = (sys.executable, "-m", "authbridge", "auth", "test")
@@ -165,13 +179,22 @@ def cram_md5_login(socket_path: Path, user: str, password: str) -> int:
 
 
 def outcomes(
-    socket_path: Path, cases: Iterable[tuple[str, str]], mechanism: str = "PLAIN"
+    socket_path: Path,
+    cases: Iterable[tuple[str, str]],
+    mechanism: str = "PLAIN",
+    workers: int = 1,
 ) -> dict[tuple[str, str], str]:
-    """Each (user, password) login's result through ``socket_path``: ok, fail or rc=N."""
-    login = doveadm_login if mechanism == "PLAIN" else cram_md5_login
-    names = {0: "ok", 77: "fail"}
-    return {
-        (user, password): names.get(code, f"rc={code}")
-        for user, password in cases
-        for code in [login(socket_path, user, password)]
-    }
+    """Each (user, password) login's result through ``socket_path``: ok, fail, tempfail
+    (an internal failure: Dovecot's code=temp_fail, authbridge's closed connection) or
+    rc=N. ``workers`` logins run at once (Dovecot holds each FAIL up to half a second)."""
+    names = {0: "ok", 77: "fail", 75: "tempfail"}
+
+    def one(case: tuple[str, str]) -> str:
+        if mechanism == "PLAIN":
+            return doveadm_outcome(socket_path, *case)
+        code = cram_md5_login(socket_path, *case)
+        return names.get(code, f"rc={code}")
+
+    listed = list(cases)
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        return dict(zip(listed, pool.map(one, listed), strict=True))
