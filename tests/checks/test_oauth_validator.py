@@ -65,8 +65,10 @@ async def test_good_tokens_of_either_key_give_the_email_claim(
 @pytest.mark.parametrize(
     ("overrides", "why"),
     [
-        ({"exp": int(time.time()) - 120}, "token expired"),
-        ({"nbf": int(time.time()) + 120}, "token not yet valid"),
+        # Times relative to the test's run, not to collection (a long run passed an nbf
+        # computed at collection): see _at_run_time.
+        ({"exp": -120}, "token expired"),
+        ({"nbf": +120}, "token not yet valid"),
         ({"aud": "imap"}, "wrong audience"),
         ({"iss": "https://evil.example.net/"}, "wrong issuer"),
         ({"exp": None}, "a required claim is missing"),
@@ -76,8 +78,15 @@ async def test_good_tokens_of_either_key_give_the_email_claim(
 async def test_bad_claims_are_refused(
     provider: OAuthProvider, validator: TokenValidator, overrides: dict[str, Any], why: str
 ) -> None:
-    result = await validator.validate(provider.token(**overrides).encode())
+    result = await validator.validate(provider.token(**_at_run_time(overrides)).encode())
     assert result.outcome == "invalid" and result.why == why
+
+
+def _at_run_time(overrides: dict[str, Any]) -> dict[str, Any]:
+    """``exp``/``nbf`` given as seconds from now, made absolute when the test runs."""
+    now = int(time.time())
+    relative = ("exp", "nbf")
+    return {k: now + v if k in relative and v is not None else v for k, v in overrides.items()}
 
 
 async def test_clock_skew_is_allowed(provider: OAuthProvider, validator: TokenValidator) -> None:
