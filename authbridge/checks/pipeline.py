@@ -797,8 +797,10 @@ class CheckPipeline:
         """A bearer token's verdict: the token's user (``username_attribute``), who must
         be the user the client named, if it named one and ``check_authzid`` is on. No
         store is asked: the provider vouches for the user, as with Dovecot's oauth2
-        passdb."""
+        passdb. A FAIL names the user the client named (none: no ``user=``), as
+        Dovecot's does: it has taken that name before it asks the provider."""
         typed = cred.authzid or None
+        named = self._named(typed)
         validator = self.oauth
         if validator is None:  # [oauth] removed by a reload while this was on its way
             return Verdict(Outcome.TEMPFAIL, None, Reason.STORE_ERROR, original_user=typed)
@@ -811,22 +813,25 @@ class CheckPipeline:
             return Verdict(Outcome.TEMPFAIL, None, Reason.STORE_ERROR, original_user=typed)
         if not checked.ok or checked.user is None:
             log.info("bearer token refused", request=info.id, rip=info.rip, why=checked.why)
-            return Verdict(Outcome.FAIL, None, Reason.INVALID_TOKEN, original_user=typed)
+            return Verdict(Outcome.FAIL, named, Reason.INVALID_TOKEN, original_user=typed)
         try:
             user = self.auth.usernames.normalise(checked.user)
         except InvalidUsername:
             log.info("bearer token refused", request=info.id, why="user name not acceptable")
-            return Verdict(Outcome.FAIL, None, Reason.INVALID_USERNAME, original_user=typed)
-        if cred.authzid and validator.settings.check_authzid:
-            try:
-                named = self.auth.usernames.normalise(cred.authzid)
-            except InvalidUsername:
-                named = None
-            if named != user:
-                why = "authzid is not the token's user"
-                log.info("bearer token refused", request=info.id, why=why)
-                return Verdict(Outcome.FAIL, user, Reason.AUTHZ_REFUSED, original_user=typed)
+            return Verdict(Outcome.FAIL, named, Reason.INVALID_USERNAME, original_user=typed)
+        if typed is not None and validator.settings.check_authzid and named != user:
+            log.info("bearer token refused", request=info.id, why="authzid is not the token's user")
+            return Verdict(Outcome.FAIL, named, Reason.AUTHZ_REFUSED, original_user=typed)
         return Verdict(Outcome.OK, user, original_user=typed or checked.user)
+
+    def _named(self, typed: str | None) -> str | None:
+        """The user a bearer-token client named, normalised; ``None``: none, or unusable."""
+        if typed is None:
+            return None
+        try:
+            return self.auth.usernames.normalise(typed)
+        except InvalidUsername:
+            return None
 
     def _unusable(self, found: _Found, exc: schemes.SchemeError) -> Verdict:
         """A stored password that could not be used. Malformed data (the store's, which

@@ -75,6 +75,24 @@ def test_verdicts(token: bytes, authzid: str, outcome: Outcome, reason: Reason) 
     assert (result.outcome, result.reason) == (outcome, reason)
 
 
+@pytest.mark.parametrize(
+    ("token", "authzid", "user"),
+    [
+        (b"expired", "Bob@Example.org", "bob@example.org"),
+        (b"expired", "", None),
+        (b"good", "Bob@Example.org", "bob@example.org"),
+    ],
+)
+def test_a_failure_names_the_user_the_client_named(
+    token: bytes, authzid: str, user: str | None
+) -> None:
+    """As Dovecot's oauth2 passdb: ``FAIL user=<the name given>``, never the token's user."""
+    result = pipeline(FakeValidator(ANSWERS)).run(info(), VerifyToken(authzid, token), 0.0)
+    assert isinstance(result, Verdict) and result.outcome is Outcome.FAIL
+    assert result.user == user
+    assert result.original_user == (authzid or None)
+
+
 def test_authzid_check_can_be_turned_off() -> None:
     validator = FakeValidator(ANSWERS)
     validator.settings = OAuthSettings(jwks_url="http://x/", check_authzid=False)

@@ -54,6 +54,31 @@ def test_malformed_oauthbearer_fails_in_the_mechanism(data: bytes) -> None:
     assert isinstance(OAuthBearer().initial(data), Failure)
 
 
+@pytest.mark.parametrize(
+    ("mech", "data", "named"),
+    [
+        (OAuthBearer, b"n,a=u@example.org,\x01host=x\x01\x01", "u@example.org"),
+        (OAuthBearer, b"n,,\x01host=x\x01\x01", None),
+        (OAuthBearer, b"n,a=u@example.org,\x01auth=Basic x\x01\x01", None),
+        (XOAuth2, b"user=u@example.org\x01\x01", "u@example.org"),
+        (XOAuth2, b"user=u@example.org\x01auth=Basic x\x01\x01", None),
+    ],
+)
+def test_a_message_without_a_token_fails_with_the_named_user(
+    mech: type[OAuthBearer | XOAuth2], data: bytes, named: str | None
+) -> None:
+    """As Dovecot 2.3: no ``auth`` at all fails after the name is taken (FAIL with
+    ``user=``); an ``auth`` that is not a bearer token fails before it."""
+    step = mech().initial(data)
+    assert isinstance(step, Failure) and step.username == named
+
+
+def test_error_statuses_are_dovecots() -> None:
+    """Byte for byte what Dovecot 2.3.19 sends (tests/interop/test_oauth_dovecot.py)."""
+    assert OAuthBearer.failure_status == b'{"status":"invalid_token"}'
+    assert XOAuth2.failure_status == b'{"status":"401","schemes":"bearer","scope":"mail"}'
+
+
 def test_xoauth2_gives_the_token_and_the_user() -> None:
     data = b"user=user@example.org\x01auth=Bearer " + TOKEN + b"\x01\x01"
     assert XOAuth2().initial(data) == VerifyToken("user@example.org", TOKEN)

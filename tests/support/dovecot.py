@@ -38,7 +38,7 @@ auth_verbose = yes
 auth_debug = yes
 # FAILs still go out on the 500 ms flush timer, but without the extra seconds.
 auth_failure_delay = 0
-passdb {{
+{extra_passdbs}passdb {{
   driver = passwd-file
   args = {users_file}
 }}
@@ -83,11 +83,14 @@ class DovecotAuth:
         extra_settings: Sequence[str] = (),
         workdir: str | os.PathLike[str] | None = None,
         start_timeout: float = 15.0,
+        extra_passdbs: str = "",
     ) -> None:
         self.users_file = Path(users_file).resolve()
         self.socket_path = Path(socket_path)
         self.mechanisms = tuple(mechanisms)
         self.extra_settings = tuple(extra_settings)
+        #: ``passdb { ... }`` blocks tried before the passwd-file (e.g. an oauth2 passdb).
+        self.extra_passdbs = extra_passdbs
         self.workdir = Path(workdir) if workdir is not None else self.socket_path.parent / "dovecot"
         self.start_timeout = start_timeout
         self.config_path = self.workdir / "dovecot.conf"
@@ -104,6 +107,7 @@ class DovecotAuth:
             mechanisms=" ".join(self.mechanisms),
             users_file=self.users_file,
             socket=self.socket_path,
+            extra_passdbs=self.extra_passdbs,
         )
         # Dovecot has no -o option; later settings override earlier ones.
         return text + "".join(f"{setting}\n" for setting in self.extra_settings)

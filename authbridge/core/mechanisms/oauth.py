@@ -49,13 +49,28 @@ def _unescape_saslname(value: str) -> str | None:
     return None if "=" in value.replace("=2C", "").replace("=3D", "") else out
 
 
+def _verify(user: str, pairs: dict[bytes, bytes]) -> Step:
+    """The token to validate for ``user`` (the name the client gave, '' for none).
+
+    As in Dovecot 2.3: an ``auth`` value that is not a bearer token fails before the
+    name is taken; no ``auth`` at all fails after it, so that FAIL carries ``user=``.
+    """
+    if b"auth" not in pairs:
+        return Failure("no bearer token", username=user or None)
+    token = bearer_token(pairs[b"auth"])
+    if token is None:
+        return Failure("invalid bearer token")
+    return VerifyToken(user, token)
+
+
 class OAuthBearer(Mechanism):
     """RFC 7628: ``n,a=user,`` ^A ``auth=Bearer TOKEN`` ^A ... ^A^A."""
 
     name: ClassVar[str] = "OAUTHBEARER"
     flags: ClassVar[tuple[str, ...]] = ("plaintext",)
     plaintext: ClassVar[bool] = True
-    failure_status: ClassVar[bytes | None] = b'{"status":"invalid_token","schemes":"bearer"}'
+    #: Dovecot 2.3's error status, byte for byte (RFC 7628 §3.2.2 requires only ``status``).
+    failure_status: ClassVar[bytes | None] = b'{"status":"invalid_token"}'
 
     def _step(self, data: bytes) -> Step:
         header, sep, rest = data.partition(KVSEP)
@@ -80,10 +95,7 @@ class OAuthBearer(Mechanism):
         pairs = _pairs(rest)
         if pairs is None:
             return Failure("invalid OAUTHBEARER key/value pairs")
-        token = bearer_token(pairs.get(b"auth", b""))
-        if token is None:
-            return Failure("no bearer token")
-        return VerifyToken(authzid, token)
+        return _verify(authzid, pairs)
 
 
 class XOAuth2(Mechanism):
@@ -92,7 +104,8 @@ class XOAuth2(Mechanism):
     name: ClassVar[str] = "XOAUTH2"
     flags: ClassVar[tuple[str, ...]] = ("plaintext",)
     plaintext: ClassVar[bool] = True
-    failure_status: ClassVar[bytes | None] = b'{"status":"401","schemes":"bearer"}'
+    #: Dovecot 2.3's error status, byte for byte (Google's fields).
+    failure_status: ClassVar[bytes | None] = b'{"status":"401","schemes":"bearer","scope":"mail"}'
 
     def _step(self, data: bytes) -> Step:
         pairs = _pairs(data)
@@ -101,7 +114,4 @@ class XOAuth2(Mechanism):
         user = pairs.get(b"user")
         if user is None:
             return Failure("XOAUTH2 message without user")
-        token = bearer_token(pairs.get(b"auth", b""))
-        if token is None:
-            return Failure("no bearer token")
-        return VerifyToken(decode_text(user), token)
+        return _verify(decode_text(user), pairs)
