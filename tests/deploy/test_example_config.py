@@ -32,6 +32,9 @@ _FILE_KEY = {
     "services": None,
     # An ldap store's settings: its own keys, documented one by one (below).
     "ldap": None,
+    # --dovecot-config's passdb chain rules and name rules: read from dovecot.conf, not TOML.
+    "rules": None,
+    "usernames": None,
 }
 
 

@@ -40,6 +40,7 @@ SERVER_COMMANDS = {
     b"OK",
     b"FAIL",
     b"CONT",
+    b"CANCELLED",  # a client at minor 4+ (Dovecot 2.4.4) gets it for each CANCEL
 }
 
 

@@ -213,11 +213,18 @@ class _Conversation:
 
     async def run(self) -> None:
         steps = self.case.steps
+        #: A mutation left the last write's line without its LF: the next write's bytes
+        #: join that line (a SCRAM final or CRAM answer then lands in, say, a user name).
+        open_line = False
         for index, renders in enumerate(steps):
             lines = [render(self.state) + b"\n" for render in renders]
             data = apply_line_mutations(index, len(steps), lines, self.case.mutations)
-            if byte_mutated(index, len(steps), renders, self.case.mutations):
+            if byte_mutated(index, len(steps), renders, self.case.mutations) or (
+                open_line and any(getattr(r, "volatile", False) for r in renders)
+            ):
                 self.record.inconclusive = True
+            if data:
+                open_line = not data.endswith(b"\n")
             self.record.sent.append(data)
             if self.record.closed:
                 break
