@@ -9,7 +9,8 @@ does to an attacker spread over two instances.
 "redis"`` (a redis-server on a UNIX socket in a temporary directory, as on an MX host
 with its Redis local); one connection (Postfix's pattern) sends PLAIN logins with the
 right password from a clean ``rip``, one at a time (with ``--under-attack``, while a
-second instance on the same Redis takes wrong passwords from 2,000 addresses);
+second instance, on the Redis in both runs, takes wrong passwords from 2,000
+addresses: each failure is then a message to a Redis-backed measured instance);
 printed: p50/p99/max of the time
 from the write of the AUTH line to its OK, and, for reference, Redis's own MGET round trip
 (what a read per login would add; since the mirror, logins read no Redis).
@@ -118,9 +119,12 @@ def latency(args: argparse.Namespace) -> None:
                 shared = redis if backend == "redis" else None
                 conf = config(base, backend, shared, key, "")
                 server = start(base, backend, users, conf)
+                client.flushdb()  # each run meets the same attack from scratch
+                # The attacked instance is on Redis in both runs: the same load beside the
+                # measured instance, whose own backend alone differs.
                 attacker = (
                     Attacker(
-                        start(base, "attacked", users, config(base, "att", shared, key, NO_DELAY))
+                        start(base, "attacked", users, config(base, "att", redis, key, NO_DELAY))
                     )
                     if args.under_attack
                     else None
