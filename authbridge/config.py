@@ -973,24 +973,32 @@ def _http_url(reader: _Reader, key: str) -> str:
     return url
 
 
+def _inline_or_file(reader: _Reader, key: str, base_dir: Path | None) -> tuple[str, Path | None]:
+    """A secret given as ``key`` or read from the file ``key_file`` (not both; relative
+    to the config's folder): its text, and the file it came from."""
+    value = reader.get(key, str, "")
+    file_key = f"{key}_file"
+    name = reader.get(file_key, str, "")
+    if value and name:
+        raise reader.error(file_key, f"give {key} or {file_key}, not both")
+    if not name:
+        return value, None
+    path = Path(name)
+    if base_dir is not None and not path.is_absolute():
+        path = base_dir / path
+    try:
+        return path.read_text(encoding="utf-8").strip(), path
+    except (OSError, UnicodeDecodeError) as exc:
+        why = exc.strerror if isinstance(exc, OSError) else "not UTF-8 text"
+        raise reader.error(file_key, f"cannot read {path}: {why}") from None
+
+
 def _oauth_settings(oa: _Reader, base_dir: Path | None) -> OAuthSettings:
     """``[oauth]``: every key checked; introspection needs the client's credentials."""
     d = OAuthSettings()
     jwks = _http_url(oa, "jwks_url")
     introspection = _http_url(oa, "introspection_url")
-    secret = oa.get("client_secret", str, "")
-    secret_file = oa.get("client_secret_file", str, "")
-    if secret and secret_file:
-        raise oa.error("client_secret_file", "give client_secret or client_secret_file, not both")
-    if secret_file:
-        path = Path(secret_file)
-        if base_dir is not None and not path.is_absolute():
-            path = base_dir / path
-        try:
-            secret = path.read_text(encoding="utf-8").strip()
-        except (OSError, UnicodeDecodeError) as exc:
-            why = exc.strerror if isinstance(exc, OSError) else "not UTF-8 text"
-            raise oa.error("client_secret_file", f"cannot read {path}: {why}") from None
+    secret, _ = _inline_or_file(oa, "client_secret", base_dir)
     client_id = oa.get("client_id", str, "")
     if introspection and not (client_id and secret):
         raise oa.error(
@@ -1155,21 +1163,9 @@ def _auth_policy_settings(ap: _Reader, base_dir: Path | None) -> AuthPolicySetti
     if url and not url.startswith(("http://", "https://")):
         ap.used.discard("server_url")
         raise ap.error("server_url", "expected an http:// or https:// URL")
-    nonce = ap.get("hash_nonce", str, "")
-    nonce_file = ap.get("hash_nonce_file", str, "")
-    if nonce and nonce_file:
-        raise ap.error("hash_nonce_file", "give hash_nonce or hash_nonce_file, not both")
-    if nonce_file:
-        path = Path(nonce_file)
-        if base_dir is not None and not path.is_absolute():
-            path = base_dir / path
-        try:
-            nonce = path.read_text(encoding="utf-8").strip()
-        except (OSError, UnicodeDecodeError) as exc:
-            why = exc.strerror if isinstance(exc, OSError) else "not UTF-8 text"
-            raise ap.error("hash_nonce_file", f"cannot read {path}: {why}") from None
-        if not nonce:
-            raise ap.error("hash_nonce_file", f"{path} is empty")
+    nonce, path = _inline_or_file(ap, "hash_nonce", base_dir)
+    if path is not None and not nonce:
+        raise ap.error("hash_nonce_file", f"{path} is empty")
     if url and not nonce:
         raise ap.error("server_url", "needs hash_nonce or hash_nonce_file (the cluster-wide nonce)")
     attributes = ap.get("request_attributes", str, d.request_attributes, _policy_attributes)

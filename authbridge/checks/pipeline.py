@@ -1012,19 +1012,36 @@ class CheckPipeline:
             return verdict, LinkResult.OK
         return verdict, LinkResult.MISMATCH
 
+    def _chain_begin(
+        self,
+        chain: Sequence[Link],
+        info: RequestInfo,
+        typed: str,
+        authzid: str,
+        password: bytes | None,
+        user: str | None,
+    ) -> Verdict | tuple[str, ChainRun, int]:
+        """The login name checked, and the walk's first passdb; or the verdict when the
+        name is refused or every passdb is skipped."""
+        screened = self._screen(typed, authzid, password, user)
+        if isinstance(screened, Verdict):
+            return screened
+        run = ChainRun(chain, info.mechanism, screened)
+        index = run.first()
+        if index is None:
+            return _all_skipped(screened, typed)
+        return screened, run, index
+
     def _plain_chain(
         self, chain: Sequence[Link], info: RequestInfo, cred: VerifyPlain, user: str | None
     ) -> Generator[_Op, Any, Verdict]:
         """PLAIN/LOGIN through the passdbs of a dovecot.conf, by Dovecot's rules."""
         typed = cred.authcid
-        screened = self._screen(typed, cred.authzid, cred.password, user)
-        if isinstance(screened, Verdict):
-            return screened
-        user = screened
-        run = ChainRun(chain, info.mechanism, user)
-        index = run.first()
-        if index is None:
-            return _all_skipped(user, typed)
+        begun = self._chain_begin(chain, info, typed, cred.authzid, cred.password, user)
+        if isinstance(begun, Verdict):
+            return begun
+        user, run, first = begun
+        index: int | None = first
         ok: Verdict | None = None
         failure = Verdict(Outcome.FAIL, user, Reason.USER_UNKNOWN, original_user=typed)
         seen = False
@@ -1045,10 +1062,9 @@ class CheckPipeline:
             index, result = run.after(index, result)
         if result is LinkResult.OK:
             return ok or Verdict(Outcome.OK, user, Reason.NONE, original_user=typed)
-        if result is LinkResult.INTERNAL:
-            return Verdict(Outcome.TEMPFAIL, user, Reason.STORE_ERROR, original_user=typed)
-        if result is LinkResult.REFUSED:
-            return Verdict(Outcome.FAIL, user, Reason.FORCED_FAIL, original_user=typed)
+        ended = _chain_ended(result, user, typed)
+        if ended is not None:
+            return ended
         dummy = self.auth.dummy_password
         if not seen and dummy is not None:
             # Verified and ignored: an unknown user costs what a wrong password does.
@@ -1062,14 +1078,11 @@ class CheckPipeline:
         """CRAM-MD5/SCRAM credentials through the passdbs of a dovecot.conf: a passdb
         that has them for the scheme is an OK for its rules, one that has not a failure."""
         typed = cred.username
-        screened = self._screen(typed, "", None, None)
-        if isinstance(screened, Verdict):
-            return screened
-        user = screened
-        run = ChainRun(chain, info.mechanism, user)
-        index = run.first()
-        if index is None:
-            return _all_skipped(user, typed)
+        begun = self._chain_begin(chain, info, typed, "", None, None)
+        if isinstance(begun, Verdict):
+            return begun
+        user, run, first = begun
+        index: int | None = first
         answer: CredentialsFound | None = None
         failure = Verdict(Outcome.FAIL, user, Reason.USER_UNKNOWN, original_user=typed)
         result = LinkResult.UNKNOWN
@@ -1092,10 +1105,9 @@ class CheckPipeline:
             if answer is None:
                 return Verdict(Outcome.FAIL, user, Reason.SCHEME_NOT_AVAILABLE, original_user=typed)
             return answer
-        if result is LinkResult.INTERNAL:
-            return Verdict(Outcome.TEMPFAIL, user, Reason.STORE_ERROR, original_user=typed)
-        if result is LinkResult.REFUSED:
-            return Verdict(Outcome.FAIL, user, Reason.FORCED_FAIL, original_user=typed)
+        ended = _chain_ended(result, user, typed)
+        if ended is not None:
+            return ended
         if result is LinkResult.SCHEME and run.seen_unknown:
             return Verdict(Outcome.FAIL, user, Reason.USER_UNKNOWN, original_user=typed)
         return failure
@@ -1137,6 +1149,16 @@ def _all_skipped(user: str, typed: str) -> Verdict:
     internal failure, as in Dovecot ("All password databases were skipped")."""
     _std_log.error("all passdbs were skipped", user=userlog.unknown_name(user))
     return Verdict(Outcome.TEMPFAIL, user, Reason.STORE_ERROR, original_user=typed)
+
+
+def _chain_ended(result: LinkResult, user: str, typed: str) -> Verdict | None:
+    """The chain's answer when its last result is an internal failure or a refusal by
+    the rules (the same for passwords and credentials); ``None`` otherwise."""
+    if result is LinkResult.INTERNAL:
+        return Verdict(Outcome.TEMPFAIL, user, Reason.STORE_ERROR, original_user=typed)
+    if result is LinkResult.REFUSED:
+        return Verdict(Outcome.FAIL, user, Reason.FORCED_FAIL, original_user=typed)
+    return None
 
 
 def _policy_refusal(

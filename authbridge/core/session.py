@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import collections
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 
 from authbridge.core import addresses, replies, wire
 from authbridge.core.addresses import IPAddress
@@ -735,26 +735,15 @@ def _request_info_24(
         service = params.get("service")
         if service is None:
             raise ProtocolViolation("AUTH without protocol= or service=")
-    secured = params.get("secured")
+    # The 2.3 record, then what 2.4 adds (this path is cold: a copy is fine).
+    base = _request_info(request_id, mechanism, service, params, client_minor)
+    values = {f.name: getattr(base, f.name) for f in fields(RequestInfo)}
     transport = params.get("transport")
     tls = _SECURED_TRANSPORTS.get(transport.lower()) if transport else None
-    rip_text = params.get("rip")
-    rip, address = (addresses.parse(rip_text) if rip_text else None) or _NO_ADDRESS
+    values["secured"] = base.secured or tls is not None
+    values["secured_tls"] = base.secured_tls or tls is True
     return RequestInfo24(
-        id=request_id,
-        mechanism=mechanism,
-        service=service,
-        rip=rip,
-        lip=_parse_ip(params.get("lip")),
-        rport=_parse_port(params.get("rport")),
-        lport=_parse_port(params.get("lport")),
-        secured=secured is not None or tls is not None,
-        secured_tls=secured == "tls" or tls is True,
-        valid_client_cert="valid-client-cert" in params,
-        no_penalty="no-penalty" in params,
-        session=params.get("session"),
-        client_minor=client_minor,
-        _address=address,
+        **values,
         transport=transport,
         tls_cipher=params.get("tls_cipher"),
         tls_protocol=params.get("tls_protocol"),

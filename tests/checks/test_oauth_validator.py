@@ -7,7 +7,7 @@ from __future__ import annotations
 import base64
 import json
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from dataclasses import replace
 from typing import Any
 
@@ -17,14 +17,16 @@ import trio
 
 from authbridge.checks.oauth import TokenValidator
 from authbridge.config import OAuthSettings
-from tests.support.oauth_provider import AUDIENCE, CLIENT_ID, CLIENT_SECRET, ISSUER, OAuthProvider
+from tests.support.oauth_provider import (
+    AUDIENCE,
+    CLIENT_ID,
+    CLIENT_SECRET,
+    ISSUER,
+    OAuthProvider,
+    provider_fixture,
+)
 
-
-@pytest.fixture
-def provider() -> Iterator[OAuthProvider]:
-    p = OAuthProvider().start()
-    yield p
-    p.stop()
+provider = provider_fixture("function")
 
 
 def jwt_settings(provider: OAuthProvider, **changes: object) -> OAuthSettings:

@@ -6,38 +6,21 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from tests.commands.test_auth_test import auth_test
 from tests.support import runtime_dir, wait_for_value
 from tests.support.authbridge_proc import AuthbridgeServer
-from tests.support.oauth_provider import AUDIENCE, ISSUER, OAuthProvider
+from tests.support.oauth_provider import AUDIENCE, ISSUER, OAuthProvider, provider_fixture
 
 USER = "alice@example.org"
 
 
-def auth_test(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "authbridge", "auth", "test", *args],
-        input=stdin,
-        stdin=None if stdin is not None else subprocess.DEVNULL,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-
-
-@pytest.fixture(scope="module")
-def provider() -> Iterator[OAuthProvider]:
-    p = OAuthProvider().start()
-    yield p
-    p.stop()
+provider = provider_fixture("module")
 
 
 @pytest.fixture(scope="module")

@@ -33,7 +33,7 @@ import pytest
 from tests.support import runtime_dir
 from tests.support.authbridge_proc import AuthbridgeServer
 from tests.support.dovecot import DovecotAuth
-from tests.support.oauth_provider import CLIENT_ID, CLIENT_SECRET, OAuthProvider
+from tests.support.oauth_provider import CLIENT_ID, CLIENT_SECRET, OAuthProvider, provider_fixture
 
 pytestmark = pytest.mark.interop
 
@@ -45,11 +45,7 @@ PARAMS = "service=smtp\trip=192.0.2.7\tsecured"
 TIMEOUT = 5.0
 
 
-@pytest.fixture(scope="module")
-def provider() -> Iterator[OAuthProvider]:
-    p = OAuthProvider().start()
-    yield p
-    p.stop()
+provider = provider_fixture("module")
 
 
 @pytest.fixture(scope="module")

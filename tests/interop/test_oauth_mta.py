@@ -37,6 +37,7 @@ from tests.support.oauth_provider import (
     CLIENT_SECRET,
     ISSUER,
     OAuthProvider,
+    provider_fixture,
 )
 from tests.support.postfix import PostfixMaster, write_postfix_config
 from tests.support.tls import TlsFiles
@@ -46,11 +47,7 @@ pytestmark = pytest.mark.interop
 USER = "alice@example.org"
 
 
-@pytest.fixture(scope="module")
-def provider() -> Iterator[OAuthProvider]:
-    p = OAuthProvider().start()
-    yield p
-    p.stop()
+provider = provider_fixture("module")
 
 
 @pytest.fixture(scope="module")

@@ -13,11 +13,10 @@ import os
 import shutil
 import signal
 import subprocess
-import time
 import urllib.parse
 from pathlib import Path
 
-from tests.support import free_tcp_port, require_binary
+from tests.support import free_tcp_port, require_binary, wait_until
 from tests.support.tls import TlsFiles, make_self_signed
 
 SUFFIX = "dc=example,dc=org"
@@ -131,22 +130,22 @@ class Slapd:
                 stderr=log,
                 start_new_session=True,
             )
-        deadline = time.monotonic() + 30
-        while True:
+        whoami = require_binary("ldapwhoami")
+
+        def answers() -> bool:
+            assert self.proc is not None
             if self.proc.poll() is not None:
                 raise RuntimeError(f"slapd exited: {self.log.read_text()[-2000:]}")
-            whoami = require_binary("ldapwhoami")
             probe = subprocess.run(
                 [whoami, "-x", "-H", self.uri, "-D", ADMIN_DN, "-w", ADMIN_PW],
                 capture_output=True,
                 timeout=10,
                 check=False,
             )
-            if probe.returncode == 0:
-                return self
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"slapd does not answer: {probe.stderr.decode()}")
-            time.sleep(0.1)
+            return probe.returncode == 0
+
+        wait_until(answers, timeout=30, what="slapd answering a bind", interval=0.1)
+        return self
 
     def add(self, ldif: str) -> None:
         """Entries added as the admin with the real ldapadd."""

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import base64
 import time
-from collections.abc import Iterator
 
 import jwt
 import pytest
@@ -25,6 +24,7 @@ from tests.support.oauth_provider import (
     CLIENT_SECRET,
     ISSUER,
     OAuthProvider,
+    provider_fixture,
 )
 
 pytestmark = pytest.mark.interop
@@ -32,11 +32,7 @@ pytestmark = pytest.mark.interop
 USER = "alice@example.org"
 
 
-@pytest.fixture
-def provider() -> Iterator[OAuthProvider]:
-    p = OAuthProvider().start()
-    yield p
-    p.stop()
+provider = provider_fixture("function")
 
 
 def _config(provider: OAuthProvider) -> str:

@@ -18,14 +18,17 @@ import socket
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs
 
 import jwt
+import pytest
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
+
+from tests.support.dovecot import FixtureScope
 
 ISSUER = "https://idp.example.org/realms/mail"
 AUDIENCE = "smtp"
@@ -215,3 +218,20 @@ class OAuthProvider:
         except (jwt.PyJWTError, KeyError):
             return {"active": False}
         return {"active": True, **claims, "username": claims.get("email")}
+
+
+def provider_fixture(scope: FixtureScope = "module") -> Callable[[], Iterator[OAuthProvider]]:
+    """A pytest fixture named ``provider``: a running :class:`OAuthProvider`.
+
+    provider = provider_fixture()
+    """
+
+    @pytest.fixture(scope=scope, name="provider")
+    def _fixture() -> Iterator[OAuthProvider]:
+        running = OAuthProvider().start()
+        try:
+            yield running
+        finally:
+            running.stop()
+
+    return _fixture
